@@ -1,0 +1,43 @@
+"""profdiag: diagnose GPU profiler traces of LLM inference.
+
+Public API (imports are lazy so the CLI's ``--help`` stays fast)::
+
+    import profdiag
+    trace = profdiag.load("trace.json.gz")       # Trace, with .events (DataFrame)
+    diag = profdiag.diagnose(trace)               # Diagnosis, with DataFrames and to_dict()
+    html = profdiag.render(diag, "html")          # str
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diagnose.model import Diagnosis
+    from .trace import Trace
+
+
+def load(path: Any, format: str | None = None) -> "Trace":
+    """Parse a trace file (format sniffed by content unless ``format`` is given)."""
+    from .parsers import parse
+
+    return parse(path, format=format)
+
+
+def diagnose(trace: "Trace", **options: Any) -> "Diagnosis":
+    """Run the five-step diagnosis on a Trace; see profdiag.diagnose.run for options."""
+    from .diagnose import run
+
+    return run(trace, **options)
+
+
+def render(diagnosis: "Diagnosis", fmt: str = "html") -> str:
+    """Render a Diagnosis as 'html', 'json', 'md' or 'txt'."""
+    from .render import render as _render
+
+    return _render(diagnosis, fmt)
+
+
+__all__ = ["load", "diagnose", "render", "__version__"]

@@ -1,0 +1,104 @@
+"""Parser registry: detect a trace's format by content and parse it into a Trace.
+
+Each parser module defines ``FORMAT`` (its name), ``sniff(path, head) -> bool`` (``head`` is
+the first bytes of the *decompressed* content, or b"" for a directory) and
+``parse(path) -> Trace``. Modules are imported lazily so ``profdiag --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import TraceFormatError, UsageError
+from ..trace import Trace
+
+# Order matters: the first parser whose sniff() accepts the input wins.
+_PARSER_MODULES: dict[str, str] = {
+    "torch": "profdiag.parsers.torch_json",
+    "nsys": "profdiag.parsers.nsys_sqlite",
+    "rocprof": "profdiag.parsers.rocprof",
+}
+
+HEAD_BYTES = 4096
+
+
+def formats() -> list[str]:
+    """Names accepted by ``--format``."""
+    return list(_PARSER_MODULES)
+
+
+def _module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(_PARSER_MODULES[name])
+    except ModuleNotFoundError as exc:  # a parser not built yet / optional
+        if exc.name and exc.name.startswith("profdiag.parsers"):
+            return None
+        raise
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    """First ``n`` bytes of the content, transparently gunzipped; b"" for directories."""
+    if path.is_dir():
+        return b""
+    with open(path, "rb") as fh:
+        raw = fh.read(n)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(n)
+        except (OSError, EOFError) as exc:
+            raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
+    return raw
+
+
+def detect(path: str | os.PathLike[str]) -> str:
+    """Return the format name of ``path`` by content, or raise TraceFormatError."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError("no such file or directory", str(p))
+    if p.is_file() and p.stat().st_size == 0:
+        raise TraceFormatError("empty file", str(p))
+    head = read_head(p)
+    for name in _PARSER_MODULES:
+        mod = _module(name)
+        if mod is not None and mod.sniff(p, head):
+            return name
+    if p.is_dir():
+        raise TraceFormatError("directory holds no recognised trace files", str(p))
+    what = "binary data" if b"\x00" in head[:512] or not _is_text(head) else "text"
+    raise TraceFormatError(
+        f"not a recognised trace ({what}); expected a PyTorch profiler JSON, "
+        "an Nsight Systems SQLite export or a rocprof output",
+        str(p),
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        # a multi-byte character may be cut at the end of the head
+        try:
+            head[:-4].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def parse(path: str | os.PathLike[str], format: str | None = None) -> Trace:
+    """Parse ``path`` (format sniffed unless given) into a canonical Trace."""
+    p = Path(path)
+    if format is None:
+        format = detect(p)
+    elif format not in _PARSER_MODULES:
+        raise UsageError(f"unknown format {format!r}; choose from {', '.join(formats())}")
+    elif not p.exists():
+        raise UsageError("no such file or directory", str(p))
+    mod = _module(format)
+    if mod is None:
+        raise UsageError(f"format {format!r} is not available in this build")
+    return mod.parse(p)

@@ -1,0 +1,107 @@
+"""The canonical event table every parser produces.
+
+One row per event. Times are integer nanoseconds on the trace's own clock (``start_ns``
+relative to the earliest event of the trace is *not* enforced: parsers keep the trace's
+origin and record it in TraceMeta). Missing integers are pandas ``<NA>`` (nullable Int64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+# Event kinds. GPU-side kinds occupy a device; host-side kinds do not.
+KIND_KERNEL = "kernel"
+KIND_MEMCPY = "memcpy"
+KIND_MEMSET = "memset"
+KIND_RUNTIME = "runtime"  # CUDA/HIP runtime or driver API call on the host
+KIND_SYNC = "sync"  # device-side synchronisation record (cuda_sync, nsys SYNCHRONIZATION)
+KIND_CPU_OP = "cpu_op"  # framework operator (aten::mm)
+KIND_ANNOTATION = "annotation"  # user range on the host (record_function, NVTX, roctx)
+KIND_GPU_ANNOTATION = "gpu_annotation"  # projection of a user range onto a GPU stream
+
+GPU_KINDS = (KIND_KERNEL, KIND_MEMCPY, KIND_MEMSET)
+ALL_KINDS = (
+    KIND_KERNEL,
+    KIND_MEMCPY,
+    KIND_MEMSET,
+    KIND_RUNTIME,
+    KIND_SYNC,
+    KIND_CPU_OP,
+    KIND_ANNOTATION,
+    KIND_GPU_ANNOTATION,
+)
+
+# column -> (dtype, description). Order is the canonical column order.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "name": ("string", "event name; for kernels the demangled name"),
+    "short_name": ("string", "kernel base name (nsys shortName, template args stripped)"),
+    "kind": ("category", "one of ALL_KINDS"),
+    "start_ns": ("int64", "start time, ns"),
+    "dur_ns": ("int64", "duration, ns (>= 0)"),
+    "device": ("Int64", "GPU index for GPU events, <NA> for host events"),
+    "stream": ("Int64", "GPU stream / queue, <NA> for host events"),
+    "pid": ("Int64", "host process id (<NA> when the trace gives none)"),
+    "tid": ("Int64", "host thread id (<NA> when the trace gives none)"),
+    "correlation": ("Int64", "launch correlation id linking a runtime call to its GPU work"),
+    "external_id": ("Int64", "framework op id linking a cpu_op to its runtime calls/kernels"),
+    "bytes": ("Int64", "bytes moved (memcpy/memset), <NA> otherwise"),
+    "op_name": ("string", "for GPU events: the framework op that launched it (aten::mm)"),
+    "input_dims": ("string", "for cpu_op (and GPU events via op): JSON of Input Dims"),
+    "input_types": ("string", "for cpu_op (and GPU events via op): JSON of Input type"),
+    "grid": ("string", "launch grid 'x,y,z' in blocks, <NA> when unknown"),
+    "block": ("string", "launch block 'x,y,z', <NA> when unknown"),
+    "graph_launch": ("boolean", "GPU work replayed from a CUDA/HIP graph"),
+}
+
+_NA_FOR = {"string": pd.NA, "Int64": pd.NA, "boolean": pd.NA}
+
+
+def empty_events() -> pd.DataFrame:
+    """Return a typed, zero-row canonical event table."""
+    return from_columns({})
+
+
+def from_columns(columns: dict[str, Any], n: int | None = None) -> pd.DataFrame:
+    """Build a canonical table from column lists/arrays; absent columns are filled with NA.
+
+    Every present column must have the same length ``n``.
+    """
+    if n is None:
+        n = len(next(iter(columns.values()))) if columns else 0
+    data: dict[str, Any] = {}
+    for col, (dtype, _) in COLUMNS.items():
+        values = columns.get(col)
+        if values is None:
+            if dtype == "int64":
+                values = [0] * n
+            elif dtype == "category":
+                values = [None] * n
+            else:
+                values = [pd.NA] * n
+        if dtype == "category":
+            data[col] = pd.Categorical(values, categories=list(ALL_KINDS))
+        else:
+            data[col] = pd.array(values, dtype=dtype)
+    return pd.DataFrame(data)
+
+
+def validate(events: pd.DataFrame) -> list[str]:
+    """Return every problem with ``events`` as a list of strings (empty when valid)."""
+    problems: list[str] = []
+    for col, (dtype, _) in COLUMNS.items():
+        if col not in events.columns:
+            problems.append(f"missing column {col!r}")
+            continue
+        actual = str(events[col].dtype)
+        if actual != dtype:
+            problems.append(f"column {col!r} has dtype {actual}, expected {dtype}")
+    extra = [c for c in events.columns if c not in COLUMNS]
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    if "dur_ns" in events.columns and len(events) and (events["dur_ns"] < 0).any():
+        problems.append(f"{int((events['dur_ns'] < 0).sum())} events with negative dur_ns")
+    if "kind" in events.columns and events["kind"].isna().any():
+        problems.append(f"{int(events['kind'].isna().sum())} events with no kind")
+    return problems

@@ -1,0 +1,66 @@
+"""Trace: the canonical events of one profile plus what we know about where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from . import schema
+
+
+@dataclass
+class DeviceInfo:
+    """One GPU as the trace describes it."""
+
+    index: int
+    name: str = ""
+    sm_count: int | None = None
+    memory_bytes: int | None = None
+    compute_capability: str | None = None
+    vendor: str = ""  # "nvidia" | "amd" | ""
+
+
+@dataclass
+class TraceMeta:
+    format: str  # "torch" | "nsys" | "rocprof-v1" | "rocprofv3" | "rocpd"
+    path: str
+    devices: list[DeviceInfo] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # Profiler options as recorded in the trace (record_shapes, with_stack, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+    # Epoch anchor when the format has one (torch baseTimeNanoseconds, nsys session start).
+    base_time_ns: int | None = None
+    salvaged: bool = False  # the file was truncated and partially recovered
+
+    @property
+    def device_name(self) -> str:
+        return self.devices[0].name if self.devices else ""
+
+
+@dataclass
+class Trace:
+    events: pd.DataFrame
+    meta: TraceMeta
+
+    def __post_init__(self) -> None:
+        problems = schema.validate(self.events)
+        if problems:
+            raise ValueError("non-canonical event table: " + "; ".join(problems))
+
+    def of_kind(self, *kinds: str) -> pd.DataFrame:
+        """Rows whose kind is one of ``kinds``."""
+        return self.events[self.events["kind"].isin(kinds)]
+
+    @property
+    def gpu_events(self) -> pd.DataFrame:
+        return self.of_kind(*schema.GPU_KINDS)
+
+    @property
+    def kernels(self) -> pd.DataFrame:
+        return self.of_kind(schema.KIND_KERNEL)
+
+    def __repr__(self) -> str:
+        counts = self.events["kind"].value_counts().to_dict()
+        return f"Trace(format={self.meta.format!r}, path={self.meta.path!r}, events={counts})"
