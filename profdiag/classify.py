@@ -1,0 +1,220 @@
+"""Rule-driven classification of GPU events into a category and a finer class.
+
+Rules are data (``rules/kernels*.toml``, plus user files given with ``--rules``). Matching
+runs once per unique (kind, name, op_name) triple, not once per event, so a trace with a
+million launches of forty kernels costs forty regex evaluations per rule.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from .errors import RulesError
+from .rules_path import rules_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CATEGORIES = ("compute", "memory", "normalization", "elementwise", "overhead", "other")
+UNMATCHED_CATEGORY = "other"
+UNMATCHED_CLASS = "unclassified"
+# Classes that are one GEMM call each (a split-K reduce belongs to its GEMM).
+GEMM_CLASSES = ("gemm", "gemv")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    category: str
+    klass: str
+    priority: int
+    pattern: re.Pattern[str] | None = None
+    op: re.Pattern[str] | None = None
+    kind: str = "kernel"
+    why: str = ""
+    examples: tuple[dict[str, str], ...] = ()
+    source: str = ""
+
+    def matches(self, kind: str, name: str, op_name: str | None) -> bool:
+        """Return True when every condition of this rule holds."""
+        if kind != self.kind:
+            return False
+        if self.pattern is not None and not self.pattern.search(name):
+            return False
+        if self.op is not None and (not op_name or not self.op.search(op_name)):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Match:
+    category: str
+    klass: str
+    rule: Rule | None
+
+
+@dataclass
+class RuleSet:
+    rules: list[Rule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Stable: higher priority first, file order breaks ties.
+        self.rules = sorted(self.rules, key=lambda r: -r.priority)
+
+    def match(self, kind: str, name: str, op_name: str | None = None) -> Match:
+        """Return the winning rule's category/class, or the unclassified fallback."""
+        for rule in self.rules:
+            if rule.matches(kind, name, op_name):
+                return Match(rule.category, rule.klass, rule)
+        return Match(UNMATCHED_CATEGORY, UNMATCHED_CLASS, None)
+
+    def candidates(self, kind: str, name: str, op_name: str | None = None) -> list[Rule]:
+        """Every rule that matches, winner first (for --explain)."""
+        return [r for r in self.rules if r.matches(kind, name, op_name)]
+
+
+def _compile(value: Any, where: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RulesError(f"{where}: pattern must be a string")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise RulesError(f"{where}: bad regex {value!r}: {exc}") from None
+
+
+def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
+    rid = raw.get("id")
+    where = f"{source}: rule {rid!r}"
+    if not isinstance(rid, str) or not rid:
+        raise RulesError(f"{source}: a rule has no id")
+    for key in ("category", "class"):
+        if key not in raw:
+            raise RulesError(f"{where}: missing {key!r}")
+    if raw["category"] not in CATEGORIES:
+        raise RulesError(f"{where}: category {raw['category']!r} not in {', '.join(CATEGORIES)}")
+    if "pattern" not in raw and "op" not in raw:
+        raise RulesError(f"{where}: needs a 'pattern' or an 'op'")
+    examples: list[dict[str, str]] = []
+    for ex in raw.get("examples", []):
+        examples.append({"name": ex} if isinstance(ex, str) else dict(ex))
+    return Rule(
+        id=rid,
+        category=raw["category"],
+        klass=raw["class"],
+        priority=int(raw.get("priority", 0)),
+        pattern=_compile(raw.get("pattern"), where),
+        op=_compile(raw.get("op"), where),
+        kind=raw.get("kind", "kernel"),
+        why=raw.get("why", ""),
+        examples=tuple(examples),
+        source=source,
+    )
+
+
+def load_rule_file(path: Path) -> list[Rule]:
+    """Parse one TOML rule file; raise RulesError naming the file on any problem."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"cannot read rules: {exc}", str(path)) from None
+    return [_parse_rule(r, path.name) for r in data.get("rule", [])]
+
+
+def default_rule_files() -> list[Path]:
+    """The shipped kernel rule files, in a stable order."""
+    return sorted(rules_dir().glob("kernels*.toml"))
+
+
+@lru_cache(maxsize=8)
+def _load_cached(paths: tuple[str, ...]) -> RuleSet:
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for p in paths:
+        for rule in load_rule_file(Path(p)):
+            if rule.id in seen:
+                raise RulesError(f"duplicate rule id {rule.id!r} in {rule.source} and {seen[rule.id]}")
+            seen[rule.id] = rule.source
+            rules.append(rule)
+    return RuleSet(rules)
+
+
+def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
+    """Shipped rules plus user rule files (user files may add rules with new ids)."""
+    paths = [str(p) for p in default_rule_files()] + [str(Path(p)) for p in extra]
+    for p in paths:
+        if not Path(p).is_file():
+            raise RulesError("no such rules file", p)
+    return _load_cached(tuple(paths))
+
+
+def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame:
+    """Return ``events`` with ``category``, ``class`` and ``rule_id`` columns added.
+
+    Host-side rows get category "overhead"/class = their kind for runtime and sync calls,
+    and NA for cpu_op/annotations (they are not device work).
+    """
+    rules = rules or load_rules()
+    out = events.copy()
+    n = len(out)
+    category = pd.Series(pd.NA, index=out.index, dtype="string")
+    klass = pd.Series(pd.NA, index=out.index, dtype="string")
+    rule_id = pd.Series(pd.NA, index=out.index, dtype="string")
+    if n:
+        gpu = out["kind"].isin(("kernel", "memcpy", "memset"))
+        if gpu.any():
+            sub = out.loc[gpu, ["kind", "name", "op_name"]].astype(object)
+            sub = sub.where(sub.notna(), None)
+            keys = pd.MultiIndex.from_frame(sub)
+            uniq = keys.unique()
+            cat_map, cls_map, rid_map = {}, {}, {}
+            for key in uniq:
+                kind, name, op = key
+                m = rules.match(str(kind), str(name or ""), op)
+                cat_map[key], cls_map[key] = m.category, m.klass
+                rid_map[key] = m.rule.id if m.rule else pd.NA
+            codes = uniq.get_indexer(keys)
+            category.loc[gpu] = pd.array([cat_map[u] for u in uniq], dtype="string")[codes]
+            klass.loc[gpu] = pd.array([cls_map[u] for u in uniq], dtype="string")[codes]
+            rule_id.loc[gpu] = pd.array([rid_map[u] for u in uniq], dtype="string")[codes]
+        host = out["kind"].isin(("runtime", "sync"))
+        category.loc[host] = "overhead"
+        klass.loc[host] = out.loc[host, "kind"].astype("string")
+    out["category"] = category
+    out["class"] = klass
+    out["rule_id"] = rule_id
+    return out
+
+
+def explain(name: str, rules: RuleSet | None = None, op_name: str | None = None,
+            kind: str = "kernel") -> list[Rule]:
+    """Every rule matching ``name`` (winner first); empty when none matches."""
+    rules = rules or load_rules()
+    return rules.candidates(kind, name, op_name)
+
+
+def unmatched(events: pd.DataFrame) -> pd.DataFrame:
+    """Names no rule matched in a classified table: name, op_name, calls, total_ns."""
+    sub = events[events["class"] == UNMATCHED_CLASS]
+    if sub.empty:
+        return pd.DataFrame(columns=["name", "op_name", "calls", "total_ns"])
+    g = sub.groupby(["name", "op_name"], dropna=False, observed=True)["dur_ns"]
+    res = g.agg(calls="count", total_ns="sum").reset_index()
+    return res.sort_values("total_ns", ascending=False, ignore_index=True)
+
+
+def iter_examples(rules: RuleSet) -> Iterable[tuple[Rule, dict[str, str]]]:
+    """(rule, example) pairs, for tests and `profdiag classify --check`."""
+    for rule in rules.rules:
+        for ex in rule.examples:
+            yield rule, ex
