@@ -1,0 +1,763 @@
+"""Roofline and speed-of-light arithmetic (pure functions over numbers and DataFrames).
+
+Units everywhere: FLOPs, bytes, seconds, FLOP/s, bytes/s (SI, no tera-), durations from the
+event table in integer ns. Nothing here renders or prints; ``docs/roofline.md`` explains the
+method and the formulas.
+
+Public API (see each docstring for what it returns)::
+
+    gemm_flops(m, k, n, batch=1)                       2·b·m·k·n
+    gemm_min_bytes(m, k, n, dtype_bytes, batch=1)      b·(mk + kn + mn)·s
+    arithmetic_intensity(flops, nbytes)
+    weight_only_intensity(tokens, dtype_bytes)         2·tokens / s
+    ridge_point(spec, dtype)
+    bound(intensity, spec, dtype)                      "memory" | "compute"
+    attainable_flops(intensity, spec, dtype)           min(peak, intensity·bw)
+    critical_batch_size(spec, dtype, dtype_bytes)      ridge·s / 2
+    decode_speed_of_light(weight_bytes, kv_bytes_per_seq, batch, bandwidth, ...)
+    kv_bytes_per_token(layers, context, head_dim, kv_heads, dtype_bytes)   2·L·T·d·h_kv·s
+    prefill_linear_flops(n_params, tokens)             2·N·T
+    prefill_attention_flops(layers, tokens, head_dim, heads, causal=False) 4·L·T²·d·h (/2 causal)
+    prefill_flops(n_params, layers, tokens, head_dim, heads, causal=False)
+    decode_attention_flops(layers, context, head_dim, heads)                4·L·T·d·h
+    ModelConfig / model_params(config) / model_weight_bytes(config, s) / streamed_weight_bytes
+    gemm_table(kernels, spec, default_dtype="bf16", ...) -> DataFrame
+    summarise(table) -> dict
+    speed_of_light_steps(step_times_ns, config, batch, context, spec, dtype_bytes, phase)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import numpy as np
+import pandas as pd
+
+from .errors import UsageError
+from .hardware import DTYPE_BYTES, GpuSpec, normalize_dtype
+
+Bound = Literal["memory", "compute"]
+
+# --------------------------------------------------------------------------- scalar formulas
+
+
+def gemm_flops(m: float, k: float, n: float, batch: float = 1) -> float:
+    """Return the FLOPs of ``batch`` GEMMs [m, k] x [k, n]: one multiply-add (2 FLOPs) per
+    (i, j, l) triple, so 2·batch·m·k·n."""
+    return 2.0 * batch * m * k * n
+
+
+def gemm_min_bytes(m: float, k: float, n: float, dtype_bytes: float, batch: float = 1) -> float:
+    """Return the compulsory DRAM traffic of ``batch`` GEMMs: read A [m,k] and B [k,n] once,
+    write C [m,n] once, (mk + kn + mn)·dtype_bytes each. Real kernels move at least this."""
+    return float(batch) * (m * k + k * n + m * n) * dtype_bytes
+
+
+def arithmetic_intensity(flops: float, nbytes: float) -> float:
+    """Return FLOPs per byte moved (inf when no bytes move)."""
+    return flops / nbytes if nbytes else math.inf
+
+
+def weight_only_intensity(tokens: float, dtype_bytes: float) -> float:
+    """Return the intensity of a transformer step that reads every weight once and does 2 FLOPs
+    per weight per token: 2·N·tokens / (N·dtype_bytes) = 2·tokens/dtype_bytes. N cancels, which
+    is why prefill (thousands of tokens per weight trip) and decode (batch tokens) sit at the
+    two ends of the roofline whatever the model size."""
+    return 2.0 * tokens / dtype_bytes
+
+
+def ridge_point(spec: GpuSpec, dtype: str = "bf16") -> float:
+    """Return the ridge point, peak FLOP/s / bandwidth (FLOP/byte), of ``spec`` for ``dtype``."""
+    return spec.ridge(dtype)
+
+
+def bound(intensity: float, spec: GpuSpec, dtype: str = "bf16") -> Bound:
+    """Return "compute" when ``intensity`` >= the ridge point, else "memory".
+
+    At exactly the ridge both ceilings meet; the lab counts that as compute-bound (its critical
+    batch size 156 on an A100 is the first compute-bound batch), so do we.
+    """
+    return "compute" if intensity >= spec.ridge(dtype) else "memory"
+
+
+def attainable_flops(intensity: float, spec: GpuSpec, dtype: str = "bf16") -> float:
+    """Return the roofline ceiling min(peak, intensity·bandwidth) in FLOP/s."""
+    return min(spec.peak(dtype), intensity * spec.bandwidth)
+
+
+def critical_batch_size(spec: GpuSpec, dtype: str = "bf16", dtype_bytes: float | None = None) -> float:
+    """Return the decode batch (tokens per weight trip) at which the weight-only intensity
+    2·B/s reaches the ridge: B* = ridge·s/2 (= the ridge for fp16/bf16). KV traffic is ignored,
+    so real decode needs somewhat more than this to be compute-bound."""
+    s = dtype_bytes if dtype_bytes is not None else DTYPE_BYTES[normalize_dtype(dtype) or dtype]
+    return spec.ridge(dtype) * s / 2.0
+
+
+@dataclass(frozen=True)
+class DecodeSpeedOfLight:
+    """The fastest a decode step can go given the bytes it must read (and optionally FLOPs)."""
+
+    bytes_per_step: float  # weights once + KV of every sequence
+    step_time_s: float  # ideal seconds per step
+    tokens_per_s_per_seq: float  # = steps/s: each sequence gains one token per step
+    tokens_per_s: float  # whole batch
+    limit: Bound  # which ceiling set the step time
+
+
+def decode_speed_of_light(
+    weight_bytes: float,
+    kv_bytes_per_seq: float,
+    batch: int,
+    bandwidth: float,
+    *,
+    flops_per_token: float = 0.0,
+    peak_flops: float | None = None,
+) -> DecodeSpeedOfLight:
+    """Return the decode speed of light: one step must stream the weights once (shared by the
+    batch) plus each sequence's KV cache, so step time >= (W + B·KV)/bandwidth.
+
+    Tokens/s per sequence = 1/step time; per batch = B/step time. Pass ``flops_per_token`` and
+    ``peak_flops`` to also apply the compute ceiling (B·flops_per_token/peak), which takes over
+    past the critical batch size; by default only the memory ceiling applies, as in the lab
+    (8B fp16 on 2.0 TB/s: 125 tokens/s per sequence; batch 64: 8000 tokens/s).
+    """
+    if batch < 1:
+        raise UsageError(f"batch must be >= 1, got {batch}")
+    nbytes = float(weight_bytes) + batch * float(kv_bytes_per_seq)
+    t_mem = nbytes / bandwidth
+    t_cmp = batch * flops_per_token / peak_flops if peak_flops else 0.0
+    t = max(t_mem, t_cmp)
+    return DecodeSpeedOfLight(
+        bytes_per_step=nbytes,
+        step_time_s=t,
+        tokens_per_s_per_seq=1.0 / t,
+        tokens_per_s=batch / t,
+        limit="compute" if t_cmp > t_mem else "memory",
+    )
+
+
+def kv_bytes_per_token(
+    layers: int, context: int, head_dim: int, kv_heads: int, dtype_bytes: float
+) -> float:
+    """Return the KV-cache bytes one sequence reads to decode one token at ``context`` tokens:
+    K and V (2) x L layers x T positions x d x h_kv heads x s bytes.
+    (256 MiB for L=32, T=2048, d=128, h_kv=8, bf16.)"""
+    return 2.0 * layers * context * head_dim * kv_heads * dtype_bytes
+
+
+def prefill_linear_flops(n_params: float, tokens: float) -> float:
+    """Return 2·N·T: every (non-embedding) weight does one multiply-add per token."""
+    return 2.0 * n_params * tokens
+
+
+def prefill_attention_flops(
+    layers: int, tokens: int, head_dim: int, heads: int, causal: bool = False, batch: int = 1
+) -> float:
+    """Return the attention FLOPs of a T-token prefill: QKᵀ and PV are each 2·T²·d per head,
+    so 4·L·T²·d·h per sequence. ``causal=True`` halves it (only the lower triangle is computed
+    by flash-style kernels that skip masked tiles): 2·L·T²·d·h, e.g. 1.0995e12 for L=32,
+    T=2048, d=128, h=32 (the seed's 1.112e12 is an arithmetic slip)."""
+    f = 4.0 * batch * layers * float(tokens) ** 2 * head_dim * heads
+    return f / 2.0 if causal else f
+
+
+def prefill_flops(
+    n_params: float,
+    layers: int,
+    tokens: int,
+    head_dim: int,
+    heads: int,
+    causal: bool = False,
+) -> float:
+    """Return the prefill FLOPs of one T-token sequence: 2·N·T + 4·L·T²·d·h (attention halved
+    when ``causal``). N should exclude the embedding table (a gather, no FLOPs). For L=32,
+    H=4096 (N ≈ 12·L·H²), T=2048 the linear term is 24·L·H²·T ≈ 26.4 TFLOP: the seed note's
+    12.9 GFLOP drops the factor T."""
+    return prefill_linear_flops(n_params, tokens) + prefill_attention_flops(
+        layers, tokens, head_dim, heads, causal
+    )
+
+
+def decode_attention_flops(layers: int, context: int, head_dim: int, heads: int) -> float:
+    """Return one sequence's attention FLOPs to decode one token at ``context``: 4·L·T·d·h."""
+    return 4.0 * layers * context * head_dim * heads
+
+
+# --------------------------------------------------------------------------- model configs
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Llama-style decoder: separate or fused q/k/v/o, SwiGLU gate/up/down, RMSNorm, no bias."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int
+    head_dim: int | None = None  # hidden // heads unless the config says otherwise
+    tie_embeddings: bool = False
+
+    @property
+    def d(self) -> int:
+        """Return the per-head dimension."""
+        return self.head_dim or self.hidden // self.heads
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> ModelConfig:
+        """Return a ModelConfig from our short keys (layers, hidden, heads, kv_heads, ffn, vocab)
+        or a Hugging Face ``config.json`` (num_hidden_layers, hidden_size, ...)."""
+
+        def pick(*keys: str, default: Any = None) -> Any:
+            for k in keys:
+                if k in cfg and cfg[k] is not None:
+                    return cfg[k]
+            if default is not None:
+                return default
+            raise UsageError(f"model config lacks {keys[0]!r} (or {', '.join(keys[1:])})")
+
+        heads = int(pick("heads", "num_attention_heads", "n_head"))
+        return cls(
+            layers=int(pick("layers", "num_hidden_layers", "n_layer")),
+            hidden=int(pick("hidden", "hidden_size", "n_embd")),
+            heads=heads,
+            kv_heads=int(pick("kv_heads", "num_key_value_heads", default=heads)),
+            ffn=int(pick("ffn", "intermediate_size")),
+            vocab=int(pick("vocab", "vocab_size")),
+            head_dim=cfg.get("head_dim"),
+            tie_embeddings=bool(cfg.get("tie_embeddings", cfg.get("tie_word_embeddings", False))),
+        )
+
+
+ConfigLike = Union[ModelConfig, Mapping[str, Any]]
+
+
+def _cfg(config: ConfigLike) -> ModelConfig:
+    return config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+
+
+def model_params_breakdown(config: ConfigLike) -> dict[str, int]:
+    """Return parameter counts by part: attention (q, k, v, o), mlp (gate, up, down), norms
+    (2 per layer + final), embedding, lm_head (0 when tied to the embedding)."""
+    c = _cfg(config)
+    q_dim = c.heads * c.d
+    kv_dim = c.kv_heads * c.d
+    attn = c.hidden * q_dim + 2 * c.hidden * kv_dim + q_dim * c.hidden
+    mlp = 3 * c.hidden * c.ffn
+    return {
+        "attention": c.layers * attn,
+        "mlp": c.layers * mlp,
+        "norms": (2 * c.layers + 1) * c.hidden,
+        "embedding": c.vocab * c.hidden,
+        "lm_head": 0 if c.tie_embeddings else c.vocab * c.hidden,
+    }
+
+
+def model_params(config: ConfigLike) -> int:
+    """Return the total parameter count (embedding and lm_head counted once each unless tied)."""
+    return sum(model_params_breakdown(config).values())
+
+
+def model_weight_bytes(config: ConfigLike, dtype_bytes: float) -> float:
+    """Return the bytes of all weights at ``dtype_bytes`` per parameter."""
+    return model_params(config) * float(dtype_bytes)
+
+
+def compute_params(config: ConfigLike) -> int:
+    """Return the parameters that do FLOPs per token: everything but the embedding gather
+    (the lm_head matrix counts, also when it is the tied embedding)."""
+    b = model_params_breakdown(config)
+    c = _cfg(config)
+    return b["attention"] + b["mlp"] + b["norms"] + c.vocab * c.hidden
+
+
+def streamed_weight_bytes(config: ConfigLike, dtype_bytes: float) -> float:
+    """Return the weight bytes one decode step must read from DRAM: every matrix once
+    (lm_head included), but not the embedding table, of which a step gathers only B rows."""
+    return compute_params(config) * float(dtype_bytes)
+
+
+# --------------------------------------------------------------------------- trace GEMM table
+
+GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm"})
+# op -> layout of q/k/v in Input Dims: "bhtd" ([B, H, T, d]) or "bthd" ([B, T, H, d]).
+ATTENTION_OPS: Mapping[str, str] = {
+    "aten::scaled_dot_product_attention": "bhtd",
+    "aten::_scaled_dot_product_flash_attention": "bhtd",
+    "aten::_scaled_dot_product_efficient_attention": "bhtd",
+    "aten::_scaled_dot_product_cudnn_attention": "bhtd",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "bhtd",
+    "aten::_cudnn_attention_forward": "bhtd",
+    # The low-level kernels' entry points take the transposed layout.
+    "aten::_flash_attention_forward": "bthd",
+    "aten::_efficient_attention_forward": "bthd",
+}
+
+TABLE_COLUMNS = [
+    "external_id", "device", "op_class", "op_name", "kernel", "kernels", "start_ns", "dur_ns",
+    "dtype", "dtype_assumed", "batch", "m", "k", "n", "flops", "bytes", "intensity",
+    "achieved_flops_s", "achieved_bytes_s", "peak_flops", "ridge", "bound",
+    "attainable_flops_s", "efficiency", "efficiency_raw", "suspect",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Shape:
+    op_class: str  # "gemm" | "attention"
+    batch: int  # GEMM batch (bmm) or B·H (attention)
+    m: int  # rows of A, or Tq
+    k: int  # inner dim, or head dim d
+    n: int  # columns of B, or Tk
+    flops: float
+    elems: float  # compulsory elements moved (inputs read once + output written once)
+
+
+def _prod(xs: Iterable[int]) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _broadcast_batch(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """Return the product of the broadcast batch dims, None when they do not broadcast."""
+    la, lb = list(a), list(b)
+    n = max(len(la), len(lb))
+    la = [1] * (n - len(la)) + la
+    lb = [1] * (n - len(lb)) + lb
+    out = 1
+    for x, y in zip(la, lb):
+        if x != y and 1 not in (x, y):
+            return None
+        out *= max(x, y)
+    return out
+
+
+def _gemm_shape(op: str, dims: list[Any]) -> _Shape | None:
+    """Derive (batch, m, k, n) and compulsory elements of a GEMM op from its Input Dims."""
+    mats = [d for d in dims if isinstance(d, list)]
+    if op == "aten::addmm":
+        # addmm(bias, mat1, mat2): bias first ([n], [m, n] or [1, n]).
+        if len(mats) < 3 or len(mats[1]) != 2 or len(mats[2]) != 2:
+            return None
+        bias, (m, k), (k2, n) = mats[0], mats[1], mats[2]
+        if k != k2:
+            return None
+        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n + _prod(bias))
+    if op == "aten::mm":
+        if len(mats) < 2 or len(mats[0]) != 2 or len(mats[1]) != 2:
+            return None
+        (m, k), (k2, n) = mats[0], mats[1]
+        if k != k2:
+            return None
+        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n)
+    if op == "aten::bmm":
+        if len(mats) < 2 or len(mats[0]) != 3 or len(mats[1]) != 3:
+            return None
+        (b, m, k), (b2, k2, n) = mats[0], mats[1]
+        if k != k2 or b != b2:
+            return None
+        return _Shape("gemm", b, m, k, n, gemm_flops(m, k, n, b), b * (m * k + k * n + m * n))
+    if op == "aten::linear":
+        # linear(input [..., k], weight [n, k], bias [n] or absent).
+        if len(mats) < 2 or len(mats[0]) < 1 or len(mats[1]) != 2:
+            return None
+        x, (n, k) = mats[0], mats[1]
+        if x[-1] != k:
+            return None
+        m = _prod(x[:-1])
+        bias = _prod(mats[2]) if len(mats) > 2 and mats[2] else 0
+        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n + bias)
+    if op == "aten::matmul":
+        if len(mats) < 2 or not mats[0] or not mats[1]:
+            return None
+        a, b = list(mats[0]), list(mats[1])
+        if len(a) == 1:
+            a = [1, a[0]]  # vector @ matrix
+        if len(b) == 1:
+            b = [b[0], 1]  # matrix @ vector
+        if a[-1] != b[-2]:
+            return None
+        k = a[-1]
+        if len(b) == 2:
+            # [..., m, k] @ [k, n] folds the leading dims into m (one GEMM, weights read once).
+            m, n = _prod(a[:-1]), b[-1]
+            return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n)
+        batch = _broadcast_batch(a[:-2], b[:-2])
+        if batch is None:
+            return None
+        m, n = a[-2], b[-1]
+        elems = _prod(a) + _prod(b) + batch * m * n
+        return _Shape("gemm", batch, m, k, n, gemm_flops(m, k, n, batch), elems)
+    return None
+
+
+def _attention_shape(op: str, dims: list[Any]) -> _Shape | None:
+    """Derive B·H, Tq, Tk, d and compulsory elements of an SDPA-family op from its Input Dims.
+
+    FLOPs = 2·B·H·Tq·Tk·(d + d_v) (QKᵀ then PV), i.e. 4·B·H·Tq·Tk·d when d_v = d, counted
+    dense (no causal halving: the canonical table does not carry is_causal; see gemm_table).
+    Bytes = q + k + v read once + out written once (GQA: K/V have h_kv heads).
+    """
+    layout = ATTENTION_OPS[op]
+    mats = [d for d in dims[:3] if isinstance(d, list)]
+    if len(mats) < 3 or any(len(x) != 4 for x in mats):
+        return None  # varlen (3-D packed) or unknown: do not guess
+    q, k, v = mats
+    if layout == "bhtd":
+        b, h, tq, d = q
+        tk, dv = k[2], v[3]
+    else:
+        b, tq, h, d = q
+        tk, dv = k[1], v[3]
+    if k[-1] != d or min(b, h, tq, tk, d, dv) <= 0:
+        return None
+    flops = 2.0 * b * h * tq * tk * (d + dv)
+    elems = _prod(q) + _prod(k) + _prod(v) + b * h * tq * dv
+    return _Shape("attention", b * h, tq, d, tk, flops, elems)
+
+
+def _parse_dtype(types_json: Any) -> str | None:
+    """Return the dtype of the first tensor input in an ``Input type`` JSON list."""
+    if types_json is None or types_json is pd.NA:
+        return None
+    try:
+        types = json.loads(types_json) if isinstance(types_json, str) else list(types_json)
+    except (ValueError, TypeError):
+        return None
+    for t in types:
+        d = normalize_dtype(t) if isinstance(t, str) else None
+        if d:
+            return d
+    return None
+
+
+def _shape_of(op: str, dims_json: Any) -> _Shape | None:
+    if dims_json is None or dims_json is pd.NA:
+        return None
+    try:
+        dims = json.loads(dims_json) if isinstance(dims_json, str) else dims_json
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(dims, list):
+        return None
+    try:
+        if op in GEMM_OPS:
+            return _gemm_shape(op, dims)
+        if op in ATTENTION_OPS:
+            return _attention_shape(op, dims)
+    except (TypeError, ValueError, IndexError):
+        return None  # odd Input Dims (nested scalars, strings): skip, never crash
+    return None
+
+
+def empty_table() -> pd.DataFrame:
+    """Return a zero-row table with gemm_table's columns."""
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
+
+
+def gemm_table(
+    kernels: pd.DataFrame,
+    spec: GpuSpec,
+    default_dtype: str = "bf16",
+    *,
+    fp32_as: str = "fp32",
+    causal_attention: bool = False,
+    suspect_above: float = 1.0,
+) -> pd.DataFrame:
+    """Return one row per GEMM/attention *call* found in canonical kernel rows, with its roofline.
+
+    Input: canonical event rows (other kinds are ignored) whose ``op_name`` is a GEMM op
+    (aten::mm, addmm, matmul, linear, bmm) or an attention op (aten::_scaled_dot_product_*,
+    _cudnn/_flash/_efficient_attention_forward) and whose ``input_dims`` parses.
+
+    Kernels launched by one op call (a split-K GEMM and its reduce kernel; flash-decoding and
+    its reduction) share ``external_id``: they are summed into one call. Rows without an
+    external_id stand alone.
+
+    Columns: external_id, device, op_class ("gemm" | "attention"), op_name, kernel (the longest
+    kernel's name), kernels (count), start_ns, dur_ns (summed), dtype, dtype_assumed (no usable
+    input_types: ``default_dtype`` used), batch, m, k, n (attention: batch = B·H, m = Tq,
+    k = d, n = Tk), flops, bytes (compulsory minimum), intensity, achieved_flops_s,
+    achieved_bytes_s, peak_flops, ridge, bound ("memory" | "compute"), attainable_flops_s
+    (min(peak, intensity·bw)), efficiency (achieved / attainable; NaN when suspect),
+    efficiency_raw, suspect (efficiency_raw > ``suspect_above``: the spec or the shape is wrong,
+    e.g. TF32 math on an fp32 GEMM, or the wrong GPU; never reported as >100%).
+
+    ``fp32_as="tf32"`` rates fp32 GEMMs against the TF32 peak (torch allow_tf32).
+    ``causal_attention=True`` halves attention FLOPs where Tq == Tk (causal prefill; flash
+    kernels skip the masked half); by default attention FLOPs are dense, so a causal prefill's
+    achieved FLOP/s reads as the usual "dense-equivalent" figure (up to 2x the real rate).
+    """
+    need = {"op_name", "input_dims", "dur_ns"}
+    if kernels is None or len(kernels) == 0 or not need.issubset(kernels.columns):
+        return empty_table()
+    df = kernels
+    if "kind" in df.columns:
+        df = df[df["kind"].astype("string") == "kernel"]
+    ops = df["op_name"].astype("string")
+    df = df[ops.isin(GEMM_OPS | set(ATTENTION_OPS)).fillna(False).to_numpy(dtype=bool)]
+    df = df[df["input_dims"].notna().to_numpy(dtype=bool)]
+    if df.empty:
+        return empty_table()
+
+    n_rows = len(df)
+    ext = (
+        pd.array(df["external_id"], dtype="Int64")
+        if "external_id" in df.columns
+        else pd.array([pd.NA] * n_rows, dtype="Int64")
+    )
+    dev = (
+        pd.array(df["device"], dtype="Int64")
+        if "device" in df.columns
+        else pd.array([pd.NA] * n_rows, dtype="Int64")
+    )
+    ext_np = np.asarray(ext.fillna(-1), dtype=np.int64)
+    has_ext = ~np.asarray(ext.isna(), dtype=bool)
+    # Group key: (device, external_id) when linked; a unique negative id otherwise.
+    group = np.where(has_ext, ext_np, -1 - np.arange(n_rows, dtype=np.int64))
+    work = pd.DataFrame(
+        {
+            "g": group,
+            "device": np.asarray(dev.fillna(-1), dtype=np.int64),
+            "external_id": ext,
+            "op_name": df["op_name"].astype("string").to_numpy(dtype=object),
+            "input_dims": df["input_dims"].astype("string").to_numpy(dtype=object),
+            "input_types": (
+                df["input_types"].astype("string").to_numpy(dtype=object)
+                if "input_types" in df.columns
+                else np.full(n_rows, None, dtype=object)
+            ),
+            "name": df["name"].astype("string").to_numpy(dtype=object)
+            if "name" in df.columns
+            else np.full(n_rows, "", dtype=object),
+            "start_ns": np.asarray(df["start_ns"], dtype=np.int64)
+            if "start_ns" in df.columns
+            else np.zeros(n_rows, dtype=np.int64),
+            "dur_ns": np.asarray(df["dur_ns"], dtype=np.int64),
+        }
+    )
+    # The call's representative kernel is its longest one (the GEMM, not the split-K reduce).
+    work = work.sort_values(["device", "g", "dur_ns"], ascending=[True, True, False], kind="stable")
+    grouped = work.groupby(["device", "g"], sort=False)
+    calls = grouped.agg(
+        external_id=("external_id", "first"),
+        op_name=("op_name", "first"),
+        input_dims=("input_dims", "first"),
+        input_types=("input_types", "first"),
+        kernel=("name", "first"),
+        kernels=("dur_ns", "size"),
+        start_ns=("start_ns", "min"),
+        dur_ns=("dur_ns", "sum"),
+    ).reset_index()
+
+    # Parse each distinct (op, dims, types) once: a decode trace repeats a handful of shapes.
+    shapes: dict[tuple[Any, Any], _Shape | None] = {}
+    dtypes: dict[Any, str | None] = {}
+    recs: list[dict[str, Any]] = []
+    for row in calls.itertuples(index=False):
+        key = (row.op_name, row.input_dims)
+        if key not in shapes:
+            shapes[key] = _shape_of(row.op_name, row.input_dims)
+        shp = shapes[key]
+        if shp is None:
+            continue
+        if row.input_types not in dtypes:
+            dtypes[row.input_types] = _parse_dtype(row.input_types)
+        dt = dtypes[row.input_types]
+        assumed = dt is None
+        dt = dt or (normalize_dtype(default_dtype) or default_dtype)
+        flops = shp.flops
+        if causal_attention and shp.op_class == "attention" and shp.m == shp.n:
+            flops /= 2.0
+        nbytes = shp.elems * DTYPE_BYTES.get(dt, 2)
+        # Which peak to rate against: fp32 GEMMs may run on TF32 tensor cores; a dtype the GPU
+        # lacks (fp8 on an A100) falls back to default_dtype, the best such a kernel can do.
+        peak_dtype = fp32_as if dt == "fp32" else dt
+        if not spec.has_peak(peak_dtype):
+            peak_dtype = default_dtype
+        recs.append(
+            {
+                "external_id": row.external_id,
+                "device": row.device if row.device >= 0 else pd.NA,
+                "op_class": shp.op_class,
+                "op_name": row.op_name,
+                "kernel": row.kernel,
+                "kernels": int(row.kernels),
+                "start_ns": int(row.start_ns),
+                "dur_ns": int(row.dur_ns),
+                "dtype": dt,
+                "dtype_assumed": assumed,
+                "batch": shp.batch,
+                "m": shp.m,
+                "k": shp.k,
+                "n": shp.n,
+                "flops": flops,
+                "bytes": nbytes,
+                "peak_flops": spec.peak(peak_dtype),
+            }
+        )
+    if not recs:
+        return empty_table()
+    out = pd.DataFrame.from_records(recs)
+    out["external_id"] = pd.array(out["external_id"], dtype="Int64")
+    out["device"] = pd.array(out["device"], dtype="Int64")
+    secs = out["dur_ns"].astype("float64") * 1e-9
+    # A zero-duration call has no meaningful rate: NaN, not inf.
+    secs = secs.where(secs > 0)
+    out["intensity"] = out["flops"] / out["bytes"]
+    out["achieved_flops_s"] = out["flops"] / secs
+    out["achieved_bytes_s"] = out["bytes"] / secs
+    out["ridge"] = out["peak_flops"] / spec.bandwidth
+    out["bound"] = np.where(out["intensity"] >= out["ridge"], "compute", "memory")
+    out["attainable_flops_s"] = np.minimum(out["peak_flops"], out["intensity"] * spec.bandwidth)
+    out["efficiency_raw"] = out["achieved_flops_s"] / out["attainable_flops_s"]
+    out["suspect"] = (out["efficiency_raw"] > suspect_above).fillna(False).astype(bool)
+    out["efficiency"] = out["efficiency_raw"].where(~out["suspect"])
+    out = out.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    return out[TABLE_COLUMNS]
+
+
+def _summary_of(t: pd.DataFrame) -> dict[str, Any]:
+    time_ns = int(t["dur_ns"].sum()) if len(t) else 0
+    secs = time_ns * 1e-9
+    flops = float(t["flops"].sum()) if len(t) else 0.0
+    nbytes = float(t["bytes"].sum()) if len(t) else 0.0
+    mem_time = int(t.loc[t["bound"] == "memory", "dur_ns"].sum()) if len(t) else 0
+    eff = t["efficiency"].dropna().astype("float64") if len(t) else pd.Series(dtype="float64")
+    return {
+        "calls": int(len(t)),
+        "kernels": int(t["kernels"].sum()) if len(t) else 0,
+        "flops": flops,
+        "bytes": nbytes,
+        "time_ns": time_ns,
+        "intensity": flops / nbytes if nbytes else None,
+        "achieved_flops_s": flops / secs if secs else None,
+        "achieved_bytes_s": nbytes / secs if secs else None,
+        "memory_bound_calls": int((t["bound"] == "memory").sum()) if len(t) else 0,
+        "compute_bound_calls": int((t["bound"] == "compute").sum()) if len(t) else 0,
+        # Shares are by time: what fraction of this class's GPU time sits under each roof.
+        "memory_bound_time_share": mem_time / time_ns if time_ns else None,
+        "compute_bound_time_share": (time_ns - mem_time) / time_ns if time_ns else None,
+        "median_efficiency": float(eff.median()) if len(eff) else None,
+        "suspect_calls": int(t["suspect"].sum()) if len(t) else 0,
+    }
+
+
+def summarise(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Return {"gemm": {...}, "attention": {...}, "overall": {...}} aggregates of a gemm_table.
+
+    Each holds: calls, kernels, flops, bytes, time_ns (summed kernel time), intensity,
+    achieved_flops_s and achieved_bytes_s (totals over total time), memory_/compute_bound_calls,
+    memory_/compute_bound_time_share (fractions of the class's time), median_efficiency (over
+    non-suspect calls) and suspect_calls. Rates and shares are None when there is no time.
+    """
+    if table is None or len(table) == 0:
+        table = empty_table()
+    return {
+        "gemm": _summary_of(table[table["op_class"] == "gemm"]),
+        "attention": _summary_of(table[table["op_class"] == "attention"]),
+        "overall": _summary_of(table),
+    }
+
+
+# --------------------------------------------------------------------------- speed of light
+
+_BYTES_TO_DTYPE = {4: "fp32", 2: "bf16", 1: "fp8", 0.5: "fp4"}
+
+
+def speed_of_light_steps(
+    step_times_ns: Sequence[int] | pd.Series,
+    config: ConfigLike,
+    batch: int,
+    context: int | Sequence[int],
+    spec: GpuSpec,
+    dtype_bytes: float,
+    phase: Literal["decode", "prefill"],
+    *,
+    dtype: str | None = None,
+    causal: bool = True,
+    lm_head_all_tokens: bool = False,
+) -> pd.DataFrame:
+    """Return, per measured step, how far it is from the hardware's speed of light.
+
+    ``context``: decode: the tokens in each sequence's KV cache at each step (one int for all
+    steps, or one per step); prefill: the prompt length T of each sequence.
+
+    Ideal step time = max(bytes / bandwidth, FLOPs / peak), where
+      decode:  bytes = streamed weights + B·KV(context); FLOPs = B·(2·N + 4·L·T·d·h)
+      prefill: bytes = streamed weights + KV written;   FLOPs = B·(2·N·T + attention) with the
+               attention causal (``causal``) and the lm_head on the last token only unless
+               ``lm_head_all_tokens`` (generate() only needs the last position's logits).
+    N = compute_params(config). The peak is ``spec.peak(dtype)``, dtype defaulting from
+    ``dtype_bytes`` (2 -> bf16, 1 -> fp8, 4 -> fp32).
+
+    Columns: step, context, measured_ns, ideal_ns, ratio (measured / ideal, >= 1 on a correct
+    spec), fraction_of_sol (ideal / measured), tokens, tokens_per_s, tokens_per_s_ideal,
+    bytes, flops, limit ("memory" | "compute": the ceiling that sets the ideal).
+    """
+    if phase not in ("decode", "prefill"):
+        raise UsageError(f"phase must be 'decode' or 'prefill', got {phase!r}")
+    if batch < 1:
+        raise UsageError(f"batch must be >= 1, got {batch}")
+    c = _cfg(config)
+    times = [int(t) for t in step_times_ns]
+    ctxs = [int(context)] * len(times) if isinstance(context, (int, np.integer)) else list(context)
+    if len(ctxs) != len(times):
+        raise UsageError(f"{len(ctxs)} context values for {len(times)} steps")
+    dt = dtype or _BYTES_TO_DTYPE.get(dtype_bytes, "bf16")
+    peak = spec.peak(dt)
+    n_compute = compute_params(c)
+    lm_head = c.vocab * c.hidden
+    w_bytes = streamed_weight_bytes(c, dtype_bytes)
+
+    rows: list[dict[str, Any]] = []
+    for i, (t_ns, ctx) in enumerate(zip(times, ctxs)):
+        kv = kv_bytes_per_token(c.layers, ctx, c.d, c.kv_heads, dtype_bytes)
+        if phase == "decode":
+            tokens = batch
+            nbytes = w_bytes + batch * kv
+            flops = batch * (
+                prefill_linear_flops(n_compute, 1) + decode_attention_flops(c.layers, ctx, c.d, c.heads)
+            )
+        else:
+            tokens = batch * ctx
+            # Prefill writes the prompt's KV once (kv_bytes_per_token(T) is exactly that size).
+            nbytes = w_bytes + batch * kv
+            body = n_compute - lm_head
+            head_tokens = ctx if lm_head_all_tokens else 1
+            flops = batch * (
+                prefill_linear_flops(body, ctx)
+                + prefill_linear_flops(lm_head, head_tokens)
+                + prefill_attention_flops(c.layers, ctx, c.d, c.heads, causal)
+            )
+        t_mem = nbytes / spec.bandwidth
+        t_cmp = flops / peak
+        ideal_s = max(t_mem, t_cmp)
+        meas_s = t_ns * 1e-9
+        rows.append(
+            {
+                "step": i,
+                "context": ctx,
+                "measured_ns": t_ns,
+                "ideal_ns": ideal_s * 1e9,
+                "ratio": meas_s / ideal_s if ideal_s else math.nan,
+                "fraction_of_sol": ideal_s / meas_s if meas_s else math.nan,
+                "tokens": tokens,
+                "tokens_per_s": tokens / meas_s if meas_s else math.nan,
+                "tokens_per_s_ideal": tokens / ideal_s if ideal_s else math.nan,
+                "bytes": nbytes,
+                "flops": flops,
+                "limit": "compute" if t_cmp > t_mem else "memory",
+            }
+        )
+    cols = [
+        "step", "context", "measured_ns", "ideal_ns", "ratio", "fraction_of_sol", "tokens",
+        "tokens_per_s", "tokens_per_s_ideal", "bytes", "flops", "limit",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
