@@ -237,8 +237,13 @@ class ModelConfig:
 ConfigLike = Union[ModelConfig, Mapping[str, Any]]
 
 
-def _cfg(config: ConfigLike) -> ModelConfig:
-    return config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+def _cfg(config: ConfigLike | Any) -> ModelConfig:
+    """Accept a ModelConfig, a mapping, or any object with ``to_dict()`` (profdiag.modelspec)."""
+    if isinstance(config, ModelConfig):
+        return config
+    if not isinstance(config, Mapping) and hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return ModelConfig.from_dict(config)
 
 
 def model_params_breakdown(config: ConfigLike) -> dict[str, int]:

@@ -147,6 +147,12 @@ def test_model_params_known_models() -> None:
     tied = dict(LLAMA3_8B, tie_embeddings=True)
     assert rl.model_params(tied) == rl.model_params(LLAMA3_8B) - parts["lm_head"]
     assert rl.compute_params(tied) == rl.compute_params(LLAMA3_8B)
+    # Objects with to_dict() (the project's ModelSpec) are accepted too.
+    class _Spec:
+        def to_dict(self) -> dict[str, Any]:
+            return dict(LLAMA3_8B, dtype="bf16", head_dim_unused=None)
+
+    assert rl.model_params(_Spec()) == 8_030_261_248
     with pytest.raises(UsageError, match="model config lacks"):
         rl.ModelConfig.from_dict({"hidden": 1})
 
