@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .diagnose.model import Diagnosis
+    from .diagnosis.model import Diagnosis
     from .trace import Trace
 
 
@@ -27,8 +27,8 @@ def load(path: Any, format: str | None = None) -> "Trace":
 
 
 def diagnose(trace: "Trace", **options: Any) -> "Diagnosis":
-    """Run the five-step diagnosis on a Trace; see profdiag.diagnose.run for options."""
-    from .diagnose import run
+    """Run the five-step diagnosis on a Trace; see profdiag.diagnosis.run for options."""
+    from .diagnosis import run
 
     return run(trace, **options)
 

@@ -180,7 +180,8 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
             cat_map, cls_map, rid_map = {}, {}, {}
             for key in uniq:
                 kind, name, op = key
-                m = rules.match(str(kind), str(name or ""), op)
+                m = rules.match(str(kind), name if isinstance(name, str) else "",
+                                op if isinstance(op, str) else None)
                 cat_map[key], cls_map[key] = m.category, m.klass
                 rid_map[key] = m.rule.id if m.rule else pd.NA
             codes = uniq.get_indexer(keys)

@@ -1,0 +1,300 @@
+"""The five-step diagnosis: mode, categories, overhead, kernel counts, hotspots; plus verdict.
+
+``run(trace, ...)`` returns a Diagnosis. Each step is a module of plain functions over the
+classified event table; nothing here renders or prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..classify import load_rules
+from ..errors import UsageError
+from ..modelspec import ModelSpec, find_manifest, load_config
+from ..trace import Trace
+from . import counts as counts_mod
+from . import overhead as overhead_mod
+from .breakdown import breakdown, window_of
+from .context import Context, assign, build, thresholds, union_ns
+from .hotspots import hotspots
+from .mode import detect, shape_evidence
+from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
+from .verdict import bottleneck, recommendations
+
+__all__ = ["run", "Diagnosis"]
+
+
+def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
+                 gemms_per_layer: int | None = None, lm_head: int | None = None,
+                 use_manifest: bool = True) -> ModelSpec:
+    """Model facts from --model-config, else a manifest beside the trace; CLI numbers override."""
+    spec = ModelSpec()
+    if model_config is not None:
+        spec = load_config(model_config)
+    elif use_manifest:
+        spec = find_manifest(trace.meta.path) or spec
+    if layers is not None:
+        if layers <= 0:
+            raise UsageError("--layers must be positive")
+        spec = replace(spec, layers=layers, source="cli" if spec.source == "none" else spec.source)
+    if gemms_per_layer is not None:
+        if gemms_per_layer <= 0:
+            raise UsageError("--gemms-per-layer must be positive")
+        spec = replace(spec, gemms_per_layer=gemms_per_layer)
+    if lm_head is not None:
+        spec = replace(spec, lm_head=lm_head)
+    return spec
+
+
+def run(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
+        gemms_per_layer: int | None = None, lm_head: int | None = None,
+        rules: Sequence[str | Path] = (), use_manifest: bool = True, hta: bool = False,
+        gpu: str | None = None, gpu_spec: str | Path | None = None) -> Diagnosis:
+    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files."""
+    kernel_rules = [p for p in rules if _has_rules(p)]
+    threshold_files = tuple(str(p) for p in rules if not _has_rules(p))
+    limits = thresholds(threshold_files)
+    spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
+    ctx = build(trace, spec, load_rules(kernel_rules), limits)
+    work = ctx.work
+    mode_cfg = limits["mode"]
+    prefill_min_m = int(mode_cfg["prefill_min_m"])
+
+    steps_df, step_modes = _steps(ctx, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
+    window = ((int(steps_df["_w0"].min()), int(steps_df["_w1"].max())) if len(steps_df)
+              else window_of(work, ctx.steps))
+    overall_bd = breakdown(work, window)
+    nsteps = len(ctx.steps)
+
+    # Phases: contiguous or not, steps of one mode form one phase.
+    phases: list[Phase] = []
+    phase_work: dict[str, pd.DataFrame] = {}
+    if nsteps:
+        for value in _ordered_unique([m.value for m in step_modes]):
+            idx = [i for i, m in enumerate(step_modes) if m.value == value]
+            sub = work[work["step"].isin(idx)]
+            bd = _sum_breakdowns([breakdown(work[work["step"] == i], _step_window(steps_df, i))
+                                  for i in idx])
+            confs = [step_modes[i].confidence for i in idx]
+            evid = _merge_evidence([step_modes[i] for i in idx])
+            mode = ModeResult(value, float(np.mean(confs)), evid)
+            phase_work[value] = sub
+            phases.append(_phase(value, mode, bd, sub, limits, prefill_min_m,
+                                 steps_df.loc[idx, "wall_ns"]))
+        if len(phases) == 1:
+            mode = phases[0].mode
+        else:
+            mode = ModeResult("mixed", float(np.mean([p.mode.confidence for p in phases])),
+                              [f"{p.steps} {p.name} step(s)" for p in phases])
+    else:
+        names = ctx.annotations["name"].astype(str).unique().tolist()
+        mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
+        phases.append(_phase(mode.value, mode, overall_bd, work, limits, prefill_min_m,
+                             pd.Series([], dtype="int64")))
+    if ctx.spec.phase and ctx.spec.source == "manifest":
+        truth = "mixed" if ctx.spec.phase == "generate" else ctx.spec.phase
+        if truth != mode.value:
+            ctx.notes.append(f"manifest says {ctx.spec.phase}; the trace's evidence says "
+                             f"{mode.value}")
+
+    # Overall overhead and bottleneck: of the dominant phase when mixed (by wall time).
+    main = max(phases, key=lambda p: p.breakdown.window_ns)
+    ov_evidence = overhead_mod.host_evidence(ctx.host, work, window, max(nsteps, 1))
+    checks: list[Check] = []
+    for p in phases:
+        checks.append(overhead_mod.check(
+            p.overhead_share, p.mode.value, limits, ov_evidence if len(phases) == 1 else {},
+            trace.meta.options, phase=p.name if len(phases) > 1 else ""))
+    verdict = main.bottleneck if len(phases) > 1 else phases[0].bottleneck
+    if len(phases) > 1:
+        verdict = Verdict(verdict.value, [f"{main.name} phase dominates the window "
+                                          f"({main.breakdown.window_ns / 1e6:.2f} ms)",
+                                          *verdict.evidence])
+
+    kc, count_checks = counts_mod.count(
+        work, ctx.annotations, ctx.spec, ctx.steps, int(limits["counts"]["gemm_tolerance"]),
+        float(limits["counts"]["slow_layer_factor"]))
+    checks.extend(count_checks)
+    hot = hotspots(work, overall_bd.busy_ns, kc.get("forwards"), kc.get("layers"),
+                   int(limits["hotspots"]["top"]))
+    checks.append(_mode_check(mode))
+    checks.append(_busy_check(overall_bd))
+    checks.extend(_pattern_checks(overall_bd, mode.value, limits))
+    shapes = shape_evidence(phase_work.get(main.name, work))
+    recs = recommendations(verdict.value, main.breakdown, ov_evidence, trace.meta.options, kc,
+                           hot.to_dict("records"), shapes.median_m, main.overhead_share,
+                           main.mode.value)
+
+    warnings = list(trace.meta.warnings) + ctx.notes
+    if ctx.cpu_only:
+        warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
+    if not work["op_name"].notna().any() and not ctx.cpu_only:
+        warnings.append("no kernel is linked to a CPU op (CUDA-graph replay or GPU-only "
+                        "capture): shapes are unavailable, classification used kernel names")
+    diag = Diagnosis(
+        source={"format": trace.meta.format, "path": trace.meta.path,
+                "device": trace.meta.device_name or ("cpu" if ctx.cpu_only else ""),
+                "device_index": None if ctx.cpu_only else _int_or_none(ctx.device),
+                "options": _jsonable(trace.meta.options), "salvaged": trace.meta.salvaged},
+        mode=mode, bottleneck=verdict, breakdown=overall_bd, checks=checks, kernel_counts=kc,
+        hotspots=hot, recommendations=recs, phases=phases if len(phases) > 1 else [],
+        steps=steps_df.drop(columns=["_w0", "_w1"], errors="ignore"),
+        overhead={**ov_evidence, "overhead_share": round(main.overhead_share, 6),
+                  "limit": overhead_mod.limit_for(main.mode.value, limits)},
+        warnings=warnings, model=ctx.spec.to_dict(), events=work)
+    if hta:
+        from .hta_bridge import hta_figures
+
+        diag.extras["hta"] = hta_figures(trace)
+    _attach_roofline(diag, ctx, gpu, gpu_spec)
+    return diag
+
+
+def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,
+                     gpu_spec: str | Path | None) -> None:
+    from .roofline_step import roofline_section
+
+    diag.roofline = roofline_section(diag, ctx, gpu, gpu_spec)
+
+
+def _has_rules(path: str | Path) -> bool:
+    try:
+        return "[[rule]]" in Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read rules file: {exc.strerror}", str(path)) from None
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(d.items()) if isinstance(v, (str, int, float, bool))}
+
+
+def _ordered_unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _steps(ctx: Context, prefill_min_m: int,
+           prefill_gemm_share: float) -> tuple[pd.DataFrame, list[ModeResult]]:
+    """Per-step table (host, GPU busy and wall time) and each step's mode."""
+    work = ctx.work
+    st = ctx.steps
+    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels"]
+    if st.empty:
+        work["step"] = -1
+        return pd.DataFrame(columns=cols), []
+    idx = assign(work["launch_ns"].to_numpy(), st["start_ns"].to_numpy(), st["end_ns"].to_numpy())
+    work["step"] = idx
+    rows, modes = [], []
+    ends = (work["start_ns"] + work["dur_ns"]).to_numpy()
+    starts = work["start_ns"].to_numpy()
+    prev_gpu_end: int | None = None
+    for i, s in st.iterrows():
+        mask = idx == i
+        mode = detect(work[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
+        modes.append(mode)
+        if mask.any():
+            # Device-side window: from where the previous step's GPU work ended (the host
+            # may run ahead, so host ranges overlap the GPU's) to this step's last GPU end.
+            gpu_start, gpu_end = int(starts[mask].min()), int(ends[mask].max())
+            w0 = gpu_start if prev_gpu_end is None else min(max(prev_gpu_end, int(s["start_ns"])),
+                                                            gpu_start)
+            w1 = gpu_end
+            prev_gpu_end = gpu_end
+            busy = union_ns(np.clip(starts[mask], w0, w1), np.clip(ends[mask], w0, w1))
+        else:
+            w0, w1, busy = int(s["start_ns"]), int(s["end_ns"]), 0
+        rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
+                     "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
+                     "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(mask.sum()),
+                     "_w0": w0, "_w1": w1})
+    return pd.DataFrame(rows), modes
+
+
+def _step_window(steps_df: pd.DataFrame, i: int) -> tuple[int, int]:
+    return int(steps_df.at[i, "_w0"]), int(steps_df.at[i, "_w1"])
+
+
+def _sum_breakdowns(parts: list[Breakdown]) -> Breakdown:
+    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in dicts:
+            for k, v in d.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    return Breakdown(window_ns=sum(p.window_ns for p in parts), busy_ns=sum(p.busy_ns for p in parts),
+                     idle_ns=sum(p.idle_ns for p in parts),
+                     category_ns=add([p.category_ns for p in parts]),
+                     class_ns=add([p.class_ns for p in parts]),
+                     kernel_sum_ns=sum(p.kernel_sum_ns for p in parts))
+
+
+def _merge_evidence(modes: list[ModeResult]) -> list[str]:
+    first = modes[0].evidence
+    if len(modes) == 1:
+        return list(first)
+    return [f"{len(modes)} steps; first step: {first[0]}", *first[1:3]]
+
+
+def _phase(name: str, mode: ModeResult, bd: Breakdown, work: pd.DataFrame,
+           limits: dict[str, Any], prefill_min_m: int, wall: pd.Series) -> Phase:
+    share = bd.idle_ns / bd.window_ns if bd.window_ns else 0.0
+    limit = overhead_mod.limit_for(mode.value, limits)
+    m = shape_evidence(work).median_m
+    verdict = bottleneck(bd, mode.value, share, limit, m, prefill_min_m)
+    return Phase(name=name, mode=mode, breakdown=bd, bottleneck=verdict, overhead_share=share,
+                 steps=len(wall), median_step_ns=int(wall.median()) if len(wall) else None)
+
+
+def _mode_check(mode: ModeResult) -> Check:
+    status = "pass" if mode.value != "unknown" and mode.confidence >= 0.6 else "warn"
+    return Check("mode", status, f"{mode.value} (confidence {mode.confidence:.2f}): "
+                 f"{mode.evidence[0] if mode.evidence else 'no evidence'}",
+                 {"evidence": mode.evidence})
+
+
+def _busy_check(bd: Breakdown) -> Check:
+    overlap = bd.kernel_sum_ns - bd.busy_ns
+    return Check("categories", "pass", f"GPU busy {bd.busy_share:.1%} of a "
+                 f"{bd.window_ns / 1e6:.3f} ms window; largest category "
+                 f"{max(bd.category_ns, key=bd.category_ns.get) if bd.category_ns else 'none'}"
+                 + (f"; {overlap / 1e6:.3f} ms of multi-stream overlap not double-counted"
+                    if overlap > 0 else ""),
+                 {"busy_ns": bd.busy_ns, "window_ns": bd.window_ns, "overlap_ns": overlap})
+
+
+def _pattern_checks(bd: Breakdown, mode: str, limits: dict[str, Any]) -> list[Check]:
+    """Healthy-pattern comparisons from domain.md (shares of busy time)."""
+    pat = limits["patterns"]
+    busy = bd.busy_ns or 1
+    cls = bd.class_ns
+    out = []
+    if mode == "prefill":
+        g = (cls.get("gemm", 0) + cls.get("gemm_reduce", 0) + cls.get("gemv", 0)) / busy
+        lo = float(pat["prefill_gemm_min"])
+        out.append(Check("pattern.gemm_share", "pass" if g >= lo else "warn",
+                         f"GEMM is {g:.0%} of busy time (healthy prefill >= {lo:.0%})",
+                         {"gemm_share": round(g, 4)}))
+        sm = cls.get("softmax", 0) / busy
+        hi = float(pat["softmax_heavy"])
+        out.append(Check("pattern.softmax", "pass" if sm <= hi else "warn",
+                         f"softmax is {sm:.0%} of busy time (heavy above {hi:.0%})",
+                         {"softmax_share": round(sm, 4)}))
+    elif mode == "decode":
+        g = (cls.get("gemv", 0) + cls.get("gemm", 0) + cls.get("gemm_reduce", 0)) / busy
+        lo = float(pat["decode_gemv_min"])
+        out.append(Check("pattern.gemv_share", "pass" if g >= lo else "warn",
+                         f"GEMV/GEMM is {g:.0%} of busy time (healthy decode >= {lo:.0%})",
+                         {"gemv_share": round(g, 4)}))
+    return out

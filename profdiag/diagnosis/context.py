@@ -1,0 +1,198 @@
+"""Shared preparation for the five steps: device work, launch times, steps, intervals."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..classify import RuleSet, classify
+from ..errors import NoGpuEventsError, RulesError
+from ..modelspec import ModelSpec
+from ..rules_path import rules_dir
+from ..trace import Trace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# User ranges that delimit one forward (NVTX/roctx/record_function names).
+STEP_RE = re.compile(
+    r"^(prefill|decode|decode_step[_\s#-]*\d+|prefill[_\s#-]*\d+|step[_\s#-]*\d+|forward"
+    r"|ProfilerStep#\d+|generate_step[_\s#-]*\d+|decode[_\s#-]*\d+)$",
+    re.IGNORECASE,
+)
+LAYER_RE = re.compile(r"^(?:model\.)?(?:layers?|decoder[_.]layer|block|h)[_.\s#-]*(\d+)$",
+                      re.IGNORECASE)
+PREFILL_HINT = re.compile(r"prefill|context|extend|prompt", re.IGNORECASE)
+DECODE_HINT = re.compile(r"decode|generation|generate_step|next_token", re.IGNORECASE)
+SYNC_RE = re.compile(r"Synchronize|StreamWait|EventSynchronize|hipDeviceSynchronize", re.I)
+ALLOC_RE = re.compile(r"(?:cuda|hip|cu)(?:Malloc|Free|MemAlloc|MemFree|HostAlloc|MallocAsync)", re.I)
+LAUNCH_RE = re.compile(r"Launch|hipExtModuleLaunch|ModuleLaunch", re.I)
+# Leaf CPU ops that are device work when a trace has no GPU at all (CPU inference).
+CPU_COMPUTE_OP = re.compile(r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|linear|matmul)")
+
+
+@lru_cache(maxsize=4)
+def _load_thresholds(extra: tuple[str, ...]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for path in (rules_dir() / "thresholds.toml", *map(Path, extra)):
+        try:
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RulesError(f"cannot read thresholds: {exc}", str(path)) from None
+        for section, values in loaded.items():
+            if isinstance(values, dict):
+                data.setdefault(section, {}).update(values)
+    return data
+
+
+def thresholds(extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Shipped thresholds, overridden by any [section] keys in ``extra`` TOML files."""
+    return _load_thresholds(tuple(str(p) for p in extra))
+
+
+@dataclass
+class Context:
+    trace: Trace
+    work: pd.DataFrame  # classified device work of the primary device, sorted by start
+    host: pd.DataFrame  # runtime + sync rows
+    annotations: pd.DataFrame  # host user ranges
+    steps: pd.DataFrame  # step, name, start_ns, end_ns (host range)
+    device: Any
+    cpu_only: bool
+    spec: ModelSpec
+    thresholds: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def leaf_cpu_ops(events: pd.DataFrame) -> pd.DataFrame:
+    """cpu_op rows that contain no other cpu_op on the same thread."""
+    ops = events[events["kind"] == schema.KIND_CPU_OP].sort_values(["tid", "start_ns"])
+    if ops.empty:
+        return ops
+    end = (ops["start_ns"] + ops["dur_ns"]).to_numpy()
+    start = ops["start_ns"].to_numpy()
+    tid = ops["tid"].fillna(-1).to_numpy()
+    nxt_start = np.append(start[1:], np.iinfo(np.int64).max)
+    nxt_tid = np.append(tid[1:], -2)
+    # An op is a leaf unless the next op on its thread starts inside it.
+    leaf = ~((nxt_tid == tid) & (nxt_start < end))
+    return ops[leaf]
+
+
+def _cpu_work(trace: Trace) -> pd.DataFrame:
+    """Leaf CPU compute ops re-expressed as device work on a pseudo device 'cpu'."""
+    leaves = leaf_cpu_ops(trace.events)
+    leaves = leaves[~leaves["name"].str.startswith("aten::empty")
+                    & ~leaves["name"].isin(["aten::resize_", "aten::set_", "aten::view",
+                                            "aten::as_strided", "aten::detach", "aten::lift_fresh",
+                                            "detach", "aten::t", "aten::transpose", "aten::reshape",
+                                            "aten::unsqueeze", "aten::slice", "aten::select",
+                                            "aten::expand", "aten::permute", "aten::item",
+                                            "aten::_local_scalar_dense", "aten::result_type",
+                                            "aten::alias", "aten::_unsafe_view"])]
+    if leaves.empty or not leaves["name"].str.match(CPU_COMPUTE_OP).any():
+        return leaves.iloc[0:0]
+    work = leaves.copy()
+    work["kind"] = pd.Categorical(["kernel"] * len(work), categories=list(schema.ALL_KINDS))
+    work["op_name"] = work["name"]
+    work["device"] = pd.array([-1] * len(work), dtype="Int64")
+    work["stream"] = work["tid"]
+    work["correlation"] = pd.array([pd.NA] * len(work), dtype="Int64")
+    return work
+
+
+def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any]) -> Context:
+    """Classify the primary device's work, attach launch times, find the steps."""
+    ev = trace.events
+    gpu = ev[ev["kind"].isin(schema.GPU_KINDS)]
+    cpu_only = False
+    notes: list[str] = []
+    if gpu.empty:
+        gpu = _cpu_work(trace)
+        cpu_only = True
+        if gpu.empty:
+            raise NoGpuEventsError(
+                "no GPU kernels, copies or memsets (and no CPU compute ops) to diagnose",
+                trace.meta.path)
+        notes.append("no GPU events: diagnosed the leaf CPU operators (CPU inference trace)")
+    # Primary device: the one with the most busy time; others are reported, not mixed in.
+    per_dev = gpu.groupby(gpu["device"].fillna(-1), observed=True)["dur_ns"].sum()
+    device = per_dev.idxmax()
+    if len(per_dev) > 1:
+        notes.append(f"{len(per_dev)} devices in the trace; analysed device {device} "
+                     f"(the busiest); others: {sorted(int(d) for d in per_dev.index if d != device)}")
+    work = gpu[gpu["device"].fillna(-1) == device]
+    work = classify(work, rules).sort_values("start_ns", kind="stable")
+
+    host = ev[ev["kind"].isin((schema.KIND_RUNTIME, schema.KIND_SYNC))]
+    # launch_ns: when the host issued the work (its runtime call), else its own start.
+    launch = host[(host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()]
+    launch = launch.drop_duplicates("correlation").set_index("correlation")["start_ns"]
+    if cpu_only:
+        work["launch_ns"] = work["start_ns"].to_numpy()
+    else:
+        mapped = work["correlation"].map(launch)
+        work["launch_ns"] = mapped.fillna(work["start_ns"]).astype("int64").to_numpy()
+
+    annotations = ev[ev["kind"] == schema.KIND_ANNOTATION]
+    steps = find_steps(annotations)
+    return Context(trace=trace, work=work.reset_index(drop=True), host=host,
+                   annotations=annotations, steps=steps, device=device, cpu_only=cpu_only,
+                   spec=spec, thresholds=limits, notes=notes)
+
+
+def find_steps(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Outermost step-like user ranges (prefill, decode_step_N, ProfilerStep#N), in order."""
+    cols = ["step", "name", "start_ns", "end_ns"]
+    if annotations.empty:
+        return pd.DataFrame(columns=cols)
+    cand = annotations[annotations["name"].astype(str).str.match(STEP_RE)]
+    if cand.empty:
+        return pd.DataFrame(columns=cols)
+    cand = cand.sort_values("start_ns")
+    starts = cand["start_ns"].to_numpy()
+    ends = (cand["start_ns"] + cand["dur_ns"]).to_numpy()
+    names = cand["name"].astype(str).to_numpy()
+    rows = []
+    cur_end = -1
+    for s, e, n in zip(starts, ends, names):
+        if s < cur_end:  # nested inside the previous step
+            continue
+        rows.append((len(rows), n, int(s), int(e)))
+        cur_end = e
+    return pd.DataFrame(rows, columns=cols)
+
+
+def assign(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Index of the [start, end) range holding each point, -1 when none (ranges sorted)."""
+    if len(starts) == 0:
+        return np.full(len(points), -1)
+    idx = np.searchsorted(starts, points, side="right") - 1
+    ok = (idx >= 0) & (points < ends[np.clip(idx, 0, None)])
+    return np.where(ok, idx, -1)
+
+
+def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
+    """Total length of the union of [start, end) intervals."""
+    if len(starts) == 0:
+        return 0
+    order = np.argsort(starts, kind="stable")
+    s = starts[order]
+    e = np.maximum.accumulate(ends[order])
+    # A new segment begins where a start is past every end before it.
+    prev_end = np.concatenate(([s[0]], e[:-1]))
+    new = s > prev_end
+    seg_id = np.cumsum(new)
+    seg_start = pd.Series(s).groupby(seg_id).min().to_numpy()
+    seg_end = pd.Series(e).groupby(seg_id).max().to_numpy()
+    return int((seg_end - seg_start).sum())

@@ -1,0 +1,122 @@
+"""Step 1: prefill or decode, from shapes, annotations, kernel names, then the distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import pandas as pd
+
+from ..classify import GEMM_CLASSES
+from .context import DECODE_HINT, PREFILL_HINT
+from .model import ModeResult
+
+_GEMM_OPS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::_scaled_mm"}
+_ATTN_PREFIX = ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::_cudnn_attention",
+                "aten::_flash_attention", "aten::_efficient_attention")
+
+
+def gemm_m(op: str, dims_json: str) -> int | None:
+    """Rows M (= batch x tokens) of a GEMM op from its Input Dims, or None."""
+    try:
+        dims = orjson.loads(dims_json)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(dims, list):
+        return None
+    a = dims[1] if op == "aten::addmm" and len(dims) > 1 else (dims[0] if dims else None)
+    if not isinstance(a, list) or len(a) < 2 or not all(isinstance(x, int) for x in a):
+        return None
+    m = 1
+    for x in a[:-1]:
+        m *= x
+    return m
+
+
+def attention_q_len(dims_json: str) -> int | None:
+    """Query length Tq of an SDPA op ([B, H, Tq, d] first input), or None."""
+    try:
+        dims = orjson.loads(dims_json)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(dims, list) and dims and isinstance(dims[0], list) and len(dims[0]) == 4:
+        tq = dims[0][2]
+        return tq if isinstance(tq, int) else None
+    return None
+
+
+@dataclass
+class ShapeEvidence:
+    median_m: int | None
+    gemm_calls_with_shapes: int
+    attention_tq: int | None
+
+
+def shape_evidence(work: pd.DataFrame) -> ShapeEvidence:
+    """Median GEMM M and median attention query length from ops' Input Dims."""
+    has = work["input_dims"].notna() & work["op_name"].notna()
+    sub = work.loc[has, ["op_name", "input_dims", "external_id", "class"]]
+    # one entry per op call, not per kernel (split-K launches two kernels)
+    sub = sub.drop_duplicates(["external_id", "op_name", "input_dims"])
+    gem = sub[sub["op_name"].isin(_GEMM_OPS)]
+    ms = [m for m in (gemm_m(o, d) for o, d in zip(gem["op_name"], gem["input_dims"])) if m]
+    att = sub[sub["op_name"].astype(str).str.startswith(_ATTN_PREFIX)]
+    tqs = [t for t in (attention_q_len(d) for d in att["input_dims"]) if t]
+    return ShapeEvidence(
+        median_m=int(pd.Series(ms).median()) if ms else None,
+        gemm_calls_with_shapes=len(ms),
+        attention_tq=int(pd.Series(tqs).median()) if tqs else None,
+    )
+
+
+def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
+           prefill_gemm_share: float) -> ModeResult:
+    """Mode of one stretch of work (a step or a phase), strongest evidence first."""
+    votes: list[tuple[str, float, str]] = []  # (mode, confidence, evidence)
+    shapes = shape_evidence(work)
+    if shapes.attention_tq is not None:
+        mode = "decode" if shapes.attention_tq <= 8 else "prefill"
+        votes.append((mode, 0.95, f"attention query length Tq = {shapes.attention_tq} "
+                      f"({'one token per sequence: decode' if mode == 'decode' else 'many tokens: prefill'})"))
+    if shapes.median_m is not None:
+        mode = "prefill" if shapes.median_m >= prefill_min_m else "decode"
+        votes.append((mode, 0.9, f"median GEMM M = {shapes.median_m} over "
+                      f"{shapes.gemm_calls_with_shapes} GEMM calls "
+                      f"({'>=' if mode == 'prefill' else '<'} {prefill_min_m}: {mode})"))
+    pre = [n for n in annotation_names if PREFILL_HINT.search(n)]
+    dec = [n for n in annotation_names if DECODE_HINT.search(n)]
+    if pre and not dec:
+        votes.append(("prefill", 0.85, f"annotation {pre[0]!r}"))
+    elif dec and not pre:
+        votes.append(("decode", 0.85, f"annotation {dec[0]!r}" + (
+            f" and {len(dec) - 1} more" if len(dec) > 1 else "")))
+    klass = work["class"].astype(str)
+    gemm_t = work.loc[klass.isin(GEMM_CLASSES), "dur_ns"].sum()
+    gemv_t = work.loc[klass == "gemv", "dur_ns"].sum()
+    total_t = work["dur_ns"].sum() or 1
+    if gemm_t:
+        gemv_frac = gemv_t / gemm_t
+        if gemv_frac >= 0.5:
+            votes.append(("decode", 0.7, f"{gemv_frac:.0%} of GEMM time is in skinny GEMV "
+                          "kernels (M <= 8 tiles)"))
+        elif gemv_frac <= 0.1:
+            votes.append(("prefill", 0.6, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
+                          "kernels: full tiles"))
+    names = work["name"].astype(str)
+    if names.str.contains(r"splitkv|flash_decoding|paged_attention|decode", case=False).any():
+        votes.append(("decode", 0.65, "decode attention kernels (split-KV / paged attention)"))
+    share = gemm_t / total_t
+    votes.append(("prefill" if share > prefill_gemm_share else "decode", 0.4,
+                  f"GEMM/GEMV is {share:.0%} of kernel time "
+                  f"({'>' if share > prefill_gemm_share else '<='} {prefill_gemm_share:.0%})"))
+    best = max(votes, key=lambda v: v[1])
+    agree = [v for v in votes if v[0] == best[0]]
+    disagree = [v for v in votes if v[0] != best[0]]
+    conf = best[1]
+    strong_disagree = [v for v in disagree if v[1] >= 0.8]
+    if strong_disagree:
+        conf = max(0.5, conf - 0.3)
+    elif len(agree) > 1:
+        conf = min(0.99, conf + 0.03 * (len(agree) - 1))
+    evidence = [v[2] for v in agree] + [f"(disagrees: {v[2]})" for v in disagree]
+    return ModeResult(best[0], conf, evidence)

@@ -1,0 +1,62 @@
+"""Step 3: the overhead share against the thresholds, with the host-side evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .context import ALLOC_RE, LAUNCH_RE, SYNC_RE
+from .model import FAIL, PASS, WARN, Check
+
+SHORT_KERNEL_NS = 10_000
+
+
+def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int],
+                  steps: int) -> dict[str, Any]:
+    """Counts and time of launch, sync and allocation calls inside the window."""
+    w0, w1 = window
+    h = host[(host["start_ns"] >= w0) & (host["start_ns"] < w1)]
+    names = h["name"].astype(str)
+    sync = h[names.str.contains(SYNC_RE) | (h["kind"] == "sync")]
+    alloc = h[names.str.contains(ALLOC_RE)]
+    launch = h[names.str.contains(LAUNCH_RE)]
+    graph = h[names.str.contains("GraphLaunch")]
+    short = int((work["dur_ns"] < SHORT_KERNEL_NS).sum())
+    return {
+        "launch_calls": len(launch),
+        "launch_calls_per_step": round(len(launch) / steps, 1) if steps else None,
+        "launch_api_mean_ns": int(launch["dur_ns"].mean()) if len(launch) else None,
+        "graph_launches": len(graph),
+        "sync_calls": len(sync),
+        "sync_ns": int(sync["dur_ns"].sum()),
+        "alloc_calls": len(alloc),
+        "alloc_ns": int(alloc["dur_ns"].sum()),
+        "kernels": len(work),
+        "kernels_per_step": round(len(work) / steps, 1) if steps else None,
+        "mean_kernel_ns": int(work["dur_ns"].mean()) if len(work) else None,
+        "short_kernel_share": round(short / len(work), 4) if len(work) else 0.0,
+        "graph_replayed_share": round(float(work["graph_launch"].fillna(False).mean()), 4)
+        if len(work) else 0.0,
+    }
+
+
+def limit_for(mode: str, limits: dict[str, Any]) -> float:
+    return float(limits["overhead"].get(f"{mode}_max", limits["overhead"]["unknown_max"]))
+
+
+def check(share: float, mode: str, limits: dict[str, Any], evidence: dict[str, Any],
+          options: dict[str, Any], phase: str = "") -> Check:
+    """overhead check: pass under the mode's limit, warn above it, fail past pathological."""
+    limit = limit_for(mode, limits)
+    patho = float(limits["overhead"]["pathological"])
+    status = PASS if share <= limit else (FAIL if share > patho else WARN)
+    where = f" in {phase}" if phase else ""
+    summary = (f"GPU idle (host overhead) is {share:.1%} of the window{where}; limit for {mode} "
+               f"is {limit:.0%}" + (f", pathological above {patho:.0%}" if status != PASS else ""))
+    profiled = [k for k in ("record_shapes", "with_stack") if options.get(k)]
+    if status != PASS and profiled:
+        summary += f" (captured with {' and '.join(profiled)}: profiling may inflate host gaps)"
+    cid = f"overhead.{phase}" if phase else "overhead"
+    return Check(cid, status, summary, {"overhead_share": round(share, 6), "limit": limit,
+                                        "pathological": patho, **evidence})

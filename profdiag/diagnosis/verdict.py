@@ -1,0 +1,131 @@
+"""The bottleneck verdict and the recommendations tied to it (advice text in rules/)."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Any
+
+from ..rules_path import rules_dir
+from .model import Breakdown, Recommendation, Verdict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_COMPUTE_CLASSES = ("gemm", "gemm_reduce", "attention")
+_BANDWIDTH_CLASSES = ("gemv", "kv_cache", "copy", "memcpy", "memset", "embedding")
+
+
+@lru_cache(maxsize=1)
+def advice() -> dict[str, dict[str, str]]:
+    """Recommendation texts from rules/advice.toml, flattened to 'group.name' keys."""
+    data = tomllib.loads((rules_dir() / "advice.toml").read_text(encoding="utf-8"))
+    return {f"{g}.{k}": v for g, items in data.items() for k, v in items.items()}
+
+
+def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: float,
+               median_m: int | None, prefill_min_m: int) -> Verdict:
+    """overhead when the idle share breaks the mode's limit; else compute vs memory."""
+    if bd.busy_ns == 0:
+        return Verdict("unknown", ["no device busy time"])
+    if overhead_share > overhead_limit:
+        return Verdict("overhead", [
+            f"GPU idle {overhead_share:.1%} of the window > {overhead_limit:.0%} limit for {mode}",
+            f"GPU busy only {bd.busy_share:.1%} of the window"])
+    cls = bd.class_ns
+    gemm_big = median_m is None or median_m >= prefill_min_m
+    compute_ns = cls.get("attention", 0) + (
+        cls.get("gemm", 0) + cls.get("gemm_reduce", 0) if (gemm_big and mode != "decode") else 0)
+    share = compute_ns / bd.busy_ns
+    evidence = [f"GEMM + attention math is {share:.0%} of busy time"]
+    if median_m is not None:
+        evidence.append(f"median GEMM M = {median_m} "
+                        f"({'>=' if median_m >= prefill_min_m else '<'} {prefill_min_m})")
+    if mode == "decode" or not gemm_big:
+        gemv = (cls.get("gemv", 0) + cls.get("gemm", 0) + cls.get("gemm_reduce", 0)) / bd.busy_ns
+        evidence = [f"decode GEMMs/GEMVs (M small: weights streamed per token) are {gemv:.0%} "
+                    "of busy time: bandwidth-bound", *evidence[1:]]
+        return Verdict("memory", evidence)
+    if share >= 0.5:
+        return Verdict("compute", evidence)
+    bw = sum(cls.get(c, 0) for c in _BANDWIDTH_CLASSES) + sum(
+        v for k, v in bd.category_ns.items() if k in ("elementwise", "normalization"))
+    evidence.append(f"bandwidth-bound kernels (copies, elementwise, norms, KV) are "
+                    f"{bw / bd.busy_ns:.0%} of busy time")
+    return Verdict("memory", evidence)
+
+
+def _rec(key: str, evidence: str, kernels: tuple[str, ...] = ()) -> Recommendation:
+    a = advice()[key]
+    return Recommendation(id=key, title=a["title"], evidence=evidence, advice=a["advice"],
+                          kernels=kernels, bottleneck=a.get("bottleneck", ""))
+
+
+def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: dict[str, Any],
+                    counts: dict[str, Any], hot: list[dict[str, Any]], median_m: int | None,
+                    overhead_share: float, mode: str) -> list[Recommendation]:
+    """Recommendations for the verdict's class, each with the numbers behind it."""
+    recs: list[Recommendation] = []
+    busy = bd.busy_ns or 1
+    short_names = tuple(h["name"] for h in hot if "launch" in h["note"] or "often" in h["note"])[:3]
+    if verdict == "overhead":
+        if ov.get("graph_replayed_share", 0) < 0.5:
+            recs.append(_rec("overhead.cuda_graphs",
+                             f"GPU idle {overhead_share:.0%} of the window; "
+                             f"{ov.get('launch_calls_per_step') or ov['launch_calls']} launches per step, "
+                             f"mean kernel {(ov['mean_kernel_ns'] or 0) / 1000:.1f} us",
+                             short_names))
+        if ov["short_kernel_share"] >= 0.5:
+            recs.append(_rec("overhead.fusion",
+                             f"{ov['short_kernel_share']:.0%} of {ov['kernels']} kernels run "
+                             f"< 10 us; {ov.get('kernels_per_step') or ov['kernels']} kernels per step",
+                             short_names))
+        if ov["sync_calls"] and ov["sync_ns"] > 0.01 * bd.window_ns:
+            recs.append(_rec("overhead.sync", f"{ov['sync_calls']} synchronising calls take "
+                             f"{ov['sync_ns'] / 1e6:.2f} ms ({ov['sync_ns'] / bd.window_ns:.0%} of the window)"))
+        if ov["alloc_calls"]:
+            recs.append(_rec("overhead.alloc", f"{ov['alloc_calls']} device allocation calls in the "
+                             f"window ({ov['alloc_ns'] / 1e6:.2f} ms)"))
+        profiled = [k for k in ("record_shapes", "with_stack") if options.get(k)]
+        if profiled:
+            recs.append(_rec("overhead.profiling", f"trace captured with {', '.join(profiled)}; "
+                             f"GPU busy {bd.busy_share:.1%} of the window"))
+    elif verdict == "memory":
+        gem = sum(bd.class_ns.get(c, 0) for c in ("gemv", "gemm", "gemm_reduce")) / busy
+        top = tuple(h["name"] for h in hot if h["class"] in ("gemv", "gemm"))[:3]
+        recs.append(_rec("memory.quantize", f"weight GEMMs/GEMVs are {gem:.0%} of busy time in "
+                         f"{mode} (bytes-bound)", top))
+        if median_m is not None and median_m < 64:
+            recs.append(_rec("memory.batch", f"median GEMM M = {median_m} rows per weight pass"))
+        kv = sum(bd.class_ns.get(c, 0) for c in ("attention", "kv_cache")) / busy
+        if kv >= 0.15:
+            att = tuple(h["name"] for h in hot if h["class"] in ("attention", "kv_cache"))[:3]
+            recs.append(_rec("memory.kv_layout", f"attention + KV cache are {kv:.0%} of busy time",
+                             att))
+        ew = sum(bd.category_ns.get(c, 0) for c in ("elementwise", "normalization")) / busy + sum(
+            bd.class_ns.get(c, 0) for c in ("copy", "memcpy", "memset")) / busy
+        if ew >= 0.2:
+            recs.append(_rec("memory.elementwise", f"elementwise, norm and copy kernels are "
+                             f"{ew:.0%} of busy time"))
+    elif verdict == "compute":
+        g = (bd.class_ns.get("gemm", 0) + bd.class_ns.get("gemm_reduce", 0)) / busy
+        top = tuple(h["name"] for h in hot if h["class"] == "gemm")[:3]
+        recs.append(_rec("compute.gemm_tiling", f"GEMMs are {g:.0%} of busy time", top))
+        att = (bd.class_ns.get("attention", 0) + bd.class_ns.get("softmax", 0)) / busy
+        if att >= 0.15:
+            recs.append(_rec("compute.attention", f"attention + softmax are {att:.0%} of busy time"))
+        recs.append(_rec("compute.fp8", f"GEMMs are {g:.0%} of busy time at M = {median_m}"))
+    diff = (counts.get("observed_gemm_calls") or 0) - (counts.get("expected_gemm_calls") or 0)
+    if counts.get("expected_gemm_calls") is not None and diff > 0:
+        sus = tuple(e["signature"] for e in counts.get("extra", []))[:3]
+        recs.append(_rec("counts.extra_gemms", f"{diff} GEMM calls more than expected "
+                         f"({counts['observed_gemm_calls']} vs {counts['expected_gemm_calls']})", sus))
+    if counts.get("gemms_per_layer") == 7 and counts.get("layers"):
+        recs.append(_rec("counts.fuse_projections",
+                         f"{counts['gemms_per_layer']} GEMMs per layer: q, k, v and gate, up are separate"))
+    if counts.get("slow_layers"):
+        recs.append(_rec("layers.slow", f"layers {counts['slow_layers']} are slower than the "
+                         "median layer"))
+    return recs
