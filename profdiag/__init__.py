@@ -35,7 +35,7 @@ def diagnose(trace: "Trace", **options: Any) -> "Diagnosis":
 
 def render(diagnosis: "Diagnosis", fmt: str = "html") -> str:
     """Render a Diagnosis as 'html', 'json', 'md' or 'txt'."""
-    from .render import render as _render
+    from .renderers import render as _render
 
     return _render(diagnosis, fmt)
 

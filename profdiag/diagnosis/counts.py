@@ -107,11 +107,11 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
             extra.extend(_suspects(by_shape, layers or 0, forwards or 1, spec.lm_head))
         result["missing"] = max(0, -diff)
         status = PASS if abs(diff) <= tolerance else FAIL
-        what = ("matches" if diff == 0 else f"{abs(diff)} {'more' if diff > 0 else 'fewer'} than")
+        what = ("= the" if diff == 0 else f"is {abs(diff)} {'more' if diff > 0 else 'fewer'} than the")
         src = "inferred" if layers_source == "inferred" else layers_source
         checks.append(Check(
             "kernel_count", status,
-            f"{observed} GEMM calls {what} the {expected} expected "
+            f"{observed} GEMM calls {what} {expected} expected "
             f"({layers} layers x {gpl} + {spec.lm_head} lm_head) x {forwards} forwards; "
             f"layers from {src})",
             {"observed": observed, "expected": expected, "difference": diff,
