@@ -1,0 +1,102 @@
+"""The `profdiag` command: a thin click group whose subcommands live in profdiag.commands.*.
+
+Subcommand modules are imported only when invoked (or listed by --help), so `profdiag --help`
+stays fast. Every ProfdiagError ends as one line on stderr and its exit code; a traceback is
+never shown to a user (set PROFDIAG_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EXIT_USAGE, ProfdiagError
+
+# name -> (module, one-line help shown by `profdiag --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "report": ("profdiag.commands.report", "Diagnose a trace and write an HTML/JSON/MD/TXT report."),
+    "classify": ("profdiag.commands.classify", "Show how kernels are classified by the rules."),
+    "gate": ("profdiag.commands.gate", "Check a trace against a policy (CI gate, exit codes)."),
+    "compare": ("profdiag.commands.compare", "What changed between two profiles."),
+    "capture": ("profdiag.commands.capture", "Capture real prefill/decode traces with torch."),
+    "history": ("profdiag.commands.history", "Browse the local history of recorded diagnoses."),
+    "index": ("profdiag.commands.index", "Build a static HTML index of many profiles."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (mod, _) in COMMANDS.items() if _module_exists(mod)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
+            return None
+        return importlib.import_module(COMMANDS[name][0]).command  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="profdiag")
+def cli() -> None:
+    """profdiag: diagnose GPU profiler traces of LLM inference.
+
+    Reads PyTorch profiler (Kineto JSON), Nsight Systems (SQLite) and rocprof traces and says
+    whether the workload is prefill or decode, whether it is compute-, memory- or
+    overhead-bound, whether the kernel count is what the model implies, and what to do.
+
+    Exit codes: 0 ok, 1 gate failed, 2 usage, 3 unreadable input, 4 nothing to diagnose,
+    5 output not writable, 6 missing optional dependency (see docs/cli.md).
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: run the group, turning errors into one line and an exit code."""
+    try:
+        return cli.main(args=argv, prog_name="profdiag", standalone_mode=False)
+    except ProfdiagError as exc:
+        _fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        # usage errors: keep click's message and hint, exit 2
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except MemoryError:
+        _fail("out of memory", 3)
+    except Exception as exc:  # a bug: still one line, unless debugging
+        if os.environ.get("PROFDIAG_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              " (set PROFDIAG_DEBUG=1 for a traceback; please report it)", 70)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"profdiag: error: {message}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each; each defines a click command named `command`."""

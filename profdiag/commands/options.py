@@ -1,0 +1,98 @@
+"""Options shared by the commands that diagnose a trace (report, gate, compare)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+F = Callable[..., Any]
+
+
+def diagnosis_options(f: F) -> F:
+    """--model-config, --layers, --gemms-per-layer, --rules, --trace-format, --gpu, ..."""
+    opts = [
+        click.option("--model-config", type=click.Path(dir_okay=False),
+                     help="Hugging Face config.json or capture manifest: layers and shapes for "
+                          "expected kernel counts (default: a manifest found beside the trace)."),
+        click.option("--layers", type=int, help="Number of decoder layers (overrides the config)."),
+        click.option("--gemms-per-layer", type=int,
+                     help="GEMMs per layer (default from the architecture: 7 for Llama q/k/v/o "
+                          "+ gate/up/down; fewer when projections are fused)."),
+        click.option("--lm-head", "lm_head", type=int,
+                     help="lm_head GEMMs per forward (default 1)."),
+        click.option("--no-manifest", is_flag=True,
+                     help="Ignore a capture manifest beside the trace."),
+        click.option("--rules", "rules", multiple=True, type=click.Path(dir_okay=False),
+                     help="Extra TOML file of kernel rules or thresholds (repeatable)."),
+        click.option("--trace-format", type=click.Choice(["torch", "nsys", "rocprof"]),
+                     help="Force the input parser instead of sniffing the content."),
+        click.option("--gpu", help="Hardware spec for the roofline (e.g. h100-sxm), instead of "
+                                   "the trace's device name."),
+        click.option("--gpu-spec", type=click.Path(dir_okay=False),
+                     help="TOML file with a custom GPU spec (see docs/roofline.md)."),
+        click.option("--hta/--no-hta", default=False, show_default=True,
+                     help="Add Holistic Trace Analysis figures (idle-time split, launch delays); "
+                          "needs profdiag[hta]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def run_diagnosis(trace_path: str, opts: dict[str, Any]) -> Any:
+    """Load and diagnose ``trace_path`` with the options of diagnosis_options."""
+    from .. import diagnosis, load
+
+    trace = load(trace_path, format=opts.get("trace_format"))
+    return diagnosis.run(
+        trace,
+        model_config=opts.get("model_config"),
+        layers=opts.get("layers"),
+        gemms_per_layer=opts.get("gemms_per_layer"),
+        lm_head=opts.get("lm_head"),
+        rules=opts.get("rules") or (),
+        use_manifest=not opts.get("no_manifest"),
+        hta=bool(opts.get("hta")),
+        gpu=opts.get("gpu"),
+        gpu_spec=opts.get("gpu_spec"),
+    )
+
+
+def record_options(f: F) -> F:
+    """--record, --db, --label KEY=VALUE: store the diagnosis in the local history."""
+    opts = [
+        click.option("--record", is_flag=True,
+                     help="Store this diagnosis in the local history (see `profdiag history`)."),
+        click.option("--db", type=click.Path(dir_okay=False), envvar="PROFDIAG_DB",
+                     help="History database (default ./.profdiag/history.db or $PROFDIAG_DB)."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="Label for --record, e.g. commit=abc123 branch=main (repeatable)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict; a malformed label is a usage error."""
+    from ..errors import UsageError
+
+    out: dict[str, str] = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--label expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def maybe_record(data: dict[str, Any], trace_path: str, opts: dict[str, Any],
+                 kind: str = "report") -> int | None:
+    """Record ``data`` in the history when --record was given; return the run id."""
+    if not opts.get("record"):
+        return None
+    from .. import history
+
+    return history.record(data, trace_path, labels=parse_labels(opts.get("labels") or ()),
+                          db=opts.get("db"), kind=kind)

@@ -1,0 +1,56 @@
+"""`profdiag report TRACE`: the five-step diagnosis as HTML (default), JSON, Markdown or text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .options import diagnosis_options, maybe_record, record_options, run_diagnosis
+
+
+@click.command("report")
+@click.argument("trace", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Report file (default: <trace name>.report.html next to the working dir).")
+@click.option("-f", "--format", "fmt", type=click.Choice(["html", "json", "md", "txt"]),
+              help="Output format (default: from the output suffix, else html).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (for scripts).")
+@diagnosis_options
+@record_options
+def command(trace: str, output: str | None, fmt: str | None, quiet: bool, **opts: Any) -> None:
+    """Diagnose TRACE: mode, bottleneck, overhead, kernel counts, hotspots, advice.
+
+    TRACE is a PyTorch profiler JSON (.json/.json.gz), an Nsight Systems SQLite export
+    (or .nsys-rep with nsys installed) or a rocprof output; the format is sniffed from the
+    content. A short summary goes to stdout; the full report to OUTPUT.
+    """
+    from ..io import write_atomic
+    from ..renderers import format_for, render
+    from ..renderers.text import summary
+
+    fmt = format_for(output, fmt)
+    if output is None:
+        output = _default_output(trace, fmt)
+    diag = run_diagnosis(trace, opts)
+    data = diag.to_dict()
+    text = render(data, fmt)
+    write_atomic(output, text)
+    run_id = maybe_record(data, trace, opts)
+    if not quiet:
+        click.echo(summary(data))
+        click.echo(f"report: {output}")
+        if run_id is not None:
+            click.echo(f"recorded as run {run_id}")
+    for warning in data["warnings"]:
+        if not quiet:
+            click.echo(f"warning: {warning}", err=True)
+
+
+def _default_output(trace: str, fmt: str) -> str:
+    name = Path(trace.rstrip("/")).name
+    for suffix in (".gz", ".json", ".sqlite", ".db", ".csv", ".nsys-rep"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return f"{name}.report.{ {'md': 'md', 'txt': 'txt', 'json': 'json'}.get(fmt, 'html') }".replace(" ", "")
