@@ -24,6 +24,8 @@ _PARSER_MODULES: dict[str, str] = {
 }
 
 HEAD_BYTES = 4096
+# A JSON trace may open with a large metadata object (TraceLens adds one); look this far.
+LONG_HEAD_BYTES = 1 << 20
 
 
 def formats() -> list[str]:
@@ -63,10 +65,11 @@ def detect(path: str | os.PathLike[str]) -> str:
     if p.is_file() and p.stat().st_size == 0:
         raise TraceFormatError("empty file", str(p))
     head = read_head(p)
-    for name in _PARSER_MODULES:
-        mod = _module(name)
-        if mod is not None and mod.sniff(p, head):
-            return name
+    found = _sniff_all(p, head)
+    if found is None and head.lstrip()[:1] in (b"{", b"[") and len(head) == HEAD_BYTES:
+        found = _sniff_all(p, read_head(p, LONG_HEAD_BYTES))
+    if found is not None:
+        return found
     if p.is_dir():
         raise TraceFormatError("directory holds no recognised trace files", str(p))
     what = "binary data" if b"\x00" in head[:512] or not _is_text(head) else "text"
@@ -75,6 +78,14 @@ def detect(path: str | os.PathLike[str]) -> str:
         "an Nsight Systems SQLite export or a rocprof output",
         str(p),
     )
+
+
+def _sniff_all(path: Path, head: bytes) -> str | None:
+    for name in _PARSER_MODULES:
+        mod = _module(name)
+        if mod is not None and mod.sniff(path, head):
+            return name
+    return None
 
 
 def _is_text(head: bytes) -> bool:
