@@ -23,7 +23,7 @@ def test_fixture_parses_into_the_canonical_table(tiny_decode):
     assert k["op_name"].notna().all()
     mm = k[k["op_name"] == "aten::mm"]
     assert len(mm) == 232
-    assert mm["input_dims"].str.startswith("[[1,512]").all()
+    assert mm["input_dims"].str.match(r"^\[\[1,\d+\]").all()  # M = 1 everywhere in decode
     assert tr.meta.device_name == "NVIDIA H100 80GB HBM3"
     assert tr.meta.devices[0].sm_count == 132
     assert tr.meta.options["record_shapes"] is True
