@@ -133,9 +133,16 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     warnings = list(trace.meta.warnings) + ctx.notes
     if ctx.cpu_only:
         warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
-    if not work["op_name"].notna().any() and not ctx.cpu_only:
-        warnings.append("no kernel is linked to a CPU op (CUDA-graph replay or GPU-only "
-                        "capture): shapes are unavailable, classification used kernel names")
+    if not ctx.cpu_only and len(work):
+        graph_share = float(work["graph_launch"].fillna(False).mean())
+        linked_share = float(work["op_name"].notna().mean())
+        if graph_share > 0.5:
+            warnings.append(f"{graph_share:.0%} of GPU work was replayed from CUDA-graph/HIP-graph "
+                            "launches: no CPU op links, so shapes are unavailable and "
+                            "classification used kernel names")
+        elif linked_share < 0.5:
+            warnings.append(f"only {linked_share:.0%} of GPU work is linked to a CPU op "
+                            "(GPU-only capture?): shapes are unavailable for the rest")
     diag = Diagnosis(
         source={"format": trace.meta.format, "path": trace.meta.path,
                 "device": trace.meta.device_name or ("cpu" if ctx.cpu_only else ""),
