@@ -42,7 +42,9 @@ def hta_figures(trace: Trace) -> dict[str, Any]:
                 idle_df = idle[0] if isinstance(idle, tuple) else idle
                 launch = analysis.get_cuda_kernel_launch_stats(visualize=False)
             except Exception as exc:  # HTA raises bare exceptions on traces it dislikes
-                return {"available": False, "reason": f"HTA failed: {exc}".splitlines()[0]}
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                return {"available": False,
+                        "reason": f"HTA failed: {type(exc).__name__} {detail}".strip()}
     t = temporal.iloc[0].to_dict() if len(temporal) else {}
     idle_split = {}
     if idle_df is not None and len(idle_df):
