@@ -13,7 +13,7 @@ from .options import diagnosis_options, maybe_record, record_options, run_diagno
 @click.command("report")
 @click.argument("trace", type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Report file (default: <trace name>.report.html next to the working dir).")
+              help="Report file (default: ./<trace name>.report.<format>).")
 @click.option("-f", "--format", "fmt", type=click.Choice(["html", "json", "md", "txt"]),
               help="Output format (default: from the output suffix, else html).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (for scripts).")
@@ -53,4 +53,4 @@ def _default_output(trace: str, fmt: str) -> str:
     for suffix in (".gz", ".json", ".sqlite", ".db", ".csv", ".nsys-rep"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    return f"{name}.report.{ {'md': 'md', 'txt': 'txt', 'json': 'json'}.get(fmt, 'html') }".replace(" ", "")
+    return f"{name}.report.{fmt}"

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Regenerate docs/cli.md from the commands' --help (tests/test_cli_docs.py checks it is current).
+
+Usage: python scripts/gen_cli_docs.py [--check]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+HEADER = """# CLI reference
+
+Generated from `--help` by `scripts/gen_cli_docs.py`; a test fails when it is out of date.
+
+## Exit codes
+
+Every command shares these (defined in `profdiag/errors.py`):
+
+| code | meaning |
+|---|---|
+| 0 | success; for `gate`, every check passed |
+| 1 | `gate`: a policy check failed (also `classify --check` with a failing rule example) |
+| 2 | usage error: bad option, missing file, malformed rules/policy/config |
+| 3 | unreadable input: empty, not a trace, corrupt, unknown format |
+| 4 | the trace has nothing to diagnose (no GPU activity, no CPU compute ops) |
+| 5 | an output file could not be written |
+| 6 | a needed optional dependency is missing (torch for `capture`, `nsys` for `.nsys-rep`, HTA for `--hta`) |
+| 70 | internal error (a bug: please report it; `PROFDIAG_DEBUG=1` shows the traceback) |
+
+Errors are one line on stderr, `profdiag: error: <file>: <what is wrong>`; no traceback, and
+no partial output file is left behind.
+"""
+
+
+def _help(cmd: click.Command, path: list[str]) -> list[str]:
+    ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100)
+    out = [f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None:
+                out += _help(sub, path + [name])
+    return out
+
+
+def render() -> str:
+    from profdiag.cli import cli
+
+    return HEADER + "\n" + "\n".join(_help(cli, ["profdiag"]))
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv:
+        return 0 if DOC.exists() and DOC.read_text() == text else 1
+    DOC.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
