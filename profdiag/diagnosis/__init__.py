@@ -244,7 +244,8 @@ def _sum_breakdowns(parts: list[Breakdown]) -> Breakdown:
                      idle_ns=sum(p.idle_ns for p in parts),
                      category_ns=add([p.category_ns for p in parts]),
                      class_ns=add([p.class_ns for p in parts]),
-                     kernel_sum_ns=sum(p.kernel_sum_ns for p in parts))
+                     kernel_sum_ns=sum(p.kernel_sum_ns for p in parts),
+                     class_category={k: v for p in parts for k, v in p.class_category.items()})
 
 
 def _merge_evidence(modes: list[ModeResult]) -> list[str]:

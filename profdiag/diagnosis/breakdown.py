@@ -32,7 +32,9 @@ def breakdown(work: pd.DataFrame, window: tuple[int, int]) -> Breakdown:
                           "class": work["class"].astype(str).to_numpy(), "t": clipped})
     cat = (frame.groupby("category")["t"].sum() * scale).round().astype("int64").to_dict()
     cls = (frame.groupby("class")["t"].sum() * scale).round().astype("int64").to_dict()
+    pairs = frame.drop_duplicates("class").set_index("class")["category"].to_dict()
     window_ns = max(w1 - w0, busy)
     return Breakdown(window_ns=int(window_ns), busy_ns=busy, idle_ns=int(window_ns - busy),
                      category_ns={k: int(v) for k, v in cat.items()},
-                     class_ns={k: int(v) for k, v in cls.items()}, kernel_sum_ns=total)
+                     class_ns={k: int(v) for k, v in cls.items()}, kernel_sum_ns=total,
+                     class_category={str(k): str(v) for k, v in pairs.items()})

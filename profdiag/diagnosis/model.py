@@ -62,6 +62,7 @@ class Breakdown:
     category_ns: dict[str, int]  # busy time apportioned per category (sums to busy_ns)
     class_ns: dict[str, int]
     kernel_sum_ns: int  # plain sum of GPU event durations (>= busy_ns when streams overlap)
+    class_category: dict[str, str] = field(default_factory=dict)  # class -> its category
 
     @property
     def shares(self) -> dict[str, float]:
@@ -83,6 +84,7 @@ class Breakdown:
             "busy_share": round(self.busy_share, 6), "kernel_sum_ns": self.kernel_sum_ns,
             "category_ns": dict(sorted(self.category_ns.items())),
             "class_ns": dict(sorted(self.class_ns.items())),
+            "class_category": dict(sorted(self.class_category.items())),
         }
 
 
@@ -134,9 +136,7 @@ class Diagnosis:
         """Busy time per category and class, largest first (for notebooks)."""
         rows = [{"class": k, "total_ns": v} for k, v in self.breakdown.class_ns.items()]
         df = pd.DataFrame(rows, columns=["class", "total_ns"])
-        if self.events is not None and not df.empty:
-            cat = self.events.drop_duplicates("class").set_index("class")["category"]
-            df["category"] = df["class"].map(cat)
+        df["category"] = df["class"].map(self.breakdown.class_category)
         busy = self.breakdown.busy_ns or 1
         df["share_of_busy"] = df["total_ns"] / busy
         return df.sort_values("total_ns", ascending=False, ignore_index=True)
