@@ -1,0 +1,193 @@
+"""`profdiag report` and `profdiag classify` through the CLI, with exit codes and outputs."""
+
+import gzip
+import json
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from profdiag.cli import cli, main
+
+
+def run(args, **kw):
+    """Invoke the real entry point (one-line errors, exit codes); return (code, out, err)."""
+    runner = CliRunner()
+    result = runner.invoke(main_wrapper, args, catch_exceptions=False, **kw)
+    return result.exit_code, result.stdout, result.stderr
+
+
+import click  # noqa: E402
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def main_wrapper(args):
+    main(list(args))
+
+
+def test_report_writes_html_and_prints_a_summary(tmp_path, tiny_decode):
+    out = tmp_path / "r.html"
+    code, stdout, _ = run(["report", str(tiny_decode), "-o", str(out)])
+    assert code == 0
+    assert out.exists()
+    assert "decode" in stdout and "overhead" in stdout
+    assert f"report: {out}" in stdout
+
+
+@pytest.mark.parametrize("suffix,check", [
+    (".json", lambda t: json.loads(t)["mode"]["value"] == "decode"),
+    (".md", lambda t: t.lstrip().startswith("#")),
+    (".txt", lambda t: "decode" in t),
+])
+def test_format_follows_the_suffix(tmp_path, tiny_decode, suffix, check):
+    out = tmp_path / f"r{suffix}"
+    code, _, _ = run(["report", str(tiny_decode), "-o", str(out), "-q"])
+    assert code == 0
+    assert check(out.read_text())
+
+
+def test_format_flag_wins_and_quiet_prints_nothing(tmp_path, tiny_decode):
+    out = tmp_path / "report.out"
+    code, stdout, _ = run(["report", str(tiny_decode), "-o", str(out), "-f", "json", "--quiet"])
+    assert code == 0 and stdout == ""
+    assert json.loads(out.read_text())["schema_version"] == 1
+
+
+def test_json_output_is_deterministic(tmp_path, tiny_graph):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run(["report", str(tiny_graph), "-o", str(a), "-q"])
+    run(["report", str(tiny_graph), "-o", str(b), "-q"])
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_model_config_and_layers_options(tmp_path, tiny_decode):
+    from helpers import FIXTURES
+
+    out = tmp_path / "r.json"
+    code, _, _ = run(["report", str(tiny_decode), "-o", str(out), "-q", "--no-manifest",
+                      "--model-config", str(FIXTURES / "configs" / "llama_tiny.json")])
+    assert code == 0
+    kc = json.loads(out.read_text())["kernel_counts"]
+    assert kc["expected_gemm_calls"] == kc["observed_gemm_calls"] == 232
+    code, _, _ = run(["report", str(tiny_decode), "-o", str(out), "-q", "--no-manifest",
+                      "--layers", "4", "--gemms-per-layer", "6"])
+    kc = json.loads(out.read_text())["kernel_counts"]
+    assert kc["expected_gemm_calls"] == 200 and kc["layers_source"] == "config"
+
+
+def _bad(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    return p
+
+
+@pytest.mark.parametrize("name,content,code,message", [
+    ("empty.json", b"", 3, "empty file"),
+    ("random.bin", bytes(range(256)) * 16, 3, "not a recognised trace"),
+    ("other.json", b'{"model": "llama", "layers": 4}', 3, "not a recognised trace"),
+    ("nogpu.json", json.dumps({"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::add", "ts": 1, "dur": 2, "pid": 1,
+         "tid": 1}]}).encode(), 4, "no GPU kernels"),
+])
+def test_bad_input_one_line_error_exit_code_no_output(tmp_path, name, content, code, message):
+    p = _bad(tmp_path, name, content)
+    out = tmp_path / "out" / "r.html"
+    got, stdout, stderr = run(["report", str(p), "-o", str(out)])
+    assert got == code
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("profdiag: error: ")
+    assert str(p) in lines[0] and message in lines[0]
+    assert "Traceback" not in stderr + stdout
+    assert not out.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_truncated_trace_is_salvaged_with_a_warning(tmp_path, tiny_decode, compress):
+    raw = gzip.decompress(tiny_decode.read_bytes())
+    cut = raw[: int(len(raw) * 0.85)]
+    p = _bad(tmp_path, "cut.json.gz" if compress else "cut.json",
+             gzip.compress(cut) if compress else cut)
+    out = tmp_path / "r.json"
+    code, _, stderr = run(["report", str(p), "-o", str(out)])
+    assert code == 0
+    assert "truncated" in stderr
+    data = json.loads(out.read_text())
+    assert data["source"]["salvaged"] is True
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    code, _, stderr = run(["report", str(tmp_path / "nope.json")])
+    assert code == 2 and "no such file" in stderr
+
+
+def test_unwritable_output_is_exit_5(tmp_path, tiny_prefill):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, stderr = run(["report", str(tiny_prefill), "-o", str(blocker / "r.html")])
+    assert code == 5 and "cannot write" in stderr
+
+
+def test_unknown_suffix_asks_for_format(tmp_path, tiny_prefill):
+    code, _, stderr = run(["report", str(tiny_prefill), "-o", str(tmp_path / "r.pdf")])
+    assert code == 2 and "--format" in stderr
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.scripts = []
+        self.text = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.scripts.append(dict(attrs))
+            self._in_script = True
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if not self._in_script:
+            self.text.append(data)
+
+
+def test_kernel_names_with_html_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    doc = {"traceEvents": [
+        {"ph": "X", "cat": "kernel", "name": evil, "ts": i * 10, "dur": 5, "pid": 0, "tid": 7,
+         "args": {"device": 0, "stream": 7}} for i in range(4)]}
+    p = _bad(tmp_path, "evil.json", json.dumps(doc).encode())
+    out = tmp_path / "r.html"
+    code, _, _ = run(["report", str(p), "-o", str(out), "-q"])
+    assert code == 0
+    html = out.read_text()
+    parser = _Collect()
+    parser.feed(html)
+    # no script element came from the kernel name: every script is the report's own
+    assert all("alert(1)" not in json.dumps(s) for s in parser.scripts)
+    assert "<script>alert(1)</script>" not in html
+    assert any(evil in t for t in parser.text)
+
+
+def test_classify_lists_classes_and_unmatched(tiny_decode):
+    code, stdout, _ = run(["classify", str(tiny_decode)])
+    assert code == 0 and "gemv" in stdout and "rmsnorm" in stdout
+    code, stdout, _ = run(["classify", str(tiny_decode), "--unmatched"])
+    assert code == 0
+
+
+def test_classify_explain_and_check():
+    code, stdout, _ = run(["classify", "--explain", "nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT"])
+    assert code == 0 and "gemv.nvjet_skinny" in stdout
+    code, stdout, _ = run(["classify", "--check"])
+    assert code == 0 and "rule examples classify" in stdout
+
+
+def test_help_lists_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "report" in result.output and "classify" in result.output
