@@ -207,6 +207,14 @@ def test_mixed_phases(decode_dict: dict[str, Any]) -> None:
     assert "Phases" in txt and "Mixed mode" in txt
 
 
+def test_extras_shown(decode_dict: dict[str, Any]) -> None:
+    d = copy.deepcopy(decode_dict)
+    d["extras"] = {"hta": {"idle": {"host_wait": 0.5}, "note": "</pre><i>"}}
+    p = parse(html_r.render(d))
+    assert "host_wait" in p.text("extras") and "</pre><i>" in p.text("extras")
+    assert "hta" in md_r.render(d) and "hta" in text_r.render(d)
+
+
 def test_minimal_dict_renders() -> None:
     d: dict[str, Any] = {"schema_version": 1, "mode": {"value": "unknown", "confidence": 0.0,
                                                        "evidence": []}}

@@ -14,6 +14,7 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
+from . import json_
 from . import text as t
 
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
@@ -165,6 +166,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                              "bottleneck": "", "id": "", **r}
                             for r in data.get("recommendations") or []],
         "warnings": data.get("warnings") or [],
+        "extras": [(k, json_.dumps(val)) for k, val in sorted((data.get("extras") or {}).items())],
         "checks": data.get("checks") or [],
         "status_counts": t.status_counts(data),
         "schema_version": data.get("schema_version", "?"),

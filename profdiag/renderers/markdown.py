@@ -173,6 +173,11 @@ def render(data: dict[str, Any]) -> str:
     section(f"Warnings ({len(warns)})")
     out += [f"- {esc(w)}" for w in warns] or ["None."]
 
+    if data.get("extras"):
+        section("Extras")
+        out.append(", ".join(esc(k) for k in sorted(data["extras"])) + " (figures in the JSON "
+                   "output).")
+
     section("All checks")
     out += table(("id", "status", "summary"),
                  [(code(c.get("id", "")), _status(c.get("status")), esc(c.get("summary", "")))

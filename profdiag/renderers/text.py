@@ -440,6 +440,10 @@ def render(data: dict[str, Any]) -> str:
     out += _section(f"Warnings ({len(warns)})")
     out += [f"  - {w}" for w in warns] or ["  (none)"]
 
+    if data.get("extras"):
+        out += _section("Extras")
+        out.append("  " + ", ".join(sorted(data["extras"])) + " (figures in the JSON output)")
+
     out += _section("Checks")
     out += table(("id", "status", "summary"),
                  [(c.get("id", ""), c.get("status", ""), c.get("summary", ""))
