@@ -35,3 +35,35 @@ def diagnosed(path: str, **kw: object):
     import profdiag
 
     return profdiag.diagnose(profdiag.load(path), **kw)
+
+
+def splice_generate(out: Path, keep_annotations: bool = True) -> Path:
+    """A generate()-like trace: the real tiny prefill followed by the real tiny 8-step decode.
+
+    Both are real H100 captures of the same model; the decode's timestamps are shifted to
+    start after the prefill, and its correlation/External ids offset so links stay unique.
+    """
+    import gzip
+
+    def load(p: Path) -> dict:
+        return json.loads(gzip.decompress(p.read_bytes()))
+
+    pre = load(FIXTURES / "torch" / "own_tiny_prefill_T128_B1.json.gz")
+    dec = load(FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz")
+    first = [e for e in pre["traceEvents"] if e.get("ph") == "X"]
+    end = max(e["ts"] + e.get("dur", 0) for e in first)
+    second = [e for e in dec["traceEvents"] if e.get("ph") in ("X", "s", "f")]
+    start = min(e["ts"] for e in second)
+    for e in second:
+        e["ts"] = e["ts"] - start + end + 100.0
+        args = e.get("args", {})
+        for key in ("External id", "correlation"):
+            if key in args:
+                args[key] += 10_000_000
+        if "id" in e:
+            e["id"] += 10_000_000
+    events = first + second
+    if not keep_annotations:
+        events = [e for e in events if e.get("cat") not in ("user_annotation", "gpu_user_annotation")]
+    out.write_bytes(gzip.compress(json.dumps({**pre, "traceEvents": events}).encode()))
+    return out

@@ -146,6 +146,11 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
 
     annotations = ev[ev["kind"] == schema.KIND_ANNOTATION]
     steps = find_steps(annotations)
+    if steps.empty:
+        steps = infer_steps(work)
+        if not steps.empty:
+            notes.append(f"no step annotations: {len(steps)} forwards inferred from the lm_head "
+                         "GEMM (the largest output dimension) that ends each forward")
     return Context(trace=trace, work=work.reset_index(drop=True), host=host,
                    annotations=annotations, steps=steps, device=device, cpu_only=cpu_only,
                    spec=spec, thresholds=limits, notes=notes)
@@ -196,3 +201,53 @@ def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     seg_start = pd.Series(s).groupby(seg_id).min().to_numpy()
     seg_end = pd.Series(e).groupby(seg_id).max().to_numpy()
     return int((seg_end - seg_start).sum())
+
+
+_LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
+
+
+def gemm_n(op: str, dims_json: str) -> int | None:
+    """Output columns N of a GEMM op from its Input Dims, or None."""
+    import orjson
+
+    try:
+        dims = orjson.loads(dims_json)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(dims, list) or len(dims) < 2:
+        return None
+    if op == "aten::addmm" and len(dims) > 2:
+        b = dims[2]
+        return b[-1] if isinstance(b, list) and len(b) == 2 else None
+    b = dims[1]
+    if not isinstance(b, list) or len(b) != 2 or not all(isinstance(x, int) for x in b):
+        return None
+    return b[0] if op == "aten::linear" else b[1]
+
+
+def infer_steps(work: pd.DataFrame) -> pd.DataFrame:
+    """Forwards delimited by the lm_head GEMM (largest N) when the trace has no step ranges.
+
+    Each inferred step spans, in launch time, from just after the previous lm_head call to
+    just after its own; work after the last lm_head (sampling) joins the last step.
+    """
+    cols = ["step", "name", "start_ns", "end_ns"]
+    gem = work[work["op_name"].isin(_LINEAR_OPS) & work["input_dims"].notna()]
+    if gem.empty:
+        return pd.DataFrame(columns=cols)
+    calls = gem.drop_duplicates("external_id")
+    ns = pd.Series([gemm_n(o, d) for o, d in zip(calls["op_name"], calls["input_dims"])],
+                   index=calls.index, dtype="float64")
+    if ns.isna().all():
+        return pd.DataFrame(columns=cols)
+    vocab = ns.max()
+    heads = calls.loc[ns == vocab, "launch_ns"].sort_values().to_numpy()
+    per_layer = (ns != vocab).sum()
+    # One lm_head per forward; a model whose biggest GEMM is per-layer gives no boundaries.
+    if len(heads) < 2 or per_layer < len(heads) or per_layer % len(heads):
+        return pd.DataFrame(columns=cols)
+    first = int(work["launch_ns"].min())
+    last = int(work["launch_ns"].max()) + 1
+    bounds = [first] + [int(h) + 1 for h in heads[:-1]] + [last]
+    rows = [(i, f"forward_{i} (inferred)", bounds[i], bounds[i + 1]) for i in range(len(heads))]
+    return pd.DataFrame(rows, columns=cols)
