@@ -152,7 +152,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         hotspots=hot, recommendations=recs, phases=phases if len(phases) > 1 else [],
         steps=steps_df.drop(columns=["_w0", "_w1"], errors="ignore"),
         overhead={**ov_evidence, "overhead_share": round(main.overhead_share, 6),
-                  "limit": overhead_mod.limit_for(main.mode.value, limits)},
+                  "limit": overhead_mod.limit_for(main.mode.value, limits),
+                  "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(), events=work)
     if hta:
         from .hta_bridge import hta_figures

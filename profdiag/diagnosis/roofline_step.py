@@ -117,6 +117,7 @@ def _speed_of_light(diag: Diagnosis, ctx: Context, spec: hardware.GpuSpec) -> di
             result["phases"][phase] = {"available": False, "reason": exc.message}
             continue
         sol.insert(0, "name", st["name"].tolist())
+        sol.insert(0, "step_index", st["step"].tolist())
         result["phases"][phase] = {
             "steps": int(len(sol)),
             "median_ratio": round(float(sol["ratio"].median()), 3),
@@ -127,7 +128,7 @@ def _speed_of_light(diag: Diagnosis, ctx: Context, spec: hardware.GpuSpec) -> di
             "limit": str(sol["limit"].iloc[0]),
         }
         for r in sol.to_dict("records"):
-            rows.append({"phase": phase, "name": r["name"], "measured_ns": int(r["measured_ns"]),
+            rows.append({"phase": phase, "step": int(r["step_index"]), "name": r["name"], "measured_ns": int(r["measured_ns"]),
                          "ideal_ns": int(r["ideal_ns"]), "ratio": round(float(r["ratio"]), 3)})
     result["steps"] = rows
     return result

@@ -143,8 +143,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "class_rows": [{**r, "color": category_color(r["category"])} for r in t.class_rows(data)],
         "overhead": data.get("overhead") or {},
         "overhead_items": t.overhead_items(data, "µs"),
-        "pathological": next((c["evidence"].get("pathological") for c in t.checks_for(
-            data, ("overhead",)) if isinstance(c.get("evidence"), dict)), None),
+        "pathological": (data.get("overhead") or {}).get("pathological"),
         "profiling_flags": t.profiling_flags(data),
         "counts_lines": t.counts_lines(data),
         "by_shape": kc.get("by_shape") or [],

@@ -23,15 +23,6 @@ STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("counts", "Kernel counts", ("kernel_count", "layer_balance")),
     ("hotspots", "Hotspots", ("hotspots",)),
 )
-# Shipped class -> category mapping, used when the hotspots do not name a class's category.
-_DEFAULT_CLASS_CATEGORY = {
-    "attention": "compute", "gemm": "compute", "gemm_reduce": "compute", "gemv": "compute",
-    "activation": "elementwise", "elementwise": "elementwise", "residual": "elementwise",
-    "rope": "elementwise", "copy": "memory", "embedding": "memory", "kv_cache": "memory",
-    "memcpy": "memory", "memset": "memory", "layernorm": "normalization",
-    "reduction": "normalization", "rmsnorm": "normalization", "softmax": "normalization",
-    "collective": "other", "sampling": "other", "unclassified": "other",
-}
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -156,8 +147,8 @@ def ordered_categories(shares: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def class_categories(data: dict[str, Any]) -> dict[str, str]:
-    """class -> category, from the hotspots first, then the shipped mapping, else 'other'."""
-    out = dict(_DEFAULT_CLASS_CATEGORY)
+    """class -> category: the breakdown's own map, then the hotspots (older reports)."""
+    out = dict((data.get("breakdown") or {}).get("class_category") or {})
     for h in data.get("hotspots") or []:
         if h.get("class") and h.get("category"):
             out[h["class"]] = h["category"]
