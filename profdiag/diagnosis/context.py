@@ -89,17 +89,20 @@ def leaf_cpu_ops(events: pd.DataFrame) -> pd.DataFrame:
     return ops[leaf]
 
 
+# CPU ops that move no data and do no math: ignored when finding the leaf operators (an
+# aten::mm on CPU records aten::resolve_conj children; SDPA records empty/transpose ones).
+_TRIVIAL_CPU_OPS = re.compile(
+    r"^(aten::(empty\w*|resize_|set_|view\w*|as_strided\w*|detach\w*|lift_fresh|t|transpose|"
+    r"reshape|unsqueeze|squeeze|slice|select|expand|expand_as|permute|item|_local_scalar_dense|"
+    r"result_type|alias|_unsafe_view|resolve_conj|resolve_neg|is_nonzero|_has_compatible_"
+    r"shallow_copy_type|contiguous|size|stride|numel|dim)|detach)$")
+
+
 def _cpu_work(trace: Trace) -> pd.DataFrame:
     """Leaf CPU compute ops re-expressed as device work on a pseudo device 'cpu'."""
-    leaves = leaf_cpu_ops(trace.events)
-    leaves = leaves[~leaves["name"].str.startswith("aten::empty")
-                    & ~leaves["name"].isin(["aten::resize_", "aten::set_", "aten::view",
-                                            "aten::as_strided", "aten::detach", "aten::lift_fresh",
-                                            "detach", "aten::t", "aten::transpose", "aten::reshape",
-                                            "aten::unsqueeze", "aten::slice", "aten::select",
-                                            "aten::expand", "aten::permute", "aten::item",
-                                            "aten::_local_scalar_dense", "aten::result_type",
-                                            "aten::alias", "aten::_unsafe_view"])]
+    ev = trace.events
+    ops = ev[(ev["kind"] == schema.KIND_CPU_OP) & ~ev["name"].astype(str).str.match(_TRIVIAL_CPU_OPS)]
+    leaves = leaf_cpu_ops(ops)
     if leaves.empty or not leaves["name"].str.match(CPU_COMPUTE_OP).any():
         return leaves.iloc[0:0]
     work = leaves.copy()

@@ -74,13 +74,19 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
     """Mode of one stretch of work (a step or a phase), strongest evidence first."""
     votes: list[tuple[str, float, str]] = []  # (mode, confidence, evidence)
     shapes = shape_evidence(work)
-    if shapes.attention_tq is not None:
-        mode = "decode" if shapes.attention_tq <= 8 else "prefill"
-        votes.append((mode, 0.95, f"attention query length Tq = {shapes.attention_tq} "
-                      f"({'one token per sequence: decode' if mode == 'decode' else 'many tokens: prefill'})"))
-    if shapes.median_m is not None:
-        mode = "prefill" if shapes.median_m >= prefill_min_m else "decode"
-        votes.append((mode, 0.9, f"median GEMM M = {shapes.median_m} over "
+    tq, m = shapes.attention_tq, shapes.median_m
+    if tq is not None:
+        mode = "decode" if tq <= 8 else "prefill"
+        text = (f"attention query length Tq = {tq} "
+                f"({'one token per sequence: decode' if mode == 'decode' else 'many tokens: prefill'})")
+        if m is not None and m % tq == 0:
+            # M = batch x Tq: the GEMM rows agree with the attention shape, and give the batch
+            text += f"; median GEMM M = {m} = batch {m // tq} x {tq} tokens"
+            m = None
+        votes.append((mode, 0.95, text))
+    if m is not None:
+        mode = "prefill" if m >= prefill_min_m else "decode"
+        votes.append((mode, 0.9, f"median GEMM M = {m} over "
                       f"{shapes.gemm_calls_with_shapes} GEMM calls "
                       f"({'>=' if mode == 'prefill' else '<'} {prefill_min_m}: {mode})"))
     pre = [n for n in annotation_names if PREFILL_HINT.search(n)]
