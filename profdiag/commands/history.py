@@ -245,8 +245,9 @@ def diff_lines(result: dict[str, Any]) -> list[str]:
         elif share:
             change = f"{delta * 100:+.1f} pt"
         else:
-            change = f"{delta:+.2f}" + (f" ({(p['ratio'] - 1) * 100:+.1f}%)"
-                                       if p.get("ratio") is not None else "")
+            whole = float(p["before"]).is_integer() and float(p["after"]).is_integer()
+            change = (f"{int(delta):+d}" if whole else f"{delta:+.2f}") + (
+                f" ({(p['ratio'] - 1) * 100:+.1f}%)" if p.get("ratio") is not None else "")
         return (name, cell(p["before"], share), cell(p["after"], share), change)
 
     rows = [row("mode", result["mode"]), row("bottleneck", result["bottleneck"]),
