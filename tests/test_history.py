@@ -355,10 +355,33 @@ def test_sparkline_scaling():
     assert sparkline([]) == ""
 
 
-def test_history_compare(db):
+def test_history_compare(db, tmp_path):
+    from profdiag.commands.history import _compare_module
+
     code, out, _ = run("history", "compare", "1", "3", "--db", str(db))
     assert code == 0
-    assert out.splitlines()[0] == "run 1 (commit=c1 model=tiny) -> run 3 (commit=c3 model=tiny)"
+    lines = out.splitlines()
+    assert lines[0] == "run 1 (commit=c1 model=tiny) -> run 3 (commit=c3 model=tiny)"
+    assert "overhead share" in out and "decode" in out
+    a, b = history.get(db, 1)["diagnosis"], history.get(db, 3)["diagnosis"]
+    code, out, _ = run("history", "compare", "1", "3", "--db", str(db), "-f", "json")
+    assert code == 0
+    cmp_mod = _compare_module()
+    if cmp_mod is not None:  # the same comparison as `profdiag compare`, from stored dicts
+        assert json.loads(out) == json.loads(cmp_mod.render(cmp_mod.compare(a, b), "json"))
+        target = tmp_path / "cmp.md"
+        code, out, _ = run("history", "compare", "1", "3", "--db", str(db), "-o", str(target))
+        assert code == 0 and target.read_text() == cmp_mod.render(cmp_mod.compare(a, b), "md")
+    else:
+        assert json.loads(out) == history.diff(a, b)
+
+
+def test_minimal_diff_fallback(db, monkeypatch):
+    import profdiag.commands.history as cmd
+
+    monkeypatch.setattr(cmd, "_compare_module", lambda: None)
+    code, out, _ = run("history", "compare", "1", "3", "--db", str(db))
+    assert code == 0
     rows = {ln.split("  ")[0]: ln for ln in out.splitlines()[3:]}
     assert "overhead share" in rows and "step ms (decode)" in rows and "kernels" in rows
     code, out, _ = run("history", "compare", "1", "3", "--db", str(db), "-f", "json")

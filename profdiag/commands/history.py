@@ -205,24 +205,56 @@ def trend_cmd(metric: str, **opts: Any) -> None:
 @command.command("compare")
 @click.argument("before", type=int)
 @click.argument("after", type=int)
-@click.option("-f", "--format", "fmt", type=click.Choice(["txt", "json"]), default="txt",
-              show_default=True, help="Text table or the diff as JSON.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["txt", "md", "html", "json"]),
+              help="Output format (default: from the -o suffix, else txt).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the comparison here instead of stdout.")
 @_db_option
-def compare_cmd(before: int, after: int, fmt: str, db: str | None) -> None:
-    """What changed from run BEFORE to run AFTER (no trace is re-parsed)."""
+def compare_cmd(before: int, after: int, fmt: str | None, output: str | None,
+                db: str | None) -> None:
+    """What changed from run BEFORE to run AFTER: the same comparison as `profdiag compare`,
+    computed from the two stored diagnoses (no trace is re-parsed)."""
     from .. import history
 
     a, b = history.get(db, before), history.get(db, after)
-    result = history.diff(a["diagnosis"], b["diagnosis"])
-    if fmt == "json":
-        import json
+    header = (f"run {a['id']} ({fmt_labels(a['labels'])}) -> run {b['id']} "
+              f"({fmt_labels(b['labels'])})")
+    cmp_mod = _compare_module()
+    if cmp_mod is not None:
+        fmt = cmp_mod.format_for(output, fmt)
+        text = cmp_mod.render(cmp_mod.compare(a["diagnosis"], b["diagnosis"]), fmt)
+    else:  # profdiag.compare not installed: the minimal diff of history.diff
+        fmt = fmt or ("json" if output and output.lower().endswith(".json") else "txt")
+        if fmt not in ("txt", "json"):
+            from ..errors import UsageError
 
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+            raise UsageError(f"--format {fmt} needs profdiag.compare; use txt or json")
+        result = history.diff(a["diagnosis"], b["diagnosis"])
+        if fmt == "json":
+            import json
+
+            text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+        else:
+            text = "\n".join(diff_lines(result)) + "\n"
+    if fmt == "txt":
+        text = header + "\n" + text
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
         return
-    click.echo(f"run {a['id']} ({fmt_labels(a['labels'])}) -> run {b['id']} "
-               f"({fmt_labels(b['labels'])})")
-    for line in diff_lines(result):
-        click.echo(line)
+    from ..io import write_atomic
+
+    write_atomic(output, text)
+    click.echo(f"comparison: {output}")
+
+
+def _compare_module() -> Any:
+    """profdiag.compare when this install has it, else None."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    if find_spec("profdiag.compare") is None:
+        return None
+    return import_module("profdiag.compare")
 
 
 def diff_lines(result: dict[str, Any]) -> list[str]:
