@@ -1,0 +1,577 @@
+"""Nsight Systems SQLite export (``nsys export --type sqlite``), plain or gzipped; ``.nsys-rep``.
+
+Tables and columns are probed with ``PRAGMA table_info`` (their set changes between nsys
+versions: 2022.x creates every table, 2024.x+ only the ones it fills, greenContextId is new,
+EXPORT_META_DATA became META_DATA_EXPORT). SQL does the StringIds joins and pandas builds each
+column in one ``read_sql_query`` per table -- no per-row Python.
+
+A ``.nsys-rep`` report is converted with ``nsys export`` when nsys is installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from .. import schema
+from ..errors import MissingDependencyError, TraceFormatError
+from ..trace import DeviceInfo, Trace, TraceMeta
+
+FORMAT = "nsys"
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_NSYS_TABLE_RE = re.compile(r"^(CUPTI_ACTIVITY_KIND_|TARGET_INFO_)")
+
+K_KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
+K_MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+K_MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
+K_RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+K_SYNC = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
+K_GRAPH = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
+NVTX = "NVTX_EVENTS"
+
+# Fallbacks for exports without ENUM_* tables (2022.x). Values from the 2024/2025 ENUM tables.
+_MEMCPY_KIND = {0: "Unknown", 1: "HtoD", 2: "DtoH", 3: "HtoA", 4: "AtoH", 5: "AtoA", 6: "AtoD",
+                7: "DtoA", 8: "DtoD", 9: "HtoH", 10: "PtoP", 11: "HtoD (Unified)",
+                12: "DtoH (Unified)", 13: "DtoD (Unified)"}
+_MEM_KIND = {0: "Pageable", 1: "Pinned", 2: "Device", 3: "Array", 4: "Managed",
+             5: "Device Static", 6: "Managed Static", 7: "Unknown"}
+_SYNC_TYPE = {0: "Unknown", 1: "Event sync", 2: "Stream wait sync", 3: "Stream sync",
+              4: "Context sync"}
+# ENUM_NSYS_EVENT_TYPE ids of NVTX ranges (push/pop and start/end); marks (34) have no end.
+_NVTX_RANGE_TYPES = (59, 60)
+_NA_STREAM = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- SQLite access
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def sqlite_file(path: Path) -> Iterator[Path]:
+    """Yield a path to the plain SQLite content of ``path``; a gzipped file is inflated into a
+    temporary file that is removed afterwards."""
+    if not _is_gzip(path):
+        yield path
+        return
+    fd, tmp = tempfile.mkstemp(suffix=".sqlite", prefix="profdiag-")
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as gz:
+            try:
+                shutil.copyfileobj(gz, out, 1 << 20)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise TraceFormatError(f"corrupt or truncated gzip stream ({exc})",
+                                       str(path)) from None
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a SQLite file read-only without taking locks or creating journals."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True)
+
+
+@contextlib.contextmanager
+def open_db(path: Path) -> Iterator[sqlite3.Connection]:
+    with sqlite_file(path) as plain:
+        con = connect(plain)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def table_names(con: sqlite3.Connection) -> set[str]:
+    rows = con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+    return {r[0] for r in rows}
+
+
+def columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+
+
+def looks_like_sqlite(head: bytes) -> bool:
+    return head.startswith(SQLITE_MAGIC)
+
+
+def _is_nsys_tables(tables: set[str]) -> bool:
+    return "StringIds" in tables or any(_NSYS_TABLE_RE.match(t) for t in tables)
+
+
+# ---------------------------------------------------------------------------- sniff
+def sniff(path: Path, head: bytes) -> bool:
+    """SQLite with nsys tables (StringIds, CUPTI_ACTIVITY_KIND_*, TARGET_INFO_*), or a .nsys-rep."""
+    if looks_like_sqlite(head):
+        try:
+            with open_db(path) as con:
+                return _is_nsys_tables(table_names(con))
+        except (sqlite3.Error, TraceFormatError, OSError):
+            return False
+    return path.suffix == ".nsys-rep" and path.is_file()
+
+
+# ---------------------------------------------------------------------------- parse
+def parse(path: Path) -> Trace:
+    path = Path(path)
+    if path.suffix == ".nsys-rep" and not _starts_with_sqlite(path):
+        return _parse_report(path)
+    try:
+        with open_db(path) as con:
+            return _parse_connection(con, path)
+    except sqlite3.DatabaseError as exc:
+        raise TraceFormatError(f"unreadable SQLite file ({_one_line(exc)}); "
+                               "the export may be truncated or corrupt", str(path)) from None
+
+
+def _starts_with_sqlite(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(16) == SQLITE_MAGIC
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _parse_report(path: Path) -> Trace:
+    out = path.with_suffix(".sqlite")
+    command = f"nsys export --type sqlite --output {out} {path}"
+    nsys = shutil.which("nsys")
+    if nsys is None:
+        raise MissingDependencyError(
+            f"reading a .nsys-rep needs Nsight Systems' nsys on PATH; run `{command}` "
+            "and pass the .sqlite file instead", str(path))
+    with tempfile.TemporaryDirectory(prefix="profdiag-nsys-") as tmp:
+        target = Path(tmp) / (path.stem + ".sqlite")
+        try:
+            proc = subprocess.run(
+                [nsys, "export", "--type", "sqlite", "--output", str(target), str(path)],
+                capture_output=True, text=True, timeout=3600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TraceFormatError(f"`{command}` failed: {_one_line(exc)}", str(path)) from None
+        if proc.returncode != 0 or not target.exists():
+            tail = _one_line(proc.stderr or proc.stdout)[-300:]
+            raise TraceFormatError(f"`{command}` failed (exit {proc.returncode}): {tail}",
+                                   str(path))
+        trace = parse(target)
+    trace.meta.path = str(path)
+    return trace
+
+
+class _Db:
+    """Probed schema of one export: which tables/columns exist."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+        self.tables = table_names(con)
+        self._cols: dict[str, set[str]] = {}
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def cols(self, table: str) -> set[str]:
+        if table not in self._cols:
+            self._cols[table] = columns(self.con, table) if table in self.tables else set()
+        return self._cols[table]
+
+    def query(self, sql: str) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.con)
+
+    def enum(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
+        """ENUM_* table as {id: label} when present, else the built-in map."""
+        if self.has(table) and {"id", "label"} <= self.cols(table):
+            rows = self.con.execute(f'SELECT id, label FROM "{table}"').fetchall()
+            if rows:
+                return {int(i): str(lbl) for i, lbl in rows}
+        return dict(fallback)
+
+
+def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
+    db = _Db(con)
+    if not _is_nsys_tables(db.tables):
+        raise TraceFormatError(
+            "SQLite file is not an Nsight Systems export (no StringIds, CUPTI_ACTIVITY_KIND_* "
+            "or TARGET_INFO_* tables)", str(path))
+    gpu_tables = [t for t in (K_KERNEL, K_MEMCPY, K_MEMSET, K_GRAPH) if db.has(t)]
+    if not gpu_tables:
+        raise TraceFormatError(
+            "Nsight Systems export has no GPU activity tables (no CUPTI_ACTIVITY_KIND_KERNEL, "
+            "_MEMCPY or _MEMSET): was it captured with --trace=cuda?", str(path))
+    warnings: list[str] = []
+    has_strings = db.has("StringIds")
+    if not has_strings:
+        warnings.append("no StringIds table: kernel and API names are unavailable")
+
+    parts = [
+        _kernels(db, warnings, has_strings),
+        _graph_launches(db, warnings),
+        _memcpy(db, warnings),
+        _memset(db, warnings),
+        _runtime(db, warnings, has_strings),
+        _sync(db, warnings),
+        _nvtx(db, warnings, has_strings),
+    ]
+    frames = [p for p in parts if p is not None and len(p)]
+    if frames:
+        events = pd.concat(frames, ignore_index=True)
+        events = events.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    else:
+        events = schema.empty_events()
+    meta = _meta(db, path, warnings)
+    return Trace(events, meta)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
+    """``expr AS name`` when the column exists, else ``NULL AS name``."""
+    return f"{expr or f'{alias}.{name}'} AS {name}" if name in cols else f"NULL AS {name}"
+
+
+def _pid(expr: str) -> str:
+    return f"(({expr} >> 24) & 16777215)"
+
+
+def _tid(expr: str) -> str:
+    return f"({expr} & 16777215)"
+
+
+def _ints(df: pd.DataFrame, col: str) -> Any:
+    return pd.array(pd.to_numeric(df[col], errors="coerce"), dtype="Int64") if len(df) else []
+
+
+def _base(df: pd.DataFrame, kind: str, name: Any) -> dict[str, Any]:
+    """Columns every activity table shares."""
+    start = pd.to_numeric(df["start"], errors="coerce")
+    end = pd.to_numeric(df["end"], errors="coerce")
+    dur = (end - start).clip(lower=0)
+    return {
+        "name": pd.array(name, dtype="string"),
+        "kind": [kind] * len(df),
+        "start_ns": start.fillna(0).astype("int64").to_numpy(),
+        "dur_ns": dur.fillna(0).astype("int64").to_numpy(),
+    }
+
+
+def _missing(table: str, cols: set[str], wanted: tuple[str, ...], warnings: list[str]) -> None:
+    gone = [c for c in wanted if c not in cols]
+    if gone:
+        warnings.append(f"{table} has no column(s) {', '.join(gone)}: left empty")
+
+
+def _require(table: str, cols: set[str], needed: tuple[str, ...], warnings: list[str]) -> bool:
+    gone = [c for c in needed if c not in cols]
+    if gone:
+        warnings.append(f"{table} lacks {', '.join(gone)}: its rows were skipped")
+        return False
+    return True
+
+
+def _stream(df: pd.DataFrame) -> Any:
+    s = pd.to_numeric(df["streamId"], errors="coerce")
+    return pd.array(s.where(s != _NA_STREAM), dtype="Int64")
+
+
+# ---------------------------------------------------------------------------- tables
+def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None:
+    if not db.has(K_KERNEL):
+        warnings.append(f"no {K_KERNEL} table: no kernels in this export")
+        return None
+    c = db.cols(K_KERNEL)
+    if not _require(K_KERNEL, c, ("start", "end"), warnings):
+        return None
+    _missing(K_KERNEL, c, ("deviceId", "streamId", "correlationId", "globalPid", "gridX",
+                           "blockX", "graphNodeId"), warnings)
+    name_col = "demangledName" if "demangledName" in c else "shortName" if "shortName" in c else None
+    if name_col != "demangledName":
+        warnings.append(f"{K_KERNEL} has no demangledName: kernel names are short names")
+    joins, name_expr, short_expr = "", "NULL", "NULL"
+    if strings and name_col:
+        joins += f" LEFT JOIN StringIds d ON d.id = k.{name_col}"
+        name_expr = "d.value"
+    if strings and "shortName" in c:
+        joins += " LEFT JOIN StringIds s ON s.id = k.shortName"
+        short_expr = "s.value"
+    grid = ("k.gridX || ',' || k.gridY || ',' || k.gridZ"
+            if {"gridX", "gridY", "gridZ"} <= c else "NULL")
+    block = ("k.blockX || ',' || k.blockY || ',' || k.blockZ"
+             if {"blockX", "blockY", "blockZ"} <= c else "NULL")
+    sql = f"""
+        SELECT k.start AS start, k."end" AS "end", {name_expr} AS name, {short_expr} AS short_name,
+               {_col(c, 'k', 'deviceId')}, {_col(c, 'k', 'streamId')},
+               {_col(c, 'k', 'correlationId')},
+               {_col(c, 'k', 'globalPid', _pid('k.globalPid'))},
+               {grid} AS grid, {block} AS block,
+               {'k.graphNodeId IS NOT NULL' if 'graphNodeId' in c else '0'} AS graph
+        FROM {K_KERNEL} k {joins}"""
+    df = db.query(sql)
+    cols = _base(df, schema.KIND_KERNEL, df["name"])
+    cols.update(
+        short_name=pd.array(df["short_name"], dtype="string"),
+        device=_ints(df, "deviceId"),
+        stream=_stream(df),
+        pid=_ints(df, "globalPid"),
+        correlation=_ints(df, "correlationId"),
+        grid=pd.array(df["grid"], dtype="string"),
+        block=pd.array(df["block"], dtype="string"),
+        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+    )
+    if len(df) and df["name"].isna().any():
+        warnings.append(f"{int(df['name'].isna().sum())} kernels have no name in StringIds")
+    return schema.from_columns(cols, n=len(df))
+
+
+def _graph_launches(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
+    """--cuda-graph-trace=graph: one row per whole-graph launch, no per-kernel detail."""
+    if not db.has(K_GRAPH):
+        return None
+    c = db.cols(K_GRAPH)
+    if not _require(K_GRAPH, c, ("start", "end"), warnings):
+        return None
+    sql = f"""
+        SELECT g.start AS start, g."end" AS "end", {_col(c, 'g', 'graphId')},
+               {_col(c, 'g', 'deviceId')}, {_col(c, 'g', 'streamId')},
+               {_col(c, 'g', 'correlationId')}, {_col(c, 'g', 'globalPid', _pid('g.globalPid'))}
+        FROM {K_GRAPH} g"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    warnings.append(
+        f"{len(df)} CUDA graph launches were traced as whole graphs (--cuda-graph-trace=graph): "
+        "per-kernel detail needs `nsys profile --cuda-graph-trace=node`")
+    gid = pd.to_numeric(df["graphId"], errors="coerce").astype("Int64").astype("string")
+    name = ("CUDA graph " + gid.fillna("?")).to_numpy()
+    cols = _base(df, schema.KIND_KERNEL, name)
+    cols.update(
+        device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
+        correlation=_ints(df, "correlationId"),
+        graph_launch=pd.array([True] * len(df), dtype="boolean"),
+    )
+    return schema.from_columns(cols, n=len(df))
+
+
+def _memcpy(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
+    if not db.has(K_MEMCPY):
+        return None
+    c = db.cols(K_MEMCPY)
+    if not _require(K_MEMCPY, c, ("start", "end"), warnings):
+        return None
+    _missing(K_MEMCPY, c, ("copyKind", "bytes"), warnings)
+    sql = f"""
+        SELECT m.start AS start, m."end" AS "end", {_col(c, 'm', 'copyKind')},
+               {_col(c, 'm', 'srcKind')}, {_col(c, 'm', 'dstKind')}, {_col(c, 'm', 'bytes')},
+               {_col(c, 'm', 'deviceId')}, {_col(c, 'm', 'streamId')},
+               {_col(c, 'm', 'correlationId')},
+               {_col(c, 'm', 'globalPid', _pid('m.globalPid'))},
+               {'m.graphNodeId IS NOT NULL' if 'graphNodeId' in c else '0'} AS graph
+        FROM {K_MEMCPY} m"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    copy_kinds = _copy_kind_names(db)
+    mem_kinds = db.enum("ENUM_CUDA_MEM_KIND", _MEM_KIND)
+    kind = df["copyKind"].map(lambda v: copy_kinds.get(int(v), f"kind {int(v)}")
+                              if pd.notna(v) else "")
+    name = ("Memcpy " + kind).str.strip()
+    both = df["srcKind"].notna() & df["dstKind"].notna()
+    if both.any():
+        src = df["srcKind"].map(lambda v: mem_kinds.get(int(v), "Unknown") if pd.notna(v) else "")
+        dst = df["dstKind"].map(lambda v: mem_kinds.get(int(v), "Unknown") if pd.notna(v) else "")
+        name = name.where(~both, name + " (" + src + " -> " + dst + ")")
+    cols = _base(df, schema.KIND_MEMCPY, name)
+    cols.update(
+        device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
+        correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
+        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+    )
+    return schema.from_columns(cols, n=len(df))
+
+
+def _copy_kind_names(db: _Db) -> dict[int, str]:
+    """copyKind -> 'HtoD' style, from ENUM_CUDA_MEMCPY_OPER names when the export has them."""
+    out = dict(_MEMCPY_KIND)
+    if db.has("ENUM_CUDA_MEMCPY_OPER") and {"id", "name"} <= db.cols("ENUM_CUDA_MEMCPY_OPER"):
+        for i, name in db.con.execute("SELECT id, name FROM ENUM_CUDA_MEMCPY_OPER"):
+            m = re.fullmatch(r"CUDA_MEMCPY_KIND_(UVM_)?([A-Z])TO([A-Z])", str(name))
+            if m:
+                out[int(i)] = f"{m.group(2)}to{m.group(3)}" + (" (Unified)" if m.group(1) else "")
+    return out
+
+
+def _memset(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
+    if not db.has(K_MEMSET):
+        return None
+    c = db.cols(K_MEMSET)
+    if not _require(K_MEMSET, c, ("start", "end"), warnings):
+        return None
+    sql = f"""
+        SELECT m.start AS start, m."end" AS "end", {_col(c, 'm', 'memKind')},
+               {_col(c, 'm', 'bytes')}, {_col(c, 'm', 'deviceId')}, {_col(c, 'm', 'streamId')},
+               {_col(c, 'm', 'correlationId')},
+               {_col(c, 'm', 'globalPid', _pid('m.globalPid'))},
+               {'m.graphNodeId IS NOT NULL' if 'graphNodeId' in c else '0'} AS graph
+        FROM {K_MEMSET} m"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    mem_kinds = db.enum("ENUM_CUDA_MEM_KIND", _MEM_KIND)
+    kind = df["memKind"].map(lambda v: mem_kinds.get(int(v), "Unknown") if pd.notna(v) else "")
+    name = ("Memset (" + kind + ")").str.replace(" ()", "", regex=False)
+    cols = _base(df, schema.KIND_MEMSET, name)
+    cols.update(
+        device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
+        correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
+        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+    )
+    return schema.from_columns(cols, n=len(df))
+
+
+def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None:
+    if not db.has(K_RUNTIME):
+        warnings.append(f"no {K_RUNTIME} table: CUDA API calls (launch overhead) are unavailable")
+        return None
+    c = db.cols(K_RUNTIME)
+    if not _require(K_RUNTIME, c, ("start", "end"), warnings):
+        return None
+    name_join, name_expr = "", "NULL"
+    if strings and "nameId" in c:
+        name_join, name_expr = " LEFT JOIN StringIds n ON n.id = r.nameId", "n.value"
+    else:
+        warnings.append(f"{K_RUNTIME} names are unavailable (no nameId/StringIds)")
+    sql = f"""
+        SELECT r.start AS start, r."end" AS "end", {name_expr} AS name,
+               {_col(c, 'r', 'correlationId')},
+               {_col(c, 'r', 'globalTid', _pid('r.globalTid'))},
+               {'(r.globalTid & 16777215)' if 'globalTid' in c else 'NULL'} AS tid
+        FROM {K_RUNTIME} r {name_join}"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True)
+    cols = _base(df, schema.KIND_RUNTIME, name)
+    cols.update(pid=_ints(df, "globalTid"), tid=_ints(df, "tid"),
+                correlation=_ints(df, "correlationId"))
+    return schema.from_columns(cols, n=len(df))
+
+
+def _sync(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
+    if not db.has(K_SYNC):
+        return None
+    c = db.cols(K_SYNC)
+    if not _require(K_SYNC, c, ("start", "end"), warnings):
+        return None
+    sql = f"""
+        SELECT s.start AS start, s."end" AS "end", {_col(c, 's', 'syncType')},
+               {_col(c, 's', 'deviceId')}, {_col(c, 's', 'streamId')},
+               {_col(c, 's', 'correlationId')},
+               {_col(c, 's', 'globalPid', _pid('s.globalPid'))}
+        FROM {K_SYNC} s"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    types = db.enum("ENUM_CUPTI_SYNC_TYPE", _SYNC_TYPE)
+    name = df["syncType"].map(lambda v: types.get(int(v), f"Sync type {int(v)}")
+                              if pd.notna(v) else "Synchronization")
+    cols = _base(df, schema.KIND_SYNC, name)
+    cols.update(device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
+                correlation=_ints(df, "correlationId"))
+    return schema.from_columns(cols, n=len(df))
+
+
+def _nvtx_range_types(db: _Db) -> tuple[int, ...]:
+    if db.has("ENUM_NSYS_EVENT_TYPE") and {"id", "name"} <= db.cols("ENUM_NSYS_EVENT_TYPE"):
+        ids = tuple(int(r[0]) for r in db.con.execute(
+            "SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name IN "
+            "('NvtxPushPopRange', 'NvtxStartEndRange')"))
+        if ids:
+            return ids
+    return _NVTX_RANGE_TYPES
+
+
+def _nvtx(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None:
+    if not db.has(NVTX):
+        return None
+    c = db.cols(NVTX)
+    if not _require(NVTX, c, ("start", "end"), warnings):
+        return None
+    text = "e.text" if "text" in c else "NULL"
+    join = ""
+    if strings and "textId" in c:
+        join = " LEFT JOIN StringIds t ON t.id = e.textId"
+        text = f"COALESCE({text}, t.value)"
+    where = 'e."end" IS NOT NULL'
+    if "eventType" in c:
+        where += f" AND e.eventType IN ({', '.join(map(str, _nvtx_range_types(db)))})"
+    sql = f"""
+        SELECT e.start AS start, e."end" AS "end", {text} AS name,
+               {_col(c, 'e', 'globalTid', _pid('e.globalTid'))},
+               {'(e.globalTid & 16777215)' if 'globalTid' in c else 'NULL'} AS tid
+        FROM {NVTX} e {join} WHERE {where}"""
+    df = db.query(sql)
+    if not len(df):
+        return None
+    cols = _base(df, schema.KIND_ANNOTATION, df["name"].fillna(""))
+    cols.update(pid=_ints(df, "globalTid"), tid=_ints(df, "tid"))
+    return schema.from_columns(cols, n=len(df))
+
+
+# ---------------------------------------------------------------------------- metadata
+def _meta(db: _Db, path: Path, warnings: list[str]) -> TraceMeta:
+    devices: list[DeviceInfo] = []
+    if db.has("TARGET_INFO_GPU"):
+        c = db.cols("TARGET_INFO_GPU")
+        fields = ["id", "name", "smCount", "totalMemory", "computeMajor", "computeMinor"]
+        sel = ", ".join(f'"{f}"' if f in c else f"NULL AS {f}" for f in fields)
+        seen: set[int] = set()
+        for i, (gid, name, sms, mem, major, minor) in enumerate(
+                db.con.execute(f"SELECT {sel} FROM TARGET_INFO_GPU")):
+            index = int(gid) if gid is not None else i
+            if index in seen:
+                continue
+            seen.add(index)
+            devices.append(DeviceInfo(
+                index=index, name=str(name or ""),
+                sm_count=int(sms) if sms is not None else None,
+                memory_bytes=int(mem) if mem is not None else None,
+                compute_capability=f"{major}.{minor or 0}" if major is not None else None,
+                vendor="nvidia"))
+    else:
+        warnings.append("no TARGET_INFO_GPU table: the GPU model is unknown")
+    base = None
+    if db.has("TARGET_INFO_SESSION_START_TIME") and "utcEpochNs" in db.cols(
+            "TARGET_INFO_SESSION_START_TIME"):
+        row = db.con.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
+        base = int(row[0]) if row and row[0] is not None else None
+    options: dict[str, Any] = {}
+    for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
+        if db.has(table) and {"name", "value"} <= db.cols(table):
+            meta = dict(db.con.execute(f"SELECT name, value FROM {table}").fetchall())
+            for key, opt in (("EXPORT_PRODUCT_VERSION", "nsys_version"),
+                             ("EXPORT_SCHEMA_VERSION", "export_schema_version")):
+                if key in meta:
+                    options[opt] = str(meta[key])
+            break
+    if db.has("META_DATA_CAPTURE") and {"name", "value"} <= db.cols("META_DATA_CAPTURE"):
+        row = db.con.execute("SELECT value FROM META_DATA_CAPTURE WHERE name LIKE "
+                             "'%CUDA_GRAPH_TRACE_OPTIONS:MODE' LIMIT 1").fetchone()
+        if row:
+            options["cuda_graph_trace"] = str(row[0])
+            if str(row[0]).lower() == "graph" and not db.has(K_GRAPH):
+                warnings.append("CUDA graphs were traced as whole graphs: per-kernel detail "
+                                "needs `nsys profile --cuda-graph-trace=node`")
+    return TraceMeta(format=FORMAT, path=str(path), devices=devices, warnings=warnings,
+                     options=options, base_time_ns=base)
