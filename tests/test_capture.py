@@ -430,3 +430,41 @@ def test_diagnosis_finds_mode_and_count(captures: dict[str, Any], phase: str,
     auto = profdiag.diagnose(profdiag.load(res.trace)).to_dict()
     assert auto["model"]["source"] == "manifest"
     assert auto["kernel_counts"]["expected_gemm_calls"] == counts["expected_gemm_calls"]
+
+
+# The CUDA-graph step's model path, checked on CPU ---------------------------------------
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kv_heads", [8, 2])
+def test_graph_step_matches_eager_decode(kv_heads: int) -> None:
+    """The captured step (tensor position, index_copy_ into the full cache, masked attention)
+    computes the same logits as the eager step (sliced cache), so both traces do equal work."""
+    torch = _torch()
+    from profdiag.capture.model import Llama
+
+    torch.manual_seed(0)
+    cfg = resolve_config("tiny", **{**SMALL, "kv_heads": kv_heads})
+    model = Llama(cfg, batch=2, max_len=12, device=torch.device("cpu"), dtype=torch.float32)
+    model.fill_cache(8)
+    saved = model.k_cache.clone(), model.v_cache.clone()
+    tokens = torch.tensor([[3], [7]])
+    eager = [model(tokens, pos=8), model(tokens, pos=9)]
+    model.k_cache.copy_(saved[0])
+    model.v_cache.copy_(saved[1])
+    pos_t = torch.tensor([8])
+    graphed = [model(tokens, pos_t=pos_t), model(tokens, pos_t=pos_t + 1)]
+    for a, b in zip(eager, graphed):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.torch
+def test_hf_model(tmp_path: Path) -> None:
+    _torch()
+    pytest.importorskip("transformers")
+    from profdiag.capture import capture
+
+    res = capture(_options(tmp_path, "generate", hf=True))
+    assert res.data["impl"] == "hf"
+    ops = _cpu_ops(_events(res.trace))
+    assert sum(ops[n] for n in GEMM_OPS) == 15 * 4

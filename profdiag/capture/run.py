@@ -230,6 +230,8 @@ class _Runner:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(max(self.opts.warmup, 1)):
+                # why: each step advances pos_t; restart so warm-ups never pass the cache end
+                self.pos_t.fill_(self.decode_start)
                 step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
@@ -278,6 +280,8 @@ def _profile(torch: Any, opts: CaptureOptions, device: str, runner: _Runner,
             if phase in ("prefill", "generate"):
                 runner.prefill()
             if phase in ("decode", "generate"):
+                if runner.graph is not None:
+                    runner.reset_graph_position()  # a replay advances the position
                 runner.decode(runner.first_token, 0)
         if runner.graph is not None:
             runner.reset_graph_position()
@@ -335,7 +339,9 @@ def _build_hf(torch: Any, opts: CaptureOptions, device: str,
         num_key_value_heads=c.kv_heads, intermediate_size=c.ffn, vocab_size=c.vocab,
         max_position_embeddings=max(opts.kv_len, 2048), tie_word_embeddings=False)
     hf_cfg._attn_implementation = "sdpa"
-    model = transformers.LlamaForCausalLM(hf_cfg).to(device=device, dtype=dtype).eval()
+    with torch.device(device):  # why: initialise on the device, not in host RAM first
+        model = transformers.LlamaForCausalLM(hf_cfg)
+    model = model.to(dtype=dtype).eval()
     for i, layer in enumerate(model.model.layers):
         _annotate(layer, f"layer_{i}", record_function)
     state: dict[str, Any] = {"past": None}
