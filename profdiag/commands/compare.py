@@ -1,0 +1,53 @@
+"""`profdiag compare BASE NEW`: what changed between two profiles (traces or JSON reports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .options import diagnosis_options, run_diagnosis
+
+
+@click.command("compare")
+@click.argument("base", type=click.Path())
+@click.argument("new", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the comparison to a file: .html, .txt, .md or .json (default: text "
+                   "on stdout).")
+@click.option("-f", "--format", "fmt", type=click.Choice(["txt", "md", "html", "json"]),
+              help="Output format (default: from the output suffix, else txt).")
+@click.option("--threshold", "threshold_pct", type=float, default=5.0, show_default=True,
+              help="Percent change below which a kernel or class counts as unchanged.")
+@click.option("-q", "--quiet", is_flag=True, help="With -o, print nothing.")
+@diagnosis_options
+def command(base: str, new: str, output: str | None, fmt: str | None, threshold_pct: float,
+            quiet: bool, **opts: Any) -> None:
+    """Compare BASE with NEW: mode, bottleneck, category shares, per-class and per-kernel
+    time (added, removed, faster, slower), kernel counts, median step times, overhead.
+
+    BASE and NEW are traces (diagnosed with the same options) or JSON reports written by
+    `profdiag report -f json` (detected by content). Times are per forward, or per prefill
+    token when both are prefills of known length; step times are medians per phase.
+    """
+    from .. import compare as cmp_mod
+    from .. import gate as g
+    from ..io import write_atomic
+
+    fmt = cmp_mod.format_for(output, fmt)
+
+    def diagnose(path: str) -> Any:
+        return run_diagnosis(path, opts)
+
+    b = g.load_profile(base, diagnose)
+    n = g.load_profile(new, diagnose)
+    result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
+    text = cmp_mod.render(result, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write_atomic(output, text)
+    if not quiet:
+        for line in result["headline"]:
+            click.echo(line)
+        click.echo(f"comparison: {output}")
