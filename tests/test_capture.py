@@ -169,6 +169,23 @@ def test_fused_qkv_changes_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.torch
+def test_extra_gemm_trace_fails_the_kernel_count_check(tmp_path: Path) -> None:
+    _torch()
+    import profdiag
+    from profdiag.capture import capture
+
+    res = capture(_options(tmp_path, "decode", extra_gemm=True))
+    assert res.data["extra_gemms_per_layer"] == 1
+    assert res.data["gemms_per_forward"] == 15  # the architecture's count, not the trace's
+    d = profdiag.diagnose(profdiag.load(res.trace))
+    kc = d.kernel_counts
+    assert kc["expected_gemm_calls"] == 15 * 3
+    assert kc["observed_gemm_calls"] == 15 * 3 + 2 * 3  # one extra per layer per forward
+    assert d.check("kernel_count").status == "fail"
+    assert "counts.extra_gemms" in {r.id for r in d.recommendations}
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_dtypes(tmp_path: Path, dtype: str) -> None:
     _torch()

@@ -172,6 +172,8 @@ class CaptureOptions:
     device: str = "auto"  # cpu | cuda | auto
     cuda_graphs: bool = False
     fused_qkv: bool = False
+    # why: a deliberately redundant projection, to test the kernel-count check and gate
+    extra_gemm: bool = False
     warmup: int = 1
     record_shapes: bool = True
     with_stack: bool = False
@@ -202,6 +204,8 @@ class CaptureOptions:
                              "generate")
         if self.cuda_graphs and self.device == "cpu":
             raise UsageError("--cuda-graphs needs --device cuda")
+        if self.extra_gemm and self.hf:
+            raise UsageError("--extra-gemm is not supported with --hf")
         if self.cuda_graphs and self.hf:
             raise UsageError("--cuda-graphs is not supported with --hf")
         if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name

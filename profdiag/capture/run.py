@@ -146,6 +146,7 @@ def manifest(opts: CaptureOptions, torch: Any, device: str, dtype: Any,
         "steps": opts.recorded_steps,
         "cuda_graphs": opts.cuda_graphs,
         "fused_qkv": opts.fused_qkv,
+        "extra_gemms_per_layer": 1 if opts.extra_gemm else 0,
         "dtype": str(dtype),
         "device": device,
         "device_name": device_name(torch, device),
@@ -257,7 +258,8 @@ def _build_runner(torch: Any, opts: CaptureOptions, device: str, dtype: Any) -> 
     from .model import Llama
 
     model = Llama(opts.config, batch=opts.batch, max_len=opts.kv_len,
-                  device=torch.device(device), dtype=dtype, fused_qkv=opts.fused_qkv)
+                  device=torch.device(device), dtype=dtype, fused_qkv=opts.fused_qkv,
+                  extra_gemm=opts.extra_gemm)
     model.eval()
     if opts.phase == "decode":
         model.fill_cache(opts.context)

@@ -48,6 +48,9 @@ from ..capture.config import DTYPES, PHASES, PRESETS, CaptureOptions, resolve_co
                    "(decode/generate, cuda only).")
 @click.option("--fused-qkv", is_flag=True,
               help="One qkv projection instead of q, k, v: 5 GEMMs per layer instead of 7.")
+@click.option("--extra-gemm", is_flag=True,
+              help="Compute o_proj twice per layer (one redundant GEMM): a trace whose GEMM count "
+                   "exceeds what the architecture implies, for testing the gate.")
 @click.option("--warmup", type=int, default=1, show_default=True,
               help="Unprofiled warm-up repetitions of each forward kind.")
 @click.option("--record-shapes/--no-record-shapes", default=True, show_default=True,
