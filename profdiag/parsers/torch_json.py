@@ -12,38 +12,21 @@ import gzip
 import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import orjson
 import pandas as pd
 
 from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
+from . import _kineto_fast as _fast
 
 FORMAT = "torch"
 
-# Kineto `cat` values (modern and 2021-era spellings) -> canonical kind.
-_KIND_BY_CAT: dict[str, str] = {
-    "kernel": schema.KIND_KERNEL,
-    "Kernel": schema.KIND_KERNEL,
-    "gpu_memcpy": schema.KIND_MEMCPY,
-    "Memcpy": schema.KIND_MEMCPY,
-    "gpu_memset": schema.KIND_MEMSET,
-    "Memset": schema.KIND_MEMSET,
-    "cuda_runtime": schema.KIND_RUNTIME,
-    "cuda_driver": schema.KIND_RUNTIME,
-    "Runtime": schema.KIND_RUNTIME,
-    "Driver": schema.KIND_RUNTIME,
-    "hip_runtime": schema.KIND_RUNTIME,
-    "cuda_sync": schema.KIND_SYNC,
-    "cpu_op": schema.KIND_CPU_OP,
-    "Operator": schema.KIND_CPU_OP,
-    "user_annotation": schema.KIND_ANNOTATION,
-    "gpu_user_annotation": schema.KIND_GPU_ANNOTATION,
-}
+_KIND_BY_CAT = _fast.KIND_BY_CAT
 _GPU = {schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION}
-_INT_RE = re.compile(rb"-?\d+")
 _TEMPLATE_RE = re.compile(r"^(?:void\s+)?([^<(]+)")
 # Salvage: try at most this many cut points, newest first, before giving up.
 _SALVAGE_TRIES = 400
@@ -133,42 +116,9 @@ def _has_bad_utf8(data: bytes) -> bool:
     return False
 
 
-def _to_int(value: Any) -> int | None:
-    """Kineto ids and pids are ints, but 2021 files and ROCm write strings ("stream 7")."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else None
-    if isinstance(value, float):
-        return int(value) if value == value and abs(value) < 9.2e18 else None
-    if isinstance(value, str):
-        m = _INT_RE.search(value.encode())
-        if m:
-            v = int(m.group())
-            return v if -(2**63) <= v < 2**63 else None
-    return None
-
-
-def _to_ns(value: Any) -> int | None:
-    """µs (int, float or string) -> integer ns."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        f = float(value)
-    elif isinstance(value, str):
-        try:
-            f = float(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    if f != f or abs(f) > 9.2e15:  # NaN or past int64 ns
-        return None
-    return round(f * 1000.0)
-
-
-def _dims3(value: Any) -> str | None:
-    if isinstance(value, list) and value:
-        return ",".join(str(v) for v in value)
-    return None
+_to_int = _fast.to_int
+_to_ns = _fast.to_ns
+_dims3 = _fast.dims3
 
 
 def short_name(name: str) -> str:
@@ -177,8 +127,36 @@ def short_name(name: str) -> str:
     return m.group(1).strip() if m else name
 
 
-def parse(path: Path) -> Trace:
-    """Parse a Kineto trace into the canonical table; raise TraceFormatError if it is not one."""
+def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
+    """Parse a Kineto trace into the canonical table; raise TraceFormatError if it is not one.
+
+    ``progress`` (default: the active profdiag.progress reporter, if any) is called with the
+    number of file bytes consumed as the file is read.
+    """
+    if progress is None:
+        from ..progress import current_callback
+
+        progress = current_callback()
+    try:
+        result = _fast.stream(path, progress)
+        extractor, top, warnings, salvaged = (
+            result.extractor, result.top, result.warnings, result.salvaged)
+    except _fast.StreamUnsupported:
+        extractor, top, warnings, salvaged = _parse_document(path)
+    cols = extractor.cols
+    if cols.bad:
+        warnings.append(f"{cols.bad} events without a usable ts/dur were skipped")
+    if cols.negative:
+        warnings.append(f"{cols.negative} events with a negative duration were clamped to 0")
+    frame = _frame(extractor)
+    del extractor
+    frame = _link_ops(frame, warnings)
+    meta = _meta(path, top, frame, warnings, salvaged)
+    return Trace(frame, meta)
+
+
+def _parse_document(path: Path) -> tuple[_fast.Extractor, dict[str, Any], list[str], bool]:
+    """Whole-document path for layouts the streamer does not handle (and hostile input)."""
     doc, warnings, salvaged = _load_json(path)
     if isinstance(doc, list):
         events, top = doc, {}
@@ -189,72 +167,49 @@ def parse(path: Path) -> Trace:
     else:
         raise TraceFormatError("JSON without a 'traceEvents' list: not a PyTorch profiler trace",
                                str(path))
+    extractor = _fast.Extractor()
+    extractor.add_objects(events)
+    return extractor, top, warnings, salvaged
 
-    cols: dict[str, list[Any]] = {c: [] for c in (
-        "name", "kind", "start_ns", "dur_ns", "device", "stream", "pid", "tid",
-        "correlation", "external_id", "bytes", "input_dims", "input_types", "grid", "block")}
-    (c_name, c_kind, c_start, c_dur, c_dev, c_stream, c_pid, c_tid, c_corr, c_ext, c_bytes,
-     c_dims, c_types, c_grid, c_block) = cols.values()
-    bad = 0
-    negative = 0
-    dumps = orjson.dumps
-    for ev in events:
-        if not isinstance(ev, dict) or ev.get("ph") != "X":
-            continue
-        kind = _KIND_BY_CAT.get(ev.get("cat"))  # type: ignore[arg-type]
-        if kind is None:
-            continue
-        start = _to_ns(ev.get("ts"))
-        dur = _to_ns(ev.get("dur", 0))
-        if start is None or dur is None:
-            bad += 1
-            continue
-        if dur < 0:
-            negative += 1
-            dur = 0
-        args = ev.get("args")
-        if not isinstance(args, dict):
-            args = {}
-        name = ev.get("name")
-        c_name.append(name if isinstance(name, str) else str(name))
-        c_kind.append(kind)
-        c_start.append(start)
-        c_dur.append(dur)
-        ext = args.get("External id", args.get("external id"))
-        c_ext.append(_to_int(ext))
-        c_corr.append(_to_int(args.get("correlation")))
-        if kind in _GPU:
-            dev = args.get("device", args.get("Device", ev.get("pid")))
-            c_dev.append(_to_int(dev))
-            c_stream.append(_to_int(args.get("stream", ev.get("tid"))))
-            c_pid.append(None)
-            c_tid.append(None)
-            c_bytes.append(_to_int(args.get("bytes")))
-            c_grid.append(_dims3(args.get("grid")))
-            c_block.append(_dims3(args.get("block")))
-            c_dims.append(None)
-            c_types.append(None)
-        else:
-            c_dev.append(None)
-            c_stream.append(None)
-            c_pid.append(_to_int(ev.get("pid")))
-            c_tid.append(_to_int(ev.get("tid")))
-            c_bytes.append(None)
-            c_grid.append(None)
-            c_block.append(None)
-            dims = args.get("Input Dims", args.get("Input dims"))
-            c_dims.append(dumps(dims).decode() if dims is not None else None)
-            types = args.get("Input type")
-            c_types.append(dumps(types).decode() if types is not None else None)
-    if bad:
-        warnings.append(f"{bad} events without a usable ts/dur were skipped")
-    if negative:
-        warnings.append(f"{negative} events with a negative duration were clamped to 0")
 
-    frame = schema.from_columns(cols)
-    frame = _link_ops(frame, warnings)
-    meta = _meta(path, top, frame, warnings, salvaged)
-    return Trace(frame, meta)
+def _int64(parts: list[np.ndarray]) -> pd.arrays.IntegerArray:
+    values = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    mask = values == _fast.MISS
+    if mask.any():
+        values = np.where(mask, 0, values)
+    return pd.arrays.IntegerArray(values, mask)
+
+
+def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
+    """Columns -> the canonical DataFrame (same dtypes as schema.from_columns)."""
+    cols = extractor.cols
+    n = len(cols.name)
+    names: Any = cols.name
+    odd = {k: str(k) for k in extractor.names if not isinstance(k, str)}
+    if odd:
+        names = [odd.get(x, x) if not isinstance(x, str) else x for x in names]
+    cols.name = []
+    data: dict[str, Any] = {}
+    for col, (dtype, _) in schema.COLUMNS.items():
+        if col == "name":
+            data[col] = pd.array(names, dtype="string")
+        elif col == "kind":
+            codes = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
+            data[col] = pd.Categorical.from_codes(codes, categories=list(schema.ALL_KINDS))
+        elif col == "start_ns":
+            data[col] = np.concatenate(cols.start) if cols.start else np.empty(0, np.int64)
+        elif col == "dur_ns":
+            data[col] = np.concatenate(cols.dur) if cols.dur else np.empty(0, np.int64)
+        elif col in cols.ints:
+            data[col] = _int64(cols.ints[col])
+        elif col in cols.text:
+            data[col] = pd.array(cols.text[col], dtype="string")
+            cols.text[col] = []
+        elif dtype == "boolean":
+            data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
+        else:  # short_name, op_name: filled by _link_ops
+            data[col] = pd.array(np.full(n, None, dtype=object), dtype=dtype)
+    return pd.DataFrame(data)
 
 
 def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
@@ -263,8 +218,10 @@ def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
     gpu = kinds.isin(schema.GPU_KINDS)
     if not gpu.any():
         return events
-    events["short_name"] = pd.array(
-        [short_name(n) if g else pd.NA for n, g in zip(events["name"], gpu)], dtype="string")
+    # base names of the unique GPU names only: kernel names repeat thousands of times
+    codes, uniques = pd.factorize(events["name"].where(gpu))
+    base = np.array([short_name(u) for u in uniques] + [None], dtype=object)
+    events["short_name"] = pd.array(base[codes], dtype="string")
     ops = events.loc[(kinds == schema.KIND_CPU_OP) & events["external_id"].notna(),
                      ["external_id", "name", "input_dims", "input_types"]]
     ops = ops.drop_duplicates("external_id", keep="last").set_index("external_id")

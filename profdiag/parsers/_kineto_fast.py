@@ -1,0 +1,662 @@
+"""Streaming column extraction for Kineto JSON: bounded memory, no dict per event.
+
+The events array is cut at top-level event boundaries into pieces of about ``CHUNK_BYTES``
+(a boundary is a ``}`` , ``{`` pair; a cut is accepted only when the piece decodes as a list
+of events, so a ``},{`` inside a string or nested object can never split an event). Each
+piece is decoded by msgspec into small Structs holding only the fields the canonical table
+needs (unknown keys are skipped in C), and turned into numpy columns with one pass per
+column. ``.json.gz`` is inflated incrementally, so the decompressed content is never held
+whole. Pieces whose fields have unexpected types fall back to a per-event dict loop that
+keeps the original parser's semantics; files whose layout the streamer does not recognise
+are reported with ``StreamUnsupported`` so the caller can use the whole-document path.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+import numpy as np
+import orjson
+
+from .. import schema
+from ..errors import TraceFormatError
+
+CHUNK_BYTES = 16 << 20
+GZ_READ_BYTES = 1 << 20
+HEAD_SEARCH_LIMIT = 64 << 20
+MISS = -(2**63)  # "no value" in int64 columns (the Int64 mask is built from it)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NULL_RAW = msgspec.Raw(b"null")
+
+# Kineto `cat` values (modern and 2021-era spellings) -> canonical kind.
+KIND_BY_CAT: dict[str, str] = {
+    "kernel": schema.KIND_KERNEL,
+    "Kernel": schema.KIND_KERNEL,
+    "gpu_memcpy": schema.KIND_MEMCPY,
+    "Memcpy": schema.KIND_MEMCPY,
+    "gpu_memset": schema.KIND_MEMSET,
+    "Memset": schema.KIND_MEMSET,
+    "cuda_runtime": schema.KIND_RUNTIME,
+    "cuda_driver": schema.KIND_RUNTIME,
+    "Runtime": schema.KIND_RUNTIME,
+    "Driver": schema.KIND_RUNTIME,
+    "hip_runtime": schema.KIND_RUNTIME,
+    "cuda_sync": schema.KIND_SYNC,
+    "cpu_op": schema.KIND_CPU_OP,
+    "Operator": schema.KIND_CPU_OP,
+    "user_annotation": schema.KIND_ANNOTATION,
+    "gpu_user_annotation": schema.KIND_GPU_ANNOTATION,
+}
+KIND_CODES = list(schema.ALL_KINDS)
+_CODE_BY_CAT = {cat: KIND_CODES.index(kind) for cat, kind in KIND_BY_CAT.items()}
+GPU_CODES = np.array(sorted(KIND_CODES.index(k) for k in (
+    schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION)),
+    dtype=np.int8)
+_INT_RE = re.compile(rb"-?\d+")
+
+Num = int | float | str | None
+
+
+class _Args(msgspec.Struct, frozen=True, gc=False):
+    ext: Num = msgspec.field(name="External id", default=MISS)
+    ext_lower: Num = msgspec.field(name="external id", default=MISS)
+    correlation: Num = MISS
+    device: Num = MISS
+    device_upper: Num = msgspec.field(name="Device", default=MISS)
+    stream: Num = MISS
+    bytes: Num = MISS
+    grid: msgspec.Raw = _NULL_RAW
+    block: msgspec.Raw = _NULL_RAW
+    dims: msgspec.Raw = msgspec.field(name="Input Dims", default=_NULL_RAW)
+    dims_lower: msgspec.Raw = msgspec.field(name="Input dims", default=_NULL_RAW)
+    types: msgspec.Raw = msgspec.field(name="Input type", default=_NULL_RAW)
+
+
+_NO_ARGS = _Args()
+
+
+class _Event(msgspec.Struct, frozen=True, gc=False):
+    ph: str | None = None
+    cat: str | None = None
+    name: str | int | float | None = None
+    ts: Num = None
+    dur: Num = 0
+    pid: Num = MISS
+    tid: Num = MISS
+    args: _Args | None = _NO_ARGS
+
+
+_decode_events = msgspec.json.Decoder(list[_Event]).decode
+_decode_any = msgspec.json.Decoder().decode
+
+
+class StreamUnsupported(Exception):
+    """The content is not laid out as the streamer expects; use the whole-document path."""
+
+
+# ---------------------------------------------------------------------------------------
+# value conversion (same semantics as the original per-event parser)
+
+def to_int(value: Any) -> int | None:
+    """Kineto ids and pids are ints, but 2021 files and ROCm write strings ("stream 7")."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    if isinstance(value, float):
+        return int(value) if value == value and abs(value) < 9.2e18 else None
+    if isinstance(value, str):
+        m = _INT_RE.search(value.encode("utf-8", "surrogatepass"))
+        if m:
+            v = int(m.group())
+            return v if _INT64_MIN <= v <= _INT64_MAX else None
+    return None
+
+
+def to_ns(value: Any) -> int | None:
+    """µs (int, float or string) -> integer ns, None when unusable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except OverflowError:
+            return None
+    elif isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    if f != f or abs(f) > 9.2e15:  # NaN, inf or past int64 ns
+        return None
+    return round(f * 1000.0)
+
+
+def dims3(value: Any) -> str | None:
+    if isinstance(value, list) and value:
+        return ",".join(str(v) for v in value)
+    return None
+
+
+def json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # ints past 64 bits
+        import json
+
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------
+# column batches
+
+@dataclass
+class Columns:
+    """Canonical columns in flat form: int64 arrays use MISS for <NA>, strings None."""
+
+    name: list[Any] = field(default_factory=list)
+    kind: list[np.ndarray] = field(default_factory=list)
+    start: list[np.ndarray] = field(default_factory=list)
+    dur: list[np.ndarray] = field(default_factory=list)
+    ints: dict[str, list[np.ndarray]] = field(default_factory=lambda: {
+        k: [] for k in ("device", "stream", "pid", "tid", "correlation", "external_id", "bytes")})
+    text: dict[str, list[Any]] = field(default_factory=lambda: {
+        k: [] for k in ("input_dims", "input_types", "grid", "block")})
+    bad: int = 0
+    negative: int = 0
+    events: int = 0
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+
+def _int_array(values: list[Any]) -> np.ndarray:
+    """Python values -> int64 with MISS for missing/unusable, exact like to_int()."""
+    if not values:
+        return np.empty(0, np.int64)
+    try:
+        arr = np.array(values)
+        if arr.dtype == np.int64:
+            return arr
+    except (OverflowError, ValueError, TypeError):
+        pass
+    out = [MISS if v is MISS else to_int(v) for v in values]
+    return np.array([MISS if v is None else v for v in out], dtype=np.int64)
+
+
+def _first_present(*arrays: np.ndarray) -> np.ndarray:
+    out = arrays[-1]
+    for arr in reversed(arrays[:-1]):
+        out = np.where(arr != MISS, arr, out)
+    return out
+
+
+def _first_present_int(*columns: list[Any]) -> np.ndarray:
+    """Element-wise first value that is not MISS (a present null stops the search), int64."""
+    try:
+        arrays = [np.array(col) for col in columns]
+        if all(a.dtype == np.int64 for a in arrays):
+            return _first_present(*arrays)
+    except (OverflowError, ValueError, TypeError):
+        pass
+    out = list(columns[-1])
+    for col in reversed(columns[:-1]):
+        out = [a if a is not MISS else b for a, b in zip(col, out)]
+    return _int_array(out)
+
+
+def _ns_array(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """µs values -> (int64 ns, ok mask)."""
+    try:
+        arr = np.array(values)
+        if arr.dtype.kind in "if":
+            f = arr.astype(np.float64)
+            ok = np.abs(f) <= 9.2e15  # False for NaN and inf too
+            ns = np.rint(np.where(ok, f, 0.0) * 1000.0).astype(np.int64)
+            return ns, ok
+    except (OverflowError, ValueError, TypeError):
+        pass
+    conv = [to_ns(v) for v in values]
+    ok = np.array([v is not None for v in conv], dtype=bool)
+    return np.array([0 if v is None else v for v in conv], dtype=np.int64), ok
+
+
+def _raw_texts(raws: list[msgspec.Raw], default: msgspec.Raw, fn: Callable[[Any], Any],
+               cache: dict[bytes, Any]) -> list[Any]:
+    """Raw JSON values -> fn(value), memoised on the raw bytes; MISSing -> None."""
+    out: list[Any] = []
+    append = out.append
+    for r in raws:
+        if r is default:
+            append(None)
+            continue
+        b = bytes(r)
+        v = cache.get(b, cache)
+        if v is cache:
+            try:
+                v = fn(orjson.loads(b))
+            except orjson.JSONDecodeError:
+                v = fn(_decode_any(b))
+            cache[b] = v
+        append(v)
+    return out
+
+
+class Extractor:
+    """Turns decoded pieces into Columns; keeps caches shared across pieces."""
+
+    def __init__(self) -> None:
+        self.cols = Columns()
+        self.names: dict[Any, Any] = {}
+        self.dims_cache: dict[bytes, Any] = {}
+        self.types_cache: dict[bytes, Any] = {}
+        self.grid_cache: dict[bytes, Any] = {}
+
+    # fast path: typed Structs
+    def add_structs(self, events: list[_Event]) -> None:
+        code_by_cat = _CODE_BY_CAT
+        sel = [e for e in events if e.ph == "X" and e.cat in code_by_cat]
+        self.cols.events += len(events)
+        if not sel:
+            return
+        kind = np.array([code_by_cat[e.cat] for e in sel], dtype=np.int8)  # type: ignore[index]
+        start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
+        dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
+        ok = ok_start & ok_dur
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            self.cols.bad += int(len(sel) - len(keep))
+            sel = [sel[i] for i in keep]
+            kind, start, dur = kind[keep], start[keep], dur[keep]
+            if not sel:
+                return
+        neg = dur < 0
+        if neg.any():
+            self.cols.negative += int(neg.sum())
+            dur = np.where(neg, 0, dur)
+        args = [a if a is not None else _NO_ARGS for a in map(attrgetter("args"), sel)]
+        gpu = np.isin(kind, GPU_CODES)
+        host = ~gpu
+
+        def ints(getter: str, seq: list[Any]) -> list[Any]:
+            return list(map(attrgetter(getter), seq))
+
+        names = self.names
+        name_col = [names.setdefault(n, n) for n in map(attrgetter("name"), sel)]
+        ext = _first_present_int(ints("ext", args), ints("ext_lower", args))
+        corr = _int_array(ints("correlation", args))
+        pid_raw = ints("pid", sel)
+        tid_raw = ints("tid", sel)
+        pid = _int_array(pid_raw)
+        tid = _int_array(tid_raw)
+        device = _first_present_int(ints("device", args), ints("device_upper", args), pid_raw)
+        stream = _first_present_int(ints("stream", args), tid_raw)
+        nbytes = _int_array(ints("bytes", args))
+        miss = np.int64(MISS)
+        c = self.cols
+        c.name.extend(name_col)
+        c.kind.append(kind)
+        c.start.append(start)
+        c.dur.append(dur)
+        c.ints["external_id"].append(ext)
+        c.ints["correlation"].append(corr)
+        c.ints["device"].append(np.where(gpu, device, miss))
+        c.ints["stream"].append(np.where(gpu, stream, miss))
+        c.ints["bytes"].append(np.where(gpu, nbytes, miss))
+        c.ints["pid"].append(np.where(host, pid, miss))
+        c.ints["tid"].append(np.where(host, tid, miss))
+        n = len(sel)
+        gpu_idx = np.flatnonzero(gpu)
+        host_idx = np.flatnonzero(host)
+        grid: list[Any] = [None] * n
+        block: list[Any] = [None] * n
+        dims: list[Any] = [None] * n
+        types: list[Any] = [None] * n
+        if len(gpu_idx):
+            g_args = [args[i] for i in gpu_idx]
+            for out, attr in ((grid, "grid"), (block, "block")):
+                vals = _raw_texts(ints(attr, g_args), _NULL_RAW, dims3, self.grid_cache)
+                for i, v in zip(gpu_idx.tolist(), vals):
+                    out[i] = v
+        if len(host_idx):
+            h_args = [args[i] for i in host_idx]
+            upper = ints("dims", h_args)
+            lower = ints("dims_lower", h_args)
+            merged = [u if u is not _NULL_RAW else lo for u, lo in zip(upper, lower)]
+            dvals = _raw_texts(merged, _NULL_RAW, json_text, self.dims_cache)
+            tvals = _raw_texts(ints("types", h_args), _NULL_RAW, json_text, self.types_cache)
+            for i, d, t in zip(host_idx.tolist(), dvals, tvals):
+                dims[i] = d
+                types[i] = t
+        c.text["input_dims"].extend(dims)
+        c.text["input_types"].extend(types)
+        c.text["grid"].extend(grid)
+        c.text["block"].extend(block)
+
+    # slow path: plain Python objects (the original parser's loop)
+    def add_objects(self, events: list[Any]) -> None:
+        c = self.cols
+        c.events += len(events)
+        rows: dict[str, list[Any]] = {k: [] for k in (
+            "kind", "start", "dur", "device", "stream", "pid", "tid", "correlation",
+            "external_id", "bytes")}
+        for ev in events:
+            if not isinstance(ev, dict) or ev.get("ph") != "X":
+                continue
+            cat = ev.get("cat")
+            code = _CODE_BY_CAT.get(cat) if isinstance(cat, str) else None
+            if code is None:
+                continue
+            start = to_ns(ev.get("ts"))
+            dur = to_ns(ev.get("dur", 0))
+            if start is None or dur is None:
+                c.bad += 1
+                continue
+            if dur < 0:
+                c.negative += 1
+                dur = 0
+            args = ev.get("args")
+            if not isinstance(args, dict):
+                args = {}
+            name = ev.get("name")
+            name = name if isinstance(name, str) else str(name)
+            c.name.append(self.names.setdefault(name, name))
+            rows["kind"].append(code)
+            rows["start"].append(start)
+            rows["dur"].append(dur)
+            rows["external_id"].append(to_int(args.get("External id", args.get("external id"))))
+            rows["correlation"].append(to_int(args.get("correlation")))
+            if KIND_CODES[code] in (schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET,
+                                    schema.KIND_GPU_ANNOTATION):
+                rows["device"].append(to_int(args.get("device", args.get("Device", ev.get("pid")))))
+                rows["stream"].append(to_int(args.get("stream", ev.get("tid"))))
+                rows["pid"].append(None)
+                rows["tid"].append(None)
+                rows["bytes"].append(to_int(args.get("bytes")))
+                c.text["grid"].append(dims3(args.get("grid")))
+                c.text["block"].append(dims3(args.get("block")))
+                c.text["input_dims"].append(None)
+                c.text["input_types"].append(None)
+            else:
+                rows["device"].append(None)
+                rows["stream"].append(None)
+                rows["pid"].append(to_int(ev.get("pid")))
+                rows["tid"].append(to_int(ev.get("tid")))
+                rows["bytes"].append(None)
+                c.text["grid"].append(None)
+                c.text["block"].append(None)
+                c.text["input_dims"].append(json_text(args.get("Input Dims", args.get("Input dims"))))
+                c.text["input_types"].append(json_text(args.get("Input type")))
+        c.kind.append(np.array(rows.pop("kind"), dtype=np.int8))
+        c.start.append(np.array(rows.pop("start"), dtype=np.int64))
+        c.dur.append(np.array(rows.pop("dur"), dtype=np.int64))
+        for key, values in rows.items():
+            c.ints[key].append(np.array([MISS if v is None else v for v in values],
+                                        dtype=np.int64))
+
+    def add_piece(self, piece: bytes | memoryview, warnings: list[str]) -> None:
+        """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
+        try:
+            try:
+                self.add_structs(_decode_events(piece))
+                return
+            except UnicodeDecodeError:
+                fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
+                note = "invalid UTF-8 in the trace was replaced"
+                if note not in warnings:
+                    warnings.append(note)
+                piece = fixed
+                self.add_structs(_decode_events(piece))
+        except msgspec.ValidationError:
+            # unexpected field types somewhere in this piece: per-event slow path
+            try:
+                doc = orjson.loads(piece)
+            except orjson.JSONDecodeError:
+                doc = _decode_any(piece)
+            self.add_objects(doc)
+
+
+# ---------------------------------------------------------------------------------------
+# decompressed byte blocks
+
+def _plain_blocks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    while True:
+        block = fh.read(CHUNK_BYTES)
+        if not block:
+            return
+        if progress:
+            progress(len(block))
+        yield block
+
+
+def _gz_blocks(fh: BinaryIO, path: Path, warnings: list[str],
+               progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Inflate a gzip file (one or several members) incrementally."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    produced = False
+    comp = b""
+    while True:
+        if not comp:
+            comp = fh.read(GZ_READ_BYTES)
+            if progress and comp:
+                progress(len(comp))
+            if not comp:
+                if not d.eof:
+                    if not produced:
+                        raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
+                                               str(path))
+                    warnings.append("gzip stream is truncated; read what could be inflated")
+                return
+        try:
+            out = d.decompress(comp, CHUNK_BYTES)
+        except zlib.error as exc:
+            if not produced:
+                raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
+            warnings.append(f"gzip stream is truncated or corrupt ({exc}); "
+                            "read what could be inflated")
+            return
+        comp = d.unconsumed_tail
+        if out:
+            produced = True
+            yield out
+        if d.eof:
+            rest = d.unused_data + comp
+            if not rest.strip(b"\x00"):
+                rest = fh.read(GZ_READ_BYTES)
+                if not rest.strip(b"\x00"):
+                    return
+            if rest[:2] != b"\x1f\x8b":
+                return  # trailing garbage after the gzip member: ignore like gzip(1)
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            comp = rest
+
+
+# ---------------------------------------------------------------------------------------
+# the streamer
+
+_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
+_ARRAY_END = re.compile(rb"\}\s*\]")
+_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
+_WS = b" \t\r\n"
+
+
+@dataclass
+class StreamResult:
+    extractor: Extractor
+    top: dict[str, Any]
+    warnings: list[str]
+    salvaged: bool
+
+
+def _last_boundaries(buf: bytearray, lo: int, limit: int = 4) -> list[re.Match[bytes]]:
+    """Up to ``limit`` last '},{' matches in buf[lo:], newest first."""
+    window = 1 << 16
+    hi = len(buf)
+    while True:
+        start = max(lo, hi - window)
+        found = list(_BOUNDARY.finditer(buf, start, hi))
+        if found or start == lo:
+            if len(found) >= limit or start == lo:
+                return found[::-1][:limit]
+        window *= 4
+
+
+def stream(path: Path, progress: Callable[[int], None] | None = None) -> StreamResult:
+    """Parse the events of a Kineto JSON file piece by piece."""
+    warnings: list[str] = []
+    fh = open(path, "rb")
+    try:
+        magic = fh.read(2)
+        fh.seek(0)
+        blocks = (_gz_blocks(fh, path, warnings, progress) if magic == b"\x1f\x8b"
+                  else _plain_blocks(fh, progress))
+        return _stream_blocks(blocks, path, warnings)
+    finally:
+        fh.close()
+
+
+def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> StreamResult:
+    buf = bytearray()
+    eof = False
+
+    def fill() -> bool:
+        nonlocal eof
+        block = next(blocks, None)
+        if block is None:
+            eof = True
+            return False
+        buf.extend(block)
+        return True
+
+    # 1. the head: find where the events array opens
+    while not eof and not buf.strip(_WS):
+        fill()
+    stripped = buf.lstrip(_WS)
+    if not stripped:
+        raise TraceFormatError("empty file", str(path))
+    first = stripped[:1]
+    top: dict[str, Any] = {}
+    if first == b"[":
+        pos = len(buf) - len(stripped) + 1
+        is_array = True
+    elif first == b"{":
+        is_array = False
+        search = 0
+        while True:
+            m = _EVENTS_KEY.search(buf, search)
+            if m is not None:
+                try:
+                    head = _decode_any(bytes(buf[: m.end()]) + b"]}")
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    head = None
+                if isinstance(head, dict) and head.get("traceEvents") == []:
+                    del head["traceEvents"]
+                    top = head
+                    pos = m.end()
+                    break
+                search = m.start() + 1
+                continue
+            if eof or len(buf) > HEAD_SEARCH_LIMIT:
+                raise StreamUnsupported("no top-level traceEvents array found")
+            search = max(0, len(buf) - 64)
+            fill()
+    else:
+        raise StreamUnsupported("not a JSON object or array")
+
+    ex = Extractor()
+    # 2. whole pieces: buf[pos-1] is the '[' or ',' before the piece's first event
+    while True:
+        while not eof and len(buf) - pos < CHUNK_BYTES:
+            fill()
+        if eof:
+            break
+        cut = None
+        for m in _last_boundaries(buf, pos):
+            end = m.start() + 1  # one past the '}'
+            saved = buf[pos - 1], buf[end]
+            buf[pos - 1], buf[end] = 0x5B, 0x5D  # '[' ... ']'
+            try:
+                with memoryview(buf) as mv:
+                    ex.add_piece(mv[pos - 1: end + 1], warnings)
+                cut = m
+            except msgspec.DecodeError:
+                pass
+            finally:
+                buf[pos - 1], buf[end] = saved
+            if cut is not None:
+                break
+        if cut is None:
+            if not _last_boundaries(buf, pos, 1):
+                fill()  # one huge event: read on
+                continue
+            # invalid JSON mid-file (NaN, unescaped quotes, corruption): whole-document path
+            raise StreamUnsupported(f"undecodable piece after event {ex.cols.events}")
+        comma = buf.index(b",", cut.start())
+        del buf[:comma]
+        pos = 1
+
+    # 3. the rest: last events, the array's end and the top-level keys after it
+    rest = bytes(buf[pos:])
+    del buf
+    salvaged = _finish(rest, ex, top, is_array, warnings)
+    return StreamResult(ex, top, warnings, salvaged)
+
+
+def _try_piece(ex: Extractor, body: bytes, warnings: list[str]) -> bool:
+    try:
+        ex.add_piece(b"[" + body + b"]", warnings)
+        return True
+    except msgspec.DecodeError:
+        return False
+
+
+def _finish(rest: bytes, ex: Extractor, top: dict[str, Any], is_array: bool,
+            warnings: list[str]) -> bool:
+    """Decode the final piece; return True when the file had to be salvaged."""
+    candidates: list[int] = []
+    if rest.lstrip(_WS)[:1] == b"]":
+        candidates.append(-1)  # no event left before the array's end
+    candidates += [m.start() for m in _ARRAY_END.finditer(rest)][:50]
+    for c in candidates:
+        bracket = rest.index(b"]", c + 1) if c >= 0 else rest.index(b"]")
+        body = rest[: c + 1] if c >= 0 else b""
+        tail = rest[bracket + 1:]
+        if is_array:
+            tail_ok = not tail.strip(_WS)
+            tail_doc: Any = {}
+        else:
+            try:
+                tail_doc = _decode_any(b'{"_":0' + tail)
+                tail_ok = isinstance(tail_doc, dict)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                tail_ok = False
+        if c >= 0 and not _try_piece(ex, body, warnings):
+            continue
+        if tail_ok:
+            tail_doc.pop("_", None)
+            top.update(tail_doc)
+            return False
+        warnings.append("trace is truncated after its events; salvaged the events")
+        return True
+    # no array end: a truncated file (killed profiler). Keep the complete events.
+    stripped = rest.rstrip(_WS + b",")
+    cuts: list[int] = []
+    if stripped.endswith(b"}"):
+        cuts.append(len(stripped))
+    cuts += [m.start() + 1 for m in _BOUNDARY.finditer(rest)][::-1][:20]
+    for end in cuts:
+        if _try_piece(ex, rest[:end], warnings):
+            break
+    else:
+        raise StreamUnsupported("truncated file with no complete event in its last piece")
+    warnings.append("trace is truncated (profiler killed?); salvaged the events before the cut")
+    return True
