@@ -27,6 +27,7 @@ FORMAT = "torch"
 
 _KIND_BY_CAT = _fast.KIND_BY_CAT
 _GPU = {schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION}
+_ROCPROF_V1_HEAD = re.compile(rb'\{\s*"traceEvents"\s*:\s*\[\s*\{\s*\}')
 _TEMPLATE_RE = re.compile(r"^(?:void\s+)?([^<(]+)")
 # Salvage: try at most this many cut points, newest first, before giving up.
 _SALVAGE_TRIES = 400
@@ -36,6 +37,9 @@ def sniff(path: Path, head: bytes) -> bool:
     """A JSON object holding "traceEvents", or a JSON array of Chrome trace events."""
     text = head.lstrip()
     if text.startswith(b"{"):
+        if _ROCPROF_V1_HEAD.match(text[:64]) and (b'"GPU' in head or b'"COPY"' in head
+                                                  or b'"CPU HIP API"' in head):
+            return False  # rocprof v1's chrome JSON (leading empty event): the rocprof parser's
         return b'"traceEvents"' in head or b'"deviceProperties"' in head or (
             b'"schemaVersion"' in head and b'"ph"' in head
         )
