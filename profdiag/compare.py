@@ -18,8 +18,16 @@ from typing import Any
 
 from .errors import UsageError
 from .gate import (
-    Profile, as_profile, forwards_of, kernel_table, kernel_unit, mode_of, overhead_share,
-    pct_change, phase_unit, step_stats,
+    Profile,
+    as_profile,
+    forwards_of,
+    kernel_table,
+    kernel_unit,
+    mode_of,
+    overhead_share,
+    pct_change,
+    phase_unit,
+    step_stats,
 )
 
 SCHEMA_VERSION = 1
@@ -342,7 +350,7 @@ def render_text(cmp: dict[str, Any]) -> str:
 def render_markdown(cmp: dict[str, Any]) -> str:
     from .renderers.markdown import code, esc, table
 
-    lines = [f"## profdiag compare", "",
+    lines = ["## profdiag compare", "",
              f"{code(cmp['base']['path'], cell=False)} → {code(cmp['new']['path'], cell=False)}",
              ""]
     lines += [f"- {esc(h)}" for h in cmp["headline"]]

@@ -12,12 +12,12 @@ one noisy step does not fail a merge. Only getting worse fails a regression chec
 from __future__ import annotations
 
 import copy
-import gzip
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -230,7 +230,7 @@ def read_report(path: str | Path) -> dict[str, Any] | None:
             head = fh.read(REPORT_SNIFF_BYTES)
     except OSError:
         return None
-    if head[:2] == b"\x1f\x8b" or not head.lstrip()[:1] == b"{" or b'"traceEvents"' in head:
+    if head[:2] == b"\x1f\x8b" or head.lstrip()[:1] != b"{" or b'"traceEvents"' in head:
         return None
     try:
         data = orjson.loads(p.read_bytes())
@@ -262,7 +262,8 @@ def load_profile(path: str | Path, diagnose: Callable[[str], Any] | None = None)
     if report is not None:
         return Profile(str(p), "report", report)
     if diagnose is None:
-        from . import diagnose as _diagnose, load
+        from . import diagnose as _diagnose
+        from . import load
 
         def diagnose(x: str) -> Any:
             return _diagnose(load(x))

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import FIXTURES, SHARED_TORCH, splice_generate
 
 import profdiag.cli
@@ -185,7 +184,7 @@ def extra_gemm_trace(src: Path, out_dir: Path) -> Path:
 
 def test_extra_gemm_per_layer_fails_kernel_count(capsys, tmp_path):
     trace = extra_gemm_trace(PREFILL, tmp_path)
-    code, out, _ = run(["gate", trace, "--json", tmp_path / "r.json"], capsys)
+    code, _, _ = run(["gate", trace, "--json", tmp_path / "r.json"], capsys)
     kc = checks_of(tmp_path / "r.json")["kernel_count"]
     assert code == 1
     assert kc["status"] == "fail"
@@ -369,7 +368,7 @@ def test_example_policy_is_valid():
 ])
 def test_bad_policy_is_a_usage_error(text, needle, capsys, tmp_path, reports):
     policy = write_policy(tmp_path, text)
-    code, out, err = run(["gate", reports["graph"], "--policy", policy], capsys)
+    code, _, err = run(["gate", reports["graph"], "--policy", policy], capsys)
     assert code == 2
     assert needle in err and err.startswith("profdiag: error:")
 
@@ -402,7 +401,7 @@ def test_unwritable_output_is_exit_5(capsys, tmp_path, reports):
     blocker.write_text("x")
     code, _, err = run(["gate", reports["graph"], "--junit", blocker / "sub" / "j.xml"],
                        capsys)
-    assert code == 5
+    assert code == 5 and "cannot write" in err
 
 
 # ----------------------------------------------------------------------------------- outputs
@@ -424,7 +423,7 @@ def _xsd_validate(doc: ET.Element, xsd_path: Path) -> list[str]:
 
     def occurs(node: ET.Element) -> str:
         lo, hi = node.get("minOccurs", "1"), node.get("maxOccurs", "1")
-        return "{%s,%s}" % (lo, "" if hi == "unbounded" else hi)
+        return "{" + lo + "," + ("" if hi == "unbounded" else hi) + "}"
 
     def model(node: ET.Element) -> str:
         """A regex over the child element names ('<name>' tokens) for a content model."""
@@ -480,10 +479,10 @@ def test_xsd_validator_rejects_bad_documents():
     for bad in ('<testsuites><testsuite tests="1"/></testsuites>',  # name missing
                 '<testsuites><testsuite name="a" tests="-1"/></testsuites>',
                 '<testsuites><testsuite name="a" tests="1"><failure/></testsuite></testsuites>',
-                '<testsuites><testsuite name="a" tests="1"><testcase name="x" when="now"/>'
-                '</testsuite></testsuites>',
-                '<testsuites><testsuite name="a" tests="1"><system-out/><testcase name="x"/>'
-                '</testsuite></testsuites>'):
+                ('<testsuites><testsuite name="a" tests="1"><testcase name="x" when="now"/>'
+                 '</testsuite></testsuites>'),
+                ('<testsuites><testsuite name="a" tests="1"><system-out/><testcase name="x"/>'
+                 '</testsuite></testsuites>')):
         assert _xsd_validate(ET.fromstring(bad), xsd), bad
 
 
@@ -589,6 +588,7 @@ def test_quiet_success_prints_nothing(capsys, reports):
 def test_json_result_contract(capsys, tmp_path, reports):
     code, _, _ = run(["gate", reports["graph"], "--baseline", reports["graph"], "--json",
                       tmp_path / "r.json"], capsys)
+    assert code == 0
     data = load_json(tmp_path / "r.json")
     assert set(data) >= {"schema_version", "status", "exit_code", "trace", "mode", "baseline",
                          "baseline_mode", "policy", "counts", "checks"}
