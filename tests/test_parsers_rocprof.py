@@ -66,17 +66,14 @@ def test_each_format_parses_with_manifest_counts(path, fmt, kernels, others):
         assert (k["dur_ns"] >= 0).all()
 
 
-@pytest.mark.parametrize("path,fmt,kernels,others",
-                         [c for c in CASES if not str(c[0]).endswith((".json", ".json.gz"))
-                          or c[1] != "rocprof-v1"], ids=lambda v: str(v)[-40:])
+@pytest.mark.parametrize("path,fmt,kernels,others", CASES, ids=lambda v: str(v)[-40:])
 def test_detect_picks_rocprof(path, fmt, kernels, others):
     assert detect(path) == "rocprof"
 
 
-@pytest.mark.xfail(reason="the torch sniffer (runs first) claims every JSON with 'traceEvents'; "
-                   "rocprof v1 results.json needs torch_json.sniff to reject it", strict=False)
 @pytest.mark.parametrize("path", [LLAMA / "results.json.gz", HIPTRACE / "results.json"])
 def test_detect_rocprof_v1_json(path):
+    """The torch sniffer runs first and must leave rocprof v1's chrome JSON alone."""
     assert rocprof.sniff(path, __import__("profdiag.parsers").parsers.read_head(path))
     assert detect(path) == "rocprof"
 
