@@ -609,3 +609,38 @@ def test_record_stores_the_gate_result(capsys, tmp_path, reports):
 
     runs = history.open(db).runs
     assert len(runs) == 1
+
+
+@pytest.mark.torch
+def test_capture_with_extra_gemm_fails_kernel_count(capsys, tmp_path):
+    """End to end with the workload generator: `capture --extra-gemm` adds one GEMM per layer.
+
+    Skipped where the captured trace cannot be diagnosed (no torch, no capture command, or a
+    CPU-only machine whose CPU traces profdiag does not diagnose yet).
+    """
+    pytest.importorskip("torch")
+    code, out, err = run(["capture", "--out", tmp_path, "--preset", "tiny", "--phase",
+                          "prefill", "--tokens", "16", "--device", "auto", "--extra-gemm",
+                          "--name", "xg", "-q"], capsys)
+    if code != 0:
+        pytest.skip(f"capture unavailable here (exit {code}): {err.strip()[:200]}")
+    trace = tmp_path / "xg.json.gz"
+    code, out, err = run(["gate", trace, "--json", tmp_path / "r.json"], capsys)
+    if code == 4:
+        pytest.skip("the captured trace has nothing profdiag can diagnose on this machine")
+    kc = checks_of(tmp_path / "r.json")["kernel_count"]
+    assert code == 1 and kc["status"] == "fail", out
+    layers = json.loads((tmp_path / "xg.manifest.json").read_text())["config"]["layers"]
+    assert kc["details"]["difference"] == layers  # one extra projection per layer
+
+
+def test_rich_table_for_a_terminal(reports):
+    from rich.console import Console
+
+    from profdiag.renderers import gate_text
+
+    data = gate.evaluate(gate.load_profile(reports["eager"])).to_dict()
+    console = Console(record=True, width=120, force_terminal=True)
+    console.print(gate_text.rich_table(data))
+    text = console.export_text()
+    assert "FAIL" in text and "overhead" in text and "profdiag gate FAILED" in text

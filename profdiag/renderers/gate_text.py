@@ -7,7 +7,7 @@ from typing import Any
 
 STATUS_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-SUMMARY_WIDTH = 150
+SUMMARY_WIDTH = 300
 
 
 def verdict_line(data: dict[str, Any]) -> str:
