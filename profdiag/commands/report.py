@@ -12,28 +12,39 @@ from .options import diagnosis_options, maybe_record, record_options, run_diagno
 
 @click.command("report")
 @click.argument("trace", type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Report file (default: ./<trace name>.report.<format>).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Report file (default: ./<trace name>.report.<format>); for a directory "
+                   "of traces, a directory (default: ./<dir name>.reports/).")
 @click.option("-f", "--format", "fmt", type=click.Choice(["html", "json", "md", "txt"]),
               help="Output format (default: from the output suffix, else html).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (for scripts).")
+@click.option("-j", "--jobs", type=int, help="Processes for a directory of traces "
+              "(default: min(cores, files)).")
 @diagnosis_options
 @record_options
-def command(trace: str, output: str | None, fmt: str | None, quiet: bool, **opts: Any) -> None:
+def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: int | None,
+            **opts: Any) -> None:
     """Diagnose TRACE: mode, bottleneck, overhead, kernel counts, hotspots, advice.
 
     TRACE is a PyTorch profiler JSON (.json/.json.gz), an Nsight Systems SQLite export
     (or .nsys-rep with nsys installed) or a rocprof output; the format is sniffed from the
-    content. A short summary goes to stdout; the full report to OUTPUT.
+    content. A short summary goes to stdout; the full report to OUTPUT. A directory of
+    traces (one per rank or run) gets one report each plus an index naming the slowest rank.
     """
     from ..io import write_atomic
+    from ..multi import fan_out_paths, report_directory
+    from ..progress import input_bytes, progress_bar
     from ..renderers import format_for, render
     from ..renderers.text import summary
 
     fmt = format_for(output, fmt)
+    files = fan_out_paths(trace)
+    if files is not None:
+        return report_directory(trace, files, output, fmt, quiet, jobs, opts)
     if output is None:
         output = _default_output(trace, fmt)
-    diag = run_diagnosis(trace, opts)
+    with progress_bar(input_bytes(trace), enabled=not quiet):
+        diag = run_diagnosis(trace, opts)
     data = diag.to_dict()
     text = render(data, fmt)
     write_atomic(output, text)
