@@ -140,6 +140,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             warnings.append(f"{graph_share:.0%} of GPU work was replayed from CUDA-graph/HIP-graph "
                             "launches: no CPU op links, so shapes are unavailable and "
                             "classification used kernel names")
+        elif trace.meta.format != "torch":
+            warnings.append(f"{trace.meta.format} traces carry no framework ops or shapes: "
+                            "classification used kernel names, and GEMM shapes (mode evidence, "
+                            "roofline) are unavailable")
         elif linked_share < 0.5:
             warnings.append(f"only {linked_share:.0%} of GPU work is linked to a CPU op "
                             "(GPU-only capture?): shapes are unavailable for the rest")

@@ -109,8 +109,17 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
             votes.append(("prefill", 0.6, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
                           "kernels: full tiles"))
     names = work["name"].astype(str)
-    if names.str.contains(r"splitkv|flash_decoding|paged_attention|decode", case=False).any():
+    if names.str.contains(r"splitkv|flash_decoding|paged_attention", case=False).any():
         votes.append(("decode", 0.65, "decode attention kernels (split-KV / paged attention)"))
+    # Kernels named for a phase (hand-written or framework kernels): the one with more time.
+    dec_t = work.loc[names.str.contains("decode", case=False), "dur_ns"].sum()
+    pre_t = work.loc[names.str.contains("prefill|context_attention", case=False), "dur_ns"].sum()
+    if dec_t or pre_t:
+        named = "decode" if dec_t >= pre_t else "prefill"
+        both = " (kernels of both phases present)" if dec_t and pre_t else ""
+        votes.append((named, 0.55 if both else 0.65,
+                      f"{named} appears in the names of the kernels holding most phase-named "
+                      f"time ({max(dec_t, pre_t) / 1e6:.3f} ms){both}"))
     share = gemm_t / total_t
     votes.append(("prefill" if share > prefill_gemm_share else "decode", 0.4,
                   f"GEMM/GEMV is {share:.0%} of kernel time "

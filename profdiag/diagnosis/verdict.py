@@ -36,18 +36,25 @@ def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: 
             f"GPU busy only {bd.busy_share:.1%} of the window"])
     cls = bd.class_ns
     gemm_big = median_m is None or median_m >= prefill_min_m
-    compute_ns = cls.get("attention", 0) + (
-        cls.get("gemm", 0) + cls.get("gemm_reduce", 0) if (gemm_big and mode != "decode") else 0)
+    # Compute-category time, less the GEMMs that are skinny (weight-streaming, bandwidth-bound).
+    skinny = cls.get("gemv", 0) + (0 if (gemm_big and mode != "decode") else
+                                   cls.get("gemm", 0) + cls.get("gemm_reduce", 0))
+    compute_ns = bd.category_ns.get("compute", 0) - skinny
     share = compute_ns / bd.busy_ns
-    evidence = [f"GEMM + attention math is {share:.0%} of busy time"]
+    evidence = [f"GEMM, attention and other math is {share:.0%} of busy time"]
     if median_m is not None:
         evidence.append(f"median GEMM M = {median_m} "
                         f"({'>=' if median_m >= prefill_min_m else '<'} {prefill_min_m})")
     if mode == "decode" or not gemm_big:
         gemv = (cls.get("gemv", 0) + cls.get("gemm", 0) + cls.get("gemm_reduce", 0)) / bd.busy_ns
-        evidence = [f"decode GEMMs/GEMVs (M small: weights streamed per token) are {gemv:.0%} "
-                    "of busy time: bandwidth-bound", *evidence[1:]]
-        return Verdict("memory", evidence)
+        bw = sum(cls.get(c, 0) for c in _BANDWIDTH_CLASSES if c != "gemv") / bd.busy_ns
+        evidence = evidence[1:]
+        if gemv:
+            evidence.insert(0, f"decode GEMMs/GEMVs (M small: weights streamed per token) are "
+                               f"{gemv:.0%} of busy time: bandwidth-bound")
+        if bw:
+            evidence.append(f"KV-cache, copy and transfer kernels are {bw:.0%} of busy time")
+        return Verdict("memory", evidence or ["decode: one token per sequence per weight pass"])
     if share >= 0.5:
         return Verdict("compute", evidence)
     bw = sum(cls.get(c, 0) for c in _BANDWIDTH_CLASSES) + sum(
