@@ -39,8 +39,7 @@ from .options import diagnosis_options, maybe_record, record_options, run_diagno
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Write the gate result as JSON.")
 @click.option("-q", "--quiet", is_flag=True,
-              help="No table: print only the verdict line (stderr) when the gate fails. "
-                   "GitHub annotations are still printed.")
+              help="Print nothing but failures' one-line verdict (exit code only).")
 @diagnosis_options
 @record_options
 def command(trace: str, baseline: str | None, policy: str | None, allow_mode_change: bool,
