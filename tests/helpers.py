@@ -67,3 +67,32 @@ def splice_generate(out: Path, keep_annotations: bool = True) -> Path:
         events = [e for e in events if e.get("cat") not in ("user_annotation", "gpu_user_annotation")]
     out.write_bytes(gzip.compress(json.dumps({**pre, "traceEvents": events}).encode()))
     return out
+
+
+TINY = FIXTURES / "torch"
+EAGER = TINY / "own_tiny_decode_ctx512_B1_steps8.json.gz"
+GRAPH = TINY / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz"
+PREFILL = TINY / "own_tiny_prefill_T128_B1.json.gz"
+
+
+def run_cli(args: list, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """profdiag.cli.main(args) as the console script runs it: (exit code, stdout, stderr)."""
+    import profdiag.cli
+
+    try:
+        code = profdiag.cli.main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return int(code or 0), out, err
+
+
+def diagnose_shared(traces: list[tuple[str, dict]]) -> list[tuple[Path, dict, dict]]:
+    """(path, diagnosis dict, labels) for each shared torch trace; skips without ../shared."""
+    import profdiag
+
+    out = []
+    for name, labels in traces:
+        path = shared_or_skip("traces", "torch", name)
+        out.append((path, profdiag.diagnose(profdiag.load(path)).to_dict(), labels))
+    return out

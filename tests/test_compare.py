@@ -8,24 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FIXTURES
+from helpers import EAGER, GRAPH, PREFILL, run_cli
 
-import profdiag.cli
 from profdiag import compare, gate
 
-TINY = FIXTURES / "torch"
-EAGER = TINY / "own_tiny_decode_ctx512_B1_steps8.json.gz"
-GRAPH = TINY / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz"
-PREFILL = TINY / "own_tiny_prefill_T128_B1.json.gz"
 
 
-def run(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = profdiag.cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return int(code or 0), out, err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -18,26 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FIXTURES, SHARED_TORCH, splice_generate
+from helpers import EAGER, GRAPH, PREFILL, SHARED_TORCH, TINY, run_cli, splice_generate
 
 import profdiag.cli
 from profdiag import gate
 
 DATA = Path(__file__).parent / "data"
-TINY = FIXTURES / "torch"
-EAGER = TINY / "own_tiny_decode_ctx512_B1_steps8.json.gz"
-GRAPH = TINY / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz"
-PREFILL = TINY / "own_tiny_prefill_T128_B1.json.gz"
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """profdiag.cli.main(args) as the console script runs it: (exit code, stdout, stderr)."""
-    try:
-        code = profdiag.cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return int(code or 0), out, err
+run = run_cli
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from helpers import REPO, shared_or_skip
+from helpers import REPO, diagnose_shared, shared_or_skip
 from profdiag import history
 from profdiag.cli import main
 
@@ -33,13 +33,7 @@ DAY = [datetime(2025, 3, d, 12, 0, tzinfo=timezone.utc) for d in range(1, 6)]
 @pytest.fixture(scope="module")
 def diagnosed() -> list[tuple[Path, dict, dict]]:
     """(trace path, diagnosis dict, labels) for each trace, diagnosed once."""
-    import profdiag
-
-    out = []
-    for name, labels in TRACES:
-        path = shared_or_skip("traces", "torch", name)
-        out.append((path, profdiag.diagnose(profdiag.load(path)).to_dict(), labels))
-    return out
+    return diagnose_shared(TRACES)
 
 
 @pytest.fixture()

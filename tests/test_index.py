@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from helpers import shared_or_skip
+from helpers import diagnose_shared
 from profdiag import history
 from profdiag.cli import main
 from profdiag.index_site import DATA_ID, build_site, build_view, entries_from_db
@@ -31,13 +31,8 @@ HOSTILE = TRACES[3][1]["note"]
 
 @pytest.fixture(scope="module")
 def diagnosed() -> list[tuple[Path, dict, dict]]:
-    import profdiag
-
-    out = []
-    for name, labels in TRACES:
-        path = shared_or_skip("traces", "torch", name)
-        out.append((path, profdiag.diagnose(profdiag.load(path)).to_dict(), labels))
-    return out
+    """(trace path, diagnosis dict, labels) for each trace, diagnosed once."""
+    return diagnose_shared(TRACES)
 
 
 @pytest.fixture(scope="module")

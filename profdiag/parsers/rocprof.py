@@ -806,9 +806,9 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
                    k.workgroup_size_x AS wx, k.workgroup_size_y AS wy, k.workgroup_size_z AS wz,
                    {'e.stack_id' if has_event else 'NULL'} AS corr
             FROM rocpd_kernel_dispatch k
-            {f'LEFT JOIN rocpd_info_kernel_symbol ks ON ks.id = k.kernel_id'
+            {'LEFT JOIN rocpd_info_kernel_symbol ks ON ks.id = k.kernel_id'
              + _guid_join('ks', 'k', ks, kd) if ks else ''}
-            {f'LEFT JOIN rocpd_event e ON e.id = k.event_id'
+            {'LEFT JOIN rocpd_event e ON e.id = k.event_id'
              + _guid_join('e', 'k', ev_cols, kd) if has_event else ''}"""
         df = pd.read_sql_query(sql, con)
         if len(df):
@@ -834,7 +834,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
                    m.pid AS pid, m.tid AS tid, {'e.stack_id' if has_event else 'NULL'} AS corr
             FROM rocpd_memory_copy m
             LEFT JOIN rocpd_string s ON s.id = m.name_id{_guid_join('s', 'm', cols.get('rocpd_string', set()), mc)}
-            {f'LEFT JOIN rocpd_event e ON e.id = m.event_id'
+            {'LEFT JOIN rocpd_event e ON e.id = m.event_id'
              + _guid_join('e', 'm', ev_cols, mc) if has_event else ''}"""
         df = pd.read_sql_query(sql, con)
         if len(df):
@@ -856,7 +856,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
                    {cat} AS category
             FROM rocpd_region r
             LEFT JOIN rocpd_string s ON s.id = r.name_id{_guid_join('s', 'r', cols.get('rocpd_string', set()), rg)}
-            {f'LEFT JOIN rocpd_event e ON e.id = r.event_id'
+            {'LEFT JOIN rocpd_event e ON e.id = r.event_id'
              + _guid_join('e', 'r', ev_cols, rg) if has_event else ''}
             {'LEFT JOIN rocpd_string c ON c.id = e.category_id' if cat != 'NULL' else ''}"""
         df = pd.read_sql_query(sql, con)

@@ -312,7 +312,6 @@ def render(data: dict[str, Any]) -> str:
     """The full plain-text report: the five steps, steps, roofline, phases, advice, checks."""
     src = data.get("source") or {}
     mode = data.get("mode") or {}
-    bott = data.get("bottleneck") or {}
     steps = step_checks(data)
     out = ["profdiag report", "===============",
            f"Trace:    {src.get('path', '-')} ({src.get('format', '?')})",
