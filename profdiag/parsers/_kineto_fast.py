@@ -245,7 +245,10 @@ def _raw_texts(raws: list[msgspec.Raw], default: msgspec.Raw, fn: Callable[[Any]
             try:
                 v = fn(orjson.loads(b))
             except orjson.JSONDecodeError:
-                v = fn(_decode_any(b))
+                try:
+                    v = fn(_decode_any(b))
+                except (msgspec.DecodeError, RecursionError):
+                    v = None  # nested past any decoder's depth limit: unusable
             cache[b] = v
         append(v)
     return out
@@ -421,8 +424,13 @@ class Extractor:
             try:
                 doc = orjson.loads(piece)
             except orjson.JSONDecodeError:
-                doc = _decode_any(piece)
+                try:
+                    doc = _decode_any(piece)
+                except RecursionError:
+                    raise msgspec.DecodeError("JSON nested too deeply") from None
             self.add_objects(doc)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -556,7 +564,7 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
             if m is not None:
                 try:
                     head = _decode_any(bytes(buf[: m.end()]) + b"]}")
-                except (msgspec.DecodeError, UnicodeDecodeError):
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                     head = None
                 if isinstance(head, dict) and head.get("traceEvents") == []:
                     del head["traceEvents"]
@@ -637,7 +645,7 @@ def _finish(rest: bytes, ex: Extractor, top: dict[str, Any], is_array: bool,
             try:
                 tail_doc = _decode_any(b'{"_":0' + tail)
                 tail_ok = isinstance(tail_doc, dict)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 tail_ok = False
         if c >= 0 and not _try_piece(ex, body, warnings):
             continue
