@@ -214,11 +214,8 @@ CASES: dict[str, object] = {
     "sqlite_empty.sqlite": sqlite_empty,
     "sqlite_random_table.sqlite": sqlite_random_table,
 }
-# Known failures in code this test does not own: id -> reason (strict xfail keeps them visible).
-KNOWN_BUGS: dict[str, str] = {
-    "corrupt_gzip_header.gz": "parsers/__init__.py read_head catches OSError/EOFError but not "
-                              "zlib.error from gzip.read: exit 70 'internal error'",
-}
+# Known failures: id -> reason (strict xfail keeps them visible). None open now.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def make_input(name: str, tmp_path: Path) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib
 import os
+import zlib
 from pathlib import Path
 from types import ModuleType
 
@@ -52,7 +53,7 @@ def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
         try:
             with gzip.open(path, "rb") as gz:
                 return gz.read(n)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
     return raw
 
