@@ -22,7 +22,7 @@ from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
 from .hotspots import hotspots
-from .mode import detect, shape_evidence
+from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
 from .verdict import bottleneck, recommendations
 
@@ -61,7 +61,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     limits = thresholds(threshold_files)
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
-    work = ctx.work
+    ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
     prefill_min_m = int(mode_cfg["prefill_min_m"])
 
@@ -74,12 +74,14 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     # Phases: contiguous or not, steps of one mode form one phase.
     phases: list[Phase] = []
     phase_work: dict[str, pd.DataFrame] = {}
+    rows_of = _rows_by_step(work["step"].to_numpy())
+    no_rows = np.array([], dtype=np.int64)
     if nsteps:
         for value in _ordered_unique([m.value for m in step_modes]):
             idx = [i for i, m in enumerate(step_modes) if m.value == value]
             sub = work[work["step"].isin(idx)]
-            bd = _sum_breakdowns([breakdown(work[work["step"] == i], _step_window(steps_df, i))
-                                  for i in idx])
+            bd = _sum_breakdowns([breakdown(work.iloc[rows_of.get(i, no_rows)],
+                                            _step_window(steps_df, i)) for i in idx])
             confs = [step_modes[i].confidence for i in idx]
             evid = _merge_evidence([step_modes[i] for i in idx])
             mode = ModeResult(value, float(np.mean(confs)), evid)
@@ -158,7 +160,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         overhead={**ov_evidence, "overhead_share": round(main.overhead_share, 6),
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
-        warnings=warnings, model=ctx.spec.to_dict(), events=work)
+        warnings=warnings, model=ctx.spec.to_dict(),
+        events=work.drop(columns=list(EVIDENCE_COLUMNS)))
     if hta:
         from .hta_bridge import hta_figures
 
@@ -211,11 +214,13 @@ def _steps(ctx: Context, prefill_min_m: int,
     ends = (work["start_ns"] + work["dur_ns"]).to_numpy()
     starts = work["start_ns"].to_numpy()
     prev_gpu_end: int | None = None
+    rows_of = _rows_by_step(idx)
+    empty = np.array([], dtype=np.int64)
     for i, s in st.iterrows():
-        mask = idx == i
-        mode = detect(work[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
+        mask = rows_of.get(i, empty)  # positional rows of this step
+        mode = detect(work.iloc[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
         modes.append(mode)
-        if mask.any():
+        if len(mask):
             # Device-side window: from where the previous step's GPU work ended (the host
             # may run ahead, so host ranges overlap the GPU's) to this step's last GPU end.
             gpu_start, gpu_end = int(starts[mask].min()), int(ends[mask].max())
@@ -228,9 +233,16 @@ def _steps(ctx: Context, prefill_min_m: int,
             w0, w1, busy = int(s["start_ns"]), int(s["end_ns"]), 0
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
-                     "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(mask.sum()),
+                     "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
                      "_w0": w0, "_w1": w1})
     return pd.DataFrame(rows), modes
+
+
+def _rows_by_step(step_of_row: np.ndarray) -> dict[int, np.ndarray]:
+    """step index -> positional indices of its rows, in one pass (not a mask per step)."""
+    order = np.argsort(step_of_row, kind="stable")
+    keys, first = np.unique(step_of_row[order], return_index=True)
+    return {int(k): part for k, part in zip(keys, np.split(order, first[1:]))}
 
 
 def _step_window(steps_df: pd.DataFrame, i: int) -> tuple[int, int]:

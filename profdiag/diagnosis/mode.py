@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -52,26 +55,71 @@ class ShapeEvidence:
     attention_tq: int | None
 
 
+_SPLITKV = re.compile(r"splitkv|flash_decoding|paged_attention", re.IGNORECASE)
+_DECODE_NAME = re.compile("decode", re.IGNORECASE)
+_PREFILL_NAME = re.compile("prefill|context_attention", re.IGNORECASE)
+# Per-row evidence columns added once by annotate(); detect() reads them for every step.
+EVIDENCE_COLUMNS = ("_m", "_tq", "_splitkv", "_decode_name", "_prefill_name")
+
+
+def _per_unique(values: pd.Series, fn: Any) -> np.ndarray:
+    """fn applied once per distinct value of ``values``, broadcast back to every row."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array([fn(u) for u in uniques] + [fn(None)], dtype=object)
+    return mapped[codes]  # code -1 (NA) picks the trailing fn(None)
+
+
+def annotate(work: pd.DataFrame) -> pd.DataFrame:
+    """Add the evidence columns (GEMM M, attention Tq, phase-named kernels) to ``work``.
+
+    Work is per distinct name and per distinct (op, dims), so a million launches of forty
+    kernels cost forty regex searches, not a million.
+    """
+    out = work.copy()
+    names = out["name"].astype(object)
+    out["_splitkv"] = _per_unique(names, lambda n: bool(n and _SPLITKV.search(n))).astype(bool)
+    out["_decode_name"] = _per_unique(names, lambda n: bool(n and _DECODE_NAME.search(n))).astype(bool)
+    out["_prefill_name"] = _per_unique(names, lambda n: bool(n and _PREFILL_NAME.search(n))).astype(bool)
+    has_dims = out["input_dims"].notna() & out["op_name"].notna()
+    ops = out["op_name"].astype(object).where(has_dims, "")
+    dims = out["input_dims"].astype(object).where(has_dims, "")
+    codes, uniques = pd.MultiIndex.from_arrays([ops, dims]).factorize()
+
+    def shape_of(op: str, dims_json: str) -> tuple[float, float]:
+        if not op:
+            return (np.nan, np.nan)
+        m = gemm_m(op, dims_json) if op in _GEMM_OPS else None
+        tq = attention_q_len(dims_json) if op.startswith(_ATTN_PREFIX) else None
+        return (float(m) if m else np.nan, float(tq) if tq else np.nan)
+
+    table = np.array([shape_of(o, d) for o, d in uniques], dtype="float64").reshape(-1, 2)
+    out["_m"] = table[codes, 0]
+    out["_tq"] = table[codes, 1]
+    return out
+
+
 def shape_evidence(work: pd.DataFrame) -> ShapeEvidence:
     """Median GEMM M and median attention query length from ops' Input Dims."""
-    has = work["input_dims"].notna() & work["op_name"].notna()
-    sub = work.loc[has, ["op_name", "input_dims", "external_id", "class"]]
+    if "_m" not in work.columns:
+        work = annotate(work)
+    has = work["_m"].notna() | work["_tq"].notna()
     # one entry per op call, not per kernel (split-K launches two kernels)
-    sub = sub.drop_duplicates(["external_id", "op_name", "input_dims"])
-    gem = sub[sub["op_name"].isin(_GEMM_OPS)]
-    ms = [m for m in (gemm_m(o, d) for o, d in zip(gem["op_name"], gem["input_dims"])) if m]
-    att = sub[sub["op_name"].astype(str).str.startswith(_ATTN_PREFIX)]
-    tqs = [t for t in (attention_q_len(d) for d in att["input_dims"]) if t]
+    sub = work.loc[has, ["external_id", "op_name", "input_dims", "_m", "_tq"]].drop_duplicates(
+        ["external_id", "op_name", "input_dims"])
+    ms = sub["_m"].dropna()
+    tqs = sub["_tq"].dropna()
     return ShapeEvidence(
-        median_m=int(pd.Series(ms).median()) if ms else None,
-        gemm_calls_with_shapes=len(ms),
-        attention_tq=int(pd.Series(tqs).median()) if tqs else None,
+        median_m=int(ms.median()) if len(ms) else None,
+        gemm_calls_with_shapes=int(len(ms)),
+        attention_tq=int(tqs.median()) if len(tqs) else None,
     )
 
 
 def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
            prefill_gemm_share: float) -> ModeResult:
     """Mode of one stretch of work (a step or a phase), strongest evidence first."""
+    if "_m" not in work.columns:
+        work = annotate(work)
     votes: list[tuple[str, float, str]] = []  # (mode, confidence, evidence)
     shapes = shape_evidence(work)
     tq, m = shapes.attention_tq, shapes.median_m
@@ -108,12 +156,11 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
         elif gemv_frac <= 0.1:
             votes.append(("prefill", 0.6, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
                           "kernels: full tiles"))
-    names = work["name"].astype(str)
-    if names.str.contains(r"splitkv|flash_decoding|paged_attention", case=False).any():
+    if work["_splitkv"].any():
         votes.append(("decode", 0.65, "decode attention kernels (split-KV / paged attention)"))
     # Kernels named for a phase (hand-written or framework kernels): the one with more time.
-    dec_t = work.loc[names.str.contains("decode", case=False), "dur_ns"].sum()
-    pre_t = work.loc[names.str.contains("prefill|context_attention", case=False), "dur_ns"].sum()
+    dec_t = work.loc[work["_decode_name"], "dur_ns"].sum()
+    pre_t = work.loc[work["_prefill_name"], "dur_ns"].sum()
     if dec_t or pre_t:
         named = "decode" if dec_t >= pre_t else "prefill"
         both = " (kernels of both phases present)" if dec_t and pre_t else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -17,11 +18,18 @@ def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int
     """Counts and time of launch, sync and allocation calls inside the window."""
     w0, w1 = window
     h = host[(host["start_ns"] >= w0) & (host["start_ns"] < w1)]
+    # A few hundred distinct API names at most: match each once, then map to the rows.
     names = h["name"].astype(str)
-    sync = h[names.str.contains(SYNC_RE) | (h["kind"] == "sync")]
-    alloc = h[names.str.contains(ALLOC_RE)]
-    launch = h[names.str.contains(LAUNCH_RE)]
-    graph = h[names.str.contains("GraphLaunch")]
+    uniq = pd.Series(names.unique())
+
+    def matches(pattern: re.Pattern[str] | str) -> pd.Series:
+        hit = set(uniq[uniq.str.contains(pattern)])
+        return names.isin(hit)
+
+    sync = h[matches(SYNC_RE) | (h["kind"] == "sync")]
+    alloc = h[matches(ALLOC_RE)]
+    launch = h[matches(LAUNCH_RE)]
+    graph = h[matches("GraphLaunch")]
     short = int((work["dur_ns"] < SHORT_KERNEL_NS).sum())
     return {
         "launch_calls": len(launch),
