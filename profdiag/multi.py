@@ -282,6 +282,7 @@ def report_directory(trace: str, files: list[Path], output: str | None, fmt: str
 
     import click
 
+    from .commands.options import maybe_record
     from .io import write_atomic
     from .renderers import render
 
@@ -305,6 +306,7 @@ def report_directory(trace: str, files: list[Path], output: str | None, fmt: str
             target = out_dir / _report_name(Path(res.path), fmt, taken)
             write_atomic(target, render(res.data, fmt))
             reports[res.path] = str(target)
+            maybe_record(res.data, res.path, opts)
     summary = rank_summary(results)
     index = out_dir / f"index.{fmt}"
     write_atomic(index, summary_document(summary, reports, fmt))

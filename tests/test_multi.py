@@ -108,3 +108,14 @@ def test_rocprofv3_folder_is_not_fanned_out(tmp_path):
         assert fan_out_paths(str(d)) is None
     except Exception as exc:  # the rocprof parser may reject doc examples; never fan out
         pytest.skip(f"rocprof parser rejects this folder: {exc}")
+
+
+def test_report_on_a_directory_records_every_trace(rank_dir, tmp_path, capsys):
+    from profdiag import history
+
+    db = tmp_path / "h.db"
+    code, _, _ = run_cli(["report", str(rank_dir), "-o", str(tmp_path / "r"), "-q", "--record",
+                          "--db", str(db), "--label", "run=nightly"], capsys)
+    assert code == 0
+    runs = history.list_runs(db)
+    assert len(runs) == 3
