@@ -105,3 +105,12 @@ def validate(events: pd.DataFrame) -> list[str]:
     if "kind" in events.columns and events["kind"].isna().any():
         problems.append(f"{int(events['kind'].isna().sum())} events with no kind")
     return problems
+
+
+def concat(frames: "list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...]") -> pd.DataFrame:
+    """Canonical tables stacked and sorted by start time; a typed empty table when none has rows."""
+    parts = [f for f in frames if f is not None and len(f)]
+    if not parts:
+        return empty_events()
+    events = pd.concat(parts, ignore_index=True)
+    return events.sort_values("start_ns", kind="stable").reset_index(drop=True)

@@ -226,12 +226,7 @@ def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
         _sync(db, warnings),
         _nvtx(db, warnings, has_strings),
     ]
-    frames = [p for p in parts if p is not None and len(p)]
-    if frames:
-        events = pd.concat(frames, ignore_index=True)
-        events = events.sort_values("start_ns", kind="stable").reset_index(drop=True)
-    else:
-        events = schema.empty_events()
+    events = schema.concat(parts)
     meta = _meta(db, path, warnings)
     return Trace(events, meta)
 

@@ -190,12 +190,7 @@ def _frame(kind: str, n: int, **cols: Any) -> pd.DataFrame:
 def _finish(frames: Iterable[pd.DataFrame | None], fmt: str, path: Path,
             devices: list[DeviceInfo], warnings: list[str],
             options: dict[str, Any] | None = None, base_time_ns: int | None = None) -> Trace:
-    parts = [f for f in frames if f is not None and len(f)]
-    if parts:
-        events = pd.concat(parts, ignore_index=True)
-        events = events.sort_values("start_ns", kind="stable").reset_index(drop=True)
-    else:
-        events = schema.empty_events()
+    events = schema.concat(list(frames))
     meta = TraceMeta(format=fmt, path=str(path), devices=devices, warnings=warnings,
                      options=options or {}, base_time_ns=base_time_ns)
     return Trace(events, meta)
