@@ -51,12 +51,14 @@ class ModelConfig:
         return self.gemms_per_layer(fused_qkv) * self.layers + 1
 
     def param_count(self, fused_qkv: bool = False) -> int:
-        """Return the number of weights (embedding, projections, norms, lm_head)."""
-        d, kv = self.hidden, self.kv_heads * self.head_dim
-        attn = d * d + 2 * d * kv + d * d  # q, k, v, o (fused qkv has the same total)
-        mlp = 3 * d * self.ffn
-        norms = 2 * d
-        return self.vocab * d * 2 + self.layers * (attn + mlp + norms) + d
+        """Return the number of weights (embedding, projections, norms, lm_head).
+
+        Fused qkv has the same total; the count is the roofline module's, one formula for both.
+        """
+        from ..roofline import ModelConfig as ShapeConfig, model_params
+
+        return model_params(ShapeConfig(self.layers, self.hidden, self.heads, self.kv_heads,
+                                        self.ffn, self.vocab))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest's ``config`` object."""
