@@ -254,12 +254,14 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
 
 
 def steps_with_ideal(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """The steps joined with the speed-of-light ideal per step (by name and phase) if any."""
+    """The steps joined with the speed-of-light ideal per step (by step index) if any."""
     sol = ((data.get("roofline") or {}).get("speed_of_light") or {})
-    ideal = {(s.get("phase"), s.get("name")): s for s in sol.get("steps") or []}
+    # older reports have no step index on these rows: join them by (phase, name)
+    ideal = {s["step"] if "step" in s else (s.get("phase"), s.get("name")): s
+             for s in sol.get("steps") or []}
     rows = []
     for s in data.get("steps") or []:
-        m = ideal.get((s.get("phase"), s.get("name")))
+        m = ideal.get(s.get("step"), ideal.get((s.get("phase"), s.get("name"))))
         rows.append({**s, "ideal_ns": m.get("ideal_ns") if m else None,
                      "ratio": m.get("ratio") if m else None})
     return rows
