@@ -197,13 +197,16 @@ def overhead_items(data: dict[str, Any], micro: str = "us") -> list[tuple[str, s
         return fmt_ns(v, micro)
 
     items: list[tuple[str, str]] = []
+    seen: set[str] = set()
 
     def add(label: str, key: str, fmt: Any) -> None:
+        seen.add(key)
         if key in o and o[key] is not None:
             items.append((label, fmt(o[key])))
 
     add("overhead share", "overhead_share", fmt_pct)
     add("limit", "limit", lambda v: fmt_pct(v, 0))
+    add("pathological above", "pathological", lambda v: fmt_pct(v, 0))
     add("kernels", "kernels", fmt_num)
     add("kernels per step", "kernels_per_step", fmt_num)
     add("launch calls", "launch_calls", fmt_num)
@@ -217,10 +220,6 @@ def overhead_items(data: dict[str, Any], micro: str = "us") -> list[tuple[str, s
     add("alloc time", "alloc_ns", dur)
     add("graph launches", "graph_launches", fmt_num)
     add("graph-replayed share of kernels", "graph_replayed_share", fmt_pct)
-    seen = {"overhead_share", "limit", "kernels", "kernels_per_step", "launch_calls",
-            "launch_calls_per_step", "launch_api_mean_ns", "mean_kernel_ns",
-            "short_kernel_share", "sync_calls", "sync_ns", "alloc_calls", "alloc_ns",
-            "graph_launches", "graph_replayed_share"}
     for k in sorted(o):
         if k not in seen and isinstance(o[k], (int, float, str, bool)):
             items.append((k.replace("_", " "), fmt_num(o[k])))
