@@ -92,7 +92,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             mode = phases[0].mode
         else:
             mode = ModeResult("mixed", float(np.mean([p.mode.confidence for p in phases])),
-                              [f"{p.steps} {p.name} step(s)" for p in phases])
+                              [f"{p.steps} {p.name} step(s)" + (
+                                  f": {p.mode.evidence[0]}" if p.mode.evidence else "")
+                               for p in phases])
     else:
         names = ctx.annotations["name"].astype(str).unique().tolist()
         mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
