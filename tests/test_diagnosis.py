@@ -210,3 +210,19 @@ def test_multi_stream_sample_from_hta():
         pytest.skip("shared samples absent")
     d = profdiag.diagnose(profdiag.load(p))
     assert d.breakdown.busy_ns <= d.breakdown.kernel_sum_ns
+
+
+def test_user_rules_and_threshold_overrides_reach_the_diagnosis(tmp_path, tiny_decode):
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[overhead]\ndecode_max = 0.99\npathological = 0.995\n")
+    kernels = tmp_path / "kernels.toml"
+    kernels.write_text('[[rule]]\nid = "mine.index"\npattern = "elementwise_kernel_with_index"\n'
+                       'category = "memory"\nclass = "kv_cache"\npriority = 900\n'
+                       'examples = ["elementwise_kernel_with_index"]\nwhy = "test"\n')
+    d = profdiag.diagnose(profdiag.load(tiny_decode), rules=[str(limits), str(kernels)])
+    assert d.check("overhead").status == "pass"  # 98.6% idle is under the raised limit
+    assert d.overhead["limit"] == 0.99
+    assert d.bottleneck.value != "overhead"
+    assert "kv_cache" in d.breakdown.class_ns
+    base = diagnosed(str(tiny_decode))
+    assert base.check("overhead").status == "fail" and "kv_cache" not in base.breakdown.class_ns

@@ -56,8 +56,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         rules: Sequence[str | Path] = (), use_manifest: bool = True, hta: bool = False,
         gpu: str | None = None, gpu_spec: str | Path | None = None) -> Diagnosis:
     """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files."""
-    kernel_rules = [p for p in rules if _has_rules(p)]
-    threshold_files = tuple(str(p) for p in rules if not _has_rules(p))
+    is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
+    kernel_rules = [p for p in rules if is_rule_file[str(p)]]
+    threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
     limits = thresholds(threshold_files)
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
@@ -114,7 +115,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         checks.append(overhead_mod.check(
             p.overhead_share, p.mode.value, limits, ov_evidence if len(phases) == 1 else {},
             trace.meta.options, phase=p.name if len(phases) > 1 else ""))
-    verdict = main.bottleneck if len(phases) > 1 else phases[0].bottleneck
+    verdict = main.bottleneck
     if len(phases) > 1:
         verdict = Verdict(verdict.value, [f"{main.name} phase dominates the window "
                                           f"({main.breakdown.window_ns / 1e6:.2f} ms)",
