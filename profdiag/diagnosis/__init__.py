@@ -22,6 +22,7 @@ from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
 from .hotspots import hotspots
+from .step_detail import step_detail
 from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
 from .verdict import bottleneck, recommendations
@@ -164,7 +165,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
-        events=work.drop(columns=list(EVIDENCE_COLUMNS)))
+        events=work.drop(columns=list(EVIDENCE_COLUMNS)),
+        step_detail=step_detail(work, steps_df))
     if hta:
         from .hta_bridge import hta_figures
 

@@ -126,6 +126,8 @@ class Diagnosis:
     roofline: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     events: pd.DataFrame | None = None  # the classified device work (not serialised)
+    # per phase: the parts of its median step (diagnosis/step_detail.py), for attribution
+    step_detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def categories(self) -> dict[str, float]:
@@ -177,6 +179,7 @@ class Diagnosis:
             ],
             "phases": [p.to_dict() for p in self.phases],
             "steps": steps,
+            "step_detail": self.step_detail,
             "model": self.model,
             "roofline": self.roofline,
             "warnings": list(self.warnings),
