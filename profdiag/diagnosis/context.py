@@ -200,10 +200,11 @@ def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     # A new segment begins where a start is past every end before it.
     prev_end = np.concatenate(([s[0]], e[:-1]))
     new = s > prev_end
-    seg_id = np.cumsum(new)
-    seg_start = pd.Series(s).groupby(seg_id).min().to_numpy()
-    seg_end = pd.Series(e).groupby(seg_id).max().to_numpy()
-    return int((seg_end - seg_start).sum())
+    new[0] = True
+    # s is sorted and e is a running max: a segment spans from its first start to its last end
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(s) - 1)
+    return int((e[last] - s[first]).sum())
 
 
 _LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
