@@ -208,3 +208,23 @@ def test_noise_can_be_required(tmp_path):
         {"regression": {"require_beyond_noise": True}}))
     check = strict.check("regression.step_time.decode")
     assert check.status == "pass" and "within noise" in check.summary
+
+
+def test_gap_takes_the_split_and_cause_of_the_idle_table():
+    import pandas as pd
+
+    from profdiag.diagnosis.step_detail import CAUSE_GPU_WAIT, _cause_of, _cause_table
+
+    table = _cause_table(pd.DataFrame({
+        "start_ns": [1000, 100], "dur_ns": [200, 400], "host_wait_ns": [0, 300],
+        "kernel_wait_ns": [200, 100], "cause": ["gpu_side", "cudnn_plan"],
+        "op": ["", "aten::_cudnn_attention_forward"]}))
+    titles = {"cudnn_plan": "cuDNN execution-plan build"}
+    # a 400 ns gap whose attributed twin is 300 ns host wait + 100 ns kernel wait
+    assert _cause_of((100, 500, False), table, titles) == [
+        ("cuDNN execution-plan build: aten::_cudnn_attention_forward", 300.0),
+        (CAUSE_GPU_WAIT, 100.0)]
+    assert _cause_of((1000, 1200, False), table, titles) == [(CAUSE_GPU_WAIT, 200.0)]
+    # no attributed gap there: named by length (10 ns < 20 us: launch latency)
+    assert _cause_of((5000, 5010, False), table, titles) == [("launch gaps", 10.0)]
+    assert _cause_of((5000, 5010, True), None, titles) == [("GPU-side gaps inside graphs", 10.0)]

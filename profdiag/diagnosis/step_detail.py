@@ -59,27 +59,47 @@ def _gaps(starts: np.ndarray, ends: np.ndarray, graph: np.ndarray, w0: int,
     return out
 
 
-def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None) -> str:
+CAUSE_GPU_WAIT = "GPU-side waits (dependent kernels, stream waits)"
+
+
+def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None,
+              titles: dict[str, str]) -> list[tuple[str, float]]:
+    """(cause, ns) parts of one gap of the step window.
+
+    With the diagnosis' idle-gap table (diagnosis/idle.py: start_ns, dur_ns, host_wait_ns,
+    kernel_wait_ns, cause, op), the gap takes the split and cause of the attributed gap at its
+    midpoint: the host-wait part goes to the cause (its title, with the op when one is named),
+    the kernel-wait part to GPU-side waits. Without one, it is named by its length.
+    """
     start, end, in_graph = gap
+    length = float(end - start)
     if causes is not None and len(causes):
         mid = (start + end) // 2
-        hit = causes[(causes["start_ns"] <= mid) & (causes["end_ns"] >= mid)]
-        if len(hit):
-            cause = str(hit.iloc[0]["cause"])
-            op = hit.iloc[0].get("op")
-            return f"{cause}: {op}" if isinstance(op, str) and op and op not in cause else cause
+        i = int(np.searchsorted(causes["start_ns"].to_numpy(), mid, side="right")) - 1
+        if i >= 0 and causes["end_ns"].iat[i] >= mid:
+            row = causes.iloc[i]
+            dur = float(row["dur_ns"]) or 1.0
+            host = length * min(max(float(row.get("host_wait_ns", dur)) / dur, 0.0), 1.0)
+            cid = str(row["cause"])
+            name = titles.get(cid, cid.replace("_", " "))
+            op = row.get("op")
+            if isinstance(op, str) and op and cid not in ("launch_gaps", "gpu_side"):
+                name = f"{name}: {op}"
+            parts = [(name, host)] if host > 0 else []
+            if length - host > 0:
+                parts.append((CAUSE_GPU_WAIT, length - host))
+            return parts
     if in_graph:
-        return CAUSE_GRAPH
-    return CAUSE_LAUNCH if end - start < LAUNCH_GAP_MAX_NS else CAUSE_STALL
+        return [(CAUSE_GRAPH, length)]
+    return [(CAUSE_LAUNCH if length < LAUNCH_GAP_MAX_NS else CAUSE_STALL, length)]
 
 
 def _cause_table(idle_gaps: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The idle-gap table of the diagnosis (start_ns, dur_ns, cause, op) with an end column."""
+    """The idle-gap table of the diagnosis sorted by start, with an end column."""
     if idle_gaps is None or not len(idle_gaps) or "cause" not in idle_gaps:
         return None
-    t = idle_gaps[idle_gaps["cause"].notna()].copy()
-    t["end_ns"] = t["start_ns"] + t["dur_ns"]
-    return t
+    t = idle_gaps[idle_gaps["cause"].notna()].sort_values("start_ns", kind="stable")
+    return t.assign(end_ns=t["start_ns"] + t["dur_ns"]).reset_index(drop=True)
 
 
 def _text(v: Any) -> str:
@@ -87,7 +107,8 @@ def _text(v: Any) -> str:
 
 
 def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
-                idle_gaps: pd.DataFrame | None = None) -> dict[str, Any]:
+                idle_gaps: pd.DataFrame | None = None,
+                cause_titles: dict[str, str] | None = None) -> dict[str, Any]:
     """Per phase, the parts of its median step (see the module docstring).
 
     ``steps`` is the per-step table with the device windows ``_w0``/``_w1`` and ``phase``;
@@ -122,8 +143,8 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
                 row["calls"] += calls
                 row["ns"] += ns
             for g in _gaps(starts[mask], ends[mask], graph[mask], w0, w1):
-                cause = _cause_of(g, causes)
-                idle[cause] = idle.get(cause, 0.0) + (g[1] - g[0])
+                for cause, ns in _cause_of(g, causes, cause_titles or {}):
+                    idle[cause] = idle.get(cause, 0.0) + ns
             wall += w1 - w0
             busy += step_busy
         k = len(picks)
