@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..classify import load_rules
 from ..errors import UsageError
-from ..modelspec import ModelSpec, find_manifest, load_config
+from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace
 from . import counts as counts_mod
 from . import overhead as overhead_mod
@@ -32,12 +32,16 @@ __all__ = ["run", "Diagnosis"]
 def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
                  gemms_per_layer: int | None = None, lm_head: int | None = None,
                  use_manifest: bool = True) -> ModelSpec:
-    """Model facts from --model-config, else a manifest beside the trace; CLI numbers override."""
+    """Model facts: the architecture from --model-config (else the manifest beside the trace),
+    what ran (tokens, batch, context, forwards, phase) from the manifest; CLI numbers override.
+
+    A config never erases what the manifest says ran (modelspec.merge)."""
     spec = ModelSpec()
+    manifest = find_manifest(trace.meta.path) if use_manifest else None
     if model_config is not None:
-        spec = load_config(model_config)
-    elif use_manifest:
-        spec = find_manifest(trace.meta.path) or spec
+        spec = merge(load_config(model_config), manifest)
+    elif manifest is not None:
+        spec = manifest
     if layers is not None:
         if layers <= 0:
             raise UsageError("--layers must be positive")
@@ -101,7 +105,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
         phases.append(_phase(mode.value, mode, overall_bd, work, limits, prefill_min_m,
                              pd.Series([], dtype="int64")))
-    if ctx.spec.phase and ctx.spec.source == "manifest":
+    if ctx.spec.phase and ctx.spec.run_source == "manifest":
         truth = "mixed" if ctx.spec.phase == "generate" else ctx.spec.phase
         if truth != mode.value:
             ctx.notes.append(f"manifest says {ctx.spec.phase}; the trace's evidence says "
