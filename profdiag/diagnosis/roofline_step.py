@@ -14,17 +14,6 @@ from .context import Context
 from .model import Diagnosis
 
 MAX_POINTS = 300
-_DTYPE_BYTES = {"float32": 4, "float": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
-                "half": 2, "fp16": 2, "float8": 1, "fp8": 1}
-
-
-def _dtype_bytes(dtype: str | None) -> int:
-    if not dtype:
-        return 2
-    key = str(dtype).replace("torch.", "").lower()
-    return _DTYPE_BYTES.get(key, 2)
-
-
 def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
                      gpu_spec: str | Path | None) -> dict[str, Any]:
     """JSON-ready roofline figures; {'available': False, 'reason': ...} when it cannot apply."""
@@ -43,7 +32,9 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
                           "table; pass --gpu NAME or --gpu-spec FILE"}
     work = ctx.work
     phase_of_step = dict(zip(diag.steps["step"], diag.steps["phase"])) if len(diag.steps) else {}
-    table = roofline.gemm_table(work, spec)
+    # Attention FLOPs causal where Tq == Tk (a prompt attending to itself, which a decoder
+    # masks; flash kernels skip the masked half): the efficiency is then the real one.
+    table = roofline.gemm_table(work, spec, causal_attention=True)
     if len(table):
         step_of = work.drop_duplicates("external_id").set_index("external_id")["step"]
         steps = table["external_id"].map(step_of)
@@ -56,6 +47,7 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
                 "ridge_bf16": round(roofline.ridge_point(spec, "bf16"), 1)
                 if spec.has_peak("bf16") else None, "source": spec.source},
         "calls_with_shapes": int(len(table)),
+        "attention_flops": "causal where Tq == Tk (half of 4·B·H·Tq·Tk·d), dense otherwise",
     }
     if table.empty:
         out["reason"] = ("no GEMM/attention call carries shapes (capture with record_shapes=True; "

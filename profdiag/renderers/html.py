@@ -157,9 +157,11 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                  "reason": roof.get("reason"), "gpu": roof.get("gpu") or {},
                  "points": len(roof.get("points") or []), "rows": roof_rows,
                  "by_phase": len(by_phase) > 1, "suspect_calls": roof.get("suspect_calls"),
-                 "calls_with_shapes": roof.get("calls_with_shapes")},
+                 "calls_with_shapes": roof.get("calls_with_shapes"),
+                 "shapes": t.shape_rows(roof.get("points"))},
         "sol": {"available": bool(sol.get("available")), "reason": sol.get("reason"),
-                "phases": sorted((sol.get("phases") or {}).items())},
+                "phases": sorted((sol.get("phases") or {}).items()),
+                "inputs": t.sol_inputs_lines(sol)},
         "phases": phases,
         "recommendations": [{"title": "", "evidence": "", "advice": "", "kernels": [],
                              "bottleneck": "", "id": "", **r}

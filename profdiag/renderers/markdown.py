@@ -213,6 +213,17 @@ def _roofline(data: dict[str, Any]) -> list[str]:
                        t.fmt_pct(r.get("median_efficiency")),
                        t.fmt_pct(r.get("memory_bound_time_share"))) for r in rows],
                      right=(1, 2, 3, 4, 5, 6, 7))
+    shapes = t.shape_rows(roof.get("points"))
+    if shapes:
+        out += ["", f"Per shape (M x K x N; median per call, top {len(shapes)} by time):", ""]
+        out += table(("phase", "class", "op", "shape", "calls", "time ms", "FLOP/byte",
+                      "achieved FLOP/s", "of roof", "bound"),
+                     [(esc(r.get("phase") or ""), esc(r.get("op_class") or ""),
+                       esc(r.get("op_name") or ""), esc(r["shape"]), t.fmt_num(r.get("calls")),
+                       t.fmt_ms(r.get("time_ns")), t.fmt_num(r.get("intensity")),
+                       t.fmt_si(r.get("achieved_flops_s"), "FLOP/s"),
+                       t.fmt_pct(r.get("efficiency")), esc(r.get("bound") or ""))
+                      for r in shapes], right=(4, 5, 6, 7, 8))
     sol = roof.get("speed_of_light") or {}
     out += ["", "### Speed of light", ""]
     if not sol.get("available") or not sol.get("phases"):
@@ -230,6 +241,10 @@ def _roofline(data: dict[str, Any]) -> list[str]:
                       esc(p.get("limit", ""))))
     out += table(("phase", "steps", "median step", "ideal step", "ratio", "tokens/s",
                   "ideal tokens/s", "limit"), srows, right=(1, 2, 3, 4, 5, 6))
+    inputs = t.sol_inputs_lines(sol)
+    if inputs:
+        out += ["", "Ideal = max(FLOPs / peak, bytes / bandwidth), from:", ""]
+        out += [f"- {esc(line)}" for line in inputs]
     return out
 
 

@@ -275,6 +275,60 @@ def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [{"class": k, **(summary[k] or {})} for k in keys if (summary[k] or {}).get("calls")]
 
 
+SHAPE_ROWS = 20  # per-shape roofline rows shown in a report (the JSON has up to 300)
+
+
+def shape_rows(points: list[dict[str, Any]] | None, limit: int = SHAPE_ROWS) -> list[dict[str, Any]]:
+    """roofline.points as report rows, by time: phase, class, op, shape text, calls, time,
+    intensity, achieved FLOP/s, efficiency (achieved / the roof at that intensity), bound."""
+    rows = []
+    for p in sorted(points or [], key=lambda r: -(r.get("time_ns") or 0))[:limit]:
+        m, k, n = p.get("m"), p.get("k"), p.get("n")
+        if p.get("op_class") == "attention":
+            shape = f"Tq {fmt_num(m)} x Tk {fmt_num(n)}, d {fmt_num(k)}"
+        else:
+            shape = f"{fmt_num(m)} x {fmt_num(k)} x {fmt_num(n)}"
+        rows.append({**p, "shape": shape})
+    return rows
+
+
+def shape_table_text(points: list[dict[str, Any]] | None, indent: str = "  ") -> list[str]:
+    rows = shape_rows(points)
+    if not rows:
+        return []
+    return ["", f"{indent}Per shape (M x K x N; median per call, top {len(rows)} by time):",
+            *table(("phase", "class", "op", "shape", "calls", "time ms", "FLOP/byte",
+                    "achieved FLOP/s", "of roof", "bound"),
+                   [(r.get("phase") or "", r.get("op_class") or "", r.get("op_name") or "",
+                     r["shape"], fmt_num(r.get("calls")), fmt_ms(r.get("time_ns")),
+                     fmt_num(r.get("intensity")), fmt_si(r.get("achieved_flops_s"), "FLOP/s"),
+                     fmt_pct(r.get("efficiency")), r.get("bound") or "") for r in rows],
+                   right=(4, 5, 6, 7, 8), indent=indent)]
+
+
+def sol_inputs_lines(sol: dict[str, Any] | None) -> list[str]:
+    """One line per phase: what the speed of light assumed, and where each input came from."""
+    out = []
+    for name, p in sorted(((sol or {}).get("phases") or {}).items()):
+        if p.get("available") is False or p.get("tokens") is None:
+            continue
+        src = p.get("sources") or {}
+        out.append(
+            f"{name}: {fmt_num(p.get('tokens'))} tokens ({fmt_num(p.get('batch'))} sequence(s) x "
+            f"{fmt_num(p.get('query_tokens'))}; from {src.get('tokens', '?')}), context "
+            f"{fmt_num(p.get('context_tokens'))} per sequence (from "
+            f"{src.get('context_tokens', '?')}), {p.get('dtype') or '?'} (from "
+            f"{src.get('dtype', '?')}), attention {p.get('attention') or '?'} "
+            f"({src.get('attention', '?')}), lm_head on {fmt_num(p.get('lm_head_tokens'))} "
+            f"token(s) ({src.get('lm_head_tokens', '?')}); {fmt_si(p.get('flops'), 'FLOP')} "
+            f"(attention {fmt_si(p.get('attention_flops'), 'FLOP')}), "
+            f"{fmt_si(p.get('bytes'), 'B')} (weights {fmt_si(p.get('weight_bytes'), 'B')}, KV read "
+            f"{fmt_si(p.get('kv_read_bytes'), 'B')}, written {fmt_si(p.get('kv_write_bytes'), 'B')})"
+            f" per step; {p.get('limit') or '?'}-limited; architecture from "
+            f"{src.get('architecture', '?')}")
+    return out
+
+
 def status_counts(data: dict[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for c in data.get("checks") or []:
@@ -467,6 +521,7 @@ def _roofline_text(data: dict[str, Any]) -> list[str]:
                              fmt_pct(r.get("median_efficiency")),
                              fmt_pct(r.get("memory_bound_time_share")))
                             for r in rows], right=(1, 2, 3, 4, 5, 6, 7))]
+    out += shape_table_text(roof.get("points"))
     out += _sol_text(roof.get("speed_of_light"))
     return out
 
@@ -487,9 +542,11 @@ def _sol_text(sol: dict[str, Any] | None) -> list[str]:
                      p.get("limit", "")))
     if not rows:
         return []
-    return ["", "  Speed of light per phase:",
+    return ["", "  Speed of light per phase (median step; ideal = max(FLOPs / peak, bytes / "
+            "bandwidth)):",
             *table(("phase", "steps", "median step", "ideal", "ratio", "tokens/s",
-                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6))]
+                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6)),
+            *[f"  {line}" for line in sol_inputs_lines(sol)]]
 
 
 def _phases_text(data: dict[str, Any]) -> list[str]:
