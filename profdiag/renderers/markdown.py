@@ -124,8 +124,10 @@ def render(data: dict[str, Any]) -> str:
                 for r in kc["extra"]]
     if kc.get("per_layer"):
         slow = set(kc.get("slow_layers") or [])
-        out += ["", "GPU time per layer:", ""]
-        out += table(("layer", "GPU ms", "GEMM calls", "slow"),
+        fw = kc.get("forwards")
+        out += ["", f"{t.device_word(data)} time per layer, totals over all "
+                f"{t.fmt_num(fw) + ' ' if fw else ''}forwards:", ""]
+        out += table(("layer", f"{t.device_word(data)} ms (total)", "GEMM calls (total)", "slow"),
                      [(r.get("layer"), t.fmt_ms(r.get("gpu_ns")), t.fmt_num(r.get("gemm_calls")),
                        "**slow**" if r.get("layer") in slow else "")
                       for r in kc["per_layer"]], right=(0, 1, 2))
@@ -145,7 +147,8 @@ def render(data: dict[str, Any]) -> str:
     srows = t.steps_with_ideal(data)
     if srows:
         section("Steps")
-        out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "kernels", "ideal ms",
+        out += table(("step", "name", "phase", "wall ms", f"{t.device_word(data)} busy ms",
+                      "kernels", "ideal ms",
                       "× ideal"),
                      [(s.get("step", ""), esc(s.get("name", "")), esc(s.get("phase", "")),
                        t.fmt_ms(s.get("wall_ns")), t.fmt_ms(s.get("gpu_busy_ns")),

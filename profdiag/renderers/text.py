@@ -238,7 +238,9 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
     if kc.get("layers") is not None:
         src = kc.get("layers_source") or "?"
         inf = kc.get("layers_inferred_from")
-        out.append(f"layers: {kc['layers']} (from {src}{'; ' + str(inf) if inf else ''})")
+        out.append(f"layers: {kc['layers']} ("
+                   + (f"inferred from {inf})" if src == "inferred" and inf else
+                      "inferred)" if src == "inferred" else f"from {src})"))
     if kc.get("gemms_per_layer") is not None:
         out.append(f"GEMMs per layer: {kc['gemms_per_layer']}, lm_head per forward: "
                    f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: "
@@ -327,6 +329,11 @@ def sol_inputs_lines(sol: dict[str, Any] | None) -> list[str]:
             f" per step; {p.get('limit') or '?'}-limited; architecture from "
             f"{src.get('architecture', '?')}")
     return out
+
+
+def device_word(data: dict[str, Any]) -> str:
+    """'CPU' for a CPU-only trace (no GPU events), else 'GPU': labels say what was measured."""
+    return "CPU" if (data.get("source") or {}).get("device") == "cpu" else "GPU"
 
 
 def status_counts(data: dict[str, Any]) -> dict[str, int]:
@@ -431,7 +438,9 @@ def render(data: dict[str, Any]) -> str:
                 f"{r.get('reason', '')}" for r in kc["extra"]]
     if kc.get("per_layer"):
         slow = set(kc.get("slow_layers") or [])
-        out += ["", *table(("layer", "GPU ms", "GEMM calls", ""),
+        fw = kc.get("forwards")
+        out += ["", f"  Per layer: totals over all {fmt_num(fw) + ' ' if fw else ''}forwards",
+                *table(("layer", f"{device_word(data)} ms (total)", "GEMM calls (total)", ""),
                            [(r.get("layer"), fmt_ms(r.get("gpu_ns")), r.get("gemm_calls", ""),
                              "slow" if r.get("layer") in slow else "")
                             for r in kc["per_layer"]], right=(0, 1, 2))]
@@ -455,7 +464,8 @@ def render(data: dict[str, Any]) -> str:
     srows = steps_with_ideal(data)
     if srows:
         out += _section("Steps")
-        out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "busy", "kernels",
+        out += table(("step", "name", "phase", "wall ms", f"{device_word(data)} busy ms", "busy",
+                      "kernels",
                       "ideal ms", "x ideal"),
                      [(s.get("step", ""), s.get("name", ""), s.get("phase", ""),
                        fmt_ms(s.get("wall_ns")), fmt_ms(s.get("gpu_busy_ns")),
@@ -621,8 +631,12 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     o = data.get("overhead") or {}
     ost = steps["overhead"]["status"]
     if "overhead_share" in o:
-        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window (limit "
-                     f"{fmt_pct(o.get('limit'), 0)})" + (f" [{ost}]" if ost else ""))
+        per_phase = [f"{p.get('name')} {fmt_pct(p.get('overhead_share'))}"
+                     for p in data.get("phases") or [] if p.get("overhead_share") is not None]
+        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window"
+                     + (f"; per phase: {', '.join(per_phase)} (each against its own limit)"
+                        if per_phase else f" (limit {fmt_pct(o.get('limit'), 0)})")
+                     + (f" [{ost}]" if ost else ""))
     kc = data.get("kernel_counts") or {}
     cst = steps["counts"]["status"]
     lines.append(f"Kernels:     {fmt_num(kc.get('observed_gemm_calls'))} GEMM calls observed / "
