@@ -45,7 +45,9 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
         "gpu": {"key": spec.key, "name": spec.name, "bandwidth_bytes_s": spec.bandwidth,
                 "peak_bf16_flops_s": spec.peak("bf16") if spec.has_peak("bf16") else None,
                 "ridge_bf16": round(roofline.ridge_point(spec, "bf16"), 1)
-                if spec.has_peak("bf16") else None, "source": spec.source},
+                if spec.has_peak("bf16") else None, "source": spec.source,
+                # Dense peak per dtype (a GEMM is rated against its own dtype's peak).
+                "peak_flops_s": dict(spec.peak_flops)},
         "calls_with_shapes": int(len(table)),
         "attention_flops": "causal where Tq == Tk (half of 4·B·H·Tq·Tk·d), dense otherwise",
     }
