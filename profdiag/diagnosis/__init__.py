@@ -6,6 +6,7 @@ classified event table; nothing here renders or prints.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -192,7 +193,9 @@ _CPU_WORDS = (("GPU idle (host overhead)", "CPU idle (gaps between operators)"),
 def _cpu_word(text: str) -> str:
     for a, b in _CPU_WORDS:
         text = text.replace(a, b)
-    return text
+    # The verdict ran with no GPU M threshold (verdict_min_m = 1): say so, not "(>= 1)".
+    return re.sub(r"median GEMM M = (\d+) \(>= 1\)",
+                  r"median GEMM M = \1 (CPU: no GPU tensor-core threshold applies)", text)
 
 
 def _cpu_wording(diag: Diagnosis) -> None:
