@@ -188,6 +188,7 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
             category.loc[gpu] = pd.array([cat_map[u] for u in uniq], dtype="string")[codes]
             klass.loc[gpu] = pd.array([cls_map[u] for u in uniq], dtype="string")[codes]
             rule_id.loc[gpu] = pd.array([rid_map[u] for u in uniq], dtype="string")[codes]
+            _shape_consistent(out, gpu, klass, rule_id)
         host = out["kind"].isin(("runtime", "sync"))
         category.loc[host] = "overhead"
         klass.loc[host] = out.loc[host, "kind"].astype("string")
@@ -195,6 +196,39 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
     out["class"] = klass
     out["rule_id"] = rule_id
     return out
+
+
+# A GEMV is a GEMM whose token side is this small (the gemv rules' premise: M <= 8).
+GEMV_MAX_ROWS = 8
+_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm")
+
+
+def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
+                      rule_id: pd.Series) -> None:
+    """Make a kernel's class agree with its launching op's shapes, when they are known.
+
+    A name rule may call a kernel a GEMV (an nvjet tile with an 8-wide side) that the trace
+    shows running ``aten::mm [[2048, 2048], [2048, 512]]``: M = 2048 rows is a GEMM. Such rows
+    become class ``gemm`` with rule id ``<rule>+shape`` (the rule matched, the shapes won).
+    """
+    if "input_dims" not in out.columns or "op_name" not in out.columns:
+        return
+    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(_GEMM_OPS).fillna(False)
+            & out["input_dims"].notna())
+    if not cand.any():
+        return
+    from .roofline import _shape_of  # lazy: roofline imports pandas-heavy helpers
+
+    rows_of: dict[tuple[str, str], int | None] = {}
+    for idx, op, dims in zip(out.index[cand], out.loc[cand, "op_name"], out.loc[cand, "input_dims"]):
+        key = (str(op), str(dims))
+        if key not in rows_of:
+            shp = _shape_of(key[0], key[1])
+            rows_of[key] = None if shp is None else int(min(shp.m, shp.n))
+        rows = rows_of[key]
+        if rows is not None and rows > GEMV_MAX_ROWS:
+            klass.at[idx] = "gemm"
+            rule_id.at[idx] = f"{rule_id.at[idx]}+shape"
 
 
 def explain(name: str, rules: RuleSet | None = None, op_name: str | None = None,

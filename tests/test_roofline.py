@@ -362,7 +362,9 @@ def test_summarise() -> None:
 
 def test_speed_of_light_steps_decode() -> None:
     cfg = rl.ModelConfig.from_dict(LLAMA3_8B)
-    ideal_bytes = rl.streamed_weight_bytes(cfg, 2) + 4 * rl.kv_bytes_per_token(32, 1024, 128, 8, 2)
+    # Weights once + each sequence's KV read (1024 positions) and written (its one new token).
+    ideal_bytes = (rl.streamed_weight_bytes(cfg, 2) + 4 * rl.kv_bytes_per_token(32, 1024, 128, 8, 2)
+                   + 4 * rl.kv_bytes_per_token(32, 1, 128, 8, 2))
     ideal_s = ideal_bytes / A100_LAB.bandwidth
     steps = [int(ideal_s * 1e9 * 2), int(ideal_s * 1e9 * 4)]
     t = rl.speed_of_light_steps(steps, cfg, 4, 1024, A100_LAB, 2, "decode", dtype="fp16")

@@ -6,6 +6,7 @@ classified event table; nothing here renders or prints.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,7 +16,7 @@ import pandas as pd
 
 from ..classify import load_rules
 from ..errors import UsageError
-from ..modelspec import ModelSpec, find_manifest, load_config
+from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace
 from . import counts as counts_mod
 from . import overhead as overhead_mod
@@ -33,12 +34,16 @@ __all__ = ["run", "Diagnosis"]
 def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
                  gemms_per_layer: int | None = None, lm_head: int | None = None,
                  use_manifest: bool = True) -> ModelSpec:
-    """Model facts from --model-config, else a manifest beside the trace; CLI numbers override."""
+    """Model facts: the architecture from --model-config (else the manifest beside the trace),
+    what ran (tokens, batch, context, forwards, phase) from the manifest; CLI numbers override.
+
+    A config never erases what the manifest says ran (modelspec.merge)."""
     spec = ModelSpec()
+    manifest = find_manifest(trace.meta.path) if use_manifest else None
     if model_config is not None:
-        spec = load_config(model_config)
-    elif use_manifest:
-        spec = find_manifest(trace.meta.path) or spec
+        spec = merge(load_config(model_config), manifest)
+    elif manifest is not None:
+        spec = manifest
     if layers is not None:
         if layers <= 0:
             raise UsageError("--layers must be positive")
@@ -66,6 +71,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
     prefill_min_m = int(mode_cfg["prefill_min_m"])
+    # A CPU trace is not judged against a GPU roof: the GEMM-M threshold (tokens per weight
+    # pass that saturate a GPU's tensor cores) does not decide compute vs memory there.
+    verdict_min_m = 1 if ctx.cpu_only else prefill_min_m
 
     steps_df, step_modes = _steps(ctx, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
     window = ((int(steps_df["_w0"].min()), int(steps_df["_w1"].max())) if len(steps_df)
@@ -88,7 +96,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             evid = _merge_evidence([step_modes[i] for i in idx])
             mode = ModeResult(value, float(np.mean(confs)), evid)
             phase_work[value] = sub
-            phases.append(_phase(value, mode, bd, sub, limits, prefill_min_m,
+            phases.append(_phase(value, mode, bd, sub, limits, verdict_min_m,
                                  steps_df.loc[idx, "wall_ns"]))
         if len(phases) == 1:
             mode = phases[0].mode
@@ -100,9 +108,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     else:
         names = ctx.annotations["name"].astype(str).unique().tolist()
         mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
-        phases.append(_phase(mode.value, mode, overall_bd, work, limits, prefill_min_m,
+        phases.append(_phase(mode.value, mode, overall_bd, work, limits, verdict_min_m,
                              pd.Series([], dtype="int64")))
-    if ctx.spec.phase and ctx.spec.source == "manifest":
+    if ctx.spec.phase and ctx.spec.run_source == "manifest":
         truth = "mixed" if ctx.spec.phase == "generate" else ctx.spec.phase
         if truth != mode.value:
             ctx.notes.append(f"manifest says {ctx.spec.phase}; the trace's evidence says "
@@ -161,18 +169,48 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         mode=mode, bottleneck=verdict, breakdown=overall_bd, checks=checks, kernel_counts=kc,
         hotspots=hot, recommendations=recs, phases=phases if len(phases) > 1 else [],
         steps=steps_df.drop(columns=["_w0", "_w1"], errors="ignore"),
-        overhead={**ov_evidence, "overhead_share": round(main.overhead_share, 6),
+        # The window's share (= categories.overhead); each phase's own is phases[*].overhead_share.
+        overhead={**ov_evidence, "overhead_share": overall_bd.shares.get("overhead", 0.0),
+                  "scope": "window",
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
         events=work.drop(columns=list(EVIDENCE_COLUMNS)),
         step_detail=step_detail(work, steps_df))
+    if ctx.cpu_only:
+        _cpu_wording(diag)
     if hta:
         from .hta_bridge import hta_figures
 
         diag.extras["hta"] = hta_figures(trace)
     _attach_roofline(diag, ctx, gpu, gpu_spec)
     return diag
+
+
+_CPU_WORDS = (("GPU idle (host overhead)", "CPU idle (gaps between operators)"),
+              ("GPU idle", "CPU idle"), ("GPU busy", "CPU busy"), ("GPU waits", "CPU waits"),
+              ("the GPU", "the CPU"), ("The GPU", "The CPU"))
+
+
+def _cpu_word(text: str) -> str:
+    for a, b in _CPU_WORDS:
+        text = text.replace(a, b)
+    # The verdict ran with no GPU M threshold (verdict_min_m = 1): say so, not "(>= 1)".
+    return re.sub(r"median GEMM M = (\d+) \(>= 1\)",
+                  r"median GEMM M = \1 (CPU: no GPU tensor-core threshold applies)", text)
+
+
+def _cpu_wording(diag: Diagnosis) -> None:
+    """A CPU-only trace has no GPU: its checks, verdicts and advice say CPU."""
+    diag.checks = [replace(c, summary=_cpu_word(c.summary)) for c in diag.checks]
+    diag.bottleneck = replace(diag.bottleneck,
+                              evidence=[_cpu_word(e) for e in diag.bottleneck.evidence]
+                              + ["CPU trace: judged by operator time shares, not against a GPU "
+                                 "roof"])
+    diag.phases = [replace(p, bottleneck=replace(p.bottleneck, evidence=[
+        _cpu_word(e) for e in p.bottleneck.evidence])) for p in diag.phases]
+    diag.recommendations = [replace(r, evidence=_cpu_word(r.evidence), advice=_cpu_word(r.advice))
+                            for r in diag.recommendations]
 
 
 def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,

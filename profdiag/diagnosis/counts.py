@@ -72,7 +72,7 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
         layers, inferred_how = infer_layers(work, layers_df, forwards or 1)
         layers_source = "inferred" if layers is not None else "none"
     elif spec.source in ("config", "manifest", "cli"):
-        layers_source = "config"
+        layers_source = spec.source  # the file (or flag) that gave the layers, as the model line says
     gpl = spec.gemms_per_layer or (7 if layers is not None else None)
     expected = None
     if layers is not None and gpl is not None and forwards:
@@ -108,12 +108,14 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
         result["missing"] = max(0, -diff)
         status = PASS if abs(diff) <= tolerance else FAIL
         what = ("= the" if diff == 0 else f"is {abs(diff)} {'more' if diff > 0 else 'fewer'} than the")
-        src = "inferred" if layers_source == "inferred" else layers_source
+        src = (f"layers inferred from {inferred_how}" if layers_source == "inferred" and inferred_how
+               else "layers inferred" if layers_source == "inferred"
+               else f"layers from {layers_source}")
         checks.append(Check(
             "kernel_count", status,
-            f"{observed} GEMM calls {what} {expected} expected "
-            f"({layers} layers x {gpl} + {spec.lm_head} lm_head) x {forwards} forwards; "
-            f"layers from {src})",
+            f"{observed} GEMM calls {what} {expected} expected: "
+            f"({layers} layers x {gpl} + {spec.lm_head} lm_head) x {forwards} "
+            f"forward{'s' if forwards != 1 else ''}; {src}",
             {"observed": observed, "expected": expected, "difference": diff,
              "suspects": [e["signature"] for e in extra]}))
     per_layer = _per_layer(work, calls, layers_df, slow_factor)

@@ -64,9 +64,12 @@ def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: 
     return Verdict("memory", evidence)
 
 
-def _rec(key: str, evidence: str, kernels: tuple[str, ...] = ()) -> Recommendation:
+def _rec(key: str, evidence: str, kernels: tuple[str, ...] = (),
+         mode: str = "") -> Recommendation:
     a = advice()[key]
-    return Recommendation(id=key, title=a["title"], evidence=evidence, advice=a["advice"],
+    # A card may word its advice for a phase (advice_prefill): the default speaks of decode.
+    text = a.get(f"advice_{mode}", a["advice"]) if mode else a["advice"]
+    return Recommendation(id=key, title=a["title"], evidence=evidence, advice=text,
                           kernels=kernels, bottleneck=a.get("bottleneck", ""))
 
 
@@ -83,7 +86,7 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
                              f"GPU idle {overhead_share:.0%} of the window; "
                              f"{ov.get('launch_calls_per_step') or ov['launch_calls']} launches per step, "
                              f"mean kernel {(ov['mean_kernel_ns'] or 0) / 1000:.1f} us",
-                             short_names))
+                             short_names, mode=mode))
         if ov["short_kernel_share"] >= 0.5:
             recs.append(_rec("overhead.fusion",
                              f"{ov['short_kernel_share']:.0%} of {ov['kernels']} kernels run "

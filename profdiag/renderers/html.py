@@ -93,6 +93,7 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "category_colors": CATEGORY_COLORS,
         "phase_colors": PHASE_COLORS,
+        "dev": t.device_word(data),
         "steps": [{"step": s.get("step"), "name": s.get("name"), "phase": s.get("phase"),
                    "wall_ns": s.get("wall_ns"), "gpu_busy_ns": s.get("gpu_busy_ns"),
                    "ideal_ns": s.get("ideal_ns"), "ratio": s.get("ratio")}
@@ -140,6 +141,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "categories": _category_view(data.get("categories") or {}, bd),
         "busy_categories": _busy_view(bd),
         "busy_share": bd.get("busy_share"), "window_ns": bd.get("window_ns"),
+        "dev": t.device_word(data), "forwards": kc.get("forwards"),
         "class_rows": [{**r, "color": category_color(r["category"])} for r in t.class_rows(data)],
         "overhead": data.get("overhead") or {},
         "overhead_items": t.overhead_items(data, "µs"),
@@ -157,9 +159,11 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                  "reason": roof.get("reason"), "gpu": roof.get("gpu") or {},
                  "points": len(roof.get("points") or []), "rows": roof_rows,
                  "by_phase": len(by_phase) > 1, "suspect_calls": roof.get("suspect_calls"),
-                 "calls_with_shapes": roof.get("calls_with_shapes")},
+                 "calls_with_shapes": roof.get("calls_with_shapes"),
+                 "shapes": t.shape_rows(roof.get("points"))},
         "sol": {"available": bool(sol.get("available")), "reason": sol.get("reason"),
-                "phases": sorted((sol.get("phases") or {}).items())},
+                "phases": sorted((sol.get("phases") or {}).items()),
+                "inputs": t.sol_inputs_lines(sol)},
         "phases": phases,
         "recommendations": [{"title": "", "evidence": "", "advice": "", "kernels": [],
                              "bottleneck": "", "id": "", **r}

@@ -238,7 +238,9 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
     if kc.get("layers") is not None:
         src = kc.get("layers_source") or "?"
         inf = kc.get("layers_inferred_from")
-        out.append(f"layers: {kc['layers']} (from {src}{'; ' + str(inf) if inf else ''})")
+        out.append(f"layers: {kc['layers']} ("
+                   + (f"inferred from {inf})" if src == "inferred" and inf else
+                      "inferred)" if src == "inferred" else f"from {src})"))
     if kc.get("gemms_per_layer") is not None:
         out.append(f"GEMMs per layer: {kc['gemms_per_layer']}, lm_head per forward: "
                    f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: "
@@ -273,6 +275,65 @@ def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     keys = sorted(k for k in summary if k != "overall") + (["overall"] if "overall" in summary
                                                            else [])
     return [{"class": k, **(summary[k] or {})} for k in keys if (summary[k] or {}).get("calls")]
+
+
+SHAPE_ROWS = 20  # per-shape roofline rows shown in a report (the JSON has up to 300)
+
+
+def shape_rows(points: list[dict[str, Any]] | None, limit: int = SHAPE_ROWS) -> list[dict[str, Any]]:
+    """roofline.points as report rows, by time: phase, class, op, shape text, calls, time,
+    intensity, achieved FLOP/s, efficiency (achieved / the roof at that intensity), bound."""
+    rows = []
+    for p in sorted(points or [], key=lambda r: -(r.get("time_ns") or 0))[:limit]:
+        m, k, n = p.get("m"), p.get("k"), p.get("n")
+        if p.get("op_class") == "attention":
+            shape = f"Tq {fmt_num(m)} x Tk {fmt_num(n)}, d {fmt_num(k)}"
+        else:
+            shape = f"{fmt_num(m)} x {fmt_num(k)} x {fmt_num(n)}"
+        rows.append({**p, "shape": shape})
+    return rows
+
+
+def shape_table_text(points: list[dict[str, Any]] | None, indent: str = "  ") -> list[str]:
+    rows = shape_rows(points)
+    if not rows:
+        return []
+    return ["", f"{indent}Per shape (M x K x N; median per call, top {len(rows)} by time):",
+            *table(("phase", "class", "op", "shape", "calls", "time ms", "FLOP/byte",
+                    "achieved FLOP/s", "of roof", "bound"),
+                   [(r.get("phase") or "", r.get("op_class") or "", r.get("op_name") or "",
+                     r["shape"], fmt_num(r.get("calls")), fmt_ms(r.get("time_ns")),
+                     fmt_num(r.get("intensity")), fmt_si(r.get("achieved_flops_s"), "FLOP/s"),
+                     fmt_pct(r.get("efficiency")), r.get("bound") or "") for r in rows],
+                   right=(4, 5, 6, 7, 8), indent=indent)]
+
+
+def sol_inputs_lines(sol: dict[str, Any] | None) -> list[str]:
+    """One line per phase: what the speed of light assumed, and where each input came from."""
+    out = []
+    for name, p in sorted(((sol or {}).get("phases") or {}).items()):
+        if p.get("available") is False or p.get("tokens") is None:
+            continue
+        src = p.get("sources") or {}
+        out.append(
+            f"{name}: {fmt_num(p.get('tokens'))} tokens ({fmt_num(p.get('batch'))} sequence(s) x "
+            f"{fmt_num(p.get('query_tokens'))}; from {src.get('tokens', '?')}), context "
+            f"{fmt_num(p.get('context_tokens'))} per sequence (from "
+            f"{src.get('context_tokens', '?')}), {p.get('dtype') or '?'} (from "
+            f"{src.get('dtype', '?')}), attention {p.get('attention') or '?'} "
+            f"({src.get('attention', '?')}), lm_head on {fmt_num(p.get('lm_head_tokens'))} "
+            f"token(s) ({src.get('lm_head_tokens', '?')}); {fmt_si(p.get('flops'), 'FLOP')} "
+            f"(attention {fmt_si(p.get('attention_flops'), 'FLOP')}), "
+            f"{fmt_si(p.get('bytes'), 'B')} (weights {fmt_si(p.get('weight_bytes'), 'B')}, KV read "
+            f"{fmt_si(p.get('kv_read_bytes'), 'B')}, written {fmt_si(p.get('kv_write_bytes'), 'B')})"
+            f" per step; {p.get('limit') or '?'}-limited; architecture from "
+            f"{src.get('architecture', '?')}")
+    return out
+
+
+def device_word(data: dict[str, Any]) -> str:
+    """'CPU' for a CPU-only trace (no GPU events), else 'GPU': labels say what was measured."""
+    return "CPU" if (data.get("source") or {}).get("device") == "cpu" else "GPU"
 
 
 def status_counts(data: dict[str, Any]) -> dict[str, int]:
@@ -377,7 +438,9 @@ def render(data: dict[str, Any]) -> str:
                 f"{r.get('reason', '')}" for r in kc["extra"]]
     if kc.get("per_layer"):
         slow = set(kc.get("slow_layers") or [])
-        out += ["", *table(("layer", "GPU ms", "GEMM calls", ""),
+        fw = kc.get("forwards")
+        out += ["", f"  Per layer: totals over all {fmt_num(fw) + ' ' if fw else ''}forwards",
+                *table(("layer", f"{device_word(data)} ms (total)", "GEMM calls (total)", ""),
                            [(r.get("layer"), fmt_ms(r.get("gpu_ns")), r.get("gemm_calls", ""),
                              "slow" if r.get("layer") in slow else "")
                             for r in kc["per_layer"]], right=(0, 1, 2))]
@@ -401,7 +464,8 @@ def render(data: dict[str, Any]) -> str:
     srows = steps_with_ideal(data)
     if srows:
         out += _section("Steps")
-        out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "busy", "kernels",
+        out += table(("step", "name", "phase", "wall ms", f"{device_word(data)} busy ms", "busy",
+                      "kernels",
                       "ideal ms", "x ideal"),
                      [(s.get("step", ""), s.get("name", ""), s.get("phase", ""),
                        fmt_ms(s.get("wall_ns")), fmt_ms(s.get("gpu_busy_ns")),
@@ -467,6 +531,7 @@ def _roofline_text(data: dict[str, Any]) -> list[str]:
                              fmt_pct(r.get("median_efficiency")),
                              fmt_pct(r.get("memory_bound_time_share")))
                             for r in rows], right=(1, 2, 3, 4, 5, 6, 7))]
+    out += shape_table_text(roof.get("points"))
     out += _sol_text(roof.get("speed_of_light"))
     return out
 
@@ -487,9 +552,11 @@ def _sol_text(sol: dict[str, Any] | None) -> list[str]:
                      p.get("limit", "")))
     if not rows:
         return []
-    return ["", "  Speed of light per phase:",
+    return ["", "  Speed of light per phase (median step; ideal = max(FLOPs / peak, bytes / "
+            "bandwidth)):",
             *table(("phase", "steps", "median step", "ideal", "ratio", "tokens/s",
-                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6))]
+                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6)),
+            *[f"  {line}" for line in sol_inputs_lines(sol)]]
 
 
 def _phases_text(data: dict[str, Any]) -> list[str]:
@@ -564,8 +631,12 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     o = data.get("overhead") or {}
     ost = steps["overhead"]["status"]
     if "overhead_share" in o:
-        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window (limit "
-                     f"{fmt_pct(o.get('limit'), 0)})" + (f" [{ost}]" if ost else ""))
+        per_phase = [f"{p.get('name')} {fmt_pct(p.get('overhead_share'))}"
+                     for p in data.get("phases") or [] if p.get("overhead_share") is not None]
+        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window"
+                     + (f"; per phase: {', '.join(per_phase)} (each against its own limit)"
+                        if per_phase else f" (limit {fmt_pct(o.get('limit'), 0)})")
+                     + (f" [{ost}]" if ost else ""))
     kc = data.get("kernel_counts") or {}
     cst = steps["counts"]["status"]
     lines.append(f"Kernels:     {fmt_num(kc.get('observed_gemm_calls'))} GEMM calls observed / "
