@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import engines
 from ..classify import load_rules
 from ..errors import UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config
@@ -207,10 +208,11 @@ def _steps(ctx: Context, prefill_min_m: int,
     """Per-step table (host, GPU busy and wall time) and each step's mode."""
     work = ctx.work
     st = ctx.steps
-    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels"]
+    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels",
+            "engine", *engines.STEP_COLUMNS]
     if st.empty:
         work["step"] = -1
-        return pd.DataFrame(columns=cols), []
+        return engines.typed_steps(pd.DataFrame(columns=cols)), []
     idx = assign(work["launch_ns"].to_numpy(), st["start_ns"].to_numpy(), st["end_ns"].to_numpy())
     work["step"] = idx
     rows, modes = [], []
@@ -221,7 +223,8 @@ def _steps(ctx: Context, prefill_min_m: int,
     empty = np.array([], dtype=np.int64)
     for i, s in st.iterrows():
         mask = rows_of.get(i, empty)  # positional rows of this step
-        mode = detect(work.iloc[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
+        mode = engines.step_mode(s, detect(work.iloc[mask], [s["name"]], prefill_min_m,
+                                           prefill_gemm_share))
         modes.append(mode)
         if len(mask):
             # Device-side window: from where the previous step's GPU work ended (the host
@@ -237,8 +240,8 @@ def _steps(ctx: Context, prefill_min_m: int,
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
                      "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
-                     "_w0": w0, "_w1": w1})
-    return pd.DataFrame(rows), modes
+                     **engines.composition_of(s), "_w0": w0, "_w1": w1})
+    return engines.typed_steps(pd.DataFrame(rows)), modes
 
 
 def _rows_by_step(step_of_row: np.ndarray) -> dict[int, np.ndarray]:

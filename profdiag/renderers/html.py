@@ -153,6 +153,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                       "total_ns": None, "mean_ns": None, "share": None, "note": "", **h}
                      for h in data.get("hotspots") or []],
         "step_rows": t.steps_with_ideal(data),
+        "step_comp": t.has_composition(data.get("steps") or []),
         "roof": {"present": bool(roof), "available": bool(roof.get("available")),
                  "reason": roof.get("reason"), "gpu": roof.get("gpu") or {},
                  "points": len(roof.get("points") or []), "rows": roof_rows,

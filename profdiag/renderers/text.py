@@ -266,6 +266,22 @@ def steps_with_ideal(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# The batch a step annotation states (engines.py): shown when any step has one.
+COMPOSITION_KEYS = ("prefill_tokens", "decode_tokens", "kv_tokens", "requests")
+COMPOSITION_HEADERS = ("prefill tok", "decode tok", "KV tok", "requests", "engine")
+
+
+def has_composition(rows: list[dict[str, Any]]) -> bool:
+    """True when any step row states a batch composition."""
+    return any(r.get(k) is not None for r in rows for k in COMPOSITION_KEYS)
+
+
+def composition_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """prefill/decode/KV tokens, requests and engine of one step row ('-' when unstated)."""
+    return (*(fmt_num(row.get(k)) if row.get(k) is not None else "-" for k in COMPOSITION_KEYS),
+            str(row.get("engine") or "-"))
+
+
 def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """roofline.summary per class as rows, 'overall' last."""
     if not summary:
@@ -401,14 +417,17 @@ def render(data: dict[str, Any]) -> str:
     srows = steps_with_ideal(data)
     if srows:
         out += _section("Steps")
+        comp = has_composition(srows)
         out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "busy", "kernels",
-                      "ideal ms", "x ideal"),
+                      "ideal ms", "x ideal", *(COMPOSITION_HEADERS if comp else ())),
                      [(s.get("step", ""), s.get("name", ""), s.get("phase", ""),
                        fmt_ms(s.get("wall_ns")), fmt_ms(s.get("gpu_busy_ns")),
                        fmt_pct(s["gpu_busy_ns"] / s["wall_ns"]) if s.get("wall_ns") and
                        s.get("gpu_busy_ns") is not None else "-", s.get("kernels", "-"),
-                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")))
-                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8), max_width={1: 40})
+                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")),
+                       *(composition_cells(s) if comp else ()))
+                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12),
+                     max_width={1: 40})
 
     out += _roofline_text(data)
     out += _phases_text(data)
