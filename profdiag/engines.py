@@ -38,6 +38,8 @@ FIELDS = ("prefill_tokens", "decode_tokens", "prefill_kv", "decode_kv", "prefill
           "decode_requests", "requests")
 # The composition columns a steps table carries (nullable Int64) plus engine/form.
 STEP_COLUMNS = ("prefill_tokens", "decode_tokens", "kv_tokens", "requests")
+# Also per step: tokens written to the KV cache, from the KV-write kernels' grids.
+KV_WRITTEN = "kv_written_tokens"
 _KV_PAIR = re.compile(r"(\w+)=(\d+)")
 
 
@@ -110,6 +112,37 @@ def _load(path: Path) -> tuple[Form, ...]:
 def forms(path: str | None = None) -> tuple[Form, ...]:
     """The step-annotation forms of ``rules/engines.toml`` (or ``path``), in file order."""
     return _load(Path(path) if path else rules_dir() / "engines.toml")
+
+
+@lru_cache(maxsize=4)
+def kv_write_rule(path: str | None = None) -> tuple[re.Pattern[str], tuple[str, ...], tuple[str, ...]]:
+    """(pattern, examples, not_examples) of the KV-cache write kernels ([kv_write])."""
+    file = Path(path) if path else rules_dir() / "engines.toml"
+    try:
+        kv = tomllib.loads(file.read_text(encoding="utf-8")).get("kv_write", {})
+        return (re.compile(kv["pattern"]), tuple(kv.get("examples", ())),
+                tuple(kv.get("not_examples", ())))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, re.error) as exc:
+        raise RulesError(f"cannot read [kv_write]: {exc}", str(file)) from None
+
+
+def kv_write_mask(names: pd.Series, path: str | None = None) -> np.ndarray:
+    """True for KV-cache write kernels (one regex search per distinct name)."""
+    pattern = kv_write_rule(path)[0]
+    codes, uniques = pd.factorize(names.astype(object), use_na_sentinel=True)
+    hit = np.array([bool(isinstance(u, str) and pattern.search(u)) for u in uniques] + [False])
+    return hit[codes]
+
+
+def kv_write_tokens(is_kv_write: np.ndarray, grids: pd.Series) -> int | None:
+    """Tokens one step wrote to the KV cache: grid x of its KV-write kernels (``is_kv_write``,
+    from kv_write_mask), their median over the layers; None without such kernels or grids
+    (CUDA-graph replays record none)."""
+    if not len(grids) or not is_kv_write.any():
+        return None
+    g = grids[is_kv_write].dropna().astype(str)
+    xs = [int(x) for x in (v.split(",")[0] for v in g) if x.isdigit()]
+    return int(np.median(xs)) if xs else None
 
 
 def _value(expr: Any, groups: dict[str, int]) -> int | None:
@@ -305,7 +338,7 @@ def composition_of(step: Any) -> dict[str, Any]:
 
 def typed_steps(df: pd.DataFrame) -> pd.DataFrame:
     """The composition columns of a steps table as nullable Int64 (engine as object)."""
-    for c in STEP_COLUMNS:
+    for c in (*STEP_COLUMNS, KV_WRITTEN):
         if c not in df.columns:
             df[c] = None
         df[c] = pd.array([_int_or_none(v) for v in df[c].tolist()], dtype="Int64")
@@ -327,7 +360,7 @@ def describe(step: Any) -> str:
     elif d is not None:
         parts.append(f"{d} decode tokens")
     if c["requests"] is not None:
-        parts.append(f"{c['requests']} requests")
+        parts.append(f"{c['requests']} request{'' if c['requests'] == 1 else 's'}")
     if c["kv_tokens"] is not None:
         parts.append(f"{c['kv_tokens']} KV tokens read")
     name = str(step.get("name", "")) if hasattr(step, "get") else ""

@@ -184,3 +184,38 @@ def test_shared_engine_samples(sample, want):
         assert s[k] == v, k
     assert d.mode.value == want["phase"]  # one step: the trace's mode is the step's
     assert d.mode.evidence[0].startswith(f"{want['engine']} annotation")
+
+
+def test_kv_write_rule_examples():
+    pattern, examples, not_examples = engines.kv_write_rule()
+    assert examples and not_examples
+    assert all(pattern.search(n) for n in examples)
+    assert not any(pattern.search(n) for n in not_examples)
+
+
+def test_kv_written_tokens_from_the_kv_write_grids():
+    names = pd.Series(["void vllm::reshape_and_cache_flash_kernel<__nv_bfloat16, float>(x)"] * 3
+                      + ["Cijk_Alik_Bljk_BBS_BH_MT64x32x64"])
+    grids = pd.Series(["888,1,1", "888,1,1", "890,1,1", "4096,1,1"])
+    mask = engines.kv_write_mask(names)
+    assert mask.tolist() == [True, True, True, False]
+    assert engines.kv_write_tokens(mask, grids) == 888  # median over the layers
+    assert engines.kv_write_tokens(mask, pd.Series([None] * 4)) is None  # graph replay: no grid
+
+
+def test_vllm_v1_without_annotations_steps_by_execute_model(tmp_path):
+    import profdiag
+
+    p = _synthetic(tmp_path, "vllm/v1/worker/gpu_model_runner.py(3380): execute_model")
+    doc = json.loads(gzip.decompress(p.read_bytes()))
+    doc["traceEvents"][0]["cat"] = "python_function"  # as vLLM records it (with_stack=True)
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    d = profdiag.diagnose(profdiag.load(p))
+    assert list(d.steps["engine"]) == ["vllm"] and d.steps["kernels"].tolist() == [3]
+
+
+def test_b200_kv_writes_match_the_annotation():
+    d = diagnosed(str(shared_or_skip(*TRACELENS, "b200_eager_trace.json.gz")))
+    s = d.steps.iloc[0]
+    # 36 reshape_and_cache_flash_kernel launches (one per layer), grid x = 888 tokens each
+    assert s["kv_written_tokens"] == s["prefill_tokens"] + s["decode_tokens"] == 888

@@ -209,7 +209,7 @@ def _steps(ctx: Context, prefill_min_m: int,
     work = ctx.work
     st = ctx.steps
     cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels",
-            "engine", *engines.STEP_COLUMNS]
+            "engine", *engines.STEP_COLUMNS, engines.KV_WRITTEN]
     if st.empty:
         work["step"] = -1
         return engines.typed_steps(pd.DataFrame(columns=cols)), []
@@ -220,6 +220,7 @@ def _steps(ctx: Context, prefill_min_m: int,
     starts = work["start_ns"].to_numpy()
     prev_gpu_end: int | None = None
     rows_of = _rows_by_step(idx)
+    kv_write = engines.kv_write_mask(work["name"])
     empty = np.array([], dtype=np.int64)
     for i, s in st.iterrows():
         mask = rows_of.get(i, empty)  # positional rows of this step
@@ -240,7 +241,10 @@ def _steps(ctx: Context, prefill_min_m: int,
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
                      "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
-                     **engines.composition_of(s), "_w0": w0, "_w1": w1})
+                     **engines.composition_of(s),
+                     engines.KV_WRITTEN: engines.kv_write_tokens(kv_write[mask],
+                                                                 work["grid"].iloc[mask]),
+                     "_w0": w0, "_w1": w1})
     return engines.typed_steps(pd.DataFrame(rows)), modes
 
 
