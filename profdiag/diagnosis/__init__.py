@@ -17,7 +17,7 @@ from .. import engines
 from ..classify import load_rules
 from ..errors import UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config
-from ..trace import Trace
+from ..trace import Trace, device_label
 from . import counts as counts_mod
 from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
@@ -136,6 +136,11 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                            hot.to_dict("records"), shapes.median_m, main.overhead_share,
                            main.mode.value)
 
+    dev_info, dev_found = (None, "none") if ctx.cpu_only else trace.meta.device_info(ctx.device)
+    if dev_found == "same-model" and dev_info is not None:
+        ctx.notes.append(f"the kernels ran on device {_int_or_none(ctx.device)}, which the trace's "
+                         f"device list ({', '.join(str(d.index) for d in trace.meta.devices)}) "
+                         f"does not name; all listed GPUs are {dev_info.name}")
     warnings = list(trace.meta.warnings) + ctx.notes
     if ctx.cpu_only:
         warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
@@ -155,7 +160,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                             "(GPU-only capture?): shapes are unavailable for the rest")
     diag = Diagnosis(
         source={"format": trace.meta.format, "path": trace.meta.path,
-                "device": trace.meta.device_name or ("cpu" if ctx.cpu_only else ""),
+                "device": "cpu" if ctx.cpu_only else device_label(dev_info),
                 "device_index": None if ctx.cpu_only else _int_or_none(ctx.device),
                 "options": _jsonable(trace.meta.options), "salvaged": trace.meta.salvaged},
         mode=mode, bottleneck=verdict, breakdown=overall_bd, checks=checks, kernel_counts=kc,
