@@ -55,14 +55,17 @@ def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: i
 def run(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
         gemms_per_layer: int | None = None, lm_head: int | None = None,
         rules: Sequence[str | Path] = (), use_manifest: bool = True, hta: bool = False,
-        gpu: str | None = None, gpu_spec: str | Path | None = None) -> Diagnosis:
-    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files."""
+        gpu: str | None = None, gpu_spec: str | Path | None = None,
+        shapes_from: str | Path | None = None) -> Diagnosis:
+    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files; ``shapes_from`` is an
+    eager or graph-capture trace of the same model whose GEMM shapes fill in a replay's."""
     is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
     kernel_rules = [p for p in rules if is_rule_file[str(p)]]
     threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
     limits = thresholds(threshold_files)
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
+    recovered = _recover_shapes(ctx, shapes_from) if shapes_from is not None else 0
     ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
     prefill_min_m = int(mode_cfg["prefill_min_m"])
@@ -149,8 +152,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         linked_share = float(work["op_name"].notna().mean())
         if graph_share > 0.5:
             warnings.append(f"{graph_share:.0%} of GPU work was replayed from CUDA-graph/HIP-graph "
-                            "launches: no CPU op links, so shapes are unavailable and "
-                            "classification used kernel names")
+                            "launches: no CPU op links, so classification used kernel names and "
+                            + ("GEMM shapes come from --shapes-from (see the note above)"
+                               if recovered else "shapes are unavailable (--shapes-from an "
+                               "eager or capture trace of the same model recovers them)"))
         elif trace.meta.format != "torch":
             warnings.append(f"{trace.meta.format} traces carry no framework ops or shapes: "
                             "classification used kernel names, and GEMM shapes (mode evidence, "
@@ -177,6 +182,25 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         diag.extras["hta"] = hta_figures(trace)
     _attach_roofline(diag, ctx, gpu, gpu_spec)
     return diag
+
+
+def _recover_shapes(ctx: Context, shapes_from: str | Path) -> int:
+    """Fill the shapeless GEMM/attention kernels from a reference trace; kernels matched."""
+    from .. import shapes_from as shapes_mod
+
+    if ctx.cpu_only:
+        return 0
+    batch = None
+    if len(ctx.steps) and "prefill_tokens" in ctx.steps.columns:
+        tok = (ctx.steps["prefill_tokens"].fillna(0) + ctx.steps["decode_tokens"].fillna(0))
+        batch = int(tok.iloc[0]) if int(tok.iloc[0]) > 0 else None
+    ref = shapes_mod.reference(shapes_from, batch)
+    ctx.work, applied = shapes_mod.apply(ctx.work, ref)
+    ctx.notes.extend(ref.notes)
+    ctx.notes.append(applied.note(ref) if applied.kernels else
+                     f"--shapes-from {Path(str(shapes_from)).name}: every GEMM/attention kernel "
+                     "already has shapes; nothing taken from it")
+    return applied.matched
 
 
 def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,

@@ -60,7 +60,8 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
     }
     if table.empty:
         out["reason"] = ("no GEMM/attention call carries shapes (capture with record_shapes=True; "
-                         "CUDA-graph replays and nsys/rocprof traces have none)")
+                         "CUDA-graph replays and nsys/rocprof traces have none: --shapes-from an "
+                         "eager or capture trace of the same model recovers a replay's)")
     out["summary"] = roofline.summarise(table)
     out["by_phase"] = {p: roofline.summarise(g)
                        for p, g in table.groupby("phase")} if len(table) else {}
