@@ -289,8 +289,8 @@ def find_steps(annotations: pd.DataFrame, tiers: tuple[int, ...] = (1, 2),
         e = s + d
         if s < cur_end:  # nested inside the previous step
             continue
-        inside = (h_start >= s) & (h_end <= e)
-        nested = [x for x, ok in zip(h_comp, inside) if ok and x is not c]
+        lo, hi = np.searchsorted(h_start, s, "left"), np.searchsorted(h_start, e, "right")
+        nested = [h_comp[j] for j in range(lo, hi) if h_end[j] <= e and h_comp[j] is not c]
         m = merge(c, nested)
         rows.append({"step": len(rows), "name": n, "start_ns": int(s), "end_ns": int(e),
                      "engine": m.engine, "annotated_mode": m.mode,

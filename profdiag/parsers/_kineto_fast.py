@@ -276,8 +276,10 @@ class Extractor:
     # fast path: typed Structs
     def add_structs(self, events: list[_Event]) -> None:
         code_by_cat = _CODE_BY_CAT
-        sel = [e for e in events if e.ph == "X" and (e.cat in code_by_cat
-                                                     or _py_step(e.cat, e.name))]
+        suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
+        sel = [e for e in events if e.ph == "X" and (
+            e.cat in code_by_cat or (e.cat == "python_function" and type(e.name) is str
+                                     and e.name.endswith(suffix)))]
         self.cols.events += len(events)
         if not sel:
             return
