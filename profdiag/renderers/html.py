@@ -23,7 +23,7 @@ CATEGORY_COLORS = {
     "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
 }
 PHASE_COLORS = {"prefill": "#7b5ea7", "decode": "#c0912b", "all": "#5f6b7a",
-                "unknown": "#5f6b7a", "mixed": "#5f6b7a"}
+                "unknown": "#5f6b7a", "mixed": "#3d8a7a"}
 CHART_DATA_ID = "profdiag-chart-data"
 NAME_CHARS = 90  # hotspot names longer than this are shortened in the table (full in title)
 
