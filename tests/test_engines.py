@@ -219,3 +219,14 @@ def test_b200_kv_writes_match_the_annotation():
     s = d.steps.iloc[0]
     # 36 reshape_and_cache_flash_kernel launches (one per layer), grid x = 888 tokens each
     assert s["kv_written_tokens"] == s["prefill_tokens"] + s["decode_tokens"] == 888
+
+
+def test_own_capture_steps_name_profdiag_and_state_no_batch():
+    from tests.helpers import EAGER
+
+    d = diagnosed(str(EAGER))
+    assert set(d.steps["engine"]) == {"profdiag"}
+    assert d.steps["prefill_tokens"].isna().all() and d.steps["requests"].isna().all()
+    assert list(d.steps["phase"]) == ["decode"] * 8  # from decode_step_N, as before
+    rows = d.to_dict()["steps"]
+    assert rows[0]["engine"] == "profdiag" and rows[0]["kv_tokens"] is None
