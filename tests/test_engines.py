@@ -230,3 +230,15 @@ def test_own_capture_steps_name_profdiag_and_state_no_batch():
     assert list(d.steps["phase"]) == ["decode"] * 8  # from decode_step_N, as before
     rows = d.to_dict()["steps"]
     assert rows[0]["engine"] == "profdiag" and rows[0]["kv_tokens"] is None
+
+
+def test_summary_states_the_batch():
+    from profdiag.renderers.text import batch_line, summary
+
+    data = diagnosed(str(ENGINES / "sglang_Qwen3-8B_decode.json.gz")).to_dict()
+    assert ("Batch:       1 sglang step: 0 prefill + 32 decode tokens, 32 requests, "
+            "32785 KV tokens read") in summary(data).splitlines()
+    two = [{"engine": "vllm", "prefill_tokens": 0, "decode_tokens": d, "requests": d,
+            "kv_tokens": None} for d in (30, 32, 64)]
+    assert batch_line(two) == "3 vllm steps, median per step: 0 prefill + 32 decode tokens, 32 requests"
+    assert batch_line([{"engine": "profdiag", "prefill_tokens": None}]) == ""

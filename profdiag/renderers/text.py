@@ -282,6 +282,32 @@ def composition_cells(row: dict[str, Any]) -> tuple[str, ...]:
             str(row.get("engine") or "-"))
 
 
+def batch_line(steps: list[dict[str, Any]]) -> str:
+    """What the step annotations say the batch was: one step's figures, else medians."""
+    rows = [r for r in steps if any(r.get(k) is not None for k in COMPOSITION_KEYS)]
+    if not rows:
+        return ""
+
+    def med(key: str) -> int | None:
+        vals = sorted(int(r[key]) for r in rows if r.get(key) is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    engines = sorted({str(r.get("engine")) for r in rows if r.get("engine")})
+    n = len(rows)
+    head = f"{n} {'/'.join(engines) or 'annotated'} step{'' if n == 1 else 's'}"
+    head += ": " if n == 1 else ", median per step: "
+    p, d, req, kv = med("prefill_tokens"), med("decode_tokens"), med("requests"), med("kv_tokens")
+    parts = []
+    if p is not None or d is not None:
+        parts.append(" + ".join(f"{v} {k}" for v, k in ((p, "prefill"), (d, "decode"))
+                                if v is not None) + " tokens")
+    if req is not None:
+        parts.append(f"{req} request{'' if req == 1 else 's'}")
+    if kv is not None:
+        parts.append(f"{kv} KV tokens read")
+    return head + ", ".join(parts)
+
+
 def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """roofline.summary per class as rows, 'overall' last."""
     if not summary:
@@ -572,6 +598,9 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     lines = [f"profdiag: {path} ({src.get('format', '?')}, {device})"]
     lines.append(f"Mode:        {mode.get('value', 'unknown')} "
                  f"(confidence {fmt_num(mode.get('confidence'))})")
+    batch = batch_line(data.get("steps") or [])
+    if batch:
+        lines.append(truncate(f"Batch:       {batch}", width))
     ev = (bott.get("evidence") or [""])[0]
     lines.append(f"Bottleneck:  {bott.get('value', 'unknown')}" + (f": {ev}" if ev else ""))
     shares = data.get("categories") or {}
