@@ -58,6 +58,7 @@ class Composition:
     decode_requests: int | None = None
     tier: int = 1
     ambiguous_engine: bool = False
+    dummy: bool = False  # a dummy forward (graph capture), not a served step
 
     def to_row(self) -> dict[str, Any]:
         return {"engine": self.engine, "prefill_tokens": self.prefill_tokens,
@@ -74,6 +75,7 @@ class Form:
     keyvalues: bool = False
     mode: str | None = None
     ambiguous_engine: bool = False
+    dummy: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
     examples: tuple[dict[str, Any], ...] = ()
     source: str = ""
@@ -99,6 +101,7 @@ def _load(path: Path) -> tuple[Form, ...]:
             forms.append(Form(id=str(f["id"]), engine=str(f["engine"]), tier=int(f["tier"]),
                               pattern=pattern, keyvalues=bool(f.get("keyvalues", False)),
                               mode=mode, ambiguous_engine=bool(f.get("ambiguous_engine", False)),
+                              dummy=bool(f.get("dummy", False)),
                               fields=fields, examples=tuple(f.get("example", [])),
                               source=str(f.get("source", ""))))
         except KeyError as exc:
@@ -211,7 +214,7 @@ def _compose(form: Form, m: re.Match[str], name: str) -> Composition:
                        kv_tokens=kv, requests=c["requests"],
                        prefill_requests=c["prefill_requests"],
                        decode_requests=c["decode_requests"], tier=form.tier,
-                       ambiguous_engine=form.ambiguous_engine)
+                       ambiguous_engine=form.ambiguous_engine, dummy=form.dummy)
 
 
 def parse(name: str, path: str | None = None) -> Composition | None:
@@ -278,6 +281,9 @@ def find_steps(annotations: pd.DataFrame, tiers: tuple[int, ...] = (1, 2),
     best = present[0]
     ann = annotations.assign(_comp=comps.to_numpy(), _tier=tier)
     cand = ann[ann["_tier"] == best].sort_values("start_ns", kind="stable")
+    served = ~cand["_comp"].map(lambda x: x.dummy).to_numpy(dtype=bool)
+    if served.any():  # graph captures are steps only in a capture-only trace
+        cand = cand[served]
     helpers = ann[ann["_tier"] == 1].sort_values("start_ns", kind="stable")
     h_start = helpers["start_ns"].to_numpy()
     h_end = (helpers["start_ns"] + helpers["dur_ns"]).to_numpy()

@@ -242,3 +242,10 @@ def test_summary_states_the_batch():
             "kv_tokens": None} for d in (30, 32, 64)]
     assert batch_line(two) == "3 vllm steps, median per step: 0 prefill + 32 decode tokens, 32 requests"
     assert batch_line([{"engine": "profdiag", "prefill_tokens": None}]) == ""
+
+
+def test_graph_captures_are_steps_only_without_served_steps():
+    both = _ann([("capture_32_DECODE", 0, 100), ("step[DECODE bs=32]", 200, 50)])
+    assert list(engines.find_steps(both)["name"]) == ["step[DECODE bs=32]"]
+    only = _ann([("capture_32_DECODE", 0, 100), ("capture_16_DECODE", 200, 50)])
+    assert list(engines.find_steps(only)["engine"]) == ["cudagraph-capture"] * 2
