@@ -148,11 +148,12 @@ def test_extra_gemm_capture_is_the_count_contributor(tmp_path):
         traces[extra] = res.trace
     cmp = _attribution(traces[False], traces[True])
     (p,) = cmp["attribution"]["phases"]
-    counts = [r for r in p["rows"] if r["kind"] == "count"]
-    # one redundant hidden x hidden projection per layer: 2 layers -> 2 more calls per step
-    assert counts and counts[0]["what"].startswith("aten::mm [[1,128],[128,128]]")
-    assert counts[0]["what"].endswith("8 -> 10 calls per decode step")
-    assert counts[0]["delta_ns"] > 0
+    # one redundant hidden x hidden projection per layer: 2 layers -> 2 more calls per step,
+    # and no other signature changes its call count (CPU times are noisy; counts are not)
+    changed = [r for r in p["rows"] if r["kind"] == "count" and " -> " in r["what"]]
+    assert [r["what"] for r in changed] == [
+        "aten::mm [[1,128],[128,128]]: 8 -> 10 calls per decode step"], p["rows"]
+    assert changed[0]["delta_ns"] > 0
     assert sum(r["delta_ns"] for r in p["rows"]) == pytest.approx(p["delta_ns"], rel=1e-6)
 
 

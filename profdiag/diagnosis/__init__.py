@@ -14,10 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import engines
 from ..classify import load_rules
 from ..errors import UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
-from ..trace import Trace
+from ..trace import Trace, device_label
 from . import counts as counts_mod
 from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
@@ -60,14 +61,17 @@ def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: i
 def run(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
         gemms_per_layer: int | None = None, lm_head: int | None = None,
         rules: Sequence[str | Path] = (), use_manifest: bool = True, hta: bool = False,
-        gpu: str | None = None, gpu_spec: str | Path | None = None) -> Diagnosis:
-    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files."""
+        gpu: str | None = None, gpu_spec: str | Path | None = None,
+        shapes_from: str | Path | None = None) -> Diagnosis:
+    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files; ``shapes_from`` is an
+    eager or graph-capture trace of the same model whose GEMM shapes fill in a replay's."""
     is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
     kernel_rules = [p for p in rules if is_rule_file[str(p)]]
     threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
     limits = thresholds(threshold_files)
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
+    recovered = _recover_shapes(ctx, shapes_from) if shapes_from is not None else 0
     ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
     prefill_min_m = int(mode_cfg["prefill_min_m"])
@@ -144,6 +148,11 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                            hot.to_dict("records"), shapes.median_m, main.overhead_share,
                            main.mode.value)
 
+    dev_info, dev_found = (None, "none") if ctx.cpu_only else trace.meta.device_info(ctx.device)
+    if dev_found == "same-model" and dev_info is not None:
+        ctx.notes.append(f"the kernels ran on device {_int_or_none(ctx.device)}, which the trace's "
+                         f"device list ({', '.join(str(d.index) for d in trace.meta.devices)}) "
+                         f"does not name; all listed GPUs are {dev_info.name}")
     warnings = list(trace.meta.warnings) + ctx.notes
     if ctx.cpu_only:
         warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
@@ -152,8 +161,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         linked_share = float(work["op_name"].notna().mean())
         if graph_share > 0.5:
             warnings.append(f"{graph_share:.0%} of GPU work was replayed from CUDA-graph/HIP-graph "
-                            "launches: no CPU op links, so shapes are unavailable and "
-                            "classification used kernel names")
+                            "launches: no CPU op links, so classification used kernel names and "
+                            + ("GEMM shapes come from --shapes-from (see the note above)"
+                               if recovered else "shapes are unavailable (--shapes-from an "
+                               "eager or capture trace of the same model recovers them)"))
         elif trace.meta.format != "torch":
             warnings.append(f"{trace.meta.format} traces carry no framework ops or shapes: "
                             "classification used kernel names, and GEMM shapes (mode evidence, "
@@ -163,7 +174,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                             "(GPU-only capture?): shapes are unavailable for the rest")
     diag = Diagnosis(
         source={"format": trace.meta.format, "path": trace.meta.path,
-                "device": trace.meta.device_name or ("cpu" if ctx.cpu_only else ""),
+                "device": "cpu" if ctx.cpu_only else device_label(dev_info),
                 "device_index": None if ctx.cpu_only else _int_or_none(ctx.device),
                 "options": _jsonable(trace.meta.options), "salvaged": trace.meta.salvaged},
         mode=mode, bottleneck=verdict, breakdown=overall_bd, checks=checks, kernel_counts=kc,
@@ -213,6 +224,25 @@ def _cpu_wording(diag: Diagnosis) -> None:
                             for r in diag.recommendations]
 
 
+def _recover_shapes(ctx: Context, shapes_from: str | Path) -> int:
+    """Fill the shapeless GEMM/attention kernels from a reference trace; kernels matched."""
+    from .. import shapes_from as shapes_mod
+
+    if ctx.cpu_only:
+        return 0
+    batch = None
+    if len(ctx.steps) and "prefill_tokens" in ctx.steps.columns:
+        tok = (ctx.steps["prefill_tokens"].fillna(0) + ctx.steps["decode_tokens"].fillna(0))
+        batch = int(tok.iloc[0]) if int(tok.iloc[0]) > 0 else None
+    ref = shapes_mod.reference(shapes_from, batch)
+    ctx.work, applied = shapes_mod.apply(ctx.work, ref)
+    ctx.notes.extend(ref.notes)
+    ctx.notes.append(applied.note(ref) if applied.kernels else
+                     f"--shapes-from {Path(str(shapes_from)).name}: every GEMM/attention kernel "
+                     "already has shapes; nothing taken from it")
+    return applied.matched
+
+
 def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,
                      gpu_spec: str | Path | None) -> None:
     from .roofline_step import roofline_section
@@ -247,10 +277,11 @@ def _steps(ctx: Context, prefill_min_m: int,
     """Per-step table (host, GPU busy and wall time) and each step's mode."""
     work = ctx.work
     st = ctx.steps
-    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels"]
+    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels",
+            "engine", *engines.STEP_COLUMNS, engines.KV_WRITTEN]
     if st.empty:
         work["step"] = -1
-        return pd.DataFrame(columns=cols), []
+        return engines.typed_steps(pd.DataFrame(columns=cols)), []
     idx = assign(work["launch_ns"].to_numpy(), st["start_ns"].to_numpy(), st["end_ns"].to_numpy())
     work["step"] = idx
     rows, modes = [], []
@@ -258,10 +289,12 @@ def _steps(ctx: Context, prefill_min_m: int,
     starts = work["start_ns"].to_numpy()
     prev_gpu_end: int | None = None
     rows_of = _rows_by_step(idx)
+    kv_write = engines.kv_write_mask(work["name"])
     empty = np.array([], dtype=np.int64)
     for i, s in st.iterrows():
         mask = rows_of.get(i, empty)  # positional rows of this step
-        mode = detect(work.iloc[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
+        mode = engines.step_mode(s, detect(work.iloc[mask], [s["name"]], prefill_min_m,
+                                           prefill_gemm_share))
         modes.append(mode)
         if len(mask):
             # Device-side window: from where the previous step's GPU work ended (the host
@@ -277,8 +310,11 @@ def _steps(ctx: Context, prefill_min_m: int,
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
                      "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
+                     **engines.composition_of(s),
+                     engines.KV_WRITTEN: engines.kv_write_tokens(kv_write[mask],
+                                                                 work["grid"].iloc[mask]),
                      "_w0": w0, "_w1": w1})
-    return pd.DataFrame(rows), modes
+    return engines.typed_steps(pd.DataFrame(rows)), modes
 
 
 def _rows_by_step(step_of_row: np.ndarray) -> dict[int, np.ndarray]:

@@ -119,7 +119,9 @@ class Diagnosis:
     hotspots: pd.DataFrame  # name, class, category, calls, total_ns, mean_ns, share, note
     recommendations: list[Recommendation]
     phases: list[Phase]
-    steps: pd.DataFrame  # step, phase, start_ns, host_ns, gpu_busy_ns, wall_ns
+    # step, name, phase, start_ns, host_ns, gpu_busy_ns, wall_ns, kernels, engine and the
+    # stated batch: prefill_tokens, decode_tokens, kv_tokens, requests (Int64, <NA> unstated)
+    steps: pd.DataFrame
     overhead: dict[str, Any]
     warnings: list[str]
     model: dict[str, Any]
@@ -157,7 +159,8 @@ class Diagnosis:
             for r in hot.to_dict("records")
         ]
         steps = [
-            {k: (int(v) if isinstance(v, (int, float)) and k != "phase" and v == v else v)
+            {k: (None if v is pd.NA or v is None else
+                 int(v) if isinstance(v, (int, float)) and k != "phase" and v == v else v)
              for k, v in r.items()}
             for r in self.steps.to_dict("records")
         ]

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .. import hardware, roofline
 from ..errors import RulesError
+from ..trace import device_label
 from .context import Context
 from .model import Diagnosis
 
@@ -19,7 +20,7 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
     """JSON-ready roofline figures; {'available': False, 'reason': ...} when it cannot apply."""
     if ctx.cpu_only:
         return {"available": False, "reason": "CPU trace: no GPU roofline"}
-    dev = ctx.trace.meta.devices[0] if ctx.trace.meta.devices else None
+    dev = ctx.trace.meta.device_info(ctx.device)[0]  # the GPU the kernels ran on
     try:
         spec = hardware.resolve(gpu, gpu_spec, dev.name if dev else None,
                                 sm_count=dev.sm_count if dev else None,
@@ -28,7 +29,7 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
         raise
     if spec is None:
         return {"available": False,
-                "reason": f"GPU {dev.name if dev else '(unnamed)'!r} is not in the hardware "
+                "reason": f"GPU {device_label(dev) or '(unnamed)'!r} is not in the hardware "
                           "table; pass --gpu NAME or --gpu-spec FILE"}
     work = ctx.work
     phase_of_step = dict(zip(diag.steps["step"], diag.steps["phase"])) if len(diag.steps) else {}
@@ -53,7 +54,8 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
     }
     if table.empty:
         out["reason"] = ("no GEMM/attention call carries shapes (capture with record_shapes=True; "
-                         "CUDA-graph replays and nsys/rocprof traces have none)")
+                         "CUDA-graph replays and nsys/rocprof traces have none: --shapes-from an "
+                         "eager or capture trace of the same model recovers a replay's)")
     out["summary"] = roofline.summarise(table)
     out["by_phase"] = {p: roofline.summarise(g)
                        for p, g in table.groupby("phase")} if len(table) else {}

@@ -23,7 +23,7 @@ CATEGORY_COLORS = {
     "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
 }
 PHASE_COLORS = {"prefill": "#7b5ea7", "decode": "#c0912b", "all": "#5f6b7a",
-                "unknown": "#5f6b7a", "mixed": "#5f6b7a"}
+                "unknown": "#5f6b7a", "mixed": "#3d8a7a"}
 CHART_DATA_ID = "profdiag-chart-data"
 NAME_CHARS = 90  # hotspot names longer than this are shortened in the table (full in title)
 
@@ -155,6 +155,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                       "total_ns": None, "mean_ns": None, "share": None, "note": "", **h}
                      for h in data.get("hotspots") or []],
         "step_rows": t.steps_with_ideal(data),
+        "step_comp": t.has_composition(data.get("steps") or []),
         "roof": {"present": bool(roof), "available": bool(roof.get("available")),
                  "reason": roof.get("reason"), "gpu": roof.get("gpu") or {},
                  "points": len(roof.get("points") or []), "rows": roof_rows,

@@ -147,13 +147,15 @@ def render(data: dict[str, Any]) -> str:
     srows = t.steps_with_ideal(data)
     if srows:
         section("Steps")
+        comp = t.has_composition(srows)
         out += table(("step", "name", "phase", "wall ms", f"{t.device_word(data)} busy ms",
-                      "kernels", "ideal ms",
-                      "× ideal"),
+                      "kernels", "ideal ms", "× ideal", *(t.COMPOSITION_HEADERS if comp else ())),
                      [(s.get("step", ""), esc(s.get("name", "")), esc(s.get("phase", "")),
                        t.fmt_ms(s.get("wall_ns")), t.fmt_ms(s.get("gpu_busy_ns")),
                        t.fmt_num(s.get("kernels")), t.fmt_ms(s.get("ideal_ns")),
-                       t.fmt_num(s.get("ratio"))) for s in srows], right=(0, 3, 4, 5, 6, 7))
+                       t.fmt_num(s.get("ratio")),
+                       *((esc(c) for c in t.composition_cells(s)) if comp else ()))
+                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8, 9, 10, 11))
 
     out += _roofline(data)
     out += _phases(data)

@@ -268,6 +268,48 @@ def steps_with_ideal(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# The batch a step annotation states (engines.py): shown when any step has one.
+COMPOSITION_KEYS = ("prefill_tokens", "decode_tokens", "kv_tokens", "requests")
+COMPOSITION_HEADERS = ("prefill tok", "decode tok", "KV tok", "requests", "engine")
+
+
+def has_composition(rows: list[dict[str, Any]]) -> bool:
+    """True when any step row states a batch composition."""
+    return any(r.get(k) is not None for r in rows for k in COMPOSITION_KEYS)
+
+
+def composition_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """prefill/decode/KV tokens, requests and engine of one step row ('-' when unstated)."""
+    return (*(fmt_num(row.get(k)) if row.get(k) is not None else "-" for k in COMPOSITION_KEYS),
+            str(row.get("engine") or "-"))
+
+
+def batch_line(steps: list[dict[str, Any]]) -> str:
+    """What the step annotations say the batch was: one step's figures, else medians."""
+    rows = [r for r in steps if any(r.get(k) is not None for k in COMPOSITION_KEYS)]
+    if not rows:
+        return ""
+
+    def med(key: str) -> int | None:
+        vals = sorted(int(r[key]) for r in rows if r.get(key) is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    engines = sorted({str(r.get("engine")) for r in rows if r.get("engine")})
+    n = len(rows)
+    head = f"{n} {'/'.join(engines) or 'annotated'} step{'' if n == 1 else 's'}"
+    head += ": " if n == 1 else ", median per step: "
+    p, d, req, kv = med("prefill_tokens"), med("decode_tokens"), med("requests"), med("kv_tokens")
+    parts = []
+    if p is not None or d is not None:
+        parts.append(" + ".join(f"{v} {k}" for v, k in ((p, "prefill"), (d, "decode"))
+                                if v is not None) + " tokens")
+    if req is not None:
+        parts.append(f"{req} request{'' if req == 1 else 's'}")
+    if kv is not None:
+        parts.append(f"{kv} KV tokens read")
+    return head + ", ".join(parts)
+
+
 def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """roofline.summary per class as rows, 'overall' last."""
     if not summary:
@@ -464,15 +506,17 @@ def render(data: dict[str, Any]) -> str:
     srows = steps_with_ideal(data)
     if srows:
         out += _section("Steps")
+        comp = has_composition(srows)
         out += table(("step", "name", "phase", "wall ms", f"{device_word(data)} busy ms", "busy",
-                      "kernels",
-                      "ideal ms", "x ideal"),
+                      "kernels", "ideal ms", "x ideal", *(COMPOSITION_HEADERS if comp else ())),
                      [(s.get("step", ""), s.get("name", ""), s.get("phase", ""),
                        fmt_ms(s.get("wall_ns")), fmt_ms(s.get("gpu_busy_ns")),
                        fmt_pct(s["gpu_busy_ns"] / s["wall_ns"]) if s.get("wall_ns") and
                        s.get("gpu_busy_ns") is not None else "-", s.get("kernels", "-"),
-                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")))
-                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8), max_width={1: 40})
+                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")),
+                       *(composition_cells(s) if comp else ()))
+                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12),
+                     max_width={1: 40})
 
     out += _roofline_text(data)
     out += _phases_text(data)
@@ -620,6 +664,9 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     lines = [f"profdiag: {path} ({src.get('format', '?')}, {device})"]
     lines.append(f"Mode:        {mode.get('value', 'unknown')} "
                  f"(confidence {fmt_num(mode.get('confidence'))})")
+    batch = batch_line(data.get("steps") or [])
+    if batch:
+        lines.append(truncate(f"Batch:       {batch}", width))
     ev = (bott.get("evidence") or [""])[0]
     lines.append(f"Bottleneck:  {bott.get('value', 'unknown')}" + (f": {ev}" if ev else ""))
     shares = data.get("categories") or {}
