@@ -73,6 +73,8 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
         fwd_list = [(-1, phases_of[0] if len(phases_of) == 1 else "all")]
     st = structure_mod.analyse(calls, anc, spec, fwd_list) if len(anc) else {}
     checks: list[Check] = []
+    if st and len(layers_df):
+        st["layer_ranges"] = int(layers_df["layer"].max()) + 1
     result = (_count_from_structure(calls, st, spec, steps, has_steps, gemms_per_layer)
               if st else _count_from_spec(calls, work, layers_df, spec, steps, gemms_per_layer))
     result["observed_gemm_calls"] = observed
@@ -192,6 +194,15 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
                           f"implies {_per_fwd(e, fw):g}"
                           + (f" ({info['role']})" if str(info.get("role", "")).startswith("extra")
                              else "")})
+    obs_gpl = main["gemms_per_layer"]
+    if fixed_gpl and obs_gpl > fixed_gpl and not extra:
+        # Fewer given than the structure runs: which projection is redundant is a question for
+        # the model code; list the per-layer groups.
+        per_layer = {g["signature"] for v in layouts.values() for g in v["gemms"]}
+        extra = [{**r, "reason": f"the trace runs {obs_gpl} GEMMs per layer ("
+                  f"{summ['description']}) where {fixed_gpl} were given: compare this "
+                  "per-layer group with the architecture"}
+                 for r in by_shape if r["signature"] in per_layer][:obs_gpl]
     if outside > 0:
         extra.append({"signature": "(outside any step)", "kernel": "", "phase": "",
                       "calls": outside, "calls_per_forward": None, "reason":
@@ -203,20 +214,24 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
                      "gemm_calls_per_forward": _per_fwd(v["observed"], v["forwards"]),
                      "layers": v["layers"].most_common(1)[0][0]} for k, v in phases.items()}
     how = _how(per_phase, gpl, lm_head, summ, fixed_gpl is not None)
+    how += f"; layers {'from ' + spec.source if spec.layers == layers_per_fwd else 'inferred'}"
     notes = _config_notes(spec, summ, layers_per_fwd, gpl, fixed_gpl is not None)
     if notes:
         how += "; " + "; ".join(notes)
     return {
         "expected_gemm_calls": expected,
         "layers": layers_per_fwd,
-        "layers_source": "trace",
-        "layers_inferred_from": "one attention/mixer call per layer per forward",
+        # The config/manifest is named as the source when the trace agrees with it.
+        "layers_source": (spec.source if spec.layers == layers_per_fwd and spec.source in
+                          ("config", "manifest", "cli") else "inferred"),
+        "layers_inferred_from": _anchor_how(st, layers_per_fwd),
         "gemms_per_layer": gpl,
         "gemms_per_layer_source": ("command line" if cli_gpl else "manifest" if fixed_gpl
                                    else "structure observed"),
         "lm_head_per_forward": lm_head,
         "forwards": forwards,
-        "forwards_source": "steps" if has_steps else "layers" if forwards > 1 else "window",
+        "forwards_source": ("manifest" if spec.forwards == forwards else "steps" if has_steps
+                            else "layers" if forwards > 1 else "window"),
         "gemm_calls_per_forward": (_per_fwd(len(calls), forwards) if len(per_phase) == 1
                                    else None),
         "phases": per_phase,
@@ -254,6 +269,15 @@ def moe_time(work: pd.DataFrame) -> dict[str, int]:
            for r in ("moe_expert", "moe_routing", "moe_combine")}
     out["moe_expert_calls"] = int((role == "moe_expert").sum())
     return out if out["moe_expert_ns"] else {}
+
+
+def _anchor_how(st: dict[str, Any], layers: int) -> str:
+    if st.get("layer_ranges") == layers:
+        return "layer_N annotations"
+    what = "attention op calls" if st.get("linked") else "attention kernels"
+    if st.get("mixers"):
+        what += " and linear-attention/SSM mixer kernels"
+    return f"{what} per forward"
 
 
 def _per_fwd(n: int, forwards: int) -> float:

@@ -155,9 +155,10 @@ def anchors(work: pd.DataFrame) -> pd.DataFrame:
         df = df.assign(step=step, kind=kind)
         linked = df[df["external_id"].notna()].groupby("external_id", sort=False).agg(
             start_ns=("start_ns", "min"), step=("step", "first"), kind=("kind", "first"),
-            name=("name", "first"))
+            name=("name", "first")).assign(linked=True)
         parts += [linked.reset_index(drop=True),
-                  df[df["external_id"].isna()][["start_ns", "step", "kind", "name"]]]
+                  df[df["external_id"].isna()][["start_ns", "step", "kind", "name"]].assign(
+                      linked=False)]
     if not parts:
         return pd.DataFrame(columns=["start_ns", "step", "kind", "name"])
     return pd.concat(parts, ignore_index=True).sort_values("start_ns", ignore_index=True)
@@ -339,7 +340,9 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
         label_layer(ly, d, mla)
     for f in segs:
         _label_edges(f)
-    return {"forwards": segs, "dims": d, "mla": mla, "config": cfg}
+    linked = bool(anc["linked"].any()) if "linked" in anc else False
+    return {"forwards": segs, "dims": d, "mla": mla, "config": cfg, "linked": linked,
+            "mixers": bool((anc["kind"] == "mixer").any())}
 
 
 def _label_edges(f: Forward) -> None:
