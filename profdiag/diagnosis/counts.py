@@ -59,6 +59,13 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
     ``step_phases``: each step's mode (prefill/decode/...), so counts are per phase;
     ``gemms_per_layer``: a number given on the command line, which wins over the structure.
     """
+    orphan = work["orphan"].to_numpy(dtype=bool) if "orphan" in work else None
+    before_window = 0
+    if orphan is not None and orphan.any() and not orphan.all():
+        # Kernels launched before the CPU window are the tail of an earlier forward: counting
+        # them would break the block structure of the forwards the trace holds whole.
+        before_window = len(gemm_calls(work[orphan]))
+        work = work[~orphan]
     calls = gemm_calls(work)
     observed = len(calls)
     layers_df = layer_ranges(annotations)
@@ -78,6 +85,7 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
     result = (_count_from_structure(calls, st, spec, steps, has_steps, gemms_per_layer)
               if st else _count_from_spec(calls, work, layers_df, spec, steps, gemms_per_layer))
     result["observed_gemm_calls"] = observed
+    result["gemm_calls_before_window"] = before_window
     result["gemm_precision"] = gemm_precision(work)
     result["moe_time"] = moe_time(work)
     expected = result["expected_gemm_calls"]
@@ -93,6 +101,9 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
         status = PASS if abs(diff) <= tolerance else FAIL
         what = ("= the" if diff == 0 else f"is {abs(diff)} {'more' if diff > 0 else 'fewer'} than the")
         msg = f"{observed} GEMM calls {what} {expected} expected ({result['_how']})"
+        if before_window:
+            msg += (f"; {before_window} GEMM calls launched before the profiled CPU window "
+                    "not counted")
         if salvaged and status == FAIL:
             status = WARN
             msg += ("; the trace was truncated (salvaged), so its last forward may be "
@@ -140,6 +151,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
     sig_obs: dict[tuple[str, str], int] = {}
     sig_exp: dict[tuple[str, str], int] = {}
     sig_info: dict[tuple[str, str], dict[str, Any]] = {}
+    no_head = 0
     for f in segs:
         ph = phases.setdefault(f.phase, {"forwards": 0, "observed": 0, "expected": 0,
                                          "layers": Counter()})
@@ -150,6 +162,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         for ly in f.layers:
             exp.update(want_sigs.get(kind_of(ly), Counter()))
         heads = [g for g in f.tail if g.label == "lm_head"][:lm_head]
+        no_head += max(lm_head - len(heads), 0)
         exp.update(g.sig for g in heads)
         n_exp = (len(f.layers) * fixed_gpl + lm_head) if fixed_gpl else sum(exp.values()) + (
             lm_head - len(heads))
@@ -214,6 +227,8 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
                      "gemm_calls_per_forward": _per_fwd(v["observed"], v["forwards"]),
                      "layers": v["layers"].most_common(1)[0][0]} for k, v in phases.items()}
     how = _how(per_phase, gpl, lm_head, summ, fixed_gpl is not None)
+    if no_head:
+        how += f"; no lm_head GEMM after the last layer in {no_head} forward(s)"
     how += f"; layers {'from ' + spec.source if spec.layers == layers_per_fwd else 'inferred'}"
     notes = _config_notes(spec, summ, layers_per_fwd, gpl, fixed_gpl is not None)
     if notes:
@@ -239,6 +254,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         "by_shape": by_shape,
         "extra": extra,
         "missing": 0,
+        "missing_lm_head": no_head,
         "_how": how,
     }
 

@@ -199,12 +199,14 @@ def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | Non
     first, inner, last = gaps[0], gaps[1:-1], gaps[-1]
     # The input side: as long as the suffix every gap shares with the gap before layer 0.
     if inner:
-        pre_n = min(_common_suffix(first, gp, len(gp)) for gp in inner)
+        # The common suffix most gaps share (an irregular gap does not shorten it for all).
+        pre_n = Counter(_common_suffix(first, gp, len(gp)) for gp in inner).most_common(1)[0][0]
     else:
         pre_n = len(first)
     before = first[:len(first) - pre_n]
     pres = [first[len(first) - pre_n:]] + [gp[len(gp) - pre_n:] if pre_n else [] for gp in inner]
-    posts = [gp[:len(gp) - pre_n] for gp in inner]
+    pres[1:] = [gp[len(gp) - min(pre_n, len(gp)):] for gp in inner]
+    posts = [gp[:len(gp) - min(pre_n, len(gp))] for gp in inner]
     modal_post = Counter(len(p) for p in posts).most_common(1)[0][0] if posts else None
     if modal_post is None:  # one layer: its output side is all of the last gap but the lm_head
         modal_post = max(len(last) - 1, 0)
