@@ -197,16 +197,26 @@ def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | Non
     for g, i in zip(gems, gaps_idx):
         gaps[int(i)].append(g)
     first, inner, last = gaps[0], gaps[1:-1], gaps[-1]
-    # The input side: as long as the suffix every gap shares with the gap before layer 0.
-    if inner:
-        # The common suffix most gaps share (an irregular gap does not shorten it for all).
-        pre_n = Counter(_common_suffix(first, gp, len(gp)) for gp in inner).most_common(1)[0][0]
-    else:
-        pre_n = len(first)
-    before = first[:len(first) - pre_n]
-    pres = [first[len(first) - pre_n:]] + [gp[len(gp) - pre_n:] if pre_n else [] for gp in inner]
-    pres[1:] = [gp[len(gp) - min(pre_n, len(gp)):] for gp in inner]
-    posts = [gp[:len(gp) - min(pre_n, len(gp))] for gp in inner]
+    inner_kind = kinds[1:]  # the anchor each inner gap leads into
+    # The input side of the first layer's kind: the suffix most gaps before that kind share
+    # with the gap before layer 0 (an irregular gap does not shorten it for all).
+    same = [gp for gp, k in zip(inner, inner_kind) if k == kinds[0]]
+    pre0 = (Counter(_common_suffix(first, gp, len(gp)) for gp in same).most_common(1)[0][0]
+            if same else len(first))
+    # The output side (o, MLP) is as long for every layer; another kind's input side (a
+    # hybrid model's linear-attention in_proj) is what is left of the gaps before it.
+    post_n = (Counter(len(gp) - pre0 for gp in same).most_common(1)[0][0] if same else None)
+    pre_of = {kinds[0]: pre0}
+    for k in set(inner_kind) - {kinds[0]}:
+        lens = [len(gp) for gp, kk in zip(inner, inner_kind) if kk == k]
+        pre_of[k] = max(Counter(lens).most_common(1)[0][0] - (post_n or 0), 0)
+    before = first[:len(first) - pre_of[kinds[0]]]
+    pres = [first[len(first) - pre_of[kinds[0]]:]]
+    posts = []
+    for gp, k in zip(inner, inner_kind):
+        n = min(pre_of[k], len(gp))
+        pres.append(gp[len(gp) - n:])
+        posts.append(gp[:len(gp) - n])
     modal_post = Counter(len(p) for p in posts).most_common(1)[0][0] if posts else None
     if modal_post is None:  # one layer: its output side is all of the last gap but the lm_head
         modal_post = max(len(last) - 1, 0)
