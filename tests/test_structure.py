@@ -156,3 +156,144 @@ def test_a_gemm_run_twice_is_the_only_extra(tmp_path: Path) -> None:
     assert kc["expected_gemm_calls"] == 6 * 4 + 1 and kc["observed_gemm_calls"] == 26
     assert [e["signature"] for e in kc["extra"]] == [SGL_O]
     assert d["checks"][[c["id"] for c in d["checks"]].index("kernel_count")]["status"] == "fail"
+
+
+# CPU captures (torch) ---------------------------------------------------------------------
+
+LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 128,
+         "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 256,
+         "vocab_size": 512}
+
+
+@pytest.fixture(scope="module")
+def fused_generate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A CPU `profdiag capture --fused-qkv --phase generate` and the plain Llama config."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from profdiag.commands.capture import command
+
+    out = tmp_path_factory.mktemp("fused")
+    cfg = out / "llama.json"
+    cfg.write_text(json.dumps(LLAMA))
+    res = CliRunner().invoke(command, ["--out", str(out), "--model-config", str(cfg),
+                                       "--fused-qkv", "--phase", "generate", "--tokens", "16",
+                                       "--steps", "3", "--device", "cpu", "--name", "fused",
+                                       "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out / "fused.json.gz", cfg
+
+
+@pytest.mark.torch
+def test_fused_qkv_capture_with_a_plain_llama_config(fused_generate: tuple[Path, Path]) -> None:
+    trace, cfg = fused_generate
+    d = _diag(trace, model_config=str(cfg))
+    kc = d["kernel_counts"]
+    st = kc["structure"]
+    # qkv: N = (heads + 2 kv_heads) x head_dim = (8 + 2 x 2) x 16 = 192; gate and up separate
+    qkv = st["layouts"]["dense"]["gemms"][0]
+    assert qkv["role"] == "qkv (fused)" and qkv["signature"] == "aten::mm [[M,128],[128,192]]"
+    assert st["fused_qkv"] is True and st["fused_gate_up"] is False
+    assert kc["gemms_per_layer"] == 5  # qkv, o, gate, up, down: not the config's 7
+    # 1 prefill + 3 decode forwards of (2 layers x 5 + 1 lm_head)
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 4 * (2 * 5 + 1)
+    assert any("config implies 7" in n for n in st["notes"])
+    assert kc["extra"] == [] and d["checks"][[c["id"] for c in d["checks"]].index(
+        "kernel_count")]["status"] == "pass"
+
+
+@pytest.mark.torch
+def test_mixed_trace_counts_per_phase_without_fractions(fused_generate: tuple[Path, Path]) -> None:
+    trace, cfg = fused_generate
+    kc = _diag(trace, model_config=str(cfg))["kernel_counts"]
+    assert kc["gemm_calls_per_forward"] is None  # no average over prefill and decode forwards
+    assert kc["phases"]["prefill"]["forwards"] == 1 and kc["phases"]["decode"]["forwards"] == 3
+    assert kc["phases"]["prefill"]["gemm_calls_per_forward"] == 11
+    assert kc["phases"]["decode"]["gemm_calls_per_forward"] == 11
+    for row in kc["by_shape"]:
+        assert float(row["calls_per_forward"]).is_integer(), row
+
+
+def test_truncated_trace_count_is_not_a_fail(tmp_path: Path) -> None:
+    raw = gzip.decompress((FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz")
+                          .read_bytes())
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(raw[: int(len(raw) * 0.85)])
+    tr = profdiag.load(cut)
+    assert tr.meta.salvaged
+    d = profdiag.diagnose(tr, layers=4, gemms_per_layer=7, use_manifest=False)
+    check = d.check("kernel_count")
+    # the cut leaves the count off by a few calls: a warning that names the truncation
+    assert check is not None and check.status == "warn" and check.evidence["difference"] != 0
+    assert "truncated" in check.summary and "not a failure" in check.summary
+
+
+# The public samples ---------------------------------------------------------------------
+
+SAMPLES = ["sglang_Qwen3-8B_decode", "sglang_Qwen3-8B_prefilldecode",
+           "vllm_prefilldecode_piecewise_graph_execution", "vllm_decode_full_graph_execution",
+           "b200_eager_trace"]
+
+
+def _sample(name: str) -> str:
+    return str(shared_or_skip("samples", "kineto", "tracelens", f"{name}.json.gz"))
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_samples_get_no_fusion_advice(name: str) -> None:
+    d = diagnosed(_sample(name))
+    assert "counts.fuse_projections" not in {r.id for r in d.recommendations}
+    assert not any("fused QKV" in r.advice for r in d.recommendations)
+    kc = d.kernel_counts
+    assert kc["structure"]["fused_qkv"] is True
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"]
+
+
+def test_sglang_decode_with_the_qwen3_config_expects_145() -> None:
+    cfg = str(shared_or_skip("traces", "configs", "qwen3_8b.json"))
+    d = diagnosed(_sample("sglang_Qwen3-8B_decode"), model_config=cfg)
+    kc = d.kernel_counts
+    assert kc["layers"] == 36 and kc["layers_source"] == "config"
+    assert kc["gemms_per_layer"] == 4
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 36 * 4 + 1 == 145
+    assert any("config implies 7" in n and "fused QKV" in n for n in kc["structure"]["notes"])
+    assert d.check("kernel_count").status == "pass"
+
+
+def test_sglang_prefill_shapes_are_the_fused_qwen3_projections() -> None:
+    cfg = str(shared_or_skip("traces", "configs", "qwen3_8b.json"))
+    d = diagnosed(_sample("sglang_Qwen3-8B_prefilldecode"), model_config=cfg)
+    sigs = [(g["role"], g["signature"]) for g in
+            d.kernel_counts["structure"]["layouts"]["dense"]["gemms"]]
+    # QKV N = (32 + 2 x 8) x 128 = 6144; gate/up N = 2 x 12288 = 24576
+    assert sigs == [("qkv (fused)", "aten::mm [[M,4096],[4096,6144]]"),
+                    ("o", "aten::mm [[M,4096],[4096,4096]]"),
+                    ("gate_up (fused)", "aten::mm [[M,4096],[4096,24576]]"),
+                    ("down", "aten::mm [[M,12288],[12288,4096]]")]
+
+
+@pytest.mark.parametrize("name", ["vllm_prefilldecode_piecewise_graph_execution",
+                                  "vllm_decode_full_graph_execution", "b200_eager_trace"])
+def test_gpt_oss_moe_mxfp4(name: str) -> None:
+    d = diagnosed(_sample(name))
+    ids = {r.id for r in d.recommendations}
+    assert not ids & {"memory.quantize", "compute.fp8"}
+    kc = d.kernel_counts
+    layers = 36 if name.startswith("b200") else 24  # gpt-oss-120b / gpt-oss-20b
+    assert kc["structure"]["kind"] == "moe" and kc["layers"] == layers
+    assert kc["expected_gemm_calls"] == layers * 5 + 1
+    assert kc["gemm_precision"]["low_precision_share"] > 0.5
+    assert "moe.expert_gemms" in ids
+    if "memory.already_quantized" in ids:
+        rec = next(r for r in d.recommendations if r.id == "memory.already_quantized")
+        assert "MXFP4" in rec.evidence
+
+
+def test_hf_trace_lists_only_the_rope_bmm() -> None:
+    """HF transformers Qwen1.5 prefill: separate q/k/v (addmm with bias), one RoPE bmm per
+    forward before the first layer; kernels launched before the CPU window are left out."""
+    d = diagnosed(_sample("h100_Qwen_Qwen1.5-0.5B-Chat__1016005"))
+    kc = d.kernel_counts
+    assert kc["layers"] == 24 and kc["structure"]["kind"] == "separate"
+    assert [e["signature"] for e in kc["extra"]] == ["aten::bmm [[1,32,1],[1,1,559]]"]
+    assert "counts.fuse_projections" in {r.id for r in d.recommendations}

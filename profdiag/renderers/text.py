@@ -239,10 +239,19 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
         src = kc.get("layers_source") or "?"
         inf = kc.get("layers_inferred_from")
         out.append(f"layers: {kc['layers']} (from {src}{'; ' + str(inf) if inf else ''})")
+    st = kc.get("structure") or {}
+    if st.get("description"):
+        out.append(f"block structure ({st.get('evidence', '')}): {st['description']}")
+        out.extend(str(n) for n in st.get("notes") or [])
     if kc.get("gemms_per_layer") is not None:
+        per_fwd = fmt_num(kc.get("gemm_calls_per_forward"))
+        phases = kc.get("phases") or {}
+        if kc.get("gemm_calls_per_forward") is None and len(phases) > 1:
+            # each phase's forwards have their own shapes: no average across phases
+            per_fwd = ", ".join(f"{k} {fmt_num(v.get('gemm_calls_per_forward'))} "
+                                f"({v.get('forwards')} forwards)" for k, v in phases.items())
         out.append(f"GEMMs per layer: {kc['gemms_per_layer']}, lm_head per forward: "
-                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: "
-                   f"{fmt_num(kc.get('gemm_calls_per_forward'))}")
+                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: {per_fwd}")
     if kc.get("forwards") is not None:
         out.append(f"forwards: {kc['forwards']} (from {kc.get('forwards_source') or '?'})")
     if kc.get("missing"):
