@@ -297,3 +297,20 @@ def test_hf_trace_lists_only_the_rope_bmm() -> None:
     assert kc["layers"] == 24 and kc["structure"]["kind"] == "separate"
     assert [e["signature"] for e in kc["extra"]] == ["aten::bmm [[1,32,1],[1,1,559]]"]
     assert "counts.fuse_projections" in {r.id for r in d.recommendations}
+
+
+def test_forwards_split_at_the_lm_head_without_step_ranges() -> None:
+    """No step ranges at all (not even inferred): the window is cut after each lm_head, so
+    8 decode forwards of a 4-layer model give 4 layers, not 32."""
+    from profdiag.classify import load_rules
+    from profdiag.diagnosis import counts
+    from profdiag.diagnosis.context import build, thresholds
+    from profdiag.modelspec import ModelSpec
+
+    tr = profdiag.load(FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz")
+    ctx = build(tr, ModelSpec(), load_rules(), thresholds())
+    work = ctx.work.assign(step=-1)
+    kc, _ = counts.count(work, ctx.annotations.iloc[0:0], ModelSpec(), ctx.steps.iloc[0:0],
+                         0, 1.5, step_phases=["decode"])
+    assert kc["layers"] == 4 and kc["forwards"] == 8
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 8 * (4 * 7 + 1)

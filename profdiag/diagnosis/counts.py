@@ -170,9 +170,12 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         obs = Counter(g.sig for g in [*f.before, *[g for ly in f.layers for g in ly.gemms],
                                        *f.tail])
         for g in [*f.before, *[g for ly in f.layers for g in ly.gemms], *f.tail]:
-            sig_info.setdefault((f.phase, g.sig), {"kernel": g.name, "role": g.label})
+            info = sig_info.setdefault((f.phase, g.sig), {"kernel": g.name, "role": g.label})
             if structure_mod.is_extra(g):
-                sig_info[(f.phase, g.sig)]["role"] = g.label
+                info["role"] = g.label
+            elif g.label and not structure_mod.is_extra_label(info["role"]) and \
+                    g.label not in info["role"].split("/"):
+                info["role"] += "/" + g.label  # k and v (gate and up) share q's (up's) shape
         for sig in set(obs) | set(exp):
             sig_obs[(f.phase, sig)] = sig_obs.get((f.phase, sig), 0) + obs.get(sig, 0)
             sig_exp[(f.phase, sig)] = sig_exp.get((f.phase, sig), 0) + exp.get(sig, 0)
@@ -226,7 +229,8 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
                      "expected_gemm_calls": v["expected"],
                      "gemm_calls_per_forward": _per_fwd(v["observed"], v["forwards"]),
                      "layers": v["layers"].most_common(1)[0][0]} for k, v in phases.items()}
-    how = _how(per_phase, gpl, lm_head, summ, fixed_gpl is not None)
+    how = _how(per_phase, gpl, lm_head, summ,
+               ("the command line" if cli_gpl else "the manifest") if fixed_gpl else "")
     if no_head:
         how += f"; no lm_head GEMM after the last layer in {no_head} forward(s)"
     how += f"; layers {'from ' + spec.source if spec.layers == layers_per_fwd else 'inferred'}"
@@ -237,7 +241,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         "expected_gemm_calls": expected,
         "layers": layers_per_fwd,
         # The config/manifest is named as the source when the trace agrees with it.
-        "layers_source": (spec.source if spec.layers == layers_per_fwd and spec.source in
+        "layers_source": ("config" if spec.layers == layers_per_fwd and spec.source in
                           ("config", "manifest", "cli") else "inferred"),
         "layers_inferred_from": _anchor_how(st, layers_per_fwd),
         "gemms_per_layer": gpl,
@@ -301,13 +305,14 @@ def _per_fwd(n: int, forwards: int) -> float:
 
 
 def _how(per_phase: dict[str, dict[str, Any]], gpl: int, lm_head: int, summ: dict[str, Any],
-         fixed: bool) -> str:
+         given_by: str) -> str:
     parts = []
     for name, p in per_phase.items():
         label = "" if len(per_phase) == 1 else f"{name}: "
         parts.append(f"{label}({p['layers']} layers x {gpl} + {lm_head} lm_head) x "
                      f"{p['forwards']} forward{'s' if p['forwards'] != 1 else ''}")
-    src = "given" if fixed else "structure observed: " + summ["description"]
+    src = (f"{gpl} per layer from {given_by}; " if given_by else "") + (
+        "structure observed: " + summ["description"])
     return "; ".join(parts) + f"; {src}"
 
 
@@ -345,7 +350,7 @@ def _count_from_spec(calls: pd.DataFrame, work: pd.DataFrame, layers_df: pd.Data
         layers, inferred_how = infer_layers(work, layers_df, forwards or 1)
         layers_source = "inferred" if layers is not None else "none"
     elif spec.source in ("config", "manifest", "cli"):
-        layers_source = spec.source
+        layers_source = "config"
     gpl = cli_gpl or spec.gemms_per_layer or (7 if layers is not None else None)
     expected = None
     if layers is not None and gpl is not None and forwards:

@@ -178,6 +178,19 @@ def _gemms(rows: pd.DataFrame) -> list[Gemm]:
     return out
 
 
+def _lm_head_cuts(calls: pd.DataFrame, anchors: int) -> list[float]:
+    """Start times just after each lm_head call when the window holds several forwards."""
+    kn = [gemm_kn(o, d) for o, d in zip(calls["op_name"], calls["input_dims"])]
+    ns = np.array([k[1] if k else -1 for k in kn])
+    if not len(ns) or ns.max() <= 0:
+        return []
+    heads = np.flatnonzero(ns == ns.max())
+    if len(heads) < 2 or anchors % len(heads) or anchors // len(heads) < 1:
+        return []
+    t = calls["start_ns"].to_numpy()
+    return [float(t[i]) + 0.5 for i in heads[:-1]]
+
+
 def _common_suffix(a: list[Gemm], b: list[Gemm], limit: int) -> int:
     n = 0
     while n < min(len(a), len(b), limit) and a[-1 - n].sig == b[-1 - n].sig:
@@ -339,6 +352,16 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
                 if seg:
                     segs.append(seg)
             continue
+        cuts = _lm_head_cuts(c, len(a)) if step < 0 else []
+        if cuts:
+            # No step ranges: one forward ends after each lm_head (the widest GEMM).
+            bounds = [-np.inf, *cuts, np.inf]
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                seg = segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
+                              a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
+                if seg:
+                    segs.append(seg)
+            continue
         seg = segment(c, a, phase)
         if seg:
             segs.append(seg)
@@ -369,7 +392,11 @@ def _label_edges(f: Forward) -> None:
 
 
 def is_extra(g: Gemm) -> bool:
-    return g.label.startswith("extra")
+    return is_extra_label(g.label)
+
+
+def is_extra_label(label: str) -> bool:
+    return label.startswith("extra")
 
 
 def layout_key(layer: Layer) -> tuple[str, ...]:

@@ -375,11 +375,14 @@ def render(data: dict[str, Any]) -> str:
     summaries("counts")
     out += [f"  {line}" for line in counts_lines(data)]
     if kc.get("by_shape"):
-        out += ["", *table(("signature", "kernel", "calls", "per forward", "total ms"),
-                           [(r.get("signature", ""), r.get("kernel", ""), r.get("calls", ""),
+        out += ["", *table(("signature", "role", "kernel", "calls", "per forward", "total ms"),
+                           [(r.get("signature", ""),
+                             str(r.get("role") or "") + (f" ({r['phase']})" if r.get("phase")
+                                                        not in (None, "", "all") else ""),
+                             r.get("kernel", ""), r.get("calls", ""),
                              fmt_num(r.get("calls_per_forward")), fmt_ms(r.get("total_ns")))
-                            for r in kc["by_shape"]], right=(2, 3, 4),
-                           max_width={0: 50, 1: 50})]
+                            for r in kc["by_shape"]], right=(3, 4, 5),
+                           max_width={0: 50, 1: 30, 2: 50})]
     if kc.get("extra"):
         out += ["", "  Extra-call suspects:"]
         out += [f"  - {truncate(r.get('signature', ''), 80)}: {fmt_num(r.get('calls'))} calls; "
