@@ -314,3 +314,26 @@ def test_forwards_split_at_the_lm_head_without_step_ranges() -> None:
                          0, 1.5, step_phases=["decode"])
     assert kc["layers"] == 4 and kc["forwards"] == 8
     assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 8 * (4 * 7 + 1)
+
+
+def test_gpt_oss_120b_config_tensor_parallel_and_sliding_layers(tmp_path: Path) -> None:
+    """b200_eager_trace is gpt-oss-120b at TP 8: fused QKV per rank N = (64 + 2 x 8) x 64 / 8
+    = 640; half the layers run the sliding-window FMHA variant, as layer_types says."""
+    cfg = tmp_path / "gpt_oss_120b.json"
+    cfg.write_text(json.dumps({
+        "model_type": "gpt_oss", "num_hidden_layers": 36, "hidden_size": 2880,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+        "intermediate_size": 2880, "num_local_experts": 128, "num_experts_per_tok": 4,
+        "vocab_size": 201088, "layer_types": ["sliding_attention", "full_attention"] * 18}))
+    d = profdiag.diagnose(profdiag.load(_sample("b200_eager_trace")), model_config=str(cfg))
+    kc = d.kernel_counts
+    st = kc["structure"]
+    assert st["tensor_parallel"] == 8
+    assert st["layouts"]["moe"]["gemms"][0]["signature"] == (
+        "aten::addmm [[640],[M,2880],[2880,640],[],[]]")
+    assert st["attention_layers"]["sliding_window"] == 18 and st["attention_layers"]["full"] == 18
+    assert kc["layers"] == 36 and kc["layers_source"] == "config"
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 36 * 5 + 1
+    assert any("config implies 7" in n and "MoE expert GEMMs: 5 per layer" in n
+               for n in st["notes"])
+    assert not any("sliding-window layers" in n for n in st["notes"])  # config and trace agree

@@ -323,6 +323,12 @@ def _config_notes(spec: ModelSpec, summ: dict[str, Any], layers: int, gpl: int,
         return notes
     if spec.layers and spec.layers != layers:
         notes.append(f"config says {spec.layers} layers; the trace runs {layers} per forward")
+    att = summ.get("attention_layers") or {}
+    types = att.get("config_layer_types") or {}
+    sliding_cfg = sum(v for k, v in types.items() if "sliding" in k)
+    if types and att.get("sliding_window") and sliding_cfg != att["sliding_window"]:
+        notes.append(f"config layer_types has {sliding_cfg} sliding-window layers; the trace's "
+                     f"attention kernels run {att['sliding_window']:g} per forward")
     cfg_gpl = spec.gemms_per_layer
     if cfg_gpl and cfg_gpl != gpl and not fixed:
         runs = []

@@ -16,6 +16,7 @@ per forward and per phase; the config is checked against it, never the reverse.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from ..modelspec import ModelSpec
 
 _ANCHOR_CLASSES = ("attention", "linear_attention")
 _TP_DEGREES = (1, 2, 4, 8, 16, 32)
+# Attention kernels that name a sliding-window (local) variant (TRT-LLM-gen FMHA, FlashInfer).
+_SLIDING = re.compile(r"Sliding|sliding_window|SlidingWindow|_swa_|LocalAttention", re.I)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Layer:
     anchor: str  # "attention" | "mixer"
     pre: list[Gemm] = field(default_factory=list)
     post: list[Gemm] = field(default_factory=list)
+    sliding: bool = False  # its attention kernel is a sliding-window (local) variant
 
     @property
     def gemms(self) -> list[Gemm]:
@@ -235,7 +239,9 @@ def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | Non
         modal_post = max(len(last) - 1, 0)
     posts.append(last[:modal_post])
     tail = last[modal_post:]
-    layers = [Layer(kind, pre, post) for kind, pre, post in zip(kinds, pres, posts)]
+    names = anc["name"].astype(str).tolist() if "name" in anc else [""] * len(kinds)
+    layers = [Layer(kind, pre, post, bool(_SLIDING.search(name)))
+              for kind, pre, post, name in zip(kinds, pres, posts, names)]
     return Forward(phase, before, layers, tail)
 
 
@@ -433,6 +439,15 @@ def summary(structure: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
             "fused" if fused_qkv and fused_gate_up is not False else
             "separate" if fused_qkv is False or fused_gate_up is False else "unknown")
     shapes = any(g.k is not None for ly in layers for g in ly.gemms)
+    att_layers = [ly for ly in layers if ly.anchor == "attention"]
+    fwd = max(len(segs), 1)
+    attention = {"full": round(sum(not ly.sliding for ly in att_layers) / fwd, 3),
+                 "sliding_window": round(sum(ly.sliding for ly in att_layers) / fwd, 3),
+                 "mixer": round(sum(ly.anchor == "mixer" for ly in layers) / fwd, 3)}
+    cfg_types = structure.get("config", {}).get("layer_types")
+    if isinstance(cfg_types, list) and cfg_types:
+        tc = Counter(str(x) for x in cfg_types)
+        attention["config_layer_types"] = dict(sorted(tc.items()))
     d: Dims = structure["dims"]
     return {
         "kind": kind,
@@ -446,4 +461,5 @@ def summary(structure: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
                                  for k, v in layouts.items()),
         "evidence": "GEMM shapes and order" if shapes else "kernel order (no shapes)",
         "tensor_parallel": d.tp if d.tp > 1 else None,
+        "attention_layers": attention,
     }
