@@ -82,6 +82,8 @@ def count(work: pd.DataFrame, annotations: pd.DataFrame, spec: ModelSpec, steps:
     checks: list[Check] = []
     if st and len(layers_df):
         st["layer_ranges"] = int(layers_df["layer"].max()) + 1
+    if st:
+        st["phase_of_step"] = dict(fwd_list)
     result = (_count_from_structure(calls, st, spec, steps, has_steps, gemms_per_layer)
               if st else _count_from_spec(calls, work, layers_df, spec, steps, gemms_per_layer))
     result["observed_gemm_calls"] = observed
@@ -192,6 +194,10 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
                             structure_mod.signature(o, d, str(n)) for o, d, n, r in
                             zip(calls["op_name"], calls["input_dims"], calls["name"],
                                 calls["role"])])
+    pos = st.get("phase_of_step") or {}
+    dur["phase"] = (dur["step"].map(pos) if has_steps else
+                    pd.Series(next(iter(pos.values()), "all"), index=dur.index))
+    total_of = dur.groupby(["phase", "sig"])["dur_ns"].sum().to_dict()
     phase_of_step = {}
     extra: list[dict[str, Any]] = []
     by_shape: list[dict[str, Any]] = []
@@ -202,7 +208,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         row = {"signature": sig, "kernel": info.get("kernel", ""), "role": info.get("role", ""),
                "phase": phase, "calls": n, "calls_per_forward": _per_fwd(n, fw),
                "expected_per_forward": _per_fwd(e, fw),
-               "total_ns": int(dur.loc[dur["sig"] == sig, "dur_ns"].sum())}
+               "total_ns": int(total_of.get((phase, sig), 0))}
         by_shape.append(row)
         if n > e:
             extra.append({**row, "calls": n - e, "reason":
