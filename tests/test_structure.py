@@ -337,3 +337,23 @@ def test_gpt_oss_120b_config_tensor_parallel_and_sliding_layers(tmp_path: Path) 
     assert any("config implies 7" in n and "MoE expert GEMMs: 5 per layer" in n
                for n in st["notes"])
     assert not any("sliding-window layers" in n for n in st["notes"])  # config and trace agree
+
+
+def test_mixed_trace_hotspots_and_shapes_have_whole_calls_per_forward(tmp_path: Path) -> None:
+    """The real tiny prefill followed by its 8-step decode: every per-forward figure is a
+    count in one phase (prefill 4 layers x 4 q/k/v/o = 16 calls of [M,512]x[512,512])."""
+    from tests.helpers import splice_generate
+
+    diag = profdiag.diagnose(profdiag.load(splice_generate(tmp_path / "gen.json.gz")),
+                             use_manifest=False)
+    d = diag.to_dict()
+    kc = d["kernel_counts"]
+    assert d["mode"]["value"] == "mixed" and kc["gemm_calls_per_forward"] is None
+    assert kc["phases"]["prefill"]["forwards"] == 1 and kc["phases"]["decode"]["forwards"] == 8
+    rows = {(r["phase"], r["signature"]): r for r in kc["by_shape"]}
+    qkvo = rows[("prefill", "aten::mm [[M,512],[512,512]]")]
+    assert qkvo["calls"] == 16 and qkvo["calls_per_forward"] == 16 and qkvo["role"] == "q/k/v/o"
+    assert rows[("decode", "aten::mm [[M,512],[512,512]]")]["calls"] == 8 * 16
+    cpf = diag.hotspots["calls_per_forward"].dropna()
+    assert len(cpf) and all(float(v).is_integer() for v in cpf), list(cpf)
+    assert kc["extra"] == []
