@@ -136,10 +136,14 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
 
     kc, count_checks = counts_mod.count(
         work, ctx.annotations, ctx.spec, ctx.steps, int(limits["counts"]["gemm_tolerance"]),
-        float(limits["counts"]["slow_layer_factor"]))
+        float(limits["counts"]["slow_layer_factor"]),
+        step_phases=[m.value for m in step_modes] or [mode.value], salvaged=bool(trace.meta.salvaged),
+        gemms_per_layer=gemms_per_layer)
     checks.extend(count_checks)
     hot = hotspots(work, overall_bd.busy_ns, kc.get("forwards"), kc.get("layers"),
-                   int(limits["hotspots"]["top"]))
+                   int(limits["hotspots"]["top"]),
+                   phase_forwards={k: v["forwards"] for k, v in (kc.get("phases") or {}).items()},
+                   step_phase={i: m.value for i, m in enumerate(step_modes)})
     checks.append(_mode_check(mode))
     checks.append(_busy_check(overall_bd))
     checks.extend(_pattern_checks(overall_bd, mode.value, limits))

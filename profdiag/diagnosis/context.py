@@ -140,6 +140,13 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
     else:
         mapped = work["correlation"].map(launch)
         work["launch_ns"] = mapped.fillna(work["start_ns"]).astype("int64").to_numpy()
+        # Launched before the profiler's CPU window opened: no runtime call in the trace.
+        orphan = (mapped.isna() & work["correlation"].notna()).to_numpy() if len(launch) else \
+            np.zeros(len(work), dtype=bool)
+        work["orphan"] = orphan
+        if orphan.any():
+            notes.append(f"{int(orphan.sum())} GPU events were launched before the profiled CPU "
+                         "window (no runtime call in the trace)")
 
     annotations = ev[ev["kind"] == schema.KIND_ANNOTATION]
     # Engine step ranges (vLLM, SGLang, TRT-LLM) first, then generic ones (rules/engines.toml).

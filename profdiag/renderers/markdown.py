@@ -112,11 +112,14 @@ def render(data: dict[str, Any]) -> str:
     out += [f"- {esc(line)}" for line in t.counts_lines(data)]
     if kc.get("by_shape"):
         out += ["", "GEMM calls by shape:", ""]
-        out += table(("signature", "kernel", "calls", "per forward", "total ms"),
-                     [(code(r.get("signature", "")), code(r.get("kernel", "")),
+        out += table(("signature", "role", "kernel", "calls", "per forward", "total ms"),
+                     [(code(r.get("signature", "")),
+                       esc(str(r.get("role") or "") + (f" ({r['phase']})" if r.get("phase")
+                                                      not in (None, "", "all") else "")),
+                       code(r.get("kernel", "")),
                        t.fmt_num(r.get("calls")), t.fmt_num(r.get("calls_per_forward")),
                        t.fmt_ms(r.get("total_ns"))) for r in kc["by_shape"]],
-                     right=(2, 3, 4))
+                     right=(3, 4, 5))
     if kc.get("extra"):
         out += ["", "Extra-call suspects:", ""]
         out += [f"- {code(r.get('signature', r.get('kernel', '')), cell=False)}: "

@@ -241,10 +241,19 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
         out.append(f"layers: {kc['layers']} ("
                    + (f"inferred from {inf})" if src == "inferred" and inf else
                       "inferred)" if src == "inferred" else f"from {src})"))
+    st = kc.get("structure") or {}
+    if st.get("description"):
+        out.append(f"block structure ({st.get('evidence', '')}): {st['description']}")
+        out.extend(str(n) for n in st.get("notes") or [])
     if kc.get("gemms_per_layer") is not None:
+        per_fwd = fmt_num(kc.get("gemm_calls_per_forward"))
+        phases = kc.get("phases") or {}
+        if kc.get("gemm_calls_per_forward") is None and len(phases) > 1:
+            # each phase's forwards have their own shapes: no average across phases
+            per_fwd = ", ".join(f"{k} {fmt_num(v.get('gemm_calls_per_forward'))} "
+                                f"({v.get('forwards')} forwards)" for k, v in phases.items())
         out.append(f"GEMMs per layer: {kc['gemms_per_layer']}, lm_head per forward: "
-                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: "
-                   f"{fmt_num(kc.get('gemm_calls_per_forward'))}")
+                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: {per_fwd}")
     if kc.get("forwards") is not None:
         out.append(f"forwards: {kc['forwards']} (from {kc.get('forwards_source') or '?'})")
     if kc.get("missing"):
@@ -469,11 +478,14 @@ def render(data: dict[str, Any]) -> str:
     summaries("counts")
     out += [f"  {line}" for line in counts_lines(data)]
     if kc.get("by_shape"):
-        out += ["", *table(("signature", "kernel", "calls", "per forward", "total ms"),
-                           [(r.get("signature", ""), r.get("kernel", ""), r.get("calls", ""),
+        out += ["", *table(("signature", "role", "kernel", "calls", "per forward", "total ms"),
+                           [(r.get("signature", ""),
+                             str(r.get("role") or "") + (f" ({r['phase']})" if r.get("phase")
+                                                        not in (None, "", "all") else ""),
+                             r.get("kernel", ""), r.get("calls", ""),
                              fmt_num(r.get("calls_per_forward")), fmt_ms(r.get("total_ns")))
-                            for r in kc["by_shape"]], right=(2, 3, 4),
-                           max_width={0: 50, 1: 50})]
+                            for r in kc["by_shape"]], right=(3, 4, 5),
+                           max_width={0: 50, 1: 30, 2: 50})]
     if kc.get("extra"):
         out += ["", "  Extra-call suspects:"]
         out += [f"  - {truncate(r.get('signature', ''), 80)}: {fmt_num(r.get('calls'))} calls; "
