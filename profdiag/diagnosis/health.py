@@ -3,9 +3,10 @@
 Impossible device events are *excluded* from the diagnosis (and counted), so one corrupt
 duration cannot flip the verdict:
 
-- ``overlap``: an event that runs past the start of later work on its own stream by more
-  than ``overlap_min_ns`` and more than half its own duration (a stream executes its work in
-  order; programmatic dependent launch overlaps a few microseconds, not half a kernel);
+- ``overlap``: a kernel that runs past the start of a later kernel on its own stream by more
+  than ``OVERLAP_MIN_NS`` and more than half its own duration (a stream executes its kernels
+  in order; programmatic dependent launch overlaps a few microseconds, not half a kernel;
+  copies are not compared, some formats report the copy engines on the kernels' stream id);
 - ``longer_than_trace``: an event longer than the span of every other event of the trace.
 
 Warned about, not excluded: clock skew (work that starts before the host call that launched
@@ -35,8 +36,12 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
         en = st + work["dur_ns"].to_numpy(dtype=np.int64)
         dur = en - st
         stream = work["stream"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
-        # Per stream, in start order: how far each event runs past the next one's start.
+        # Per stream, in start order: how far each kernel runs past the next kernel's start
+        # (copies are left out: some formats put the copy engines' work on the same stream id).
+        is_kernel = (work["kind"].astype(str) == schema.KIND_KERNEL).to_numpy()
+        stream = np.where(is_kernel, stream, np.nan)
         order = np.lexsort((st, stream))
+        order = order[is_kernel[order]]
         s_o, e_o, str_o = st[order], en[order], stream[order]
         same_next = np.append(str_o[1:] == str_o[:-1], False)
         nxt_start = np.append(s_o[1:], np.iinfo(np.int64).max)

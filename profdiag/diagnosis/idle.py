@@ -5,8 +5,8 @@ complement of the union of its GPU intervals, so the gaps add up to ``breakdown.
 Each gap is split in two:
 
 - ``host_wait``: the GPU queue was empty because the host had not launched the next work yet
-  (from the gap's start to the launch call of the work that ends the gap; all of the gap when
-  the host spent it inside that very call, e.g. a blocking copy);
+  (the launch call of the work that ends the gap started after the gap began, or the host
+  spent the gap inside that very call, e.g. a blocking copy; HTA's definition);
 - ``kernel_wait``: the next work was already queued (graph replays, dependent kernels, stream
   waits): a GPU-side gap, not host overhead.
 
@@ -44,7 +44,7 @@ GENERIC = ("launch_gaps", "gpu_side", "framework_op", "python", "unexplained")
 # Host ranges that delimit steps or layers say nothing about why the host is idle.
 _STRUCTURAL = re.compile(r"^(?:ProfilerStep#\d+|(?:prefill|decode|forward|step|generate|"
                          r"decode_step|layer|layers|model\.layers)[\w\s#.\[\]=-]*)$", re.I)
-_PYTHON_KIND = "python"
+_PYTHON_KIND = schema.KIND_PYTHON
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,9 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
         # blocking copy, or a graph launch that feeds its nodes one by one.
         inside_call = (ce > 0) & (np.minimum(ce, b) - np.maximum(ready, a) >= 0.5 * (b - a))
         ready = np.where(inside_call, b, ready)
-        hw = np.minimum(np.maximum(ready - a, 0), b - a)
+        # Launched after the gap began: the queue was empty, the whole gap (launch latency
+        # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
+        hw = np.where(ready > a, b - a, 0)
         parts.append(np.column_stack((a, b - a, np.full(len(a), step), hw, b - a - hw,
                                       np.maximum(ready, a), nxt, tid)))
     if not parts:
@@ -294,15 +296,21 @@ def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
         return "framework_op", hix.name[ops[0]], _context(span, hix)
     py = [p for p in span if hix.kind[p] == _PYTHON_KIND]
     if py:
-        return "python", hix.name[py[0]], ""
+        return "python", hix.name[py[0]].rsplit("/", 1)[-1], ""
     return "unexplained", "", ""
 
 
+_LIBRARY_FRAME = re.compile(r"^<built-in|(?:^|/)(?:torch|triton|numpy|contextlib|threading|"
+                            r"functools)(?:/|\.py)|site-packages/(?:torch|triton|numpy)/")
+
+
 def _context(span: np.ndarray, hix: _HostIndex) -> str:
-    """The innermost Python frame among the enclosing events (where in the code), else ''."""
+    """The innermost user Python frame among the enclosing events (where in the code, as
+    'file.py(line): function'), else ''."""
     for p in span:
-        if hix.kind[p] == _PYTHON_KIND and not hix.name[p].startswith("<built-in"):
-            return hix.name[p]
+        name = hix.name[p]
+        if hix.kind[p] == _PYTHON_KIND and not _LIBRARY_FRAME.search(name):
+            return name.rsplit("/", 1)[-1]
     return ""
 
 
@@ -358,7 +366,7 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         a = int(g_start[i] + g_hw[i])
         b = a + int(g_kw[i])
         c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover)
-        if c in blocking and (g_hw[i] == 0 or cause[i] in (c, "launch_gaps", "unexplained")):
+        if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
             cause[i], op[i], ctx[i] = c, o, x
             g_hw[i] += g_kw[i]
             g_kw[i] = 0
@@ -535,10 +543,6 @@ def recommendations(idle: dict[str, Any], rules: IdleRules) -> list[Recommendati
     return out
 
 
-def launch_gap_share(idle: dict[str, Any]) -> float:
-    return sum(c["share_of_idle"] for c in idle.get("causes", []) if c["cause"] == "launch_gaps")
-
-
 def evidence_lines(idle: dict[str, Any], rules: IdleRules) -> list[str]:
     """Verdict evidence: the split and the largest specific cause."""
     idle_ns = idle.get("idle_ns") or 0
@@ -567,8 +571,12 @@ def merge_recommendations(recs: list[Recommendation], idle: dict[str, Any], rule
         cards = [c for c in cards
                  if _card_ns(c, idle) >= 0.05 * max(window_ns, 1)]
     graphs_min = float(rules.attribution.get("graphs_min_share", 0.25))
-    kept = [r for r in recs if not (r.id == "overhead.cuda_graphs"
-                                    and idle.get("idle_ns") and launch_gap_share(idle) < graphs_min)]
+    # Launch gaps against the window without the specific stalls (what graphs can remove).
+    stalls = sum(c["ns"] for c in idle.get("causes", []) if c["cause"] not in GENERIC)
+    launch = sum(c["ns"] for c in idle.get("causes", []) if c["cause"] == "launch_gaps")
+    rest = max(window_ns - stalls, 1)
+    kept = [r for r in recs if not (r.id == "overhead.cuda_graphs" and idle.get("idle_ns")
+                                    and launch < graphs_min * rest)]
     return cards + kept
 
 
