@@ -278,9 +278,11 @@ def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
     for i, p in enumerate(span):
         c = _match(rules, hix.name[p])
         if c is not None:
-            outer = [hix.name[q] for q in span[i + 1:] if hix.kind[q] in ("cpu_op", _PYTHON_KIND)
-                     and hix.name[q] != hix.name[p]]
-            context = _context(span[i + 1:], hix) or (outer[0] if outer else "")
+            # Where it was called from: the user Python frame, else (for a runtime call) the
+            # framework op that made the call.
+            outer = [hix.name[q] for q in span[i + 1:] if hix.kind[q] == schema.KIND_CPU_OP]
+            context = _context(span[i + 1:], hix) or (
+                outer[0] if outer and hix.kind[p] == schema.KIND_RUNTIME else "")
             return c.id, hix.name[p], context
     # Calls made during the gap (nsys: a plan build is host silence ending in a library load).
     during = pos[(hix.start[pos] >= a) & (hix.kind[pos] == schema.KIND_RUNTIME)]
