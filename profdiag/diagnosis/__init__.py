@@ -77,7 +77,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     window = ((int(steps_df["_w0"].min()), int(steps_df["_w1"].max())) if len(steps_df)
               else window_of(work, ctx.steps))
     overall_bd = breakdown(work, window)
-    idle, idle_gaps = idle_mod.analyse(work, trace.events, ctx.host, steps_df, window, idle_rules)
+    # Where the idle time goes (not for CPU-only traces: no launches, no device queue).
+    idle, idle_gaps = ({}, pd.DataFrame(columns=idle_mod.GAP_COLUMNS)) if ctx.cpu_only else \
+        idle_mod.analyse(work, trace.events, ctx.host, steps_df, window, idle_rules)
     nsteps = len(ctx.steps)
 
     # Phases: contiguous or not, steps of one mode form one phase.
