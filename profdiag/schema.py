@@ -21,6 +21,7 @@ KIND_SYNC = "sync"  # device-side synchronisation record (cuda_sync, nsys SYNCHR
 KIND_CPU_OP = "cpu_op"  # framework operator (aten::mm)
 KIND_ANNOTATION = "annotation"  # user range on the host (record_function, NVTX, roctx)
 KIND_GPU_ANNOTATION = "gpu_annotation"  # projection of a user range onto a GPU stream
+KIND_PYTHON = "python"  # Python frame on the host (Kineto python_function, with_stack)
 
 GPU_KINDS = (KIND_KERNEL, KIND_MEMCPY, KIND_MEMSET)
 ALL_KINDS = (
@@ -32,6 +33,7 @@ ALL_KINDS = (
     KIND_CPU_OP,
     KIND_ANNOTATION,
     KIND_GPU_ANNOTATION,
+    KIND_PYTHON,
 )
 
 # column -> (dtype, description). Order is the canonical column order.

@@ -39,3 +39,42 @@ def test_diagnose_with_hta_adds_its_figures():
     d = profdiag.diagnose(profdiag.load(FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz"),
                           hta=True)
     assert d.to_dict()["extras"]["hta"]["available"] is True
+
+
+def test_our_idle_split_agrees_with_htas_on_the_eager_decode():
+    """HTA (run with HTA_DISABLE_NS_ROUNDING=1) calls a gap host wait when the next kernel's
+    runtime call started after the previous kernel ended: our rule. With one busy stream the
+    two splits must agree to within HTA's per-stream bookkeeping (<1% of idle)."""
+    import os
+
+    from helpers import FIXTURES
+
+    path = FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz"
+    before = os.environ.get("HTA_DISABLE_NS_ROUNDING")
+    d = profdiag.diagnose(profdiag.load(path), hta=True)
+    assert os.environ.get("HTA_DISABLE_NS_ROUNDING") == before  # restored after the run
+    h = d.extras["hta"]
+    assert h["available"] and h["ns_rounding_disabled"]
+    cmp = h["compare"]
+    idle = d.idle["idle_ns"]
+    assert abs(cmp["ours"]["host_wait_ns"] - cmp["hta"]["host_wait_ns"]) < 0.01 * idle
+    assert cmp["ours"]["host_wait_ns"] == d.idle["host_wait_ns"]
+
+
+def test_hta_failure_is_a_visible_warning(monkeypatch):
+    from helpers import FIXTURES
+
+    import hta.trace_analysis as ta
+
+    class Broken:
+        def __init__(self, *a, **k):
+            raise AssertionError("negative duration")
+
+    monkeypatch.setattr(ta, "TraceAnalysis", Broken)
+    d = profdiag.diagnose(profdiag.load(FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz"),
+                          hta=True)
+    assert d.extras["hta"]["available"] is False
+    msg = [w for w in d.warnings if w.startswith("--hta:")]
+    assert msg and "AssertionError: negative duration" in msg[0]
+    assert "HTA_DISABLE_NS_ROUNDING=1" in msg[0]
+    assert msg[0] in d.to_dict()["warnings"]

@@ -24,7 +24,7 @@ def diagnosis_options(f: F) -> F:
         click.option("--no-manifest", is_flag=True,
                      help="Ignore a capture manifest beside the trace."),
         click.option("--rules", "rules", multiple=True, type=click.Path(dir_okay=False),
-                     help="Extra TOML file of kernel rules or thresholds (repeatable)."),
+                     help="Extra TOML file of kernel rules, thresholds or idle causes (repeatable)."),
         click.option("--trace-format", type=click.Choice(["torch", "nsys", "rocprof"]),
                      help="Force the input parser instead of sniffing the content."),
         click.option("--gpu", help="Hardware spec for the roofline (e.g. h100-sxm), instead of "

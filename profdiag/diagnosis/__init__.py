@@ -20,6 +20,8 @@ from ..errors import UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace, device_label
 from . import counts as counts_mod
+from . import health as health_mod
+from . import idle as idle_mod
 from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
@@ -71,6 +73,11 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     limits = thresholds(threshold_files)
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
+    # Trace health first: impossible events must not reach the verdict.
+    clean, health, health_warnings = health_mod.screen(ctx.work, trace.events, trace.meta.options)
+    ctx.work = clean.reset_index(drop=True)
+    idle_rules = idle_mod.load_idle_rules(tuple(str(p) for p in rules
+                                                if idle_mod.has_idle_causes(p)))
     recovered = _recover_shapes(ctx, shapes_from) if shapes_from is not None else 0
     ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
@@ -83,6 +90,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     window = ((int(steps_df["_w0"].min()), int(steps_df["_w1"].max())) if len(steps_df)
               else window_of(work, ctx.steps))
     overall_bd = breakdown(work, window)
+    # Where the idle time goes (not for CPU-only traces: no launches, no device queue).
+    idle, idle_gaps = ({}, pd.DataFrame(columns=idle_mod.GAP_COLUMNS)) if ctx.cpu_only else \
+        idle_mod.analyse(work, trace.events, ctx.host, steps_df, window, idle_rules)
     nsteps = len(ctx.steps)
 
     # Phases: contiguous or not, steps of one mode form one phase.
@@ -127,7 +137,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     for p in phases:
         checks.append(overhead_mod.check(
             p.overhead_share, p.mode.value, limits, ov_evidence if len(phases) == 1 else {},
-            trace.meta.options, phase=p.name if len(phases) > 1 else ""))
+            trace.meta.options, phase=p.name if len(phases) > 1 else "",
+            split=idle.get("by_phase", {}).get(p.name) if len(phases) > 1 else idle))
     verdict = main.bottleneck
     if len(phases) > 1:
         verdict = Verdict(verdict.value, [f"{main.name} phase dominates the window "
@@ -140,6 +151,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         step_phases=[m.value for m in step_modes] or [mode.value], salvaged=bool(trace.meta.salvaged),
         gemms_per_layer=gemms_per_layer)
     checks.extend(count_checks)
+    checks.append(idle_mod.step_outliers(steps_df, idle_gaps, idle_rules))
+    if verdict.value == "overhead":
+        verdict = Verdict(verdict.value, [*verdict.evidence,
+                                          *idle_mod.evidence_lines(idle, idle_rules)])
     hot = hotspots(work, overall_bd.busy_ns, kc.get("forwards"), kc.get("layers"),
                    int(limits["hotspots"]["top"]),
                    phase_forwards={k: v["forwards"] for k, v in (kc.get("phases") or {}).items()},
@@ -151,13 +166,15 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     recs = recommendations(verdict.value, main.breakdown, ov_evidence, trace.meta.options, kc,
                            hot.to_dict("records"), shapes.median_m, main.overhead_share,
                            main.mode.value)
+    recs = idle_mod.merge_recommendations(recs, idle, idle_rules, verdict.value,
+                                          overall_bd.window_ns)
 
     dev_info, dev_found = (None, "none") if ctx.cpu_only else trace.meta.device_info(ctx.device)
     if dev_found == "same-model" and dev_info is not None:
         ctx.notes.append(f"the kernels ran on device {_int_or_none(ctx.device)}, which the trace's "
                          f"device list ({', '.join(str(d.index) for d in trace.meta.devices)}) "
                          f"does not name; all listed GPUs are {dev_info.name}")
-    warnings = list(trace.meta.warnings) + ctx.notes
+    warnings = list(trace.meta.warnings) + ctx.notes + health_warnings
     if ctx.cpu_only:
         warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
     if not ctx.cpu_only and len(work):
@@ -190,14 +207,17 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
-        events=work.drop(columns=list(EVIDENCE_COLUMNS)),
-        step_detail=step_detail(work, steps_df))
+        events=work.drop(columns=list(EVIDENCE_COLUMNS)), idle=idle, health=health,
+        idle_gaps=idle_gaps,
+        step_detail=step_detail(work, steps_df, idle_gaps, idle_mod.cause_titles(idle_rules)))
     if ctx.cpu_only:
         _cpu_wording(diag)
     if hta:
         from .hta_bridge import hta_figures
 
-        diag.extras["hta"] = hta_figures(trace)
+        diag.extras["hta"] = hta_figures(trace, idle)
+        if not diag.extras["hta"].get("available"):
+            diag.warnings.append(f"--hta: {diag.extras['hta'].get('reason', 'HTA unavailable')}")
     _attach_roofline(diag, ctx, gpu, gpu_spec)
     return diag
 

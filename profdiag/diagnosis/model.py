@@ -130,6 +130,11 @@ class Diagnosis:
     events: pd.DataFrame | None = None  # the classified device work (not serialised)
     # per phase: the parts of its median step (diagnosis/step_detail.py), for attribution
     step_detail: dict[str, Any] = field(default_factory=dict)
+    idle: dict[str, Any] = field(default_factory=dict)  # idle split, causes, largest gaps
+    health: dict[str, Any] = field(default_factory=dict)  # trace health findings
+    # Every idle gap: start_ns, dur_ns, step, host_wait_ns, kernel_wait_ns, cause, op, context,
+    # next (not serialised; idle["gaps"] holds the largest).
+    idle_gaps: pd.DataFrame | None = None
 
     @property
     def categories(self) -> dict[str, float]:
@@ -186,5 +191,7 @@ class Diagnosis:
             "model": self.model,
             "roofline": self.roofline,
             "warnings": list(self.warnings),
+            **({"idle": self.idle} if self.idle else {}),
+            **({"health": self.health} if self.health else {}),
             **({"extras": self.extras} if self.extras else {}),
         }

@@ -54,17 +54,33 @@ def limit_for(mode: str, limits: dict[str, Any]) -> float:
 
 
 def check(share: float, mode: str, limits: dict[str, Any], evidence: dict[str, Any],
-          options: dict[str, Any], phase: str = "") -> Check:
+          options: dict[str, Any], phase: str = "", split: dict[str, Any] | None = None) -> Check:
     """overhead check: pass under the mode's limit, warn above it, fail past pathological."""
     limit = limit_for(mode, limits)
     patho = float(limits["overhead"]["pathological"])
     status = PASS if share <= limit else (FAIL if share > patho else WARN)
     where = f" in {phase}" if phase else ""
-    summary = (f"GPU idle (host overhead) is {share:.1%} of the window{where}; limit for {mode} "
-               f"is {limit:.0%}" + (f", pathological above {patho:.0%}" if status != PASS else ""))
+    summary = (f"GPU idle{_kind_of_idle(split)} is {share:.1%} of the window{where}; limit for "
+               f"{mode} is {limit:.0%}" + (f", pathological above {patho:.0%}" if status != PASS
+                                           else ""))
     profiled = [k for k in ("record_shapes", "with_stack") if options.get(k)]
     if status != PASS and profiled:
         summary += f" (captured with {' and '.join(profiled)}: profiling may inflate host gaps)"
     cid = f"overhead.{phase}" if phase else "overhead"
+    if split:
+        evidence = {**evidence, "host_wait_ns": int(split.get("host_wait_ns", 0)),
+                    "kernel_wait_ns": int(split.get("kernel_wait_ns", 0))}
     return Check(cid, status, summary, {"overhead_share": round(share, 6), "limit": limit,
                                         "pathological": patho, **evidence})
+
+
+def _kind_of_idle(split: dict[str, Any] | None) -> str:
+    """' (host overhead)' or ' (GPU-side gaps, not host overhead)' from the idle split."""
+    if not split:
+        return " (host overhead)"
+    host, gpu = int(split.get("host_wait_ns", 0)), int(split.get("kernel_wait_ns", 0))
+    if host + gpu == 0:
+        return ""
+    if gpu > host:
+        return f" ({gpu / (host + gpu):.0%} GPU-side gaps between queued kernels, not host overhead)"
+    return f" ({host / (host + gpu):.0%} host wait)"

@@ -53,6 +53,7 @@ KIND_BY_CAT: dict[str, str] = {
     "Operator": schema.KIND_CPU_OP,
     "user_annotation": schema.KIND_ANNOTATION,
     "gpu_user_annotation": schema.KIND_GPU_ANNOTATION,
+    "python_function": schema.KIND_PYTHON,
 }
 KIND_CODES = list(schema.ALL_KINDS)
 _CODE_BY_CAT = {cat: KIND_CODES.index(kind) for cat, kind in KIND_BY_CAT.items()}

@@ -15,6 +15,7 @@ import orjson
 from markupsafe import Markup
 
 from . import json_
+from . import idle_view
 from . import text as t
 
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
@@ -90,13 +91,15 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     roof = data.get("roofline") or {}
     gpu = roof.get("gpu") or {}
     points = roof.get("points") or [] if roof.get("available") else []
+    outliers = idle_view.outliers(data)
     return {
         "category_colors": CATEGORY_COLORS,
         "phase_colors": PHASE_COLORS,
         "dev": t.device_word(data),
         "steps": [{"step": s.get("step"), "name": s.get("name"), "phase": s.get("phase"),
                    "wall_ns": s.get("wall_ns"), "gpu_busy_ns": s.get("gpu_busy_ns"),
-                   "ideal_ns": s.get("ideal_ns"), "ratio": s.get("ratio")}
+                   "ideal_ns": s.get("ideal_ns"), "ratio": s.get("ratio"),
+                   "outlier": outliers.get(s.get("step"))}
                   for s in t.steps_with_ideal(data)],
         "per_layer": {"layers": kc.get("per_layer") or [],
                       "slow": kc.get("slow_layers") or []},
@@ -110,6 +113,20 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
                 for p in points if p.get("intensity") and p.get("achieved_flops_s")],
         },
     }
+
+
+def _idle_view(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Idle split bar and the top causes as bars (share of idle)."""
+    sp = idle_view.split(data)
+    if sp is None:
+        return None
+    rows = idle_view.cause_rows(data)
+    top = max((r["share"] for r in rows), default=0) or 1
+    return {**sp, "host_color": idle_view.HOST_COLOR, "gpu_color": idle_view.GPU_COLOR,
+            "causes": [{**r, "bar": r["share"] / top,
+                        "color": idle_view.GPU_COLOR if r["cause"] == "gpu_side"
+                        else idle_view.HOST_COLOR} for r in rows],
+            "gaps": idle_view.gap_rows(data)}
 
 
 def view(data: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +187,8 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                              "bottleneck": "", "id": "", **r}
                             for r in data.get("recommendations") or []],
         "warnings": data.get("warnings") or [],
+        "idle": _idle_view(data),
+        "health": idle_view.health_lines(data),
         "extras": [(k, json_.dumps(val)) for k, val in sorted((data.get("extras") or {}).items())],
         "checks": data.get("checks") or [],
         "status_counts": t.status_counts(data),

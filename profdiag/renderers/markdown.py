@@ -106,6 +106,9 @@ def render(data: dict[str, Any]) -> str:
     if flags:
         out += ["", f"> Captured with {esc(' and '.join(flags))}: these slow the host, so the "
                 "gaps between kernels may be inflated by profiling."]
+    from .idle_view import markdown_block
+
+    out += markdown_block(data, esc)
 
     kc = data.get("kernel_counts") or {}
     section("4. Kernel counts", "counts")

@@ -19,7 +19,7 @@ CATEGORY_LETTER = {"compute": "C", "memory": "M", "normalization": "N", "element
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("mode", "Mode", ("mode",)),
     ("categories", "Category breakdown", ("categories", "pattern")),
-    ("overhead", "Overhead", ("overhead",)),
+    ("overhead", "Overhead", ("overhead", "step_outliers")),
     ("counts", "Kernel counts", ("kernel_count", "layer_balance")),
     ("hotspots", "Hotspots", ("hotspots",)),
 )
@@ -471,6 +471,9 @@ def render(data: dict[str, Any]) -> str:
     flags = profiling_flags(data)
     if flags:
         out.append(f"  Note: captured with {' and '.join(flags)}; host gaps may be inflated.")
+    from .idle_view import text_block
+
+    out += text_block(data)
 
     # 4. counts
     kc = data.get("kernel_counts") or {}
@@ -696,6 +699,9 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
                      + (f"; per phase: {', '.join(per_phase)} (each against its own limit)"
                         if per_phase else f" (limit {fmt_pct(o.get('limit'), 0)})")
                      + (f" [{ost}]" if ost else ""))
+    from .idle_view import summary_line
+
+    lines += summary_line(data)
     kc = data.get("kernel_counts") or {}
     cst = steps["counts"]["status"]
     lines.append(f"Kernels:     {fmt_num(kc.get('observed_gemm_calls'))} GEMM calls observed / "

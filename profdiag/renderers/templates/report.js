@@ -141,12 +141,17 @@
       var g = el("g", {}, s);
       tip(g, (d.name || ("step " + d.step)) + " (" + (d.phase || "?") + ")\nwall " + fmtNs(d.wall_ns) +
         "\n" + (D.dev || "GPU") + " busy " + fmtNs(d.gpu_busy_ns) + (d.wall_ns ? " (" + (100 * d.gpu_busy_ns / d.wall_ns).toFixed(1) + "%)" : "") +
-        (d.ideal_ns ? "\nspeed of light " + fmtNs(d.ideal_ns) + " (" + d.ratio + "× ideal)" : ""));
+        (d.ideal_ns ? "\nspeed of light " + fmtNs(d.ideal_ns) + " (" + d.ratio + "× ideal)" : "") +
+        (d.outlier ? "\noutlier: +" + fmtNs(d.outlier.extra_ns) + " over a typical " + fmtNs(d.outlier.typical_ns) + ", " + (d.outlier.op || d.outlier.cause) : ""));
       if (d.wall_ns) el("rect", { x: x, y: y(d.wall_ns), width: w, height: T + H - y(d.wall_ns), fill: c, opacity: 0.35 }, g);
       if (d.gpu_busy_ns) el("rect", { x: x + w * 0.2, y: y(d.gpu_busy_ns), width: w * 0.6, height: T + H - y(d.gpu_busy_ns), fill: c }, g);
       if (d.ideal_ns) {
         var yi = Math.min(y(d.ideal_ns), T + H - 1.5);
         el("line", { x1: x - pad * 0.5, x2: x + w + pad * 0.5, y1: yi, y2: yi, stroke: "#111", "stroke-width": 2 }, g);
+      }
+      if (d.outlier && d.wall_ns) {
+        var yo = Math.max(y(d.wall_ns) - 4, T + 2);
+        el("path", { d: "M" + (x + w / 2 - 5) + " " + (yo - 8) + " L" + (x + w / 2 + 5) + " " + (yo - 8) + " L" + (x + w / 2) + " " + yo + " Z", fill: "#c0392b", "class": "outlier" }, g);
       }
       if (i % labelEvery === 0) el("text", { x: x + w / 2, y: T + H + 14, "text-anchor": "middle", "class": "tick" }, s, String(d.step !== undefined ? d.step : i));
     });
@@ -157,6 +162,7 @@
     items.push({ color: barColor, opacity: 0.35, label: "wall time" });
     items.push({ color: barColor, label: (D.dev || "GPU") + " busy" });
     if (steps.some(function (d) { return d.ideal_ns; })) items.push({ color: "#111", line: true, label: "speed of light (ideal)" });
+    if (steps.some(function (d) { return d.outlier; })) items.push({ color: "#c0392b", label: "outlier step (▼)" });
     legend(s, L, 16, items);
   }
 

@@ -1,0 +1,594 @@
+"""Where the idle time goes: every gap in the device's busy time, split and attributed.
+
+A *gap* is a stretch of the analysed window where the primary device runs nothing (the
+complement of the union of its GPU intervals, so the gaps add up to ``breakdown.idle_ns``).
+Each gap is split in two:
+
+- ``host_wait``: the GPU queue was empty because the host had not launched the next work yet
+  (the launch call of the work that ends the gap started after the gap began, or the host
+  spent the gap inside that very call, e.g. a blocking copy; HTA's definition);
+- ``kernel_wait``: the next work was already queued (graph replays, dependent kernels, stream
+  waits): a GPU-side gap, not host overhead.
+
+The host-wait part of every gap of at least ``min_gap_ns`` (and of the ``top_gaps`` largest)
+is attributed to the innermost host activity spanning it on the launching thread, by the
+patterns of ``rules/idle.toml``; shorter host waits are ``launch_gaps``, kernel waits are
+``gpu_side``. Causes therefore add up to the idle time.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..errors import RulesError
+from ..rules_path import rules_dir
+from .model import PASS, SKIP, WARN, Check, Recommendation
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GAP_COLUMNS = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "cause", "op",
+               "context", "next"]
+GENERIC = ("launch_gaps", "gpu_side", "framework_op", "python", "unexplained")
+# Host ranges that delimit steps or layers say nothing about why the host is idle.
+_STRUCTURAL = re.compile(r"^(?:ProfilerStep#\d+|(?:prefill|decode|forward|step|generate|"
+                         r"decode_step|layer|layers|model\.layers)[\w\s#.\[\]=-]*)$", re.I)
+_PYTHON_KIND = schema.KIND_PYTHON
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    pattern: re.Pattern[str] | None
+    title: str
+    description: str
+    rec_title: str
+    advice: str
+    inside: bool = False
+    blocking: bool = False
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdleRules:
+    causes: tuple[Cause, ...]
+    generic: dict[str, Cause]
+    attribution: dict[str, Any]
+    step_outliers: dict[str, Any]
+
+    def describe(self, cause_id: str) -> Cause | None:
+        return self.generic.get(cause_id) or next((c for c in self.causes if c.id == cause_id),
+                                                  None)
+
+
+def _cause(cid: str, d: dict[str, Any], path: Path) -> Cause:
+    pattern = None
+    if "match" in d:
+        try:
+            pattern = re.compile(str(d["match"]))
+        except re.error as exc:
+            raise RulesError(f"idle cause {cid!r}: bad regex ({exc})", str(path)) from None
+    return Cause(id=cid, pattern=pattern, title=str(d.get("title", cid)),
+                 description=str(d.get("description", "")), rec_title=str(d.get("rec_title", "")),
+                 advice=str(d.get("advice", "")), inside=bool(d.get("inside", False)),
+                 blocking=bool(d.get("blocking", False)),
+                 examples={k: list(v) for k, v in (d.get("examples") or {}).items()})
+
+
+@lru_cache(maxsize=4)
+def load_idle_rules(extra: tuple[str, ...] = ()) -> IdleRules:
+    """rules/idle.toml, then any user file's [attribution]/[step_outliers] keys and causes
+    (a user cause with a shipped id replaces it; new ones are tried first)."""
+    causes: dict[str, Cause] = {}
+    user_first: list[str] = []
+    generic: dict[str, Cause] = {}
+    attribution: dict[str, Any] = {}
+    outliers: dict[str, Any] = {}
+    for i, path in enumerate((rules_dir() / "idle.toml", *map(Path, extra))):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RulesError(f"cannot read idle rules: {exc}", str(path)) from None
+        attribution.update(data.get("attribution") or {})
+        outliers.update(data.get("step_outliers") or {})
+        for entry in data.get("cause") or []:
+            if "id" not in entry or "match" not in entry:
+                raise RulesError("an idle [[cause]] needs an id and a match", str(path))
+            c = _cause(str(entry["id"]), entry, path)
+            if i and c.id not in causes:
+                user_first.append(c.id)
+            causes[c.id] = c
+        for cid, d in (data.get("generic") or {}).items():
+            generic[cid] = _cause(cid, {k: v for k, v in d.items() if k != "match"}, path)
+    order = user_first + [k for k in causes if k not in user_first]
+    return IdleRules(tuple(causes[k] for k in order), generic, attribution, outliers)
+
+
+def has_idle_causes(path: str | Path) -> bool:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "[[cause]]" in text or "[attribution]" in text or "[step_outliers]" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaps and their split
+
+
+def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of [start, end) intervals as sorted disjoint segments."""
+    if len(starts) == 0:
+        return starts, ends
+    order = np.argsort(starts, kind="stable")
+    s = starts[order]
+    e = np.maximum.accumulate(ends[order])
+    new = np.concatenate(([True], s[1:] > e[:-1]))
+    seg_id = np.cumsum(new) - 1
+    seg_s = s[new]
+    seg_e = np.zeros(len(seg_s), dtype=np.int64)
+    np.maximum.at(seg_e, seg_id, e)
+    return seg_s, seg_e
+
+
+def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
+         ) -> pd.DataFrame:
+    """Every idle stretch of ``work`` inside ``windows`` ((w0, w1, step) triples that partition
+    the analysed window), with its host-wait / kernel-wait split and the next work's launch."""
+    cols = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
+            "next_pos", "launch_tid"]
+    if not windows:
+        return pd.DataFrame(columns=cols)
+    st = work["start_ns"].to_numpy(dtype=np.int64)
+    en = st + work["dur_ns"].to_numpy(dtype=np.int64)
+    launch = work["launch_ns"].to_numpy(dtype=np.int64)
+    # The launch call of each work item: its end and thread (same correlation id).
+    rt = host[(host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()]
+    rt = rt.drop_duplicates("correlation").set_index("correlation")
+    corr = work["correlation"]
+    call_end = corr.map(rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
+        dtype=np.float64).astype(np.int64)
+    call_tid = corr.map(rt["tid"]).astype("Float64").fillna(-1).to_numpy(
+        dtype=np.float64).astype(np.int64)
+    # Sorted by start, then launch: the first event starting at t has the earliest launch.
+    order = np.lexsort((launch, st))
+    st_sorted = st[order]
+    parts: list[np.ndarray] = []
+    for w0, w1, step in _contiguous(windows):
+        if w1 <= w0:
+            continue
+        lo, hi = np.searchsorted(st_sorted, w0, "left"), np.searchsorted(st_sorted, w1, "left")
+        # Work overlapping the window: started in it, or started before and still running.
+        before = order[:lo]
+        before = before[en[before] > w0]
+        idx = np.concatenate((before, order[lo:hi]))
+        seg_s, seg_e = _segments(np.clip(st[idx], w0, w1), np.clip(en[idx], w0, w1))
+        g_s = np.concatenate(([w0], seg_e))
+        g_e = np.concatenate((seg_s, [w1]))
+        keep = g_e > g_s
+        a, b = g_s[keep].astype(np.int64), g_e[keep].astype(np.int64)
+        k = np.searchsorted(st_sorted, b, "left")
+        has = k < len(st_sorted)
+        has[has] = st_sorted[k[has]] == b[has]
+        nxt = np.where(has, order[np.minimum(k, len(order) - 1)], -1)
+        ready = np.where(has, launch[np.maximum(nxt, 0)], b)
+        tid = np.where(has, call_tid[np.maximum(nxt, 0)], -1)
+        ce = np.where(has, call_end[np.maximum(nxt, 0)], -1)
+        # The host spent (most of) the gap inside the call that issues the next work: a
+        # blocking copy, or a graph launch that feeds its nodes one by one.
+        inside_call = (ce > 0) & (np.minimum(ce, b) - np.maximum(ready, a) >= 0.5 * (b - a))
+        ready = np.where(inside_call, b, ready)
+        # Launched after the gap began: the queue was empty, the whole gap (launch latency
+        # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
+        hw = np.where(ready > a, b - a, 0)
+        parts.append(np.column_stack((a, b - a, np.full(len(a), step), hw, b - a - hw,
+                                      np.maximum(ready, a), nxt, tid)))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame(np.concatenate(parts).astype(np.int64), columns=cols)
+
+
+def _contiguous(windows: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The step windows plus the holes between them (step -1), so that gaps cover the whole
+    analysed window (a step's window starts at its own host range when the GPU was idle
+    before it, leaving the time since the previous step's last work to no step)."""
+    out: list[tuple[int, int, int]] = []
+    for w in sorted(windows):
+        if out and w[0] > out[-1][1]:
+            out.append((out[-1][1], w[0], -1))
+        out.append(w)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution
+
+
+@dataclass
+class _HostIndex:
+    """Host events sorted by start, split into long and short ones for quick interval queries."""
+
+    name: np.ndarray
+    kind: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    tid: np.ndarray
+    long_idx: np.ndarray
+    short_idx: np.ndarray
+    short_max: int
+    short_start: np.ndarray
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> "_HostIndex":
+        ev = events.sort_values("start_ns", kind="stable")
+        start = ev["start_ns"].to_numpy(dtype=np.int64)
+        end = start + ev["dur_ns"].to_numpy(dtype=np.int64)
+        dur = end - start
+        long_cut = 1_000_000
+        return cls(name=ev["name"].astype(str).to_numpy(), kind=ev["kind"].astype(str).to_numpy(),
+                   start=start, end=end,
+                   tid=ev["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
+                   .astype(np.int64),
+                   long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
+                   short_max=long_cut, short_start=start[dur < long_cut])
+
+    def overlapping(self, a: int, b: int) -> np.ndarray:
+        """Positions of events overlapping [a, b)."""
+        li = self.long_idx[(self.start[self.long_idx] < b) & (self.end[self.long_idx] > a)]
+        s_starts = self.short_start
+        lo = np.searchsorted(s_starts, a - self.short_max, "left")
+        hi = np.searchsorted(s_starts, b, "left")
+        si = self.short_idx[lo:hi]
+        si = si[self.end[si] > a]
+        return np.concatenate((li, si))
+
+
+def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
+    for c in rules.causes:
+        if c.pattern is not None and (c.inside or not inside) and c.pattern.search(name):
+            return c
+    return None
+
+
+def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
+              cover: float) -> tuple[str, str, str]:
+    """(cause, op, context) of the host-wait stretch [a, b)."""
+    pos = hix.overlapping(a, b)
+    if tid >= 0:
+        same = pos[(hix.tid[pos] == tid) | (hix.tid[pos] < 0)]
+        pos = same if len(same) else pos
+    if not len(pos):
+        return "unexplained", "", ""
+    ov = np.minimum(hix.end[pos], b) - np.maximum(hix.start[pos], a)
+    span = pos[ov >= cover * (b - a)]
+    span = span[np.argsort(hix.end[span] - hix.start[span], kind="stable")]  # innermost first
+    span = np.array([p for p in span if not _STRUCTURAL.match(hix.name[p])], dtype=np.int64)
+    context = ""
+    for i, p in enumerate(span):
+        c = _match(rules, hix.name[p])
+        if c is not None:
+            # Where it was called from: the user Python frame, else (for a runtime call) the
+            # framework op that made the call.
+            outer = [hix.name[q] for q in span[i + 1:] if hix.kind[q] == schema.KIND_CPU_OP]
+            context = _context(span[i + 1:], hix) or (
+                outer[0] if outer and hix.kind[p] == schema.KIND_RUNTIME else "")
+            return c.id, hix.name[p], context
+    # Calls made during the gap (nsys: a plan build is host silence ending in a library load).
+    during = pos[(hix.start[pos] >= a) & (hix.kind[pos] == schema.KIND_RUNTIME)]
+    for c in rules.causes:
+        if not c.inside or c.pattern is None:
+            continue
+        hit = [p for p in during if c.pattern.search(hix.name[p])]
+        if hit:
+            return c.id, hix.name[max(hit, key=lambda p: hix.end[p] - hix.start[p])], \
+                _context(span, hix)
+    ops = [p for p in span if hix.kind[p] == schema.KIND_CPU_OP]
+    if ops:
+        return "framework_op", hix.name[ops[0]], _context(span, hix)
+    py = [p for p in span if hix.kind[p] == _PYTHON_KIND]
+    if py:
+        return "python", hix.name[py[0]].rsplit("/", 1)[-1], ""
+    return "unexplained", "", ""
+
+
+_LIBRARY_FRAME = re.compile(r"^<built-in|(?:^|/)(?:torch|triton|numpy|contextlib|threading|"
+                            r"functools)(?:/|\.py)|site-packages/(?:torch|triton|numpy)/")
+
+
+def _context(span: np.ndarray, hix: _HostIndex) -> str:
+    """The innermost user Python frame among the enclosing events (where in the code, as
+    'file.py(line): function'), else ''."""
+    for p in span:
+        name = hix.name[p]
+        if hix.kind[p] == _PYTHON_KIND and not _LIBRARY_FRAME.search(name):
+            return name.rsplit("/", 1)[-1]
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The idle section
+
+
+def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
+            steps_df: pd.DataFrame, window: tuple[int, int], rules: IdleRules,
+            ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the JSON ``idle`` object, the full gap table)."""
+    att = rules.attribution
+    min_gap = int(att.get("min_gap_ns", 50_000))
+    top_n = int(att.get("top_gaps", 20))
+    cover = float(att.get("cover", 0.5))
+    unexplained_min = int(att.get("unexplained_min_ns", 1_000_000))
+    if len(steps_df) and "_w0" in steps_df:
+        windows = [(int(r["_w0"]), int(r["_w1"]), int(r["step"]))
+                   for r in steps_df[["_w0", "_w1", "step"]].to_dict("records")]
+    else:
+        windows = [(int(window[0]), int(window[1]), -1)]
+    g = gaps(work, host, windows)
+    if len(g):
+        order = np.argsort(-g["host_wait_ns"].to_numpy(), kind="stable")
+        top = set(order[:top_n].tolist())
+        want = (g["host_wait_ns"] >= min_gap).to_numpy().copy()
+        want[list(top)] = True
+        want &= (g["host_wait_ns"] > 0).to_numpy()
+    else:
+        want = np.zeros(0, dtype=bool)
+    hosty = events[events["kind"].astype(str).isin(
+        (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
+         _PYTHON_KIND))]
+    hix = _HostIndex.of(hosty)
+    cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
+        if len(g) else np.array([], dtype=object)
+    op = np.full(len(g), "", dtype=object)
+    ctx = np.full(len(g), "", dtype=object)
+    g_start = g["start_ns"].to_numpy()
+    g_hw = g["host_wait_ns"].to_numpy().copy()
+    g_kw = g["kernel_wait_ns"].to_numpy().copy()
+    g_tid = g["launch_tid"].to_numpy()
+    blocking = {c.id for c in rules.causes if c.blocking}
+    for i in np.flatnonzero(want):
+        a = int(g_start[i])
+        b = a + int(g_hw[i])
+        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        if cause[i] == "unexplained" and b - a < unexplained_min:
+            cause[i] = "launch_gaps"  # host work between launches that the trace does not name
+    # A long GPU-side wait while the host sat in a blocking call (the queued work waited on a
+    # copy or event the host drives): host wait too, attributed to that call.
+    for i in np.flatnonzero((g_kw >= min_gap) & bool(blocking)):
+        a = int(g_start[i] + g_hw[i])
+        b = a + int(g_kw[i])
+        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
+            cause[i], op[i], ctx[i] = c, o, x
+            g_hw[i] += g_kw[i]
+            g_kw[i] = 0
+    g["host_wait_ns"] = g_hw
+    g["kernel_wait_ns"] = g_kw
+    g["cause"] = cause
+    g["op"] = op
+    g["context"] = ctx
+    names = work["name"].astype(str).to_numpy()
+    nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
+    g["next"] = [names[p] if p >= 0 else "" for p in nxt]
+    table = g[GAP_COLUMNS].reset_index(drop=True)
+    return summarise(table, steps_df, rules), table
+
+
+def summarise(table: pd.DataFrame, steps_df: pd.DataFrame, rules: IdleRules) -> dict[str, Any]:
+    """The JSON ``idle`` object from the gap table."""
+    top_n = int(rules.attribution.get("top_gaps", 20))
+    host_wait = int(table["host_wait_ns"].sum()) if len(table) else 0
+    kernel_wait = int(table["kernel_wait_ns"].sum()) if len(table) else 0
+    idle = host_wait + kernel_wait
+    # Cause rows: a gap's host-wait part goes to its cause, its kernel-wait part to gpu_side.
+    parts = []
+    if len(table):
+        hw = table[table["host_wait_ns"] > 0]
+        parts.append(pd.DataFrame({"cause": hw["cause"], "op": hw["op"], "context": hw["context"],
+                                   "ns": hw["host_wait_ns"], "step": hw["step"]}))
+        kw = table[table["kernel_wait_ns"] > 0]
+        parts.append(pd.DataFrame({"cause": "gpu_side", "op": "", "context": "",
+                                   "ns": kw["kernel_wait_ns"], "step": kw["step"]}))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["cause", "op", "context", "ns", "step"])
+    causes: list[dict[str, Any]] = []
+    for (cid, op_name), grp in rows.groupby(["cause", "op"], sort=False):
+        desc = rules.describe(str(cid))
+        # The steps it hits materially: at least a quarter of its worst step's time.
+        per_step = grp[grp["step"] >= 0].groupby("step")["ns"].sum()
+        steps = sorted(int(s) for s, v in per_step.items() if v >= 0.25 * per_step.max())
+        ctxs = [c for c in grp["context"] if c]
+        causes.append({"cause": str(cid), "op": str(op_name), "ns": int(grp["ns"].sum()),
+                       "share_of_idle": round(float(grp["ns"].sum()) / idle, 6) if idle else 0.0,
+                       "gaps": int(len(grp)), "steps": steps,
+                       "context": max(set(ctxs), key=ctxs.count) if ctxs else "",
+                       "title": desc.title if desc else str(cid)})
+    causes.sort(key=lambda c: -c["ns"])
+    largest = table.sort_values("dur_ns", ascending=False, kind="stable").head(top_n)
+    gap_rows = [{"start_ns": int(r["start_ns"]), "dur_ns": int(r["dur_ns"]),
+                 "host_wait_ns": int(r["host_wait_ns"]), "kernel_wait_ns": int(r["kernel_wait_ns"]),
+                 "step": int(r["step"]), "cause": r["cause"], "op": r["op"], "next": r["next"]}
+                for r in largest.to_dict("records")]
+    by_step = []
+    if len(steps_df) and len(table):
+        per = table.groupby("step")[["host_wait_ns", "kernel_wait_ns"]].sum()
+        for r in steps_df[["step", "phase"]].to_dict("records"):
+            s = int(r["step"])
+            hw_s = int(per.at[s, "host_wait_ns"]) if s in per.index else 0
+            kw_s = int(per.at[s, "kernel_wait_ns"]) if s in per.index else 0
+            by_step.append({"step": s, "phase": r["phase"], "host_wait_ns": hw_s,
+                            "kernel_wait_ns": kw_s})
+    by_phase: dict[str, dict[str, int]] = {}
+    for r in by_step:
+        p = by_phase.setdefault(str(r["phase"]), {"host_wait_ns": 0, "kernel_wait_ns": 0})
+        p["host_wait_ns"] += r["host_wait_ns"]
+        p["kernel_wait_ns"] += r["kernel_wait_ns"]
+    return {"idle_ns": idle, "host_wait_ns": host_wait, "kernel_wait_ns": kernel_wait,
+            "host_wait_share": round(host_wait / idle, 6) if idle else 0.0,
+            "kernel_wait_share": round(kernel_wait / idle, 6) if idle else 0.0,
+            "gap_count": int(len(table)),
+            "min_gap_ns": int(rules.attribution.get("min_gap_ns", 50_000)),
+            "causes": causes, "gaps": gap_rows, "by_step": by_step, "by_phase": by_phase}
+
+
+# ---------------------------------------------------------------------------------------------
+# Step outliers, advice, wording
+
+
+def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules) -> Check:
+    """Steps far slower than their phase's typical step while doing the same GPU work."""
+    cfg = rules.step_outliers
+    factor = float(cfg.get("factor", 1.5))
+    ktol = float(cfg.get("kernel_tolerance", 0.10))
+    btol = float(cfg.get("busy_tolerance", 0.25))
+    min_steps = int(cfg.get("min_steps", 3))
+    if steps_df.empty:
+        return Check("step_outliers", SKIP, "no step ranges: no per-step comparison", {})
+    flagged: list[dict[str, Any]] = []
+    compared = 0
+    for phase, grp in steps_df.groupby("phase", sort=False):
+        if len(grp) < min_steps:
+            continue
+        compared += len(grp)
+        typical = float(np.percentile(grp["wall_ns"], 25))
+        k_med = float(grp["kernels"].median())
+        b_med = float(grp["gpu_busy_ns"].median())
+        for r in grp.to_dict("records"):
+            same = (abs(r["kernels"] - k_med) <= ktol * max(k_med, 1)
+                    and abs(r["gpu_busy_ns"] - b_med) <= btol * max(b_med, 1))
+            if not same or r["wall_ns"] <= factor * typical:
+                continue
+            extra = int(r["wall_ns"] - typical)
+            mine = table[(table["step"] == r["step"]) & (table["host_wait_ns"] > 0)]
+            by = mine.groupby(["cause", "op"])["host_wait_ns"].sum().sort_values(ascending=False)
+            specific = by[[c not in ("launch_gaps", "gpu_side") for c, _ in by.index]]
+            top = specific if len(specific) and specific.iloc[0] >= 0.5 * extra else by
+            cause, op = (top.index[0] if len(top) else ("unexplained", ""))
+            flagged.append({"step": int(r["step"]), "phase": str(phase),
+                            "wall_ns": int(r["wall_ns"]), "typical_ns": int(typical),
+                            "extra_ns": extra, "cause": str(cause), "op": str(op),
+                            "cause_ns": int(top.iloc[0]) if len(top) else 0})
+    if not compared:
+        return Check("step_outliers", SKIP,
+                     f"fewer than {min_steps} steps per phase: no per-step comparison", {})
+    ev = {"factor": factor, "outliers": flagged,
+          "steps": [f["step"] for f in flagged]}
+    if not flagged:
+        return Check("step_outliers", PASS, f"no step is slower than {factor:g}x its phase's "
+                     "typical step with the same GPU work", ev)
+    steps = [f["step"] for f in flagged]
+    extra = sum(f["extra_ns"] for f in flagged)
+    causes: dict[str, int] = {}
+    for f in flagged:
+        key = f"{f['op'] or f['cause']}"
+        causes[key] = causes.get(key, 0) + f["cause_ns"]
+    main = max(causes, key=lambda k: causes[k])
+    why = (f"{_ms(causes[main])} ms of the {_ms(extra)} ms extra is {main}"
+           if causes[main] <= extra else
+           f"{_ms(extra)} ms extra; the largest cause in them is {main} ({_ms(causes[main])} ms)")
+    ev["cause"] = main
+    return Check("step_outliers", WARN,
+                 f"steps {_ranges(steps)} take {_ms(min(f['wall_ns'] for f in flagged))}-"
+                 f"{_ms(max(f['wall_ns'] for f in flagged))} ms against a typical "
+                 f"{_ms(flagged[0]['typical_ns'])} ms with the same GPU work; {why}", ev)
+
+
+def _ms(ns: float) -> str:
+    return f"{ns / 1e6:.1f}" if ns < 1e9 else f"{ns / 1e6:.0f}"
+
+
+def _ranges(steps: list[int]) -> str:
+    out: list[str] = []
+    for s in sorted(steps):
+        if out and out[-1].split("-")[-1] == str(s - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{s}"
+        else:
+            out.append(str(s))
+    return ", ".join(out)
+
+
+def recommendations(idle: dict[str, Any], rules: IdleRules) -> list[Recommendation]:
+    """One card per specific cause holding at least advice_min_share of idle, largest first."""
+    min_share = float(rules.attribution.get("advice_min_share", 0.05))
+    out: list[Recommendation] = []
+    seen: set[str] = set()
+    for c in idle.get("causes", []):
+        cid = c["cause"]
+        if cid in ("launch_gaps", "gpu_side") or c["share_of_idle"] < min_share or cid in seen:
+            continue
+        desc = rules.describe(cid)
+        if desc is None or not desc.advice:
+            continue
+        same = [x for x in idle["causes"] if x["cause"] == cid]
+        ns = sum(x["ns"] for x in same)
+        share = sum(x["share_of_idle"] for x in same)
+        steps = sorted({s for x in same for s in x["steps"]})
+        where = c["op"] + (f" in {c['context']}" if c.get("context") else "")
+        evidence = (f"{_ms(ns)} ms ({share:.0%} of GPU idle) in {sum(x['gaps'] for x in same)} "
+                    f"gap(s): {desc.title}" + (f", {where}" if where else "")
+                    + (f"; steps {_ranges(steps)}" if steps else ""))
+        seen.add(cid)
+        out.append(Recommendation(id=f"idle.{cid}", title=desc.rec_title or desc.title,
+                                  evidence=evidence, advice=desc.advice,
+                                  kernels=tuple(x["op"] for x in same if x["op"])[:3],
+                                  bottleneck="overhead"))
+    return out
+
+
+def evidence_lines(idle: dict[str, Any], rules: IdleRules) -> list[str]:
+    """Verdict evidence: the split and the largest specific cause."""
+    idle_ns = idle.get("idle_ns") or 0
+    if not idle_ns:
+        return []
+    lines = [f"of {_ms(idle_ns)} ms GPU idle, {_ms(idle['host_wait_ns'])} ms "
+             f"({idle['host_wait_share']:.0%}) is host wait and {_ms(idle['kernel_wait_ns'])} ms "
+             f"({idle['kernel_wait_share']:.0%}) GPU-side gaps"]
+    spec = [c for c in idle["causes"] if c["cause"] not in ("launch_gaps", "gpu_side")]
+    if spec and spec[0]["share_of_idle"] >= float(rules.attribution.get("advice_min_share", 0.05)):
+        c = spec[0]
+        desc = rules.describe(c["cause"])
+        lines.append(f"largest cause: {desc.title if desc else c['cause']} in {c['op'] or '?'}"
+                     + (f" ({c['context']})" if c.get("context") else "")
+                     + f", {_ms(c['ns'])} ms = {c['share_of_idle']:.0%} of idle"
+                     + (f", steps {_ranges(c['steps'])}" if c["steps"] else ""))
+    return lines
+
+
+def merge_recommendations(recs: list[Recommendation], idle: dict[str, Any], rules: IdleRules,
+                          verdict: str, window_ns: int) -> list[Recommendation]:
+    """Cause cards first when the verdict is overhead (else those worth 5% of the window);
+    the CUDA-graph card only when launch gaps are a real share of idle time."""
+    cards = recommendations(idle, rules)
+    if verdict != "overhead":
+        cards = [c for c in cards
+                 if _card_ns(c, idle) >= 0.05 * max(window_ns, 1)]
+    graphs_min = float(rules.attribution.get("graphs_min_share", 0.25))
+    # Launch gaps against the window without the specific stalls (what graphs can remove).
+    stalls = sum(c["ns"] for c in idle.get("causes", []) if c["cause"] not in GENERIC)
+    launch = sum(c["ns"] for c in idle.get("causes", []) if c["cause"] == "launch_gaps")
+    rest = max(window_ns - stalls, 1)
+    kept = [r for r in recs if not (r.id == "overhead.cuda_graphs" and idle.get("idle_ns")
+                                    and launch < graphs_min * rest)]
+    return cards + kept
+
+
+def _card_ns(card: Recommendation, idle: dict[str, Any]) -> int:
+    cid = card.id.removeprefix("idle.")
+    return sum(c["ns"] for c in idle.get("causes", []) if c["cause"] == cid)
+
+
+def cause_titles(rules: IdleRules) -> dict[str, str]:
+    """cause id -> its human title, for every shipped, user and generic cause."""
+    out = {c.id: c.title for c in rules.causes}
+    out.update({cid: c.title for cid, c in rules.generic.items()})
+    return out
