@@ -191,10 +191,15 @@ def attribute_phase(phase: str, base: Mapping[str, Any], new: Mapping[str, Any],
         what = f"{cls} (other kernels)" if cls in shown_classes else cls
         add(what, "class", ns, **{"class": cls})
     ib, inew = db.get("idle") or {}, dn.get("idle") or {}
+    small, n_small = 0.0, 0
     for cause in sorted(set(ib) | set(inew)):
         ns = _num(inew.get(cause)) / div_n - _num(ib.get(cause)) / div_b
-        if abs(ns) >= 0.05:
+        if abs(ns) >= floor:
             add(f"idle: {cause}", "idle_cause", ns)
+        elif abs(ns) >= 0.05:
+            small, n_small = small + ns, n_small + 1
+    if n_small:
+        add(f"idle: {n_small} smaller cause{'s' if n_small > 1 else ''}", "idle_cause", small)
     rows.sort(key=lambda r: (-abs(r["delta_ns"]), r["what"]))
     for r in rows:
         r["delta_ns"] = round(r["delta_ns"], 1)
