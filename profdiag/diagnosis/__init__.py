@@ -164,7 +164,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
-        events=work.drop(columns=list(EVIDENCE_COLUMNS)))
+        events=work.drop(columns=list(EVIDENCE_COLUMNS)), trace=trace, window=window)
     if hta:
         from .hta_bridge import hta_figures
 
