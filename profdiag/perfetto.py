@@ -34,6 +34,11 @@ GPU_KIND_CATS = {"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Mems
 TOP_GAPS = 10  # largest gaps listed in the summary for the HTML report
 
 
+def hotspot_label(rank: int) -> str:
+    """The name prefix of a hotspot's slices (unique to search: "#1:" is not in "#10:")."""
+    return f"hotspot #{rank}:"
+
+
 def _us(ns: Any) -> float:
     return float(ns) / 1000.0
 
@@ -221,7 +226,7 @@ def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
         for r in sub[["start_ns", "dur_ns", "hotspot_rank", "short_name", "name",
                       "step"]].itertuples(index=False):
             h = hot_by_rank[int(r.hotspot_rank)]
-            out.append(_slice(pid, t, f"hotspot #{int(r.hotspot_rank)} {r.short_name or r.name}",
+            out.append(_slice(pid, t, f"{hotspot_label(int(r.hotspot_rank))} {r.short_name or r.name}",
                               int(r.start_ns), int(r.dur_ns), {
                                   "kernel": str(r.name), "step": int(r.step),
                                   "calls": int(h["calls"]), "total_ns": int(h["total_ns"]),
@@ -344,7 +349,7 @@ def summary(tables: dict[str, pd.DataFrame], doc: dict[str, Any],
         "origin_ns": origin_ns,
         "tracks": [TRACK_PHASES, TRACK_STEPS, TRACK_GAPS, TRACK_HOTSPOTS, TRACK_CLASSES],
         "hotspots": [{"rank": int(r["rank"]), "name": r["name"],
-                      "search": f"hotspot #{int(r['rank'])}",
+                      "search": hotspot_label(int(r["rank"])),
                       "first_start_ns": _clean(r["first_start_ns"]),
                       "first_ms": rel_ms(r["first_start_ns"]),
                       "longest_start_ns": _clean(r["longest_start_ns"]),
