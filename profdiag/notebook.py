@@ -70,7 +70,8 @@ def repr_html(diag: "Diagnosis") -> str:
         for c in diag.checks)
     hot_rows = ""
     for r in diag.hotspots.head(TOP_HOTSPOTS).to_dict("records"):
-        name = str(r.get("short_name") or r["name"])
+        short = r.get("short_name")
+        name = str(short if isinstance(short, str) and short else r["name"])
         hot_rows += (f'<tr><td style="text-align:left" title="{escape(str(r["name"]))}">'
                      f"<code>{escape(name[:80])}</code></td><td>{escape(str(r['class']))}</td>"
                      f"<td>{int(r['calls'])}</td><td>{int(r['total_ns']) / 1e6:.3f}</td>"

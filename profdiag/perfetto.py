@@ -226,7 +226,8 @@ def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
         for r in sub[["start_ns", "dur_ns", "hotspot_rank", "short_name", "name",
                       "step"]].itertuples(index=False):
             h = hot_by_rank[int(r.hotspot_rank)]
-            out.append(_slice(pid, t, f"{hotspot_label(int(r.hotspot_rank))} {r.short_name or r.name}",
+            label = f"{hotspot_label(int(r.hotspot_rank))} {_clean(r.short_name) or r.name}"
+            out.append(_slice(pid, t, label,
                               int(r.start_ns), int(r.dur_ns), {
                                   "kernel": str(r.name), "step": int(r.step),
                                   "calls": int(h["calls"]), "total_ns": int(h["total_ns"]),
