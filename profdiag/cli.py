@@ -101,4 +101,4 @@ def _fail(message: str, code: int) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())
