@@ -80,7 +80,7 @@ def write(diag: "Diagnosis", path: str | Path) -> dict[str, Any]:
     doc = build(diag, tables)
     data = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default)
     if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
+        data = gzip.compress(data, compresslevel=3, mtime=0)
     write_atomic(path, data)
     return summary(tables, doc, path)
 
@@ -177,6 +177,12 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _pylist(col: pd.Series) -> list[Any]:
+    """Column values as plain Python objects, missing values as None."""
+    obj = col.astype(object)
+    return obj.where(col.notna(), None).tolist()
+
+
 def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
                     pid: int) -> list[dict[str, Any]]:
     """The "profdiag" process: metadata plus one track per finding."""
@@ -206,12 +212,14 @@ def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
         out.append(_slice(pid, t, str(r["name"]), int(r["start_ns"]), int(r["host_ns"]), args))
     gaps = tables["idle_gaps"]
     t = track(TRACK_GAPS)
-    for r in gaps.to_dict("records"):
-        cause = _clean(r.get("cause"))
-        out.append(_slice(pid, t, f"idle: {cause}" if cause else "idle", int(r["start_ns"]),
-                          int(r["dur_ns"]), {k: _clean(r.get(k)) for k in (
-                              "gap_id", "dur_ns", "step", "phase", "cause", "op",
-                              "prev_kernel", "next_kernel")}))
+    gap_keys = ("gap_id", "dur_ns", "step", "phase", "cause", "op", "prev_kernel", "next_kernel")
+    cols = {k: _pylist(gaps[k]) if k in gaps.columns else [None] * len(gaps) for k in gap_keys}
+    for i, (start, dur) in enumerate(zip(_pylist(gaps["start_ns"]), cols["dur_ns"])):
+        args = {k: cols[k][i] for k in gap_keys if cols[k][i] is not None}
+        cause = args.get("cause")
+        out.append({"ph": "X", "cat": "profdiag", "pid": pid, "tid": t,
+                    "name": f"idle: {cause}" if cause else "idle",
+                    "ts": start / 1000.0, "dur": max(dur, 0) / 1000.0, "args": args})
     kernels = tables["kernels"]
     hot = tables["hotspots"]
     hot_by_rank = {int(r["rank"]): r for r in hot.to_dict("records")}
@@ -236,11 +244,13 @@ def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
     for s in streams or [-1]:
         sub = kernels[kernels["_stream"] == s] if "_stream" in kernels.columns else kernels
         t = track(f"{TRACK_CLASSES} (stream {s})")
-        for r in sub[["start_ns", "dur_ns", "class", "category", "name", "step",
-                      "layer"]].itertuples(index=False):
-            out.append(_slice(pid, t, str(r[2]), int(r.start_ns), int(r.dur_ns), {
-                "category": r.category, "kernel": str(r.name), "step": int(r.step),
-                "layer": None if r.layer is pd.NA else int(r.layer)}))
+        for start, dur, cls, cat, name, step, layer in zip(*(_pylist(sub[c]) for c in (
+                "start_ns", "dur_ns", "class", "category", "name", "step", "layer"))):
+            args = {"category": cat, "kernel": name, "step": step}
+            if layer is not None:
+                args["layer"] = layer
+            out.append({"ph": "X", "cat": "profdiag", "pid": pid, "tid": t, "name": cls,
+                        "ts": start / 1000.0, "dur": max(dur, 0) / 1000.0, "args": args})
     return out
 
 
@@ -284,21 +294,21 @@ def events_from_table(events: pd.DataFrame, devices: list[Any] | None = None
     names = {d.index: d.name for d in (devices or [])}
     gpu_kinds = {"kernel", "memcpy", "memset"}
     ev = events
-    kind = ev["kind"].astype(str).to_numpy()
-    gpu = np.isin(kind, list(gpu_kinds))
-    gpu_ann = kind == "gpu_annotation"
-    dev = ev["device"].fillna(-1).astype("int64").to_numpy()
-    stream = ev["stream"].fillna(0).astype("int64").to_numpy()
-    pid = ev["pid"].fillna(0).astype("int64").to_numpy()
-    tid = ev["tid"].fillna(0).astype("int64").to_numpy()
+    kind = ev["kind"].astype(str).tolist()
+    gpu = [k in gpu_kinds for k in kind]
+    gpu_ann = [k == "gpu_annotation" for k in kind]
+    dev = ev["device"].fillna(-1).astype("int64").tolist()
+    stream = ev["stream"].fillna(0).astype("int64").tolist()
+    pid = ev["pid"].fillna(0).astype("int64").tolist()
+    tid = ev["tid"].fillna(0).astype("int64").tolist()
     gpu_pid_base = 1_000_000
     seen_proc: set[int] = set()
     seen_thread: set[tuple[int, int]] = set()
-    start = ev["start_ns"].to_numpy(dtype=np.int64)
-    dur = ev["dur_ns"].to_numpy(dtype=np.int64)
-    name = ev["name"].astype(str).to_numpy()
-    extra = {c: ev[c].to_numpy() for c in ("correlation", "external_id", "bytes", "grid",
-                                           "block", "op_name") if c in ev.columns}
+    start = ev["start_ns"].astype("int64").tolist()
+    dur = ev["dur_ns"].astype("int64").tolist()
+    name = ev["name"].astype(str).tolist()
+    extra = {c: _pylist(ev[c]) for c in ("correlation", "external_id", "bytes", "grid",
+                                         "block", "op_name") if c in ev.columns}
     for i in range(len(ev)):
         if gpu[i] or gpu_ann[i]:
             p = gpu_pid_base + int(dev[i])
@@ -321,13 +331,9 @@ def events_from_table(events: pd.DataFrame, devices: list[Any] | None = None
                 seen_proc.add(p)
                 out.append(_meta(p, 0, "process_name", f"host {p}"))
             cat = kind[i]
-        args: dict[str, Any] = {}
-        for c, col in extra.items():
-            v = col[i]
-            if v is not None and v is not pd.NA and not (isinstance(v, float) and v != v):
-                args[c] = int(v) if isinstance(v, (np.integer, int)) else str(v)
+        args = {c: col[i] for c, col in extra.items() if col[i] is not None}
         out.append({"ph": "X", "cat": cat, "name": name[i], "pid": p, "tid": t,
-                    "ts": _us(start[i]), "dur": _us(max(int(dur[i]), 0)), "args": args})
+                    "ts": start[i] / 1000.0, "dur": max(dur[i], 0) / 1000.0, "args": args})
     return out
 
 
