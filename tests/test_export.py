@@ -230,3 +230,36 @@ def test_repr_html_on_every_shared_trace(path):
 def test_trace_repr_is_short(tiny_decode):
     trace = profdiag.load(tiny_decode)
     assert len(repr(trace)) < 300 and "torch" in repr(trace)
+
+
+def test_mixed_trace_phases_table_and_perfetto_phase_track(tmp_path):
+    from helpers import splice_generate
+
+    from profdiag import perfetto as pf
+
+    path = splice_generate(tmp_path / "generate.json.gz")
+    diag = profdiag.diagnose(profdiag.load(path))
+    report = diag.to_dict()
+    assert report["mode"]["value"] == "mixed"
+    phases = diag.tables()["phases"]
+    assert phases["phase"].tolist() == [p["name"] for p in report["phases"]] == [
+        "prefill", "decode"]
+    for row, p in zip(phases.to_dict("records"), report["phases"]):
+        assert row["steps"] == p["steps"] and row["median_step_ns"] == p["median_step_ns"]
+        assert row["bottleneck"] == p["bottleneck"]["value"]
+        assert row["idle_ns"] == p["breakdown"]["idle_ns"]
+        assert row["overhead_share"] == pytest.approx(p["overhead_share"])
+        for cat, share in p["categories"].items():
+            assert row[f"share_{cat}"] == pytest.approx(share)
+    steps = diag.tables()["steps"]
+    # the prefill forward runs 128 prompt tokens of one sequence; each decode step one token
+    assert steps["gemm_m"].tolist()[0] == 128 and set(steps["gemm_m"].tolist()[1:]) == {1}
+    doc = pf.build(diag)
+    assert {"ph": "M", "pid": doc["profdiag"]["pid"], "tid": 1, "name": "thread_name",
+            "args": {"name": pf.TRACK_PHASES}} in doc["traceEvents"]
+    spans = [e for e in doc["traceEvents"] if e.get("pid") == doc["profdiag"]["pid"]
+             and e["ph"] == "X" and e["tid"] == 1]
+    assert [s["name"] for s in spans] == ["prefill", "decode"]
+    assert [s["args"]["steps_in_span"] for s in spans] == [1, 8]
+    assert [s["args"]["bottleneck"] for s in spans] == [p["bottleneck"]["value"]
+                                                       for p in report["phases"]]
