@@ -62,7 +62,15 @@ def build(diag: "Diagnosis", tables: dict[str, pd.DataFrame] | None = None) -> d
     if fmt == "torch":
         _annotate_kernels(events, tables["kernels"])
     pid = _free_pid(events)
-    events.extend(profdiag_events(diag, tables, pid))
+    added = profdiag_events(diag, tables, pid)
+    events.extend(added)
+    # Metadata events get the trace's first timestamp (as Kineto writes them), so no
+    # importer can read a missing ts as 0 and stretch the timeline back to the epoch.
+    stamps = [e["ts"] for e in events if isinstance(e.get("ts"), (int, float))]
+    first = min(stamps) if stamps else 0.0
+    for e in events:
+        if e.get("ph") == "M" and "ts" not in e:
+            e["ts"] = first
     doc["profdiag"] = {"pid": pid, "source": diag.source.get("path"),
                        "mode": diag.mode.value, "bottleneck": diag.bottleneck.value,
                        **({"note": note} if note else {})}

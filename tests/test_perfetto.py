@@ -51,6 +51,7 @@ def _well_formed(doc: dict) -> None:
             assert isinstance(e.get("args", {}), dict)
         elif e["ph"] == "M":
             assert isinstance(e["args"], dict) and e["name"]
+            assert isinstance(e["ts"], (int, float))  # never read as 0 by an importer
 
 
 def _tracks(doc: dict) -> dict[str, list[dict]]:
