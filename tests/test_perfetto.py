@@ -216,3 +216,22 @@ def test_trace_processor_reads_the_tracks(torch_export, tmp_path):
     counts = dict(zip(rows["track"], rows["n"]))
     assert counts[pf.TRACK_STEPS] == len(diag.steps)
     assert counts[pf.TRACK_HOTSPOTS] == int(diag.hotspots["calls"].sum())
+
+
+def test_json_report_records_the_perfetto_file(tmp_path, tiny_prefill):
+    report, trace = tmp_path / "r.json", tmp_path / "p.perfetto.json"
+    code, _, _ = run(["report", tiny_prefill, "-o", report, "--perfetto", trace, "-q"])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["perfetto"]["file"] == "p.perfetto.json"
+    assert data["perfetto"]["tracks"][:3] == [pf.TRACK_PHASES, pf.TRACK_STEPS, pf.TRACK_GAPS]
+    doc = json.loads(trace.read_text())  # plain JSON without .gz
+    assert data["perfetto"]["origin_ns"] == round(min(
+        e["ts"] for e in doc["traceEvents"] if e["ph"] != "M") * 1000)
+    gaps = data["perfetto"]["gaps"]
+    assert len(gaps) <= pf.TOP_GAPS and gaps == sorted(gaps, key=lambda g: -g["dur_ns"])
+
+
+def test_perfetto_on_a_directory_is_a_usage_error(tmp_path, tiny_decode):
+    code, _, err = run(["report", Path(tiny_decode).parent, "--perfetto", tmp_path / "x.json"])
+    assert code == 2 and "--perfetto takes one trace" in err
