@@ -138,6 +138,7 @@ def test_torch_perfetto_profdiag_tracks(torch_export):
 def test_report_html_links_hotspots_and_gaps_to_their_timestamps(torch_export):
     doc, html, diag = torch_export
     assert 'id="perfetto"' in html and "ui.perfetto.dev" in html
+    assert not re.search(r'(href|src)="(https?:)?//', html)  # the report stays offline
     origin_ns = round(min(e["ts"] for e in doc["traceEvents"]
                           if e["ph"] != "M" and "ts" in e) * 1000)
     first = diag.tables()["hotspots"].iloc[0]
