@@ -98,6 +98,11 @@ def test_tables_on_the_tiny_decode_by_hand(tiny_decode):
         assert (sub["hotspot_rank"] == r["rank"]).all()
     assert int(t["idle_gaps"]["dur_ns"].sum()) == diag.breakdown.idle_ns
     assert int(t["classes"]["busy_ns"].sum()) == diag.breakdown.busy_ns
+    # layers: the same layer_N ranges as the report's GPU time per layer (4 layers)
+    per_layer = k.dropna(subset=["layer"]).groupby("layer")["dur_ns"].sum()
+    assert {int(i): int(v) for i, v in per_layer.items()} == {
+        r["layer"]: r["gpu_ns"] for r in diag.kernel_counts["per_layer"]}
+    assert sorted(per_layer.index) == [0, 1, 2, 3]
 
 
 def _assert_tables_equal_report(out: Path, report: dict, ext: str) -> None:
