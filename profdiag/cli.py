@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capture": ("profdiag.commands.capture", "Capture real prefill/decode traces with torch."),
     "history": ("profdiag.commands.history", "Browse the local history of recorded diagnoses."),
     "index": ("profdiag.commands.index", "Build a static HTML index of many profiles."),
+    "export": ("profdiag.commands.export",
+               "Write the diagnosis as CSV/Parquet tables (and a Perfetto trace)."),
 }
 
 
@@ -99,4 +101,4 @@ def _fail(message: str, code: int) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

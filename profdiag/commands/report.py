@@ -20,10 +20,13 @@ from .options import diagnosis_options, maybe_record, record_options, run_diagno
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (for scripts).")
 @click.option("-j", "--jobs", type=int, help="Processes for a directory of traces "
               "(default: min(cores, files)).")
+@click.option("--perfetto", "perfetto", type=click.Path(dir_okay=False),
+              help="Also write the trace annotated with profdiag's tracks (steps, phases, idle "
+                   "gaps, hotspots, classes) for ui.perfetto.dev; .gz compresses it.")
 @diagnosis_options
 @record_options
 def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: int | None,
-            **opts: Any) -> None:
+            perfetto: str | None, **opts: Any) -> None:
     """Diagnose TRACE: mode, bottleneck, overhead, kernel counts, hotspots, advice.
 
     TRACE is a PyTorch profiler JSON (.json/.json.gz), an Nsight Systems SQLite export
@@ -40,18 +43,28 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
     fmt = format_for(output, fmt)
     files = fan_out_paths(trace)
     if files is not None:
+        if perfetto:
+            from ..errors import UsageError
+
+            raise UsageError("--perfetto takes one trace, not a directory")
         return report_directory(trace, files, output, fmt, quiet, jobs, opts)
     if output is None:
         output = _default_output(trace, fmt)
     with progress_bar(input_bytes(trace), enabled=not quiet):
         diag = run_diagnosis(trace, opts)
     data = diag.to_dict()
+    if perfetto:
+        from .. import perfetto as pf
+
+        data["perfetto"] = pf.write(diag, perfetto)
     text = render(data, fmt)
     write_atomic(output, text)
     run_id = maybe_record(data, trace, opts)
     if not quiet:
         click.echo(summary(data))
         click.echo(f"report: {output}")
+        if perfetto:
+            click.echo(f"perfetto: {perfetto} (drag into https://ui.perfetto.dev)")
         if run_id is not None:
             click.echo(f"recorded as run {run_id}")
     for warning in data["warnings"]:

@@ -208,7 +208,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
         events=work.drop(columns=list(EVIDENCE_COLUMNS)), idle=idle, health=health,
-        idle_gaps=idle_gaps,
+        idle_gaps=idle_gaps, trace=trace, window=window,
         step_detail=step_detail(work, steps_df, idle_gaps, idle_mod.cause_titles(idle_rules)))
     if ctx.cpu_only:
         _cpu_wording(diag)

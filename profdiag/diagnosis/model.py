@@ -135,6 +135,30 @@ class Diagnosis:
     # Every idle gap: start_ns, dur_ns, step, host_wait_ns, kernel_wait_ns, cause, op, context,
     # next (not serialised; idle["gaps"] holds the largest).
     idle_gaps: pd.DataFrame | None = None
+    # Not serialised either: the parsed trace (for export/Perfetto) and the analysed window
+    # [start_ns, end_ns) of the overall breakdown.
+    trace: Any = field(default=None, repr=False, compare=False)
+    window: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        from ..notebook import short_repr
+
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ..notebook import repr_html
+
+        return repr_html(self)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the diagnosis as a DataFrame (kernels, hotspots, steps, ...).
+
+        The same tables, with the same columns, that ``profdiag export`` writes; see
+        docs/export.md for the columns and their units.
+        """
+        from ..tables import build_tables
+
+        return build_tables(self)
 
     @property
     def categories(self) -> dict[str, float]:

@@ -194,6 +194,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "status_counts": t.status_counts(data),
         "schema_version": data.get("schema_version", "?"),
         "name_chars": NAME_CHARS,
+        "perfetto": data.get("perfetto"),
     }
 
 
