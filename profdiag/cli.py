@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capture": ("profdiag.commands.capture", "Capture real prefill/decode traces with torch."),
     "history": ("profdiag.commands.history", "Browse the local history of recorded diagnoses."),
     "index": ("profdiag.commands.index", "Build a static HTML index of many profiles."),
+    "roofline": ("profdiag.commands.roofline", "Napkin roofline: ridge, bound, speed limits."),
+    "sweep": ("profdiag.commands.sweep", "Sweep prompt length, output length and batch."),
 }
 
 
