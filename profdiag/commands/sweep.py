@@ -33,6 +33,11 @@ from .options import parse_labels, record_options
 @click.option("--model-config", type=click.Path(dir_okay=False),
               help="Hugging Face config.json for the shape (overrides the preset).")
 @click.option("--layers", type=int, help="Decoder layers (overrides preset and config).")
+@click.option("--hidden", type=int, help="Hidden size.")
+@click.option("--heads", type=int, help="Attention heads.")
+@click.option("--kv-heads", type=int, help="Key/value heads.")
+@click.option("--ffn", type=int, help="MLP intermediate size.")
+@click.option("--vocab", type=int, help="Vocabulary size.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
               show_default=True, help="Where the bundled model runs.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=False, show_default=True,
@@ -64,7 +69,9 @@ from .options import parse_labels, record_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 @record_options
 def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: str | None,
-            preset: str, model_config: str | None, layers: int | None, device: str,
+            preset: str, model_config: str | None, layers: int | None, hidden: int | None,
+            heads: int | None, kv_heads: int | None, ffn: int | None, vocab: int | None,
+            device: str,
             cuda_graphs: bool, dtype: str | None, warmup: int, record_shapes: bool, seed: int,
             threads: int | None, gpu: str | None, gpu_spec: str | None, server: str | None,
             server_model: str | None, request_timeout: float, server_profile: bool,
@@ -91,7 +98,8 @@ def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: 
     if warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
     points = sw.grid(axes["tokens"], axes["new_tokens"], axes["batch"], axes["context"])
-    config = resolve_config(preset, model_config, layers=layers)
+    config = resolve_config(preset, model_config, layers=layers, hidden=hidden, heads=heads,
+                            kv_heads=kv_heads, ffn=ffn, vocab=vocab)
     outp = Path(out)
     progress = _Progress(points, warmup, quiet)
     t0 = time.perf_counter()
