@@ -210,3 +210,44 @@ def test_memory_refusal_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.startswith("profdiag: error: point T100000_N8_B4096: capture needs ~")
     assert "GiB" in err
     assert not (out / "points").exists()  # nothing ran
+
+
+@pytest.mark.torch
+def test_compare_two_sweeps_point_by_point(swept: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    base = swept["out"]
+    new = tmp_path / "S-new"
+    shutil.copytree(base, new)
+    rep = json.loads((new / "sweep.report.json").read_text())
+    # The "after" sweep: every prefill 1.5x slower, decode unchanged, one point dropped.
+    rep["points"] = [dict(p, prefill_ns=p["prefill_ns"] * 1.5) for p in rep["points"][:-1]]
+    (new / "sweep.report.json").write_text(json.dumps(rep))
+    res = CliRunner().invoke(cli, ["compare", str(base), str(new), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    cmp = json.loads(res.output)
+    assert [r["id"] for r in cmp["points"]] == ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1"]
+    for r in cmp["points"]:
+        assert r["prefill_change_pct"] == pytest.approx(50.0)
+        assert r["prefill_status"] == "slower" and r["decode_status"] == "same"
+    assert cmp["only_in_base"] == ["T256_N3_B2"]
+    assert cmp["headline"][0].startswith("prefill: median change +50.0% over 3 point(s); "
+                                         "3 slower, 0 faster")
+    txt = CliRunner().invoke(cli, ["compare", str(base), str(new)]).output
+    assert "+50.0% slower" in txt and "T256_N3_B1" in txt
+
+
+@pytest.mark.torch
+def test_record_sweep_points_in_history(swept: dict[str, Any], tmp_path: Path) -> None:
+    from profdiag import history
+
+    db = tmp_path / "h.db"
+    res = CliRunner().invoke(cli, ["sweep", *ARGS, "--out", str(swept["out"]), "--record",
+                                   "--db", str(db), "--label", "commit=abc"])
+    assert res.exit_code == 0, res.output
+    assert "recorded as runs" in res.output
+    labels = list(history.list_runs(db, labels={"commit": "abc"})["labels"])
+    assert sorted(lab["point"] for lab in labels) == ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1",
+                                                      "T256_N3_B2"]
+    assert all(lab["sweep"] == "S" and lab["commit"] == "abc" for lab in labels)
+    assert {lab["batch"] for lab in labels} == {"1", "2"}
