@@ -18,8 +18,8 @@ from ..hardware import GpuSpec
 from .analysis import analyse, flat_rows
 from .grid import MANIFEST, Point, SweepManifest, atomic_write, dump, grid, open_folder, parse_axis
 
-__all__ = ["MANIFEST", "Point", "analyse", "grid", "model_meta", "parse_axis", "spec_meta",
-           "write_outputs", "write_manifest"]
+__all__ = ["MANIFEST", "Point", "analyse", "grid", "model_meta", "open_folder", "parse_axis",
+           "spec_meta", "write_outputs", "write_manifest"]
 
 
 def spec_meta(spec: GpuSpec | None, dtype: str, dtype_bytes: float) -> dict[str, Any] | None:
