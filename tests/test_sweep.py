@@ -99,10 +99,11 @@ def test_sentences_name_where_the_curve_leaves_the_roof() -> None:
 
 torch = pytest.importorskip("torch")
 
-# tiny cut to one layer: the CI grid (the issue's 12-point tiny grid takes ~35 s of CPU;
-# docs/sweep.md has its numbers).
+# tiny cut to one layer: the CI grid (4 generate points and 2 decode points over a 64-long
+# cache; the issue's 12-point tiny grid takes longer, docs/sweep.md has its numbers).
 ARGS = ["--preset", "tiny", "--layers", "1", "--device", "cpu", "--threads", "1",
-        "--tokens", "16,256", "--new-tokens", "3", "--batch", "1,2", "--warmup", "1"]
+        "--tokens", "16,256", "--new-tokens", "3", "--batch", "1,2", "--context", "64",
+        "--warmup", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.torch
 def test_folder_layout(swept: dict[str, Any]) -> None:
     out = swept["out"]
-    ids = ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1", "T256_N3_B2"]
+    ids = ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1", "T256_N3_B2", "ctx64_N3_B1", "ctx64_N3_B2"]
     man = json.loads((out / "sweep.json").read_text())
     assert man["sweep_version"] == 1 and man["target"] == "local"
     assert [p["id"] for p in man["points"]] == ids
@@ -126,13 +127,15 @@ def test_folder_layout(swept: dict[str, Any]) -> None:
         assert (out / "traces" / f"{i}.json.gz").is_file()
         assert (out / "traces" / f"{i}.manifest.json").is_file()
         rep = json.loads((out / "reports" / f"{i}.report.json").read_text())
-        assert rep["mode"]["value"] == "mixed"  # a generate trace: prefill + decode
+        # a generate trace holds a prefill and decode steps; a decode point only steps
+        assert rep["mode"]["value"] == ("decode" if i.startswith("ctx") else "mixed")
     rows = list(csv.DictReader((out / "points.csv").open()))
     assert [r["id"] for r in rows] == ids
     assert {"prefill_ns", "prefill_ideal_ns", "prefill_ratio", "decode_regime"} <= set(rows[0])
     steps = list(csv.DictReader((out / "decode_steps.csv").open()))
-    assert len(steps) == 4 * 3  # 3 decode steps per point
-    assert "report:" in swept["output"] and "4 of 4 point(s) ok" in swept["output"]
+    assert len(steps) == 6 * 3  # 3 decode steps per point
+    assert [s["context"] for s in steps if s["point"] == "ctx64_N3_B1"] == ["64", "65", "66"]
+    assert "report:" in swept["output"] and "6 of 6 point(s) ok" in swept["output"]
 
 
 @pytest.mark.torch
@@ -185,7 +188,8 @@ def test_html_report_shows_the_curves(swept: dict[str, Any]) -> None:
     assert html.count("<polyline") >= 6  # measured + SOL + fit, decode vs ctx and batch
     assert "T16_N3_B2" in html
     data = html.split('id="profdiag-sweep-data">')[1].split("</script>")[0]
-    assert json.loads(data)["counts"]["ok"] == 4
+    assert json.loads(data)["counts"]["ok"] == 6
+    assert "ctx 64" in html  # the decode points' column of the regime map
 
 
 @pytest.mark.torch
@@ -221,18 +225,23 @@ def test_compare_two_sweeps_point_by_point(swept: dict[str, Any], tmp_path: Path
     shutil.copytree(base, new)
     rep = json.loads((new / "sweep.report.json").read_text())
     # The "after" sweep: every prefill 1.5x slower, decode unchanged, one point dropped.
-    rep["points"] = [dict(p, prefill_ns=p["prefill_ns"] * 1.5) for p in rep["points"][:-1]]
+    rep["points"] = [dict(p, prefill_ns=p["prefill_ns"] and p["prefill_ns"] * 1.5)
+                     for p in rep["points"][:-1]]
     (new / "sweep.report.json").write_text(json.dumps(rep))
     res = CliRunner().invoke(cli, ["compare", str(base), str(new), "-f", "json"])
     assert res.exit_code == 0, res.output
     cmp = json.loads(res.output)
-    assert [r["id"] for r in cmp["points"]] == ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1"]
+    assert [r["id"] for r in cmp["points"]] == ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1",
+                                                "T256_N3_B2", "ctx64_N3_B1"]
     for r in cmp["points"]:
+        if r["id"].startswith("ctx"):  # no prefill in a decode point
+            assert r["prefill_change_pct"] is None and r["prefill_status"] == "-"
+            continue
         assert r["prefill_change_pct"] == pytest.approx(50.0)
         assert r["prefill_status"] == "slower" and r["decode_status"] == "same"
-    assert cmp["only_in_base"] == ["T256_N3_B2"]
-    assert cmp["headline"][0].startswith("prefill: median change +50.0% over 3 point(s); "
-                                         "3 slower, 0 faster")
+    assert cmp["only_in_base"] == ["ctx64_N3_B2"]
+    assert cmp["headline"][0].startswith("prefill: median change +50.0% over 4 point(s); "
+                                         "4 slower, 0 faster")
     txt = CliRunner().invoke(cli, ["compare", str(base), str(new)]).output
     assert "+50.0% slower" in txt and "T256_N3_B1" in txt
 
@@ -248,6 +257,14 @@ def test_record_sweep_points_in_history(swept: dict[str, Any], tmp_path: Path) -
     assert "recorded as runs" in res.output
     labels = list(history.list_runs(db, labels={"commit": "abc"})["labels"])
     assert sorted(lab["point"] for lab in labels) == ["T16_N3_B1", "T16_N3_B2", "T256_N3_B1",
-                                                      "T256_N3_B2"]
+                                                      "T256_N3_B2", "ctx64_N3_B1",
+                                                      "ctx64_N3_B2"]
     assert all(lab["sweep"] == "S" and lab["commit"] == "abc" for lab in labels)
     assert {lab["batch"] for lab in labels} == {"1", "2"}
+
+
+@pytest.mark.torch
+def test_cuda_graphs_need_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _main(capsys, "sweep", "--device", "cpu", "--cuda-graphs", "--tokens", "16",
+                      "--out", str(tmp_path / "S"))
+    assert code == 2 and "--cuda-graphs needs CUDA" in err

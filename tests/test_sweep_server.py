@@ -94,14 +94,15 @@ def test_ttft_and_inter_token_latency(faulty: dict[str, Any]) -> None:
     pre, dec = p["prefill"], p["decode"]
     assert len(pre["ttft_ns"]) == 2 and all(t > 0 for t in pre["ttft_ns"])
     assert pre["median_step_ns"] == int(statistics.median(pre["ttft_ns"]))
-    # 3 tokens streamed: 2 gaps; step k reads a cache of T + k + 1 positions.
-    assert [s["context"] for s in dec["per_step"]] == [17, 18]
+    # 3 tokens streamed: 2 gaps; gap k ends with decode step k, reading T + k positions.
+    assert [s["context"] for s in dec["per_step"]] == [16, 17]
     # Speed of light on the H100 spec for this 2-layer model (hand computed, bf16):
-    # streamed weights = (2·(4·128² + 3·128·256 ... GQA: q,o 128², k,v 128·64) + norms + lm_head)
+    # streamed weights per layer: q, o 128x128; k, v 128x64 (2 KV heads of 32); gate, up,
+    # down 128x256; 2 norms; plus the final norm and the lm_head (512x128), 2 bytes each.
     layers, h, kvd, ffn, vocab = 2, 128, 2 * 32, 256, 512
     per_layer = h * h + 2 * h * kvd + h * h + 3 * h * ffn + 2 * h
     w = (layers * per_layer + h + vocab * h) * 2
-    kv = 2 * layers * 17 * 32 * 2 * 2
+    kv = 2 * layers * 16 * 32 * 2 * 2
     assert dec["per_step"][0]["ideal_ns"] == pytest.approx((w + 2 * kv) / 3.35e12 * 1e9)
 
 

@@ -232,7 +232,9 @@ def run_points(client: Client, points: list[Point], done: dict[str, dict[str, An
             res["prefill"] = pre
             if m["itl_s"]:
                 itl = [int(statistics.median(step) * 1e9) for step in m["itl_s"]]
-                ctx = [p.tokens + k + 1 for k in range(len(itl))]
+                # Gap k ends with the token of decode step k, which reads T + k cached
+                # positions (as step k of a local generate point).
+                ctx = [p.tokens + k for k in range(len(itl))]
                 res["decode"] = _phase_result(itl, ctx, "decode", p.batch, cfg, spec,
                                               dtype_bytes, dtype, None)
             res["tokens_streamed"] = m["tokens_streamed"]
