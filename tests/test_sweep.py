@@ -95,6 +95,22 @@ def test_sentences_name_where_the_curve_leaves_the_roof() -> None:
     assert cell["regime"] == "overhead" and cell["ratio"] == pytest.approx(4e6 / 0.53e6)
 
 
+def test_chart_maps_points_to_pixels() -> None:
+    from profdiag.renderers import sweep_html as sh
+
+    c = sh.chart([{"name": "m", "color": "#000", "points": [(0, 0.0), (10, 5.0)]},
+                  {"name": "sol", "color": "#111", "dash": True, "scatter": True,
+                   "points": [(5, None), (10, 2.5)]}], "x", "y")
+    # x: 0 -> left pad (64), 10 -> width - right pad (544); y: 0 -> bottom (260); the top of
+    # the axis is the last tick >= 5.4 (5 * 1.08), here 6, so 5 -> 260 - 5/6 * 246 = 55.
+    (x0, y0), (x1, y1) = c["series"][0]["points"]
+    assert (x0, y0) == (64, 260) and x1 == 544 and y1 == pytest.approx(260 - 5 / 6 * 246)
+    assert c["series"][1]["points"] == [(544, pytest.approx(260 - 2.5 / 6 * 246))]
+    assert c["series"][1]["dash"] == "5,4" and c["series"][1]["line"] is False
+    assert sh.chart([{"name": "e", "color": "#000", "points": [(1, None)]}], "x", "y") == {
+        "empty": True}
+
+
 # ------------------------------------------------------------------ a real CPU sweep
 
 torch = pytest.importorskip("torch")
@@ -197,9 +213,13 @@ def test_resume_redoes_nothing_and_refuses_other_settings(
         swept: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     out = swept["out"]
     before = {p.name: p.read_bytes() for p in (out / "points").iterdir()}
+    spec = json.loads((out / "sweep.report.json").read_text())["spec"]
     res = CliRunner().invoke(cli, ["sweep", *ARGS, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert {p.name: p.read_bytes() for p in (out / "points").iterdir()} == before
+    # the CPU roof measured on the first run is kept: old and new points share it
+    assert json.loads((out / "sweep.report.json").read_text())["spec"] == spec
+    assert (out / "cpu_spec.json").is_file()
     code, err = _main(capsys, "sweep", *ARGS, "--dtype", "bfloat16", "--out", str(out))
     assert code == 2 and err.count("\n") == 1
     assert "holds a sweep with other settings (dtype)" in err

@@ -163,7 +163,7 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
     elif dev == "cuda":
         spec = hardware.lookup(name)
     else:
-        spec = local.measure_cpu_spec(torch, dt, name)
+        spec = local.cpu_spec(out, torch, dt, name)
     sw.write_manifest(out, "local", settings, [{**p.to_dict(), "status": "pending"}
                                                for p in points])
     results = local.run_points(points, done, out, config, settings, spec, progress.point_done)

@@ -23,11 +23,12 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     start = math.floor(lo / step) * step
     ticks = []
     v = start
-    while v <= hi + 1e-9 * step:
+    while True:  # up to the first tick at or above hi, so the axis top is a tick
         if v >= lo - 1e-9 * step:
             ticks.append(round(v, 10))
+        if v >= hi - 1e-9 * step:
+            return ticks
         v += step
-    return ticks
 
 
 def _fmt_tick(v: float) -> str:
@@ -59,8 +60,11 @@ def chart(series: list[dict[str, Any]], x_label: str, y_label: str) -> dict[str,
     out_series = []
     for s in series:
         p = [(sx(x), sy(y)) for x, y in s["points"] if y is not None]
-        out_series.append({"name": s["name"], "color": s["color"], "dash": s.get("dash", False),
+        dash = s.get("dash", False)
+        out_series.append({"name": s["name"], "color": s["color"],
+                           "dash": ("5,4" if dash is True else dash) or "",
                            "dots": not s.get("line_only", False),
+                           "line": not s.get("scatter", False),
                            "path": " ".join(f"{a:.1f},{b:.1f}" for a, b in p), "points": p})
     return {"empty": False, "w": W, "h": H, "x_label": x_label, "y_label": y_label,
             "x_ticks": [(sx(v), _fmt_tick(v)) for v in xt if x0 <= v <= x1],
@@ -91,15 +95,16 @@ def view(rep: dict[str, Any]) -> dict[str, Any]:
             lo, hi = pts[0]["tokens"], pts[-1]["tokens"]
             grid = [lo + (hi - lo) * k / 40 for k in range(41)]
             a, b, cc = f["a_ns"], f["b_ns_per_token"], f["c_ns_per_token2"] or 0.0
-            series.append({"name": f"batch {c['batch']} fit a + bT + cT²", "color": "#9aa5b1",
-                           "line_only": True, "dash": True,
+            series.append({"name": f"batch {c['batch']} fit a + bT + cT²", "color": col,
+                           "line_only": True, "dash": "2,3",
                            "points": [(t, _ms(a + b * t + cc * t * t)) for t in grid]})
     charts["prefill"] = chart(series, "prompt tokens per sequence", "prefill time (ms)")
 
     series = []
     for i, c in enumerate(rep["decode_vs_context"]):
         col = SERIES_COLORS[i % len(SERIES_COLORS)]
-        series.append({"name": f"batch {c['batch']} measured", "color": col,
+        # Steps of different points at nearby contexts: dots, not a line through them.
+        series.append({"name": f"batch {c['batch']} measured", "color": col, "scatter": True,
                        "points": [(p["context"], _ms(p["measured_ns"])) for p in c["points"]]})
         if any(p.get("ideal_ns") for p in c["points"]):
             series.append({"name": f"batch {c['batch']} speed of light", "color": col,

@@ -6,13 +6,12 @@ torch is imported lazily (inside functions), as by profdiag.capture.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
 from .. import roofline
-from ..capture.config import (GIB, CaptureOptions, ModelConfig, check_memory, estimate_memory)
+from ..capture.config import CaptureOptions, ModelConfig, check_memory, estimate_memory
 from ..errors import ProfdiagError, UsageError
 from ..hardware import GpuSpec, normalize_dtype
 from .grid import Point, atomic_write, dump
@@ -78,6 +77,31 @@ def measure_cpu_spec(torch: Any, dtype_name: str, name: str) -> GpuSpec:
                    peak_flops=MappingProxyType({key: flops}), bandwidth=bw,
                    source=f"measured by profdiag sweep: {n}^3 {dtype_name} GEMM, 32 MiB copy, "
                           "best of 4")
+
+
+CPU_SPEC = "cpu_spec.json"
+
+
+def cpu_spec(out: Path, torch: Any, dtype_name: str, name: str) -> GpuSpec:
+    """Return the CPU roofline of this sweep folder: measured on its first run and kept in
+    ``cpu_spec.json``, so that resumed and new points share one speed of light."""
+    from .grid import read_json
+
+    path = out / CPU_SPEC
+    if path.is_file():
+        d = read_json(path)
+        try:
+            return GpuSpec(key=d["key"], name=d["name"], vendor="cpu",
+                           peak_flops=MappingProxyType({k: float(v) for k, v in
+                                                        d["peak_flops"].items()}),
+                           bandwidth=float(d["bandwidth"]), source=str(d["source"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # unreadable: measure again
+    spec = measure_cpu_spec(torch, dtype_name, name)
+    atomic_write(path, dump({"key": spec.key, "name": spec.name,
+                             "peak_flops": dict(spec.peak_flops), "bandwidth": spec.bandwidth,
+                             "source": spec.source}))
+    return spec
 
 
 def point_result(point: Point, data: dict[str, Any], config: ModelConfig,
@@ -176,15 +200,5 @@ def run_points(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
     return results
 
 
-def memory_of(torch: Any, device: str) -> tuple[int | None, str]:
-    from ..capture.run import device_memory
-
-    return device_memory(torch, device)
-
-
-def config_dict(config: ModelConfig) -> dict[str, Any]:
-    return replace(config).to_dict()
-
-
-__all__ = ["GIB", "capture_options", "check_all_fit", "measure_cpu_spec", "point_result",
-           "run_points"]
+__all__ = ["capture_options", "check_all_fit", "cpu_spec", "measure_cpu_spec",
+           "point_result", "run_points"]
