@@ -117,7 +117,9 @@ def test_server_profiler_traces_are_diagnosed(faulty: dict[str, Any]) -> None:
 
 def test_resume_retries_only_failed_points(faulty: dict[str, Any], tmp_path: Path) -> None:
     out = faulty["out"]
-    proc, url = _start(tmp_path)  # a healthy server on another port
+    # a healthy server on another port, ending its streams without [DONE] (the final
+    # finish_reason chunk ends a request, as with servers that send no [DONE])
+    proc, url = _start(tmp_path, "--no-done")
     try:
         # the URL is a setting: resuming against another server is refused...
         res = CliRunner().invoke(cli, ["sweep", "--server", url, *SHAPE, "--tokens", "8,16,32",

@@ -84,7 +84,7 @@ class Client:
             return False
         try:
             status, _ = self._request("POST", f"/{action}_profile", body={},
-                                      timeout=max(self.timeout, 60.0))
+                                      timeout=max(self.timeout, 300.0))
         except (OSError, http.client.HTTPException):
             status = 0
         ok = 200 <= status < 300
@@ -103,7 +103,7 @@ class Client:
         conn = self._conn()
         t_send = time.perf_counter()
         arrivals: list[float] = []
-        done = False
+        done = finished = False
         try:
             conn.request("POST", self.prefix + "/v1/completions", body=json.dumps(body).encode(),
                          headers={"Content-Type": "application/json",
@@ -132,6 +132,8 @@ class Client:
                 choices = chunk.get("choices") or []
                 if choices and (choices[0].get("text") or choices[0].get("finish_reason") is None):
                     arrivals.append(time.perf_counter())
+                if choices and choices[0].get("finish_reason") is not None:
+                    finished = True  # some servers end the stream without [DONE]
         except (socket.timeout, TimeoutError):
             raise RequestFailed(f"stalled: no data for {self.timeout:g} s after "
                                 f"{len(arrivals)} token(s)") from None
@@ -140,7 +142,7 @@ class Client:
                                 f"{type(exc).__name__}: {exc}") from None
         finally:
             conn.close()
-        if not done:
+        if not (done or finished):
             raise RequestFailed(f"stream ended without [DONE] after {len(arrivals)} token(s)")
         if not arrivals:
             raise RequestFailed("no token streamed")

@@ -12,7 +12,8 @@ only; prints ``listening on http://127.0.0.1:PORT`` once ready.
 
 For failure tests: ``--fail-on N`` answers the N-th completion request (1-based, comma list)
 with HTTP 500; ``--stall-on N`` streams one token of the N-th request and then sends nothing
-for ``--stall-s`` seconds; ``--exit-on N`` makes the process exit at the N-th request.
+for ``--stall-s`` seconds; ``--exit-on N`` makes the process exit at the N-th request;
+``--no-done`` ends streams without ``data: [DONE]`` (as some servers do).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class State:
         self.stall_on = set(args.stall_on)
         self.exit_on = set(args.exit_on)
         self.stall_s = args.stall_s
+        self.no_done = args.no_done
         self.trace_dir = Path(args.trace_dir) if args.trace_dir else None
         self.prof: Any = None
         # why: one engine thread runs every forward and owns the profiler (torch.profiler
@@ -212,7 +214,8 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 final = {"id": f"cmpl-{n}", "object": "text_completion", "model": MODEL_ID,
                          "choices": [{"index": 0, "text": "", "finish_reason": "length"}]}
                 self.wfile.write(b"data: " + json.dumps(final).encode() + b"\n\n")
-                self.wfile.write(b"data: [DONE]\n\n")
+                if not state.no_done:
+                    self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
             else:
                 self._json(200, {"id": f"cmpl-{n}", "object": "text_completion",
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stall-on", type=_ints, default=[])
     ap.add_argument("--exit-on", type=_ints, default=[])
     ap.add_argument("--stall-s", type=float, default=600.0)
+    ap.add_argument("--no-done", action="store_true",
+                    help="end streams after the finish_reason chunk, without data: [DONE]")
     ap.add_argument("--lifetime-s", type=float, default=600.0,
                     help="exit after this many seconds whatever happens (bounded tests)")
     args = ap.parse_args(argv)
