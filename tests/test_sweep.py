@@ -288,3 +288,21 @@ def test_cuda_graphs_need_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, err = _main(capsys, "sweep", "--device", "cpu", "--cuda-graphs", "--tokens", "16",
                       "--out", str(tmp_path / "S"))
     assert code == 2 and "--cuda-graphs needs CUDA" in err
+
+
+@pytest.mark.torch
+def test_repeat_keeps_the_fastest_try(tmp_path: Path) -> None:
+    out = tmp_path / "S"
+    res = CliRunner().invoke(cli, ["sweep", "--preset", "tiny", "--layers", "1", "--device",
+                                   "cpu", "--threads", "1", "--tokens", "16", "--new-tokens",
+                                   "2", "--repeat", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    p = json.loads((out / "points" / "T16_N2_B1.json").read_text())
+    assert len(p["tries_wall_ns"]) == 2
+    rep = json.loads((out / p["report"]).read_text())
+    # the kept report is the try with the least step time in all, and the point's numbers
+    # are that report's steps
+    assert sum(st["wall_ns"] for st in rep["steps"]) == min(p["tries_wall_ns"])
+    assert p["prefill"]["median_step_ns"] == rep["steps"][0]["wall_ns"]
+    assert sorted(f.name for f in (out / "traces").iterdir()) == [
+        "T16_N2_B1.json.gz", "T16_N2_B1.manifest.json"]

@@ -49,6 +49,9 @@ from .options import parse_labels, record_options
 @click.option("--record-shapes/--no-record-shapes", default=False, show_default=True,
               help="Record operator shapes in the traces (slows eager decode on the host).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Capture each point N times and keep the fastest try (its trace, report "
+                   "and numbers): noise on a shared machine only adds time.")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's); 1 gives "
                                           "steadier times on a loaded machine.")
 @click.option("--gpu", help="Hardware spec for the speed of light (default: the device's entry "
@@ -71,9 +74,9 @@ from .options import parse_labels, record_options
 def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: str | None,
             preset: str, model_config: str | None, layers: int | None, hidden: int | None,
             heads: int | None, kv_heads: int | None, ffn: int | None, vocab: int | None,
-            device: str,
-            cuda_graphs: bool, dtype: str | None, warmup: int, record_shapes: bool, seed: int,
-            threads: int | None, gpu: str | None, gpu_spec: str | None, server: str | None,
+            device: str, cuda_graphs: bool, dtype: str | None, warmup: int,
+            record_shapes: bool, seed: int, repeat: int, threads: int | None, gpu: str | None,
+            gpu_spec: str | None, server: str | None,
             server_model: str | None, request_timeout: float, server_profile: bool,
             server_trace_dir: str | None, quiet: bool, **rec: Any) -> None:
     """Sweep prompt length (--tokens), output length (--new-tokens), batch (--batch) and
@@ -101,7 +104,7 @@ def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: 
     config = resolve_config(preset, model_config, layers=layers, hidden=hidden, heads=heads,
                             kv_heads=kv_heads, ffn=ffn, vocab=vocab)
     outp = Path(out)
-    progress = _Progress(points, warmup, quiet)
+    progress = _Progress(points, warmup, quiet, 1 if server else max(repeat, 1))
     t0 = time.perf_counter()
     if server:
         if axes["context"]:
@@ -113,7 +116,8 @@ def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: 
                                       gpu, gpu_spec, dtype, progress)
     else:
         results, meta = _local_sweep(points, config, outp, device, cuda_graphs, dtype, warmup,
-                                     record_shapes, seed, threads, gpu, gpu_spec, progress)
+                                     record_shapes, seed, repeat, threads, gpu, gpu_spec,
+                                     progress)
     progress.close()
     report = sw.write_outputs(outp, results, meta)
     run_ids = _record(results, outp, rec, labels) if rec.get("record") else []
@@ -130,7 +134,7 @@ def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: 
 
 
 def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_graphs: bool,
-                 dtype: str | None, warmup: int, record_shapes: bool, seed: int,
+                 dtype: str | None, warmup: int, record_shapes: bool, seed: int, repeat: int,
                  threads: int | None, gpu: str | None, gpu_spec: str | None,
                  progress: Any) -> tuple[list, dict]:
     from .. import hardware
@@ -145,6 +149,8 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
     if cuda_graphs and dev != "cuda":
         raise UsageError("--cuda-graphs needs CUDA (--device cuda)")
     dt = resolve_dtype(dtype, dev)
+    if repeat < 1:
+        raise UsageError(f"--repeat must be >= 1, got {repeat}")
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
@@ -152,7 +158,7 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
     settings = {"model_name": config.name, "config": config.to_dict(), "device": dev,
                 "dtype": dt, "cuda_graphs": cuda_graphs, "warmup": warmup,
                 "record_shapes": record_shapes, "seed": seed,
-                "threads": int(torch.get_num_threads())}
+                "threads": int(torch.get_num_threads()), "repeat": repeat}
     free, where = device_memory(torch, dev)
     local.check_all_fit(points, config, settings, free, where)
     done = sw.open_folder(out, "local", settings)
@@ -229,8 +235,8 @@ class _Progress:
     """Points done, with a time estimate weighted by each point's work: a rich bar on a
     terminal, else one line per point on stderr (nothing with --quiet)."""
 
-    def __init__(self, points: list[Any], warmup: int, quiet: bool) -> None:
-        self.cost = {p.id: self._cost(p, warmup) for p in points}
+    def __init__(self, points: list[Any], warmup: int, quiet: bool, repeat: int = 1) -> None:
+        self.cost = {p.id: repeat * self._cost(p, warmup) for p in points}
         self.total = sum(self.cost.values())
         self.done_cost = 0.0
         self.timed_cost = 0.0

@@ -184,12 +184,13 @@ def run_points(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
             continue
         t0 = time.perf_counter()
         try:
-            cap = capture(capture_options(p, config, out / "traces", settings))
-            data = diagnosis.run(load(cap.trace)).to_dict()
+            cap, data, tries = _best_of(p, config, out, settings, diagnosis, load, capture)
             atomic_write(out / "reports" / f"{p.id}.report.json", dump(data))
             res = point_result(p, data, config, spec, dtype_bytes, dkey)
             res["trace"] = str(cap.trace.relative_to(out))
             res["report"] = f"reports/{p.id}.report.json"
+            if len(tries) > 1:
+                res["tries_wall_ns"] = tries
         except ProfdiagError as exc:
             res = {**p.to_dict(), "status": "failed", "error": str(exc)}
         res["wall_s"] = round(time.perf_counter() - t0, 3)
@@ -198,6 +199,48 @@ def run_points(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
         if on_point:
             on_point(p, res)
     return results
+
+
+def _steps_wall_ns(data: dict[str, Any]) -> int:
+    return sum(int(st.get("wall_ns") or 0) for st in data.get("steps") or [])
+
+
+def _best_of(p: Point, config: ModelConfig, out: Path, settings: dict[str, Any],
+             diagnosis: Any, load: Any, capture: Any) -> tuple[Any, dict[str, Any], list[int]]:
+    """Capture the point ``settings["repeat"]`` times; keep the try whose steps took the least
+    wall time in all (noise on a shared machine only adds time), so that the point's numbers
+    and its trace and report stay one run. Return (capture, diagnosis dict, each try's
+    total step ns)."""
+    import shutil
+
+    repeat = int(settings.get("repeat") or 1)
+    traces = out / "traces"
+    if repeat == 1:
+        cap = capture(capture_options(p, config, traces, settings))
+        data = diagnosis.run(load(cap.trace)).to_dict()
+        return cap, data, [_steps_wall_ns(data)]
+    best: tuple[int, Any, dict[str, Any]] | None = None
+    tries = []
+    tmp = traces / f".tries-{p.id}"
+    try:
+        for r in range(repeat):
+            cap = capture(capture_options(p, config, tmp / str(r), settings))
+            data = diagnosis.run(load(cap.trace)).to_dict()
+            total = _steps_wall_ns(data)
+            tries.append(total)
+            if best is None or total < best[0]:
+                best = (total, cap, data)
+        assert best is not None
+        _, cap, data = best
+        traces.mkdir(parents=True, exist_ok=True)
+        for f in (cap.trace, cap.manifest):
+            (f).replace(traces / f.name)
+        from ..capture.run import CaptureResult
+
+        cap = CaptureResult(traces / cap.trace.name, traces / cap.manifest.name, cap.data)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cap, data, tries
 
 
 __all__ = ["capture_options", "check_all_fit", "cpu_spec", "measure_cpu_spec",
