@@ -111,6 +111,33 @@ def test_chart_maps_points_to_pixels() -> None:
         "empty": True}
 
 
+def test_decode_roof_flat_then_rising_past_the_critical_batch() -> None:
+    """The roof the decode curves are drawn against, on the lab's A100 (312 TFLOP/s, 2 TB/s,
+    critical batch 156 in bf16) for the 8b preset at context 0: flat while the weights
+    dominate, then linear in the batch once the FLOPs do."""
+    import dataclasses
+
+    from profdiag import hardware
+    from profdiag.capture.config import PRESETS
+    from profdiag.sweep.local import _phase_result
+
+    spec = dataclasses.replace(hardware.get("a100-sxm4-80gb"), bandwidth=2.0e12)
+    cfg = {k: v for k, v in PRESETS["8b"].to_dict().items() if k != "name"}
+    n = 4096 * (4096 + 2 * 1024 + 4096) * 32 + 3 * 4096 * 14336 * 32 + 65 * 4096 \
+        + 128256 * 4096  # compute params: q,k,v,o + mlp per layer, norms, lm_head
+    ideal = {}
+    for b in (1, 64, 156, 312, 624):
+        r = _phase_result([1_000_000], [1], "decode", b, cfg, spec, 2, "bf16", None)
+        ideal[b] = r["ideal_ns"]
+        kv = 2 * 32 * 1 * 128 * 8 * 2
+        t_mem = (2 * n + b * kv) / 2.0e12
+        t_cmp = b * (2 * n + 4 * 32 * 1 * 128 * 32) / 312e12
+        assert r["ideal_ns"] == pytest.approx(max(t_mem, t_cmp) * 1e9)
+        assert r["limit"] == ("compute" if t_cmp > t_mem else "memory")
+    assert ideal[64] / ideal[1] == pytest.approx(1.0, abs=1e-3)  # flat below B*
+    assert ideal[624] / ideal[312] == pytest.approx(2.0, rel=1e-3)  # linear past it
+
+
 # ------------------------------------------------------------------ a real CPU sweep
 
 torch = pytest.importorskip("torch")
