@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("profdiag.commands.index", "Build a static HTML index of many profiles."),
     "export": ("profdiag.commands.export",
                "Write the diagnosis as CSV/Parquet tables (and a Perfetto trace)."),
+    "roofline": ("profdiag.commands.roofline", "Napkin roofline: ridge, bound, speed limits."),
+    "sweep": ("profdiag.commands.sweep", "Sweep prompt length, output length and batch."),
 }
 
 

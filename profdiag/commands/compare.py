@@ -27,7 +27,8 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     time (added, removed, faster, slower), kernel counts, median step times, overhead.
 
     BASE and NEW are traces (diagnosed with the same options) or JSON reports written by
-    `profdiag report -f json` (detected by content). Times are per forward, or per prefill
+    `profdiag report -f json` (detected by content), or two `profdiag sweep` folders
+    (compared point by point). Times are per forward, or per prefill
     token when both are prefills of known length; step times are medians per phase.
     """
     from .. import compare as cmp_mod
@@ -35,6 +36,22 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     from ..io import write_atomic
 
     fmt = cmp_mod.format_for(output, fmt)
+    from ..sweep import compare as sweep_cmp
+
+    if sweep_cmp.sweep_report_path(base) or sweep_cmp.sweep_report_path(new):
+        # Two sweeps (folders or sweep.report.json): point by point.
+        result = sweep_cmp.compare_sweeps(sweep_cmp.load_sweep(base), sweep_cmp.load_sweep(new),
+                                          threshold_pct)
+        text = sweep_cmp.render(result, fmt)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        write_atomic(output, text)
+        if not quiet:
+            for line in result["headline"]:
+                click.echo(line)
+            click.echo(f"comparison: {output}")
+        return
 
     def diagnose(path: str) -> Any:
         return run_diagnosis(path, opts)
