@@ -452,6 +452,47 @@ def _shape_of(op: str, dims_json: Any) -> _Shape | None:
     return None
 
 
+# Position of the causal flag in each attention op's Concrete Inputs (aten schemas): is_causal,
+# or _efficient_attention_forward's custom_mask_type (0 none, 1/2 causal top-left/bottom-right).
+CAUSAL_ARG: dict[str, int] = {
+    "aten::scaled_dot_product_attention": 5,
+    "aten::_scaled_dot_product_flash_attention": 4,
+    "aten::_scaled_dot_product_flash_attention_for_cpu": 4,
+    "aten::_scaled_dot_product_efficient_attention": 6,
+    "aten::_scaled_dot_product_cudnn_attention": 6,
+    "aten::_cudnn_attention_forward": 10,
+    "aten::_flash_attention_forward": 8,
+    "aten::_efficient_attention_forward": 9,
+}
+
+
+def causal_arg(op: str, concrete: Any) -> bool | None:
+    """The op's own causal flag from its Concrete Inputs; None when not recorded."""
+    idx = CAUSAL_ARG.get(op)
+    try:
+        vals = json.loads(concrete) if isinstance(concrete, str) else concrete
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(vals, list):
+        return None
+    if idx is None or not vals or idx >= len(vals):
+        return None
+    v = str(vals[idx]).strip()
+    if op == "aten::_efficient_attention_forward":
+        return None if not v.isdigit() else v != "0"
+    if v in ("True", "true", "1"):
+        return True
+    if v in ("False", "false", "0"):
+        return False
+    return None
+
+
+def _causal_flag(op: str, concrete: Any) -> bool | None:
+    if concrete is None or concrete is pd.NA:
+        return None
+    return causal_arg(op, concrete)
+
+
 def empty_table() -> pd.DataFrame:
     """Return a zero-row table with gemm_table's columns."""
     return pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
@@ -529,6 +570,11 @@ def gemm_table(
                 if "input_types" in df.columns
                 else np.full(n_rows, None, dtype=object)
             ),
+            "input_concrete": (
+                df["input_concrete"].astype("string").to_numpy(dtype=object)
+                if "input_concrete" in df.columns
+                else np.full(n_rows, None, dtype=object)
+            ),
             "name": df["name"].astype("string").to_numpy(dtype=object)
             if "name" in df.columns
             else np.full(n_rows, "", dtype=object),
@@ -546,6 +592,7 @@ def gemm_table(
         op_name=("op_name", "first"),
         input_dims=("input_dims", "first"),
         input_types=("input_types", "first"),
+        input_concrete=("input_concrete", "first"),
         kernel=("name", "first"),
         kernels=("dur_ns", "size"),
         start_ns=("start_ns", "min"),
@@ -569,8 +616,13 @@ def gemm_table(
         assumed = dt is None
         dt = dt or (normalize_dtype(default_dtype) or default_dtype)
         flops = shp.flops
-        if causal_attention and shp.op_class == "attention" and shp.m == shp.n:
-            flops /= 2.0
+        if shp.op_class == "attention" and shp.m > 1:
+            # The op's own is_causal when the trace records it; else (causal_attention) the
+            # shapes: Tq == Tk is a prompt attending to itself. Causal query i of Tq sees
+            # Tk - Tq + i + 1 keys: on average Tk - Tq/2 of the Tk (half when Tq == Tk).
+            flag = _causal_flag(row.op_name, row.input_concrete)
+            if flag or (flag is None and causal_attention and shp.m == shp.n):
+                flops *= max(shp.n - shp.m / 2.0, 0.0) / shp.n
         nbytes = shp.elems * DTYPE_BYTES.get(dt, 2)
         # Which peak to rate against: fp32 GEMMs may run on TF32 tensor cores; a dtype the GPU
         # lacks (fp8 on an A100) falls back to default_dtype, the best such a kernel can do.

@@ -233,3 +233,25 @@ def test_engine_annotation_columns_take_precedence() -> None:
     # Step 1: null annotation -> the manifest (batch 1, context 10 + 2nd step + 1).
     assert rows[1]["tokens"] == 1 and rows[1]["context_tokens"] == 12
     assert s["phases"]["decode"]["sources"]["tokens"] == "engine annotation (1 step); manifest (1 step)"
+
+
+def test_is_causal_from_concrete_inputs() -> None:
+    # aten::_cudnn_attention_forward records is_causal at position 10 (the shared prefill).
+    cudnn = '["","","","","","","2048","2048","False","0.","True","False",""]'
+    assert rl.causal_arg("aten::_cudnn_attention_forward", cudnn) is True
+    sdpa_decode = '["","","","","0.","False","","True"]'  # SDPA(q, k, v, mask, p, is_causal, ...)
+    assert rl.causal_arg("aten::scaled_dot_product_attention", sdpa_decode) is False
+    assert rl.causal_arg("aten::_efficient_attention_forward",
+                         '["","","","","","","","","0.","1"]') is True  # custom_mask_type 1
+    assert rl.causal_arg("aten::mm", '["",""]') is None
+    assert rl.causal_arg("aten::scaled_dot_product_attention", None) is None
+
+
+def test_prefill_report_names_is_causal() -> None:
+    path = shared_or_skip("traces", "torch", "own_1b_prefill_T2048_B1.json.gz")
+    p = _sol(path)["phases"]["prefill"]
+    assert p["sources"]["attention"] == "the attention op's is_causal=True"
+    # The per-call roofline counts the causal half too: 2·B·H·T²·d per call, not 4·B·H·T²·d.
+    summ = diagnosed(str(path)).to_dict()["roofline"]["summary"]["attention"]
+    assert summ["flops"] == pytest.approx(16 * 2 * 32 * 2048**2 * 64)
+    assert 0.25 < summ["median_efficiency"] < 0.40  # ~31%, not the dense-equivalent 62%
