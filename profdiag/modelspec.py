@@ -242,7 +242,9 @@ def from_hf_config(cfg: Mapping[str, Any], path: str | None = None, *,
         experts_per_tok=num("num_experts_per_tok", "moe_topk", "top_k") if experts else None,
         moe_ffn=num("moe_intermediate_size"),
         shared_expert_ffn=num("shared_expert_intermediate_size"),
-        sliding_window=num("sliding_window"),
+        # Qwen2/3 configs carry a sliding_window with use_sliding_window false: no window.
+        sliding_window=(None if cfg.get("use_sliding_window") is False
+                        else num("sliding_window")),
         layer_types=tuple(str(t) for t in ltypes) if isinstance(ltypes, list) else None,
         quantization=MappingProxyType(dict(quant)) if isinstance(quant, dict) else None,
         source="config",

@@ -746,6 +746,30 @@ def attention_flops(layers: int, heads: int, head_dim: int, batch: float, query_
     return 4.0 * layers * heads * head_dim * batch * query_tokens * keys
 
 
+def _window_keys(query_tokens: float, context: float, causal: bool, window: float) -> float:
+    """Average keys a query sees under a sliding window of ``window`` positions: dense,
+    min(C, W); causal, the mean of min(p + 1, W) over the step's positions p = C − Tq .. C − 1."""
+    if not causal:
+        return min(context, window)
+    a, b = max(context - query_tokens + 1, 1.0), float(context)  # key counts p + 1, a .. b
+    if b < a:
+        return 0.0
+    lo_end = min(b, window)  # x <= W: sum of x from a to lo_end
+    below = (lo_end - a + 1) * (a + lo_end) / 2.0 if lo_end >= a else 0.0
+    above = max(0.0, b - max(a, window + 1) + 1) * window
+    return (below + above) / (b - a + 1)
+
+
+def sliding_layers(c: ModelSpec) -> int:
+    """Layers whose attention is windowed: those ``layer_types`` calls sliding, or every layer
+    when the config sets a sliding_window without layer types; 0 without a window."""
+    if not c.sliding_window:
+        return 0
+    if c.layer_types:
+        return sum(1 for t in c.layer_types if "sliding" in t)
+    return int(c.layers or 0)
+
+
 def step_speed_of_light(
     config: ConfigLike,
     spec: GpuSpec,
@@ -781,10 +805,21 @@ def step_speed_of_light(
     body = compute_params(c) - lm
     linear = prefill_linear_flops(body, tokens)
     head = prefill_linear_flops(lm, head_tokens)
-    attn = attention_flops(c.layers, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    n_sw = sliding_layers(c)
+    n_full = int(c.layers) - n_sw  # type: ignore[arg-type]
+    attn = attention_flops(n_full, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    if n_sw:
+        w = float(c.sliding_window)  # type: ignore[arg-type]
+        attn += (4.0 * n_sw * c.heads * c.d * batch * query_tokens  # type: ignore[operator]
+                 * _window_keys(query_tokens, context, causal, w))
     flops = linear + head + attn
     per_pos = kv_bytes_per_token(c.layers, 1, c.d, c.kv_heads, s_kv)  # type: ignore[arg-type]
-    kv_read = float(batch) * max(float(context) - float(query_tokens), 0.0) * per_pos
+    cached = max(float(context) - float(query_tokens), 0.0)
+    kv_read = float(batch) * cached * per_pos
+    if n_sw:
+        # A windowed layer reads at most its last W positions of the cache.
+        per_layer = per_pos / float(c.layers)  # type: ignore[arg-type]
+        kv_read -= float(batch) * n_sw * per_layer * max(cached - float(c.sliding_window), 0.0)  # type: ignore[arg-type]
     kv_write = float(batch) * float(query_tokens) * per_pos
     w = streamed_weight_bytes(c, s, tokens)
     nbytes = w + kv_read + kv_write

@@ -255,3 +255,29 @@ def test_prefill_report_names_is_causal() -> None:
     summ = diagnosed(str(path)).to_dict()["roofline"]["summary"]["attention"]
     assert summ["flops"] == pytest.approx(16 * 2 * 32 * 2048**2 * 64)
     assert 0.25 < summ["median_efficiency"] < 0.40  # ~31%, not the dense-equivalent 62%
+
+
+def test_sliding_window_layers_cap_attention_and_kv() -> None:
+    base = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 100}
+    full = from_hf_config(base)
+    # Gemma-style: 2 of 4 layers see only the last 1024 positions.
+    sw = from_hf_config({**base, "sliding_window": 1024,
+                         "layer_types": ["sliding_attention", "full_attention"] * 2})
+    assert rl.sliding_layers(sw) == 2
+    # Qwen-style configs carry a window that is switched off.
+    assert from_hf_config({**base, "sliding_window": 1024, "use_sliding_window": False}).sliding_window is None
+    d, h, hkv = 64, 4, 2
+    # Decode at 4096 cached positions: full layers see 4097 keys, windowed ones 1024.
+    a = rl.step_speed_of_light(full, H100, batch=1, query_tokens=1, context=4097, causal=False)
+    b = rl.step_speed_of_light(sw, H100, batch=1, query_tokens=1, context=4097, causal=False)
+    assert a.attention_flops == pytest.approx(4 * 4 * h * d * 4097)
+    assert b.attention_flops == pytest.approx(4 * h * d * (2 * 4097 + 2 * 1024))
+    per_layer_pos = 2 * hkv * d * 2
+    assert a.kv_read_bytes == pytest.approx(4 * 4096 * per_layer_pos)
+    assert b.kv_read_bytes == pytest.approx((2 * 4096 + 2 * 1024) * per_layer_pos)
+    # Causal prefill of T = 2048 from empty: a windowed query sees min(p + 1, 1024) keys.
+    T, W = 2048, 1024
+    keys_sw = (sum(range(1, W + 1)) + (T - W) * W) / T
+    c = rl.step_speed_of_light(sw, H100, batch=1, query_tokens=T, context=T, causal=True)
+    assert c.attention_flops == pytest.approx(4 * h * d * T * (2 * (T - T / 2) + 2 * keys_sw))
