@@ -792,8 +792,9 @@ def step_speed_of_light(
 
       tokens  = B·Tq
       FLOPs   = 2·N_body·tokens + 2·N_lm_head·lm_head_tokens + attention (causal or dense)
-      bytes   = weights once (lm_head in, embedding out) + KV read B·(C - Tq)·kv + KV written
-                B·Tq·kv, with kv = 2·L·h_kv·d·s bytes per position
+      bytes   = weights once (lm_head in, embedding out; at the quantization_config's width
+                when there is one) + KV read B·(C - Tq)·kv + KV written B·Tq·kv, with
+                kv = 2·L·h_kv·d·s bytes per position
       ideal   = max(FLOPs / peak(dtype), bytes / bandwidth)
     """
     c = _cfg(config)
@@ -821,7 +822,8 @@ def step_speed_of_light(
         per_layer = per_pos / float(c.layers)  # type: ignore[arg-type]
         kv_read -= float(batch) * n_sw * per_layer * max(cached - float(c.sliding_window), 0.0)  # type: ignore[arg-type]
     kv_write = float(batch) * float(query_tokens) * per_pos
-    w = streamed_weight_bytes(c, s, tokens)
+    # Quantized weights (quantization_config) stream at their own width, not the activations'.
+    w = streamed_weight_bytes(c, c.weight_bytes_per_param or s, tokens)
     nbytes = w + kv_read + kv_write
     t_mem = nbytes / spec.bandwidth
     t_cmp = flops / spec.peak(dtype)

@@ -281,3 +281,21 @@ def test_sliding_window_layers_cap_attention_and_kv() -> None:
     keys_sw = (sum(range(1, W + 1)) + (T - W) * W) / T
     c = rl.step_speed_of_light(sw, H100, batch=1, query_tokens=T, context=T, causal=True)
     assert c.attention_flops == pytest.approx(4 * h * d * T * (2 * (T - T / 2) + 2 * keys_sw))
+
+
+def test_quantized_weights_stream_at_their_width() -> None:
+    base = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
+            "intermediate_size": 512, "vocab_size": 100}
+    bf16 = from_hf_config(base)
+    awq = from_hf_config({**base, "quantization_config": {"quant_method": "awq", "bits": 4}})
+    fp8 = from_hf_config({**base, "quantization_config": {"quant_method": "fp8"}})
+    ct = from_hf_config({**base, "quantization_config": {
+        "quant_method": "compressed-tensors",
+        "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "int"}}}}})
+    assert (bf16.weight_bytes_per_param, awq.weight_bytes_per_param,
+            fp8.weight_bytes_per_param, ct.weight_bytes_per_param) == (None, 0.5, 1.0, 1.0)
+    n = rl.compute_params(bf16)
+    a = rl.step_speed_of_light(bf16, H100, batch=1, query_tokens=1, context=1, causal=False)
+    q = rl.step_speed_of_light(awq, H100, batch=1, query_tokens=1, context=1, causal=False)
+    assert a.weight_bytes == pytest.approx(2 * n) and q.weight_bytes == pytest.approx(0.5 * n)
+    assert q.kv_write_bytes == a.kv_write_bytes  # the KV cache keeps the activations' dtype
