@@ -110,6 +110,34 @@ class ModelSpec:
         return self.moe_ffn or self.ffn
 
     @property
+    def weight_bytes_per_param(self) -> float | None:
+        """Bytes per weight the quantization_config implies (None: the weights' dtype).
+
+        ``bits`` (GPTQ/AWQ/bitsandbytes: 4 -> 0.5), ``quant_method`` fp8 / mxfp4 / nvfp4, or
+        ``weights`` / ``num_bits`` of compressed-tensors. Scales and zero points are ignored.
+        """
+        q = self.quantization
+        if not q:
+            return None
+        for key in ("bits", "w_bit", "num_bits", "weight_bits"):
+            v = q.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16:
+                return v / 8.0
+        method = str(q.get("quant_method", "")).lower()
+        if method in ("fp8", "fbgemm_fp8", "modelopt") and "fp4" not in str(q).lower():
+            return 1.0
+        if method in ("mxfp4", "nvfp4") or "fp4" in method:
+            return 0.5
+        groups = q.get("config_groups")
+        if isinstance(groups, dict):  # compressed-tensors: {"group_0": {"weights": {"num_bits": 8}}}
+            for g in groups.values():
+                w = g.get("weights") if isinstance(g, dict) else None
+                bits = w.get("num_bits") if isinstance(w, dict) else None
+                if isinstance(bits, int) and 1 <= bits <= 16:
+                    return bits / 8.0
+        return None
+
+    @property
     def gemms_per_forward(self) -> int | None:
         """Return layers x GEMMs per layer + lm_head GEMMs, when both are known."""
         if self.layers is None or self.gemms_per_layer is None:
@@ -242,7 +270,9 @@ def from_hf_config(cfg: Mapping[str, Any], path: str | None = None, *,
         experts_per_tok=num("num_experts_per_tok", "moe_topk", "top_k") if experts else None,
         moe_ffn=num("moe_intermediate_size"),
         shared_expert_ffn=num("shared_expert_intermediate_size"),
-        sliding_window=num("sliding_window"),
+        # Qwen2/3 configs carry a sliding_window with use_sliding_window false: no window.
+        sliding_window=(None if cfg.get("use_sliding_window") is False
+                        else num("sliding_window")),
         layer_types=tuple(str(t) for t in ltypes) if isinstance(ltypes, list) else None,
         quantization=MappingProxyType(dict(quant)) if isinstance(quant, dict) else None,
         source="config",

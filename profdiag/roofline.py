@@ -452,6 +452,47 @@ def _shape_of(op: str, dims_json: Any) -> _Shape | None:
     return None
 
 
+# Position of the causal flag in each attention op's Concrete Inputs (aten schemas): is_causal,
+# or _efficient_attention_forward's custom_mask_type (0 none, 1/2 causal top-left/bottom-right).
+CAUSAL_ARG: dict[str, int] = {
+    "aten::scaled_dot_product_attention": 5,
+    "aten::_scaled_dot_product_flash_attention": 4,
+    "aten::_scaled_dot_product_flash_attention_for_cpu": 4,
+    "aten::_scaled_dot_product_efficient_attention": 6,
+    "aten::_scaled_dot_product_cudnn_attention": 6,
+    "aten::_cudnn_attention_forward": 10,
+    "aten::_flash_attention_forward": 8,
+    "aten::_efficient_attention_forward": 9,
+}
+
+
+def causal_arg(op: str, concrete: Any) -> bool | None:
+    """The op's own causal flag from its Concrete Inputs; None when not recorded."""
+    idx = CAUSAL_ARG.get(op)
+    try:
+        vals = json.loads(concrete) if isinstance(concrete, str) else concrete
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(vals, list):
+        return None
+    if idx is None or not vals or idx >= len(vals):
+        return None
+    v = str(vals[idx]).strip()
+    if op == "aten::_efficient_attention_forward":
+        return None if not v.isdigit() else v != "0"
+    if v in ("True", "true", "1"):
+        return True
+    if v in ("False", "false", "0"):
+        return False
+    return None
+
+
+def _causal_flag(op: str, concrete: Any) -> bool | None:
+    if concrete is None or concrete is pd.NA:
+        return None
+    return causal_arg(op, concrete)
+
+
 def empty_table() -> pd.DataFrame:
     """Return a zero-row table with gemm_table's columns."""
     return pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
@@ -529,6 +570,11 @@ def gemm_table(
                 if "input_types" in df.columns
                 else np.full(n_rows, None, dtype=object)
             ),
+            "input_concrete": (
+                df["input_concrete"].astype("string").to_numpy(dtype=object)
+                if "input_concrete" in df.columns
+                else np.full(n_rows, None, dtype=object)
+            ),
             "name": df["name"].astype("string").to_numpy(dtype=object)
             if "name" in df.columns
             else np.full(n_rows, "", dtype=object),
@@ -546,6 +592,7 @@ def gemm_table(
         op_name=("op_name", "first"),
         input_dims=("input_dims", "first"),
         input_types=("input_types", "first"),
+        input_concrete=("input_concrete", "first"),
         kernel=("name", "first"),
         kernels=("dur_ns", "size"),
         start_ns=("start_ns", "min"),
@@ -569,8 +616,13 @@ def gemm_table(
         assumed = dt is None
         dt = dt or (normalize_dtype(default_dtype) or default_dtype)
         flops = shp.flops
-        if causal_attention and shp.op_class == "attention" and shp.m == shp.n:
-            flops /= 2.0
+        if shp.op_class == "attention" and shp.m > 1:
+            # The op's own is_causal when the trace records it; else (causal_attention) the
+            # shapes: Tq == Tk is a prompt attending to itself. Causal query i of Tq sees
+            # Tk - Tq + i + 1 keys: on average Tk - Tq/2 of the Tk (half when Tq == Tk).
+            flag = _causal_flag(row.op_name, row.input_concrete)
+            if flag or (flag is None and causal_attention and shp.m == shp.n):
+                flops *= max(shp.n - shp.m / 2.0, 0.0) / shp.n
         nbytes = shp.elems * DTYPE_BYTES.get(dt, 2)
         # Which peak to rate against: fp32 GEMMs may run on TF32 tensor cores; a dtype the GPU
         # lacks (fp8 on an A100) falls back to default_dtype, the best such a kernel can do.
@@ -694,6 +746,30 @@ def attention_flops(layers: int, heads: int, head_dim: int, batch: float, query_
     return 4.0 * layers * heads * head_dim * batch * query_tokens * keys
 
 
+def _window_keys(query_tokens: float, context: float, causal: bool, window: float) -> float:
+    """Average keys a query sees under a sliding window of ``window`` positions: dense,
+    min(C, W); causal, the mean of min(p + 1, W) over the step's positions p = C − Tq .. C − 1."""
+    if not causal:
+        return min(context, window)
+    a, b = max(context - query_tokens + 1, 1.0), float(context)  # key counts p + 1, a .. b
+    if b < a:
+        return 0.0
+    lo_end = min(b, window)  # x <= W: sum of x from a to lo_end
+    below = (lo_end - a + 1) * (a + lo_end) / 2.0 if lo_end >= a else 0.0
+    above = max(0.0, b - max(a, window + 1) + 1) * window
+    return (below + above) / (b - a + 1)
+
+
+def sliding_layers(c: ModelSpec) -> int:
+    """Layers whose attention is windowed: those ``layer_types`` calls sliding, or every layer
+    when the config sets a sliding_window without layer types; 0 without a window."""
+    if not c.sliding_window:
+        return 0
+    if c.layer_types:
+        return sum(1 for t in c.layer_types if "sliding" in t)
+    return int(c.layers or 0)
+
+
 def step_speed_of_light(
     config: ConfigLike,
     spec: GpuSpec,
@@ -716,8 +792,9 @@ def step_speed_of_light(
 
       tokens  = B·Tq
       FLOPs   = 2·N_body·tokens + 2·N_lm_head·lm_head_tokens + attention (causal or dense)
-      bytes   = weights once (lm_head in, embedding out) + KV read B·(C - Tq)·kv + KV written
-                B·Tq·kv, with kv = 2·L·h_kv·d·s bytes per position
+      bytes   = weights once (lm_head in, embedding out; at the quantization_config's width
+                when there is one) + KV read B·(C - Tq)·kv + KV written B·Tq·kv, with
+                kv = 2·L·h_kv·d·s bytes per position
       ideal   = max(FLOPs / peak(dtype), bytes / bandwidth)
     """
     c = _cfg(config)
@@ -729,12 +806,24 @@ def step_speed_of_light(
     body = compute_params(c) - lm
     linear = prefill_linear_flops(body, tokens)
     head = prefill_linear_flops(lm, head_tokens)
-    attn = attention_flops(c.layers, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    n_sw = sliding_layers(c)
+    n_full = int(c.layers) - n_sw  # type: ignore[arg-type]
+    attn = attention_flops(n_full, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    if n_sw:
+        w = float(c.sliding_window)  # type: ignore[arg-type]
+        attn += (4.0 * n_sw * c.heads * c.d * batch * query_tokens  # type: ignore[operator]
+                 * _window_keys(query_tokens, context, causal, w))
     flops = linear + head + attn
     per_pos = kv_bytes_per_token(c.layers, 1, c.d, c.kv_heads, s_kv)  # type: ignore[arg-type]
-    kv_read = float(batch) * max(float(context) - float(query_tokens), 0.0) * per_pos
+    cached = max(float(context) - float(query_tokens), 0.0)
+    kv_read = float(batch) * cached * per_pos
+    if n_sw:
+        # A windowed layer reads at most its last W positions of the cache.
+        per_layer = per_pos / float(c.layers)  # type: ignore[arg-type]
+        kv_read -= float(batch) * n_sw * per_layer * max(cached - float(c.sliding_window), 0.0)  # type: ignore[arg-type]
     kv_write = float(batch) * float(query_tokens) * per_pos
-    w = streamed_weight_bytes(c, s, tokens)
+    # Quantized weights (quantization_config) stream at their own width, not the activations'.
+    w = streamed_weight_bytes(c, c.weight_bytes_per_param or s, tokens)
     nbytes = w + kv_read + kv_write
     t_mem = nbytes / spec.bandwidth
     t_cmp = flops / spec.peak(dtype)

@@ -53,6 +53,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "op_name": ("string", "for GPU events: the framework op that launched it (aten::mm)"),
     "input_dims": ("string", "for cpu_op (and GPU events via op): JSON of Input Dims"),
     "input_types": ("string", "for cpu_op (and GPU events via op): JSON of Input type"),
+    "input_concrete": ("string", "for cpu_op (and GPU events via op): JSON of Concrete Inputs "
+                       "(scalar arguments, e.g. SDPA's is_causal)"),
     "grid": ("string", "launch grid 'x,y,z' in blocks, <NA> when unknown"),
     "block": ("string", "launch block 'x,y,z', <NA> when unknown"),
     "graph_launch": ("boolean", "GPU work replayed from a CUDA/HIP graph"),

@@ -73,7 +73,7 @@ def test_model_config_and_layers_options(tmp_path, tiny_decode):
     code, _, _ = run(["report", str(tiny_decode), "-o", str(out), "-q", "--no-manifest",
                       "--layers", "4", "--gemms-per-layer", "6"])
     kc = json.loads(out.read_text())["kernel_counts"]
-    assert kc["expected_gemm_calls"] == 200 and kc["layers_source"] == "config"
+    assert kc["expected_gemm_calls"] == 200 and kc["layers_source"] == "cli"  # the flag gave the layers
 
 
 def _bad(tmp_path, name, content):

@@ -233,3 +233,69 @@ def test_engine_annotation_columns_take_precedence() -> None:
     # Step 1: null annotation -> the manifest (batch 1, context 10 + 2nd step + 1).
     assert rows[1]["tokens"] == 1 and rows[1]["context_tokens"] == 12
     assert s["phases"]["decode"]["sources"]["tokens"] == "engine annotation (1 step); manifest (1 step)"
+
+
+def test_is_causal_from_concrete_inputs() -> None:
+    # aten::_cudnn_attention_forward records is_causal at position 10 (the shared prefill).
+    cudnn = '["","","","","","","2048","2048","False","0.","True","False",""]'
+    assert rl.causal_arg("aten::_cudnn_attention_forward", cudnn) is True
+    sdpa_decode = '["","","","","0.","False","","True"]'  # SDPA(q, k, v, mask, p, is_causal, ...)
+    assert rl.causal_arg("aten::scaled_dot_product_attention", sdpa_decode) is False
+    assert rl.causal_arg("aten::_efficient_attention_forward",
+                         '["","","","","","","","","0.","1"]') is True  # custom_mask_type 1
+    assert rl.causal_arg("aten::mm", '["",""]') is None
+    assert rl.causal_arg("aten::scaled_dot_product_attention", None) is None
+
+
+def test_prefill_report_names_is_causal() -> None:
+    path = shared_or_skip("traces", "torch", "own_1b_prefill_T2048_B1.json.gz")
+    p = _sol(path)["phases"]["prefill"]
+    assert p["sources"]["attention"] == "the attention op's is_causal=True"
+    # The per-call roofline counts the causal half too: 2·B·H·T²·d per call, not 4·B·H·T²·d.
+    summ = diagnosed(str(path)).to_dict()["roofline"]["summary"]["attention"]
+    assert summ["flops"] == pytest.approx(16 * 2 * 32 * 2048**2 * 64)
+    assert 0.25 < summ["median_efficiency"] < 0.40  # ~31%, not the dense-equivalent 62%
+
+
+def test_sliding_window_layers_cap_attention_and_kv() -> None:
+    base = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 100}
+    full = from_hf_config(base)
+    # Gemma-style: 2 of 4 layers see only the last 1024 positions.
+    sw = from_hf_config({**base, "sliding_window": 1024,
+                         "layer_types": ["sliding_attention", "full_attention"] * 2})
+    assert rl.sliding_layers(sw) == 2
+    # Qwen-style configs carry a window that is switched off.
+    assert from_hf_config({**base, "sliding_window": 1024, "use_sliding_window": False}).sliding_window is None
+    d, h, hkv = 64, 4, 2
+    # Decode at 4096 cached positions: full layers see 4097 keys, windowed ones 1024.
+    a = rl.step_speed_of_light(full, H100, batch=1, query_tokens=1, context=4097, causal=False)
+    b = rl.step_speed_of_light(sw, H100, batch=1, query_tokens=1, context=4097, causal=False)
+    assert a.attention_flops == pytest.approx(4 * 4 * h * d * 4097)
+    assert b.attention_flops == pytest.approx(4 * h * d * (2 * 4097 + 2 * 1024))
+    per_layer_pos = 2 * hkv * d * 2
+    assert a.kv_read_bytes == pytest.approx(4 * 4096 * per_layer_pos)
+    assert b.kv_read_bytes == pytest.approx((2 * 4096 + 2 * 1024) * per_layer_pos)
+    # Causal prefill of T = 2048 from empty: a windowed query sees min(p + 1, 1024) keys.
+    T, W = 2048, 1024
+    keys_sw = (sum(range(1, W + 1)) + (T - W) * W) / T
+    c = rl.step_speed_of_light(sw, H100, batch=1, query_tokens=T, context=T, causal=True)
+    assert c.attention_flops == pytest.approx(4 * h * d * T * (2 * (T - T / 2) + 2 * keys_sw))
+
+
+def test_quantized_weights_stream_at_their_width() -> None:
+    base = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
+            "intermediate_size": 512, "vocab_size": 100}
+    bf16 = from_hf_config(base)
+    awq = from_hf_config({**base, "quantization_config": {"quant_method": "awq", "bits": 4}})
+    fp8 = from_hf_config({**base, "quantization_config": {"quant_method": "fp8"}})
+    ct = from_hf_config({**base, "quantization_config": {
+        "quant_method": "compressed-tensors",
+        "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "int"}}}}})
+    assert (bf16.weight_bytes_per_param, awq.weight_bytes_per_param,
+            fp8.weight_bytes_per_param, ct.weight_bytes_per_param) == (None, 0.5, 1.0, 1.0)
+    n = rl.compute_params(bf16)
+    a = rl.step_speed_of_light(bf16, H100, batch=1, query_tokens=1, context=1, causal=False)
+    q = rl.step_speed_of_light(awq, H100, batch=1, query_tokens=1, context=1, causal=False)
+    assert a.weight_bytes == pytest.approx(2 * n) and q.weight_bytes == pytest.approx(0.5 * n)
+    assert q.kv_write_bytes == a.kv_write_bytes  # the KV cache keeps the activations' dtype

@@ -13,8 +13,10 @@ def diagnosis_options(f: F) -> F:
     """--model-config, --layers, --gemms-per-layer, --rules, --trace-format, --gpu, ..."""
     opts = [
         click.option("--model-config", type=click.Path(dir_okay=False),
-                     help="Hugging Face config.json or capture manifest: layers and shapes for "
-                          "expected kernel counts (default: a manifest found beside the trace)."),
+                     help="Hugging Face config.json or capture manifest: the architecture "
+                          "(layers, widths, heads, head_dim, vocab, experts) for expected kernel "
+                          "counts and the speed of light (default: a manifest found beside the "
+                          "trace, which still gives tokens, batch and context)."),
         click.option("--layers", type=int, help="Number of decoder layers (overrides the config)."),
         click.option("--gemms-per-layer", type=int,
                      help="GEMMs per layer (default from the architecture: 7 for Llama q/k/v/o "

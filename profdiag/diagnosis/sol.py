@@ -34,6 +34,9 @@ from ..modelspec import ModelSpec
 CAUSAL_KERNEL = re.compile(r"causal|Is_causal=true|kCausal|MaskMode::1\b", re.IGNORECASE)
 ANNOTATION_COLUMNS = ("prefill_tokens", "decode_tokens", "kv_tokens", "requests")
 
+# The causal flag of each attention op's Concrete Inputs lives with the roofline arithmetic.
+causal_arg = roofline.causal_arg
+
 
 @dataclass
 class StepInputs:
@@ -86,13 +89,15 @@ def shape_facts(work: pd.DataFrame, vocab: int | None) -> dict[int, dict[str, An
     parsed: dict[tuple[str, str], Any] = {}
     for step, g in rows.groupby("step", sort=True):
         facts: dict[str, Any] = {"m": [], "lm_head": 0, "lm_head_calls": 0, "att": [],
-                                 "causal_kernel": False, "dtypes": []}
+                                 "causal_kernel": False, "causal_arg": None, "dtypes": []}
         g = g.assign(ext_key=key.loc[g.index].fillna(-1).to_numpy())
         seen: set[Any] = set()
         for r in g.itertuples(index=False):
             op, dims_text = str(r.op_name), str(r.input_dims)
             if op in att_ops and CAUSAL_KERNEL.search(str(getattr(r, "name", ""))):
                 facts["causal_kernel"] = True
+            if op in att_ops and facts["causal_arg"] is None:
+                facts["causal_arg"] = causal_arg(op, getattr(r, "input_concrete", None))
             ext = r.ext_key
             if ext != -1 and ext in seen:
                 continue
@@ -239,6 +244,9 @@ def step_inputs(steps: pd.DataFrame, phases: list[str], facts: dict[int, dict[st
         if inp.query_tokens is not None and inp.query_tokens <= 1:
             inp.causal = False
             inp.sources["attention"] = "one query per sequence: every query sees the cache"
+        elif f.get("causal_arg") is not None:
+            inp.causal = bool(f["causal_arg"])
+            inp.sources["attention"] = (f"the attention op's is_causal={f['causal_arg']}")
         elif f.get("causal_kernel"):
             inp.causal = True
             inp.sources["attention"] = "causal kernel variant"

@@ -87,6 +87,7 @@ class _Args(msgspec.Struct, frozen=True, gc=False):
     dims: msgspec.Raw = msgspec.field(name="Input Dims", default=_NULL_RAW)
     dims_lower: msgspec.Raw = msgspec.field(name="Input dims", default=_NULL_RAW)
     types: msgspec.Raw = msgspec.field(name="Input type", default=_NULL_RAW)
+    concrete: msgspec.Raw = msgspec.field(name="Concrete Inputs", default=_NULL_RAW)
 
 
 _NO_ARGS = _Args()
@@ -166,6 +167,13 @@ def json_text(value: Any) -> str | None:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _concrete_text(value: Any) -> str | None:
+    """Concrete Inputs as JSON when any argument has a value (most ops record only '')."""
+    if not isinstance(value, list) or not any(v not in ("", None) for v in value):
+        return None
+    return json_text(value)
+
+
 # ---------------------------------------------------------------------------------------
 # column batches
 
@@ -180,7 +188,7 @@ class Columns:
     ints: dict[str, list[np.ndarray]] = field(default_factory=lambda: {
         k: [] for k in ("device", "stream", "pid", "tid", "correlation", "external_id", "bytes")})
     text: dict[str, list[Any]] = field(default_factory=lambda: {
-        k: [] for k in ("input_dims", "input_types", "grid", "block")})
+        k: [] for k in ("input_dims", "input_types", "input_concrete", "grid", "block")})
     bad: int = 0
     negative: int = 0
     events: int = 0
@@ -272,6 +280,7 @@ class Extractor:
         self.names: dict[Any, Any] = {}
         self.dims_cache: dict[bytes, Any] = {}
         self.types_cache: dict[bytes, Any] = {}
+        self.concrete_cache: dict[bytes, Any] = {}
         self.grid_cache: dict[bytes, Any] = {}
 
     # fast path: typed Structs
@@ -338,6 +347,7 @@ class Extractor:
         block: list[Any] = [None] * n
         dims: list[Any] = [None] * n
         types: list[Any] = [None] * n
+        concrete: list[Any] = [None] * n
         if len(gpu_idx):
             g_args = [args[i] for i in gpu_idx]
             for out, attr in ((grid, "grid"), (block, "block")):
@@ -351,11 +361,15 @@ class Extractor:
             merged = [u if u is not _NULL_RAW else lo for u, lo in zip(upper, lower)]
             dvals = _raw_texts(merged, _NULL_RAW, json_text, self.dims_cache)
             tvals = _raw_texts(ints("types", h_args), _NULL_RAW, json_text, self.types_cache)
-            for i, d, t in zip(host_idx.tolist(), dvals, tvals):
+            cvals = _raw_texts(ints("concrete", h_args), _NULL_RAW, _concrete_text,
+                               self.concrete_cache)
+            for i, d, t, cv in zip(host_idx.tolist(), dvals, tvals, cvals):
                 dims[i] = d
                 types[i] = t
+                concrete[i] = cv
         c.text["input_dims"].extend(dims)
         c.text["input_types"].extend(types)
+        c.text["input_concrete"].extend(concrete)
         c.text["grid"].extend(grid)
         c.text["block"].extend(block)
 
@@ -405,6 +419,7 @@ class Extractor:
                 c.text["block"].append(dims3(args.get("block")))
                 c.text["input_dims"].append(None)
                 c.text["input_types"].append(None)
+                c.text["input_concrete"].append(None)
             else:
                 rows["device"].append(None)
                 rows["stream"].append(None)
@@ -415,6 +430,7 @@ class Extractor:
                 c.text["block"].append(None)
                 c.text["input_dims"].append(json_text(args.get("Input Dims", args.get("Input dims"))))
                 c.text["input_types"].append(json_text(args.get("Input type")))
+                c.text["input_concrete"].append(_concrete_text(args.get("Concrete Inputs")))
         c.kind.append(np.array(rows.pop("kind"), dtype=np.int8))
         c.start.append(np.array(rows.pop("start"), dtype=np.int64))
         c.dur.append(np.array(rows.pop("dur"), dtype=np.int64))

@@ -227,7 +227,7 @@ def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
     base = np.array([short_name(u) for u in uniques] + [None], dtype=object)
     events["short_name"] = pd.array(base[codes], dtype="string")
     ops = events.loc[(kinds == schema.KIND_CPU_OP) & events["external_id"].notna(),
-                     ["external_id", "name", "input_dims", "input_types"]]
+                     ["external_id", "name", "input_dims", "input_types", "input_concrete"]]
     ops = ops.drop_duplicates("external_id", keep="last").set_index("external_id")
     runtime = events.loc[(kinds == schema.KIND_RUNTIME) & events["correlation"].notna(),
                          ["correlation", "external_id", "name"]]
@@ -244,6 +244,7 @@ def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
         events.loc[gpu, "op_name"] = ext.map(ops["name"]).astype("string")
         events.loc[gpu, "input_dims"] = ext.map(ops["input_dims"]).astype("string")
         events.loc[gpu, "input_types"] = ext.map(ops["input_types"]).astype("string")
+        events.loc[gpu, "input_concrete"] = ext.map(ops["input_concrete"]).astype("string")
     graph = pd.Series(False, index=events.index[gpu])
     if not runtime.empty:
         launch = events.loc[gpu, "correlation"].map(runtime["name"])

@@ -182,11 +182,15 @@ def profiling_flags(data: dict[str, Any]) -> list[str]:
 def model_text(model: dict[str, Any] | None) -> str:
     if not model:
         return "-"
-    keys = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "dtype", "batch",
+    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "vocab", "experts",
+            "experts_per_tok", "dtype", "batch",
             "context", "tokens", "forwards", "phase")
     parts = [f"{k}={model[k]}" for k in keys if model.get(k) is not None]
     src = model.get("source")
-    return ", ".join(parts) + (f" (from {src})" if src else "") if parts else "-"
+    run = model.get("run_source")
+    where = (f" (architecture from {src}, what ran from {run})" if run and run != "none"
+             and run != src else f" (from {src})" if src else "")
+    return ", ".join(parts) + where if parts else "-"
 
 
 def overhead_items(data: dict[str, Any], micro: str = "us") -> list[tuple[str, str]]:
@@ -707,6 +711,14 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     lines.append(f"Kernels:     {fmt_num(kc.get('observed_gemm_calls'))} GEMM calls observed / "
                  f"{fmt_num(kc.get('expected_gemm_calls'))} expected"
                  + (f" [{cst}]" if cst else ""))
+    sol = ((data.get("roofline") or {}).get("speed_of_light") or {})
+    for name, p in sorted((sol.get("phases") or {}).items()):
+        if p.get("ideal_ns") is None:
+            continue
+        lines.append(f"Ideal step:  {name} {fmt_ns(p['ideal_ns'])} ({p.get('limit')}, "
+                     f"{fmt_num(p.get('tokens'))} tok); measured "
+                     f"{fmt_ns(p.get('median_measured_ns'))} ({fmt_num(p.get('median_ratio'))}x), "
+                     f"{fmt_num(p.get('tokens_per_s'))} tok/s")
     hot = (data.get("hotspots") or [])[:5]
     if hot:
         lines.append("Top hotspots:")
