@@ -260,3 +260,13 @@ def test_gate_compares_engine_prefill_per_stated_token():
     assert prefill_tokens({"model": {"phase": "prefill", "tokens": 128, "batch": 2},
                            "steps": steps}) == 256  # the model's figure first
     assert prefill_tokens({"model": {}, "steps": [{"phase": "prefill"}]}) is None
+
+
+def test_chunked_prefill_step_gemm_rows_are_its_tokens():
+    d = diagnosed(str(shared_or_skip(*TRACELENS,
+                                     "vllm_prefilldecode_piecewise_graph_execution.json.gz")))
+    # the only eager GEMM with shapes is the lm_head over the 46 sampled rows; the replayed
+    # linear layers run all 8155 + 37 = 8192 scheduled tokens
+    assert engines.batch_tokens(d.steps) == 8155 + 37
+    assert "median GEMM M = 8192 (>= 64)" in d.bottleneck.evidence
+    assert d.bottleneck.value == "compute"
