@@ -391,3 +391,16 @@ def step_mode(step: Any, detected: Any) -> Any:
     return replace(detected, value=stated, confidence=0.9,
                    evidence=[text, *(f"(disagrees: {e})" if not e.startswith("(") else e
                                      for e in detected.evidence[:2])])
+
+
+def batch_tokens(steps: pd.DataFrame) -> int | None:
+    """Median tokens per step (prefill + decode) the steps' annotations state, else None."""
+    if steps.empty or "prefill_tokens" not in steps.columns:
+        return None
+    p, d = steps["prefill_tokens"], steps["decode_tokens"]
+    known = p.notna() | d.notna()
+    if not known.any():
+        return None
+    tok = (p.fillna(0) + d.fillna(0))[known]
+    tok = tok[tok > 0]
+    return int(tok.median()) if len(tok) else None

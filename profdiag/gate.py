@@ -308,14 +308,17 @@ def forwards_of(data: Mapping[str, Any]) -> int:
 
 
 def prefill_tokens(data: Mapping[str, Any]) -> int | None:
-    """Tokens in one prefill forward (prompt length x batch), when the model says."""
+    """Tokens in one prefill forward (prompt length x batch), when the model says; else the
+    median prefill tokens the prefill steps' engine annotations state."""
     model = data.get("model") or {}
-    if model.get("phase") not in ("prefill", "generate"):
-        return None
     tokens, batch = model.get("tokens"), model.get("batch") or 1
-    if isinstance(tokens, int) and tokens > 0 and isinstance(batch, int) and batch > 0:
+    if model.get("phase") in ("prefill", "generate") and isinstance(tokens, int) and tokens > 0 \
+            and isinstance(batch, int) and batch > 0:
         return tokens * batch
-    return None
+    stated = sorted(int(r["prefill_tokens"]) for r in data.get("steps") or []
+                    if r.get("phase") == "prefill" and isinstance(r.get("prefill_tokens"), int)
+                    and r["prefill_tokens"] > 0)
+    return stated[len(stated) // 2] if stated else None
 
 
 def step_stats(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -249,3 +249,24 @@ def test_graph_captures_are_steps_only_without_served_steps():
     assert list(engines.find_steps(both)["name"]) == ["step[DECODE bs=32]"]
     only = _ann([("capture_32_DECODE", 0, 100), ("capture_16_DECODE", 200, 50)])
     assert list(engines.find_steps(only)["engine"]) == ["cudagraph-capture"] * 2
+
+
+def test_gate_compares_engine_prefill_per_stated_token():
+    from profdiag.gate import prefill_tokens
+
+    steps = [{"phase": "prefill", "prefill_tokens": 888}, {"phase": "decode", "prefill_tokens": 0},
+             {"phase": "prefill", "prefill_tokens": 1024}, {"phase": "prefill", "prefill_tokens": 512}]
+    assert prefill_tokens({"model": {}, "steps": steps}) == 888  # median of 512, 888, 1024
+    assert prefill_tokens({"model": {"phase": "prefill", "tokens": 128, "batch": 2},
+                           "steps": steps}) == 256  # the model's figure first
+    assert prefill_tokens({"model": {}, "steps": [{"phase": "prefill"}]}) is None
+
+
+def test_chunked_prefill_step_gemm_rows_are_its_tokens():
+    d = diagnosed(str(shared_or_skip(*TRACELENS,
+                                     "vllm_prefilldecode_piecewise_graph_execution.json.gz")))
+    # the only eager GEMM with shapes is the lm_head over the 46 sampled rows; the replayed
+    # linear layers run all 8155 + 37 = 8192 scheduled tokens
+    assert engines.batch_tokens(d.steps) == 8155 + 37
+    assert "median GEMM M = 8192 (>= 64)" in d.bottleneck.evidence
+    assert d.bottleneck.value == "compute"

@@ -100,6 +100,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     phase_work: dict[str, pd.DataFrame] = {}
     rows_of = _rows_by_step(work["step"].to_numpy())
     no_rows = np.array([], dtype=np.int64)
+    stated_m: dict[str, int | None] = {}  # per phase: GEMM rows = tokens the steps state
     if nsteps:
         for value in _ordered_unique([m.value for m in step_modes]):
             idx = [i for i, m in enumerate(step_modes) if m.value == value]
@@ -110,8 +111,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             evid = _merge_evidence([step_modes[i] for i in idx])
             mode = ModeResult(value, float(np.mean(confs)), evid)
             phase_work[value] = sub
+            stated_m[value] = engines.batch_tokens(steps_df.loc[idx])
             phases.append(_phase(value, mode, bd, sub, limits, verdict_min_m,
-                                 steps_df.loc[idx, "wall_ns"]))
+                                 steps_df.loc[idx, "wall_ns"], stated_m[value]))
         if len(phases) == 1:
             mode = phases[0].mode
         else:
@@ -163,9 +165,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     checks.append(_busy_check(overall_bd))
     checks.extend(_pattern_checks(overall_bd, mode.value, limits))
     shapes = shape_evidence(phase_work.get(main.name, work))
+    main_m = stated_m.get(main.name)
     recs = recommendations(verdict.value, main.breakdown, ov_evidence, trace.meta.options, kc,
-                           hot.to_dict("records"), shapes.median_m, main.overhead_share,
-                           main.mode.value)
+                           hot.to_dict("records"), main_m if main_m is not None
+                           else shapes.median_m, main.overhead_share, main.mode.value)
     recs = idle_mod.merge_recommendations(recs, idle, idle_rules, verdict.value,
                                           overall_bd.window_ns)
 
@@ -376,10 +379,13 @@ def _merge_evidence(modes: list[ModeResult]) -> list[str]:
 
 
 def _phase(name: str, mode: ModeResult, bd: Breakdown, work: pd.DataFrame,
-           limits: dict[str, Any], prefill_min_m: int, wall: pd.Series) -> Phase:
+           limits: dict[str, Any], prefill_min_m: int, wall: pd.Series,
+           stated_m: int | None = None) -> Phase:
     share = bd.idle_ns / bd.window_ns if bd.window_ns else 0.0
     limit = overhead_mod.limit_for(mode.value, limits)
-    m = shape_evidence(work).median_m
+    # The tokens an engine annotation states are every linear GEMM's M (graph replays have no
+    # shapes; an eager lm_head over the sampled rows alone would mislead).
+    m = stated_m if stated_m is not None else shape_evidence(work).median_m
     verdict = bottleneck(bd, mode.value, share, limit, m, prefill_min_m)
     return Phase(name=name, mode=mode, breakdown=bd, bottleneck=verdict, overhead_share=share,
                  steps=len(wall), median_step_ns=int(wall.median()) if len(wall) else None)

@@ -4,6 +4,10 @@ One pass over the events fills plain Python lists per column (no DataFrame per e
 then pandas joins each kernel to the CPU op that launched it (External id, falling back to
 the runtime call's correlation). Truncated files (a killed profiler) are salvaged by cutting
 at the last complete event, with a warning.
+
+``user_annotation`` events become annotations; of the ``python_function`` events (with_stack)
+only the model runner's ``...: execute_model`` calls are kept, as annotations, because they
+delimit vLLM V1's steps when it writes no step annotation (see rules/engines.toml).
 """
 
 from __future__ import annotations
