@@ -357,3 +357,16 @@ def test_mixed_trace_hotspots_and_shapes_have_whole_calls_per_forward(tmp_path: 
     cpf = diag.hotspots["calls_per_forward"].dropna()
     assert len(cpf) and all(float(v).is_integer() for v in cpf), list(cpf)
     assert kc["extra"] == []
+
+
+def test_prefill_and_decode_attention_of_one_layer_are_one_anchor(tmp_path: Path) -> None:
+    """A chunked-prefill batch on FlashInfer runs a prefill and a decode attention kernel in
+    every layer: still one layer each."""
+    prefill = ("void flashinfer::BatchPrefillWithPagedKVCacheKernel<flashinfer::KernelTraits<"
+               "(flashinfer::MaskMode)1, 128u, 1u, 4u, 8u, 8u, 1u, 4u>>(flashinfer::PagedParams)")
+    decode = ("void flashinfer::BatchDecodeWithPagedKVCacheKernel<(flashinfer::PosEncodingMode)0,"
+              " 2u, 4u, 8u, 16u, 1u, 8u>(flashinfer::BatchDecodeParams<__nv_bfloat16>)")
+    layer = [SGL_QKV, ROPE, prefill, decode, SGL_O, SGL_GU, ACT, SGL_DOWN]
+    kc = _diag(kernel_trace(tmp_path / "t.json.gz", layer * 5 + [SGL_HEAD]))["kernel_counts"]
+    assert kc["layers"] == 5 and kc["gemms_per_layer"] == 4
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 5 * 4 + 1

@@ -202,10 +202,23 @@ def _common_suffix(a: list[Gemm], b: list[Gemm], limit: int) -> int:
     return n
 
 
+def _merge_adjacent(anc: pd.DataFrame, gemm_t: np.ndarray) -> pd.DataFrame:
+    """One anchor per layer: attention calls with no GEMM between them are one layer's (a
+    mixed batch's prefill and decode attention kernels, an unrecognised combine pass)."""
+    t = anc["start_ns"].to_numpy()
+    if len(t) < 2:
+        return anc
+    between = np.searchsorted(gemm_t, t[1:], side="left") - np.searchsorted(
+        gemm_t, t[:-1], side="right")
+    keep = np.concatenate(([True], between > 0))
+    return anc[keep].reset_index(drop=True) if not keep.all() else anc
+
+
 def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | None:
     """Split one forward's GEMM calls into layers at its anchors."""
     if anc.empty:
         return None
+    anc = _merge_adjacent(anc, calls["start_ns"].to_numpy())
     a_t = anc["start_ns"].to_numpy()
     kinds = anc["kind"].astype(str).tolist()
     gaps_idx = np.searchsorted(a_t, calls["start_ns"].to_numpy(), side="right")
