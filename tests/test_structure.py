@@ -370,3 +370,23 @@ def test_prefill_and_decode_attention_of_one_layer_are_one_anchor(tmp_path: Path
     kc = _diag(kernel_trace(tmp_path / "t.json.gz", layer * 5 + [SGL_HEAD]))["kernel_counts"]
     assert kc["layers"] == 5 and kc["gemms_per_layer"] == 4
     assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 5 * 4 + 1
+
+
+def test_nsys_generate_expects_per_phase_kernels() -> None:
+    """nsys (no shapes): prefill and decode GEMMs are different cuBLAS kernels, so each
+    phase's layout is its own; 16 layers x 7 + lm_head in 1 prefill and 64 decode forwards."""
+    d = diagnosed(str(shared_or_skip("traces", "nsys", "nsys_1b_T512_decode64.sqlite.gz")))
+    kc = d.kernel_counts
+    assert kc["phases"]["prefill"]["expected_gemm_calls"] == 16 * 7 + 1
+    assert kc["phases"]["decode"]["expected_gemm_calls"] == 64 * (16 * 7 + 1)
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] and kc["extra"] == []
+
+
+def test_encoder_head_outside_the_layers_is_a_warning() -> None:
+    """BERT-small without a config: the pooler GEMM after the last layer is listed as extra,
+    but with nothing to say it should not run, the count is a warning, not a failure."""
+    d = diagnosed(_sample("h100_gaunernst_bert-small-uncased__1016001"))
+    kc = d.kernel_counts
+    assert kc["layers"] == 4
+    assert [e["role"] for e in kc["extra"]] == ["extra (after the last layer)"]
+    assert d.check("kernel_count").status == "warn"

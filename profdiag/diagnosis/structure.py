@@ -334,7 +334,7 @@ def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
     if len(rest) == 2:
         gu, dn = rest
         fused = gu.n is None or dn.k is None or gu.n == 2 * dn.k
-        gu.label, dn.label = ("gate_up (fused)" if fused else "mlp_in"), "down"
+        gu.label, dn.label = ("gate_up (fused)" if fused else "up (ungated)"), "down"
     elif len(rest) == 3:
         rest[0].label, rest[1].label, rest[2].label = "gate", "up", "down"
     elif len(rest) == 1:
