@@ -390,3 +390,54 @@ def test_encoder_head_outside_the_layers_is_a_warning() -> None:
     assert kc["layers"] == 4
     assert [e["role"] for e in kc["extra"]] == ["extra (after the last layer)"]
     assert d.check("kernel_count").status == "warn"
+
+
+def linked_trace(path: Path, items: list[tuple[str, str | None, list[Any] | None]]) -> Path:
+    """A Kineto trace whose kernels are launched by CPU ops with Input Dims (eager mode)."""
+    events: list[dict[str, Any]] = []
+    ts = 1000.0
+    for i, (name, op, dims) in enumerate(items, start=1):
+        if op:
+            events.append({"ph": "X", "cat": "cpu_op", "name": op, "pid": 1, "tid": 1,
+                           "ts": ts, "dur": 3.0, "args": {"External id": i, "Input Dims": dims}})
+        events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
+                       "tid": 1, "ts": ts + 1, "dur": 1.0,
+                       "args": {"correlation": i, "External id": i}})
+        events.append({"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7,
+                       "ts": ts + 2, "dur": 4.0,
+                       "args": {"device": 0, "stream": 7, "correlation": i, "External id": i}})
+        ts += 10.0
+    doc = {"traceEvents": events, "deviceProperties": [{"id": 0, "name": "test GPU"}]}
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return path
+
+
+def test_mla_projections_named_by_shape_against_the_config(tmp_path: Path) -> None:
+    """DeepSeek-V3 MLA at TP 8 (vLLM eager): fused q_a/kv_a N = 1536 + 512 + 64 = 2112,
+    q_b K = q_lora_rank 1536, kv_b K = kv_lora_rank 512, o K = 128 x 128 / 8 = 2048."""
+    cfg = tmp_path / "dsv3.json"
+    cfg.write_text(json.dumps({
+        "model_type": "deepseek_v3", "num_hidden_layers": 2, "hidden_size": 7168,
+        "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
+        "v_head_dim": 128, "intermediate_size": 18432, "n_routed_experts": 256,
+        "vocab_size": 129280}))
+    t = 4
+    layer = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 2112]]),
+             (NVJ_Q, "aten::mm", [[t, 1536], [1536, 3072]]),
+             (NVJ_KV, "aten::mm", [[t, 512], [512, 4096]]),
+             (MLA, "vllm::unified_attention_with_output", [[t, 16, 576]]),
+             (NVJ_Q, "aten::mm", [[t, 2048], [2048, 7168]]),
+             (NVJ_KV, "aten::mm", [[t, 7168], [7168, 256]]),
+             (FUSED_MOE, "vllm::moe_forward", [[t, 7168]]),
+             (FUSED_MOE, "vllm::moe_forward", [[t, 7168]])]
+    head = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 16160]])]
+    d = _diag(linked_trace(tmp_path / "t.json.gz", layer * 2 + head), model_config=str(cfg))
+    st = d["kernel_counts"]["structure"]
+    assert st["mla"] and st["moe"]
+    assert [g["role"] for g in st["layouts"]["moe"]["gemms"]] == [
+        "q_a+kv_a (fused)", "q_b", "kv_b", "o", "router", "experts gate/up (fused)",
+        "experts down"]
+    assert st["layouts"]["moe"]["gemms"][1]["signature"] == "aten::mm [[M,1536],[1536,3072]]"
+    assert d["kernel_counts"]["observed_gemm_calls"] == d["kernel_counts"][
+        "expected_gemm_calls"] == 2 * 7 + 1

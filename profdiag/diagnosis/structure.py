@@ -270,6 +270,9 @@ class Dims:
     ffn: int | None = None
     experts: int | None = None
     tp: int = 1
+    q_lora: int | None = None  # MLA (DeepSeek): q_lora_rank, kv_lora_rank, qk_rope_head_dim
+    kv_lora: int | None = None
+    rope: int | None = None
 
 
 def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
@@ -277,7 +280,9 @@ def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
     q = spec.heads * hd if spec.heads and hd else None
     kv = spec.kv_heads * hd if spec.kv_heads and hd else None
     experts = cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts")
-    d = Dims(hidden=spec.hidden, q=q, kv=kv, ffn=spec.ffn, experts=experts)
+    d = Dims(hidden=spec.hidden, q=q, kv=kv, ffn=spec.ffn, experts=experts,
+             q_lora=cfg.get("q_lora_rank"), kv_lora=cfg.get("kv_lora_rank"),
+             rope=cfg.get("qk_rope_head_dim"))
     # Tensor parallelism: the fused QKV width per rank tells the degree.
     first = next((ly.pre[0] for ly in layers if ly.pre and ly.pre[0].n), None)
     if first is not None and q and kv:
@@ -286,6 +291,24 @@ def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
                 d.tp = tp
                 break
     return d
+
+
+def _mla_label(g: Gemm, d: Dims) -> str:
+    """An MLA projection named by its shape against the config's low ranks, or ''."""
+    if g.n is None or d.kv_lora is None:
+        return ""
+    rope = d.rope or 0
+    if d.q_lora and g.n == d.q_lora + d.kv_lora + rope:
+        return "q_a+kv_a (fused)"
+    if g.n == d.kv_lora + rope:
+        return "kv_a"
+    if d.q_lora and g.n == d.q_lora:
+        return "q_a"
+    if d.q_lora and g.k == d.q_lora:
+        return "q_b"
+    if g.k == d.kv_lora:
+        return "kv_b"
+    return ""
 
 
 def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
@@ -298,7 +321,7 @@ def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
     elif mla:
         names = ["q_a+kv_a (fused)", "q_b", "kv_b"] if len(pre) <= 3 else []
         for i, g in enumerate(pre):
-            g.label = names[i] if i < len(names) else f"mla_proj_{i}"
+            g.label = _mla_label(g, d) or (names[i] if i < len(names) else f"mla_proj_{i}")
     elif len(pre) == 1:
         pre[0].label = "qkv (fused)"
     elif len(pre) == 3:
