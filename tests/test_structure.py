@@ -441,3 +441,22 @@ def test_mla_projections_named_by_shape_against_the_config(tmp_path: Path) -> No
     assert st["layouts"]["moe"]["gemms"][1]["signature"] == "aten::mm [[M,1536],[1536,3072]]"
     assert d["kernel_counts"]["observed_gemm_calls"] == d["kernel_counts"][
         "expected_gemm_calls"] == 2 * 7 + 1
+
+
+def test_mla_labels_follow_shapes_not_positions(tmp_path: Path) -> None:
+    cfg = tmp_path / "mla.json"
+    cfg.write_text(json.dumps({"model_type": "deepseek_v3", "num_hidden_layers": 2,
+                               "hidden_size": 7168, "num_attention_heads": 128,
+                               "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+                               "intermediate_size": 18432, "vocab_size": 129280}))
+    t = 4
+    layer = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 2112]]),
+             (NVJ_KV, "aten::mm", [[t, 512], [512, 4096]]),  # kv_b second (no q_b here)
+             (MLA, "vllm::unified_attention_with_output", [[t, 16, 576]]),
+             (NVJ_Q, "aten::mm", [[t, 2048], [2048, 7168]]),
+             (SGL_GU, "aten::mm", [[t, 7168], [7168, 4608]]),
+             (SGL_DOWN, "aten::mm", [[t, 2304], [2304, 7168]])]
+    head = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 16160]])]
+    d = _diag(linked_trace(tmp_path / "t.json.gz", layer * 2 + head), model_config=str(cfg))
+    roles = [g["role"] for g in d["kernel_counts"]["structure"]["layouts"]["dense"]["gemms"]]
+    assert roles[:2] == ["q_a+kv_a (fused)", "kv_b"]
