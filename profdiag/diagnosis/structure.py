@@ -32,6 +32,7 @@ from ..modelspec import ModelSpec
 _ANCHOR_CLASSES = ("attention", "linear_attention")
 _TP_DEGREES = (1, 2, 4, 8, 16, 32)
 # Attention kernels that name a sliding-window (local) variant (TRT-LLM-gen FMHA, FlashInfer).
+_MLA_KERNEL = re.compile(r"(?i)(^|[^a-z])mla(_|::|kernel|[^a-z]|$)|BatchMLA|FlashMLA")
 _SLIDING = re.compile(r"Sliding|sliding_window|SlidingWindow|_swa_|LocalAttention", re.I)
 
 
@@ -411,7 +412,7 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
         return {}
     all_layers = [ly for f in segs for ly in f.layers]
     names = anc["name"].astype(str) if "name" in anc else pd.Series([], dtype=str)
-    mla = bool(cfg.get("kv_lora_rank")) or bool(names.str.contains("mla", case=False).any())
+    mla = bool(cfg.get("kv_lora_rank")) or bool(names.str.contains(_MLA_KERNEL).any())
     d = _dims(spec, cfg, all_layers)
     for ly in all_layers:
         label_layer(ly, d, mla)
