@@ -357,3 +357,106 @@ def test_mixed_trace_hotspots_and_shapes_have_whole_calls_per_forward(tmp_path: 
     cpf = diag.hotspots["calls_per_forward"].dropna()
     assert len(cpf) and all(float(v).is_integer() for v in cpf), list(cpf)
     assert kc["extra"] == []
+
+
+def test_prefill_and_decode_attention_of_one_layer_are_one_anchor(tmp_path: Path) -> None:
+    """A chunked-prefill batch on FlashInfer runs a prefill and a decode attention kernel in
+    every layer: still one layer each."""
+    prefill = ("void flashinfer::BatchPrefillWithPagedKVCacheKernel<flashinfer::KernelTraits<"
+               "(flashinfer::MaskMode)1, 128u, 1u, 4u, 8u, 8u, 1u, 4u>>(flashinfer::PagedParams)")
+    decode = ("void flashinfer::BatchDecodeWithPagedKVCacheKernel<(flashinfer::PosEncodingMode)0,"
+              " 2u, 4u, 8u, 16u, 1u, 8u>(flashinfer::BatchDecodeParams<__nv_bfloat16>)")
+    layer = [SGL_QKV, ROPE, prefill, decode, SGL_O, SGL_GU, ACT, SGL_DOWN]
+    kc = _diag(kernel_trace(tmp_path / "t.json.gz", layer * 5 + [SGL_HEAD]))["kernel_counts"]
+    assert kc["layers"] == 5 and kc["gemms_per_layer"] == 4
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] == 5 * 4 + 1
+
+
+def test_nsys_generate_expects_per_phase_kernels() -> None:
+    """nsys (no shapes): prefill and decode GEMMs are different cuBLAS kernels, so each
+    phase's layout is its own; 16 layers x 7 + lm_head in 1 prefill and 64 decode forwards."""
+    d = diagnosed(str(shared_or_skip("traces", "nsys", "nsys_1b_T512_decode64.sqlite.gz")))
+    kc = d.kernel_counts
+    assert kc["phases"]["prefill"]["expected_gemm_calls"] == 16 * 7 + 1
+    assert kc["phases"]["decode"]["expected_gemm_calls"] == 64 * (16 * 7 + 1)
+    assert kc["observed_gemm_calls"] == kc["expected_gemm_calls"] and kc["extra"] == []
+
+
+def test_encoder_head_outside_the_layers_is_a_warning() -> None:
+    """BERT-small without a config: the pooler GEMM after the last layer is listed as extra,
+    but with nothing to say it should not run, the count is a warning, not a failure."""
+    d = diagnosed(_sample("h100_gaunernst_bert-small-uncased__1016001"))
+    kc = d.kernel_counts
+    assert kc["layers"] == 4
+    assert [e["role"] for e in kc["extra"]] == ["extra (after the last layer)"]
+    assert d.check("kernel_count").status == "warn"
+
+
+def linked_trace(path: Path, items: list[tuple[str, str | None, list[Any] | None]]) -> Path:
+    """A Kineto trace whose kernels are launched by CPU ops with Input Dims (eager mode)."""
+    events: list[dict[str, Any]] = []
+    ts = 1000.0
+    for i, (name, op, dims) in enumerate(items, start=1):
+        if op:
+            events.append({"ph": "X", "cat": "cpu_op", "name": op, "pid": 1, "tid": 1,
+                           "ts": ts, "dur": 3.0, "args": {"External id": i, "Input Dims": dims}})
+        events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
+                       "tid": 1, "ts": ts + 1, "dur": 1.0,
+                       "args": {"correlation": i, "External id": i}})
+        events.append({"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7,
+                       "ts": ts + 2, "dur": 4.0,
+                       "args": {"device": 0, "stream": 7, "correlation": i, "External id": i}})
+        ts += 10.0
+    doc = {"traceEvents": events, "deviceProperties": [{"id": 0, "name": "test GPU"}]}
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return path
+
+
+def test_mla_projections_named_by_shape_against_the_config(tmp_path: Path) -> None:
+    """DeepSeek-V3 MLA at TP 8 (vLLM eager): fused q_a/kv_a N = 1536 + 512 + 64 = 2112,
+    q_b K = q_lora_rank 1536, kv_b K = kv_lora_rank 512, o K = 128 x 128 / 8 = 2048."""
+    cfg = tmp_path / "dsv3.json"
+    cfg.write_text(json.dumps({
+        "model_type": "deepseek_v3", "num_hidden_layers": 2, "hidden_size": 7168,
+        "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
+        "v_head_dim": 128, "intermediate_size": 18432, "n_routed_experts": 256,
+        "vocab_size": 129280}))
+    t = 4
+    layer = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 2112]]),
+             (NVJ_Q, "aten::mm", [[t, 1536], [1536, 3072]]),
+             (NVJ_KV, "aten::mm", [[t, 512], [512, 4096]]),
+             (MLA, "vllm::unified_attention_with_output", [[t, 16, 576]]),
+             (NVJ_Q, "aten::mm", [[t, 2048], [2048, 7168]]),
+             (NVJ_KV, "aten::mm", [[t, 7168], [7168, 256]]),
+             (FUSED_MOE, "vllm::moe_forward", [[t, 7168]]),
+             (FUSED_MOE, "vllm::moe_forward", [[t, 7168]])]
+    head = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 16160]])]
+    d = _diag(linked_trace(tmp_path / "t.json.gz", layer * 2 + head), model_config=str(cfg))
+    st = d["kernel_counts"]["structure"]
+    assert st["mla"] and st["moe"]
+    assert [g["role"] for g in st["layouts"]["moe"]["gemms"]] == [
+        "q_a+kv_a (fused)", "q_b", "kv_b", "o", "router", "experts gate/up (fused)",
+        "experts down"]
+    assert st["layouts"]["moe"]["gemms"][1]["signature"] == "aten::mm [[M,1536],[1536,3072]]"
+    assert d["kernel_counts"]["observed_gemm_calls"] == d["kernel_counts"][
+        "expected_gemm_calls"] == 2 * 7 + 1
+
+
+def test_mla_labels_follow_shapes_not_positions(tmp_path: Path) -> None:
+    cfg = tmp_path / "mla.json"
+    cfg.write_text(json.dumps({"model_type": "deepseek_v3", "num_hidden_layers": 2,
+                               "hidden_size": 7168, "num_attention_heads": 128,
+                               "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+                               "intermediate_size": 18432, "vocab_size": 129280}))
+    t = 4
+    layer = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 2112]]),
+             (NVJ_KV, "aten::mm", [[t, 512], [512, 4096]]),  # kv_b second (no q_b here)
+             (MLA, "vllm::unified_attention_with_output", [[t, 16, 576]]),
+             (NVJ_Q, "aten::mm", [[t, 2048], [2048, 7168]]),
+             (SGL_GU, "aten::mm", [[t, 7168], [7168, 4608]]),
+             (SGL_DOWN, "aten::mm", [[t, 2304], [2304, 7168]])]
+    head = [(NVJ_BIG, "aten::mm", [[t, 7168], [7168, 16160]])]
+    d = _diag(linked_trace(tmp_path / "t.json.gz", layer * 2 + head), model_config=str(cfg))
+    roles = [g["role"] for g in d["kernel_counts"]["structure"]["layouts"]["dense"]["gemms"]]
+    assert roles[:2] == ["q_a+kv_a (fused)", "kv_b"]

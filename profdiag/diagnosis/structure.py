@@ -32,6 +32,7 @@ from ..modelspec import ModelSpec
 _ANCHOR_CLASSES = ("attention", "linear_attention")
 _TP_DEGREES = (1, 2, 4, 8, 16, 32)
 # Attention kernels that name a sliding-window (local) variant (TRT-LLM-gen FMHA, FlashInfer).
+_MLA_KERNEL = re.compile(r"(?i)(^|[^a-z])mla(_|::|kernel|[^a-z]|$)|BatchMLA|FlashMLA")
 _SLIDING = re.compile(r"Sliding|sliding_window|SlidingWindow|_swa_|LocalAttention", re.I)
 
 
@@ -202,10 +203,23 @@ def _common_suffix(a: list[Gemm], b: list[Gemm], limit: int) -> int:
     return n
 
 
+def _merge_adjacent(anc: pd.DataFrame, gemm_t: np.ndarray) -> pd.DataFrame:
+    """One anchor per layer: attention calls with no GEMM between them are one layer's (a
+    mixed batch's prefill and decode attention kernels, an unrecognised combine pass)."""
+    t = anc["start_ns"].to_numpy()
+    if len(t) < 2:
+        return anc
+    between = np.searchsorted(gemm_t, t[1:], side="left") - np.searchsorted(
+        gemm_t, t[:-1], side="right")
+    keep = np.concatenate(([True], between > 0))
+    return anc[keep].reset_index(drop=True) if not keep.all() else anc
+
+
 def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | None:
     """Split one forward's GEMM calls into layers at its anchors."""
     if anc.empty:
         return None
+    anc = _merge_adjacent(anc, calls["start_ns"].to_numpy())
     a_t = anc["start_ns"].to_numpy()
     kinds = anc["kind"].astype(str).tolist()
     gaps_idx = np.searchsorted(a_t, calls["start_ns"].to_numpy(), side="right")
@@ -257,6 +271,9 @@ class Dims:
     ffn: int | None = None
     experts: int | None = None
     tp: int = 1
+    q_lora: int | None = None  # MLA (DeepSeek): q_lora_rank, kv_lora_rank, qk_rope_head_dim
+    kv_lora: int | None = None
+    rope: int | None = None
 
 
 def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
@@ -264,7 +281,9 @@ def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
     q = spec.heads * hd if spec.heads and hd else None
     kv = spec.kv_heads * hd if spec.kv_heads and hd else None
     experts = cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts")
-    d = Dims(hidden=spec.hidden, q=q, kv=kv, ffn=spec.ffn, experts=experts)
+    d = Dims(hidden=spec.hidden, q=q, kv=kv, ffn=spec.ffn, experts=experts,
+             q_lora=cfg.get("q_lora_rank"), kv_lora=cfg.get("kv_lora_rank"),
+             rope=cfg.get("qk_rope_head_dim"))
     # Tensor parallelism: the fused QKV width per rank tells the degree.
     first = next((ly.pre[0] for ly in layers if ly.pre and ly.pre[0].n), None)
     if first is not None and q and kv:
@@ -273,6 +292,24 @@ def _dims(spec: ModelSpec, cfg: dict[str, Any], layers: list[Layer]) -> Dims:
                 d.tp = tp
                 break
     return d
+
+
+def _mla_label(g: Gemm, d: Dims) -> str:
+    """An MLA projection named by its shape against the config's low ranks, or ''."""
+    if g.n is None or d.kv_lora is None:
+        return ""
+    rope = d.rope or 0
+    if d.q_lora and g.n == d.q_lora + d.kv_lora + rope:
+        return "q_a+kv_a (fused)"
+    if g.n == d.kv_lora + rope:
+        return "kv_a"
+    if d.q_lora and g.n == d.q_lora:
+        return "q_a"
+    if d.q_lora and g.k == d.q_lora:
+        return "q_b"
+    if g.k == d.kv_lora:
+        return "kv_b"
+    return ""
 
 
 def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
@@ -285,7 +322,7 @@ def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
     elif mla:
         names = ["q_a+kv_a (fused)", "q_b", "kv_b"] if len(pre) <= 3 else []
         for i, g in enumerate(pre):
-            g.label = names[i] if i < len(names) else f"mla_proj_{i}"
+            g.label = _mla_label(g, d) or (names[i] if i < len(names) else f"mla_proj_{i}")
     elif len(pre) == 1:
         pre[0].label = "qkv (fused)"
     elif len(pre) == 3:
@@ -321,7 +358,7 @@ def label_layer(layer: Layer, d: Dims, mla: bool) -> None:
     if len(rest) == 2:
         gu, dn = rest
         fused = gu.n is None or dn.k is None or gu.n == 2 * dn.k
-        gu.label, dn.label = ("gate_up (fused)" if fused else "mlp_in"), "down"
+        gu.label, dn.label = ("gate_up (fused)" if fused else "up (ungated)"), "down"
     elif len(rest) == 3:
         rest[0].label, rest[1].label, rest[2].label = "gate", "up", "down"
     elif len(rest) == 1:
@@ -375,7 +412,7 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
         return {}
     all_layers = [ly for f in segs for ly in f.layers]
     names = anc["name"].astype(str) if "name" in anc else pd.Series([], dtype=str)
-    mla = bool(cfg.get("kv_lora_rank")) or bool(names.str.contains("mla", case=False).any())
+    mla = bool(cfg.get("kv_lora_rank")) or bool(names.str.contains(_MLA_KERNEL).any())
     d = _dims(spec, cfg, all_layers)
     for ly in all_layers:
         label_layer(ly, d, mla)
