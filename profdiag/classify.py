@@ -29,6 +29,11 @@ UNMATCHED_CATEGORY = "other"
 UNMATCHED_CLASS = "unclassified"
 # Classes that are one GEMM call each (a split-K reduce belongs to its GEMM).
 GEMM_CLASSES = ("gemm", "gemv")
+# What a kernel does inside a decoder block, for the block-structure analysis
+# (diagnosis/structure.py): MoE expert GEMMs, routing and combine kernels, the reduction pass
+# of an attention kernel, the main kernel of a linear-attention / state-space mixer layer.
+ROLES = ("", "moe_expert", "moe_routing", "moe_combine", "attention_aux", "mixer", "mixer_aux",
+         "quantize")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Rule:
     why: str = ""
     examples: tuple[dict[str, str], ...] = ()
     source: str = ""
+    dtype: str = ""  # the precision the kernel implies (fp8, mxfp4, nvfp4, int4, ...), if any
+    role: str = ""  # its part in a decoder block (moe_expert, moe_routing, attention_aux, ...)
 
     def matches(self, kind: str, name: str, op_name: str | None) -> bool:
         """Return True when every condition of this rule holds."""
@@ -105,6 +112,11 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
         raise RulesError(f"{where}: category {raw['category']!r} not in {', '.join(CATEGORIES)}")
     if "pattern" not in raw and "op" not in raw:
         raise RulesError(f"{where}: needs a 'pattern' or an 'op'")
+    for key in ("dtype", "role"):
+        if key in raw and not isinstance(raw[key], str):
+            raise RulesError(f"{where}: {key!r} must be a string")
+    if raw.get("role", "") not in ROLES:
+        raise RulesError(f"{where}: role {raw['role']!r} not in {', '.join(r for r in ROLES if r)}")
     examples: list[dict[str, str]] = []
     for ex in raw.get("examples", []):
         examples.append({"name": ex} if isinstance(ex, str) else dict(ex))
@@ -119,6 +131,8 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
         why=raw.get("why", ""),
         examples=tuple(examples),
         source=source,
+        dtype=raw.get("dtype", ""),
+        role=raw.get("role", ""),
     )
 
 
@@ -159,7 +173,9 @@ def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
 
 
 def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame:
-    """Return ``events`` with ``category``, ``class`` and ``rule_id`` columns added.
+    """Return ``events`` with ``category``, ``class``, ``rule_id``, ``kernel_dtype``, ``role`` added.
+
+    ``kernel_dtype`` (the rule's ``dtype``) and ``role`` are the winning rule's (NA when it names none).
 
     Host-side rows get category "overhead"/class = their kind for runtime and sync calls,
     and NA for cpu_op/annotations (they are not device work).
@@ -170,6 +186,8 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
     category = pd.Series(pd.NA, index=out.index, dtype="string")
     klass = pd.Series(pd.NA, index=out.index, dtype="string")
     rule_id = pd.Series(pd.NA, index=out.index, dtype="string")
+    dtype = pd.Series(pd.NA, index=out.index, dtype="string")
+    role = pd.Series(pd.NA, index=out.index, dtype="string")
     if n:
         gpu = out["kind"].isin(("kernel", "memcpy", "memset"))
         if gpu.any():
@@ -177,24 +195,64 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
             sub = sub.where(sub.notna(), None)
             keys = pd.MultiIndex.from_frame(sub)
             uniq = keys.unique()
-            cat_map, cls_map, rid_map = {}, {}, {}
+            cat_map, cls_map, rid_map, dt_map, role_map = {}, {}, {}, {}, {}
             for key in uniq:
                 kind, name, op = key
                 m = rules.match(str(kind), name if isinstance(name, str) else "",
                                 op if isinstance(op, str) else None)
                 cat_map[key], cls_map[key] = m.category, m.klass
                 rid_map[key] = m.rule.id if m.rule else pd.NA
+                dt_map[key] = (m.rule.dtype or pd.NA) if m.rule else pd.NA
+                role_map[key] = (m.rule.role or pd.NA) if m.rule else pd.NA
             codes = uniq.get_indexer(keys)
             category.loc[gpu] = pd.array([cat_map[u] for u in uniq], dtype="string")[codes]
             klass.loc[gpu] = pd.array([cls_map[u] for u in uniq], dtype="string")[codes]
             rule_id.loc[gpu] = pd.array([rid_map[u] for u in uniq], dtype="string")[codes]
+            dtype.loc[gpu] = pd.array([dt_map[u] for u in uniq], dtype="string")[codes]
+            role.loc[gpu] = pd.array([role_map[u] for u in uniq], dtype="string")[codes]
+            _shape_consistent(out, gpu, klass, rule_id)
         host = out["kind"].isin(("runtime", "sync"))
         category.loc[host] = "overhead"
         klass.loc[host] = out.loc[host, "kind"].astype("string")
     out["category"] = category
     out["class"] = klass
     out["rule_id"] = rule_id
+    out["kernel_dtype"] = dtype
+    out["role"] = role
     return out
+
+
+# A GEMV is a GEMM whose token side is this small (the gemv rules' premise: M <= 8).
+GEMV_MAX_ROWS = 8
+_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm")
+
+
+def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
+                      rule_id: pd.Series) -> None:
+    """Make a kernel's class agree with its launching op's shapes, when they are known.
+
+    A name rule may call a kernel a GEMV (an nvjet tile with an 8-wide side) that the trace
+    shows running ``aten::mm [[2048, 2048], [2048, 512]]``: M = 2048 rows is a GEMM. Such rows
+    become class ``gemm`` with rule id ``<rule>+shape`` (the rule matched, the shapes won).
+    """
+    if "input_dims" not in out.columns or "op_name" not in out.columns:
+        return
+    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(_GEMM_OPS).fillna(False)
+            & out["input_dims"].notna())
+    if not cand.any():
+        return
+    from .roofline import _shape_of  # lazy: roofline imports pandas-heavy helpers
+
+    rows_of: dict[tuple[str, str], int | None] = {}
+    for idx, op, dims in zip(out.index[cand], out.loc[cand, "op_name"], out.loc[cand, "input_dims"]):
+        key = (str(op), str(dims))
+        if key not in rows_of:
+            shp = _shape_of(key[0], key[1])
+            rows_of[key] = None if shp is None else int(min(shp.m, shp.n))
+        rows = rows_of[key]
+        if rows is not None and rows > GEMV_MAX_ROWS:
+            klass.at[idx] = "gemm"
+            rule_id.at[idx] = f"{rule_id.at[idx]}+shape"
 
 
 def explain(name: str, rules: RuleSet | None = None, op_name: str | None = None,

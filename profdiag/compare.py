@@ -91,7 +91,7 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
         for c in sorted(set(cb) | set(cn))]
     out["classes"] = _classes(bd, nd, db, dn, threshold_pct)
     out["kernels"] = _kernels(b, n, db, dn, threshold_pct)
-    if out["kernels"]["source"] != "events":
+    if out["kernels"]["source"] == "hotspots":
         notes.append(out["kernels"]["note"])
     gb = float((bd.get("overhead") or {}).get("graph_replayed_share") or 0)
     gn = float((nd.get("overhead") or {}).get("graph_replayed_share") or 0)
@@ -101,6 +101,12 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
                      "can move between classes (e.g. rope -> elementwise)")
     out["kernel_counts"] = _counts(bd, nd)
     out["steps"] = _steps(bd, nd)
+    from .attribution import attribute
+
+    out["attribution"] = attribute(bd, nd)
+    _mark_reclassified(out)
+    if out["attribution"].get("reason"):
+        notes.append(f"no attribution: {out['attribution']['reason']}")
     out["notes"] = notes
     out["headline"] = headline(out)
     return out
@@ -122,10 +128,61 @@ def _classes(bd: dict[str, Any], nd: dict[str, Any], db: float, dn: float,
     return sorted(rows, key=lambda r: (-abs(r["delta_ns"]), r["class"]))
 
 
+def _mark_reclassified(out: dict[str, Any]) -> None:
+    """Classes whose kernels the other profile classifies differently say so in their status."""
+    moved: dict[str, set[str]] = {}
+    for p in out["attribution"].get("phases") or []:
+        for r in p.get("reclassified") or []:
+            moved.setdefault(r["base_class"], set()).add(r["new_class"])
+            moved.setdefault(r["new_class"], set()).add(r["base_class"])
+    for row in out["classes"]:
+        other = moved.get(row["class"])
+        if other:
+            row["status"] += " (reclassified: " + ", ".join(sorted(other)) + ")"
+
+
+def _detail_table(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per kernel name over the median step of every phase (from the report's step_detail)."""
+    table: dict[str, dict[str, Any]] = {}
+    for detail in (data.get("step_detail") or {}).values():
+        for k in detail.get("kernels") or []:
+            row = table.setdefault(str(k.get("kernel")), {
+                "class": str(k.get("class") or ""), "category": str(k.get("category") or ""),
+                "calls": 0.0, "total_ns": 0.0})
+            row["calls"] += float(k.get("calls") or 0)
+            row["total_ns"] += float(k.get("ns") or 0)
+    return table
+
+
 def _kernels(b: Profile, n: Profile, db: float, dn: float, threshold: float) -> dict[str, Any]:
     tb, src_b = kernel_table(b)
     tn, src_n = kernel_table(n)
     complete = src_b == src_n == "events"
+    if not complete and b.data.get("step_detail") and n.data.get("step_detail"):
+        # a stored report on one side: both sides from the median steps, every kernel aligned
+        tb, tn = _detail_table(b.data), _detail_table(n.data)
+        rows = _kernel_rows(tb, tn, 1.0, 1.0, threshold, True)
+        return {"source": "step_detail", "unit": "per median step (all phases)",
+                "note": "per-kernel rows from the median step of each phase (a JSON report "
+                        "keeps that step's kernels)", "counts": _status_counts(rows),
+                "rows": rows}
+    rows = _kernel_rows(tb, tn, db, dn, threshold, complete)
+    note = ("every kernel, from the classified events of both traces" if complete else
+            "per-kernel rows from the JSON report hotspots (top kernels only): give both "
+            "traces for a full per-kernel comparison")
+    return {"source": "events" if complete else "hotspots", "note": note,
+            "counts": _status_counts(rows), "rows": rows}
+
+
+def _status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _kernel_rows(tb: dict[str, dict[str, Any]], tn: dict[str, dict[str, Any]], db: float,
+                 dn: float, threshold: float, complete: bool) -> list[dict[str, Any]]:
     rows = []
     for name in set(tb) | set(tn):
         rb, rn = tb.get(name), tn.get(name)
@@ -141,17 +198,13 @@ def _kernels(b: Profile, n: Profile, db: float, dn: float, threshold: float) -> 
             "category": (rn or rb or {}).get("category", ""),
             "base_calls": _r(rb["calls"] / db, 3) if rb else 0,
             "new_calls": _r(rn["calls"] / dn, 3) if rn else 0,
-            "base_ns": _r(vb, 1), "new_ns": _r(vn, 1), "delta_ns": _r(vn - vb, 1),
+            # a kernel below one report's top N has an unknown time there, not 0
+            "base_ns": _r(vb, 1) if rb or complete else None,
+            "new_ns": _r(vn, 1) if rn or complete else None,
+            "delta_ns": _r(vn - vb, 1) if (rb and rn) or complete else None,
             "change_pct": _r(change, 2), "status": status})
-    rows.sort(key=lambda r: (-abs(r["delta_ns"]), r["name"]))
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    note = ("every kernel, from the classified events of both traces" if complete else
-            "per-kernel rows from the JSON report hotspots (top kernels only): give both "
-            "traces for a full per-kernel comparison")
-    return {"source": "events" if complete else "hotspots", "note": note,
-            "counts": dict(sorted(counts.items())), "rows": rows}
+    rows.sort(key=lambda r: (-abs(r["delta_ns"] or 0), r["name"]))
+    return rows
 
 
 def _counts(bd: dict[str, Any], nd: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +262,7 @@ def _pct(x: Any) -> str:
 
 def headline(cmp: dict[str, Any]) -> list[str]:
     """The few sentences that say what changed, most important first."""
-    lines = []
+    lines = [p["sentence"] for p in (cmp.get("attribution") or {}).get("phases") or []]
     m, b = cmp["mode"], cmp["bottleneck"]
     lines.append(f"mode {m['base']} -> {m['new']}" if m["changed"] else f"mode {m['new']} (same)")
     lines.append(f"bottleneck {b['base']} -> {b['new']}" if b["changed"]
@@ -321,8 +374,26 @@ def _sections(cmp: dict[str, Any], name: Any, max_kernels: int | None) -> list[t
              "" if v["delta"] is None else f"{v['delta']:+g}"]
             for k, v in cmp["kernel_counts"].items()]
     out.append(("Kernel counts", ["", "base", "new", "change"], rows, {1, 2, 3}))
+    for p in (cmp.get("attribution") or {}).get("phases") or []:
+        rows = [[r["what"], r["kind"], _signed_ns(r["delta_ns"]),
+                 "" if r["share_of_delta"] is None else f"{r['share_of_delta'] * 100:.1f}%"]
+                for r in p["rows"]]
+        rows.append(["total: median step change", "", _signed_ns(p["delta_ns"]),
+                     "100.0%" if p["delta_ns"] else ""])
+        out.insert(1, (f"Why the {p['phase']} median step changed ({p['unit']}; steps "
+                       f"{_steps_of(p['base_steps'])} vs {_steps_of(p['new_steps'])}, aligned by "
+                       f"{p['aligned_by']})", ["contributor", "kind", "change", "share"], rows,
+                       {2, 3}))
+        if p["reclassified"]:
+            rows = [[name(r["what"]), r["base_class"], r["new_class"]] for r in p["reclassified"]]
+            out.append((f"Kernels classified differently in the two profiles ({p['phase']})",
+                        ["kernel", "class in base", "class in new"], rows, set()))
     krows = cmp["kernels"]["rows"]
+    u = cmp["kernels"].get("unit", u)
     shown = krows if max_kernels is None else krows[:max_kernels]
+    if max_kernels is not None:
+        # every kernel the headline counts as changed is among the rows shown
+        shown = shown + [k for k in krows[max_kernels:] if k["status"] != "same"][:100]
     rows = [[name(k["name"]), k["class"], _num(k["base_calls"]), _num(k["new_calls"]),
              _ns(k["base_ns"]), _ns(k["new_ns"]), _chg(k["change_pct"]), k["status"]]
             for k in shown]
@@ -331,6 +402,16 @@ def _sections(cmp: dict[str, Any], name: Any, max_kernels: int | None) -> list[t
     out.append((title, ["kernel", "class", "calls base", "calls new", "base", "new", "change",
                         "status"], rows, {2, 3, 4, 5, 6}))
     return out
+
+
+def _signed_ns(ns: Any) -> str:
+    if ns is None:
+        return "-"
+    return ("+" if ns >= 0 else "-") + _ns(abs(ns))
+
+
+def _steps_of(steps: list[int]) -> str:
+    return "+".join(str(s) for s in steps) or "-"
 
 
 def render_text(cmp: dict[str, Any]) -> str:

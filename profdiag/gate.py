@@ -110,7 +110,7 @@ SCHEMA: dict[str, Any] = {
         "overhead_share_abs": _nonneg, "category_share_abs": _nonneg,
         "kernel_count_delta": _nonneg_int, "kernels_per_step_pct": _nonneg,
         "top_kernels": _nonneg_int, "top_kernel_time_pct": _nonneg, "min_steps": _nonneg_int,
-        "allow_mode_change": _bool,
+        "allow_mode_change": _bool, "require_beyond_noise": _bool,
     },
     "severity": {k: _severity for k in SEVERITY_FAMILIES},
 }
@@ -331,8 +331,27 @@ def step_stats(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         busy = [float(r["gpu_busy_ns"]) for r in rows if _number(r.get("gpu_busy_ns"))]
         out[phase] = {"steps": len(rows),
                       "median_wall_ns": median(wall) if wall else None,
-                      "median_gpu_busy_ns": median(busy) if busy else None}
+                      "median_gpu_busy_ns": median(busy) if busy else None,
+                      "iqr_wall_ns": _iqr(wall), "iqr_gpu_busy_ns": _iqr(busy)}
     return out
+
+
+def _iqr(values: list[float]) -> float | None:
+    """Interquartile range (step-to-step spread) of at least 4 values, else None."""
+    if len(values) < 4:
+        return None
+    from statistics import quantiles
+
+    q1, _, q3 = quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def beyond_noise(vb: float, vn: float, iqr_b: float | None, iqr_n: float | None) -> bool | None:
+    """Whether a change of the median exceeds the larger step-to-step spread (IQR) of the two
+    profiles; None when either has too few steps to tell."""
+    if iqr_b is None or iqr_n is None:
+        return None
+    return abs(vn - vb) > max(iqr_b, iqr_n)
 
 
 def phase_unit(phase: str, base: Mapping[str, Any] | None,
@@ -653,6 +672,10 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
     # per-phase medians of step wall time and GPU busy time
     sb, sn = step_stats(b), step_stats(n)
     min_steps = int(reg.get("min_steps", 3))
+    require_noise = bool(reg.get("require_beyond_noise", False))
+    from .attribution import attribute, top_contributors
+
+    att = attribute(b, n)
     phases = sorted(set(sb) & set(sn))
     if not phases:
         out.skip("step_time", "regression.step_time",
@@ -677,13 +700,33 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
             vb, vn = vb / db, vn / dn
             change = pct_change(vb, vn) or 0.0
             threshold = float(reg.get(threshold_key, 5.0))
+            iqr_key = key.replace("median_", "iqr_")
+            iqr_b = pb[iqr_key] / db if pb.get(iqr_key) is not None else None
+            iqr_n = pn[iqr_key] / dn if pn.get(iqr_key) is not None else None
+            noise = beyond_noise(vb, vn, iqr_b, iqr_n)
+            violated = change > threshold and not (require_noise and noise is False)
             summary = (f"median {what} {unit}: {_ns(vb)} -> {_ns(vn)} "
                        f"({change:+.1f}%, limit +{threshold:g}%; medians of "
-                       f"{pb['steps']} and {pn['steps']} steps)")
-            out.judge(family, check_id, change > threshold, summary, vn,
+                       f"{pb['steps']} and {pn['steps']} steps")
+            if noise is not None:
+                spread = _ns(max(iqr_b or 0.0, iqr_n or 0.0))
+                summary += (f"; {'beyond' if noise else 'within'} the step-to-step spread "
+                            f"(IQR {spread})")
+            summary += ")"
+            if change > threshold and require_noise and noise is False:
+                summary += ": within noise, passed (regression.require_beyond_noise)"
+            if violated and family == "step_time":
+                why = top_contributors(att, phase)
+                if why:
+                    summary += f"; top contributors: {why}"
+            out.judge(family, check_id, violated, summary, vn,
                       vb * (1 + threshold / 100.0), vb, change_pct=change,
                       threshold_pct=threshold, unit=f"ns {unit}", phase=phase,
-                      steps={"baseline": pb["steps"], "new": pn["steps"]})
+                      steps={"baseline": pb["steps"], "new": pn["steps"]},
+                      beyond_noise=noise,
+                      attribution=next((p["rows"][:5] for p in att.get("phases") or []
+                                        if p["phase"] == phase), None)
+                      if family == "step_time" else None)
     # overhead share (points)
     ob, on = overhead_share(b), overhead_share(n)
     if ob is None or on is None:

@@ -64,6 +64,11 @@ _DTYPE_ALIASES: dict[str, str] = {
     "torch.int8": "int8",
     "fp8": "fp8",
     "fp4": "fp4",
+    "nvfp4": "fp4",
+    "mxfp4": "fp4",
+    "float4_e2m1fn_x2": "fp4",
+    "c10::float4_e2m1fn_x2": "fp4",
+    "torch.float4_e2m1fn_x2": "fp4",
 }
 
 

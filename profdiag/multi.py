@@ -101,6 +101,7 @@ def _diagnose_one(path: str, options: dict[str, Any]) -> TraceResult | TraceFail
             hta=bool(options.get("hta")),
             gpu=options.get("gpu"),
             gpu_spec=options.get("gpu_spec"),
+            shapes_from=options.get("shapes_from"),
         )
         rank = trace.meta.options.get("rank")
         return TraceResult(path, rank if isinstance(rank, int) else None, diag.to_dict())

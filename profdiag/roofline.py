@@ -39,6 +39,7 @@ import pandas as pd
 
 from .errors import UsageError
 from .hardware import DTYPE_BYTES, GpuSpec, normalize_dtype
+from .modelspec import ModelSpec
 
 Bound = Literal["memory", "compute"]
 
@@ -190,77 +191,58 @@ def decode_attention_flops(layers: int, context: int, head_dim: int, heads: int)
 # --------------------------------------------------------------------------- model configs
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """A Llama-style decoder: separate or fused q/k/v/o, SwiGLU gate/up/down, RMSNorm, no bias."""
+# The one model-shape class (profdiag.modelspec); the old name stays as an alias.
+ModelConfig = ModelSpec
 
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    ffn: int
-    vocab: int
-    head_dim: int | None = None  # hidden // heads unless the config says otherwise
-    tie_embeddings: bool = False
-
-    @property
-    def d(self) -> int:
-        """Return the per-head dimension."""
-        return self.head_dim or self.hidden // self.heads
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any]) -> ModelConfig:
-        """Return a ModelConfig from our short keys (layers, hidden, heads, kv_heads, ffn, vocab)
-        or a Hugging Face ``config.json`` (num_hidden_layers, hidden_size, ...)."""
-
-        def pick(*keys: str, default: Any = None) -> Any:
-            for k in keys:
-                if k in cfg and cfg[k] is not None:
-                    return cfg[k]
-            if default is not None:
-                return default
-            raise UsageError(f"model config lacks {keys[0]!r} (or {', '.join(keys[1:])})")
-
-        heads = int(pick("heads", "num_attention_heads", "n_head"))
-        return cls(
-            layers=int(pick("layers", "num_hidden_layers", "n_layer")),
-            hidden=int(pick("hidden", "hidden_size", "n_embd")),
-            heads=heads,
-            kv_heads=int(pick("kv_heads", "num_key_value_heads", default=heads)),
-            ffn=int(pick("ffn", "intermediate_size")),
-            vocab=int(pick("vocab", "vocab_size")),
-            head_dim=cfg.get("head_dim"),
-            tie_embeddings=bool(cfg.get("tie_embeddings", cfg.get("tie_word_embeddings", False))),
-        )
+ConfigLike = Union[ModelSpec, Mapping[str, Any]]
 
 
-ConfigLike = Union[ModelConfig, Mapping[str, Any]]
-
-
-def _cfg(config: ConfigLike | Any) -> ModelConfig:
-    """Accept a ModelConfig, a mapping, or any object with ``to_dict()`` (profdiag.modelspec)."""
-    if isinstance(config, ModelConfig):
+def _cfg(config: ConfigLike | Any) -> ModelSpec:
+    """Accept a ModelSpec, a mapping of short keys or a Hugging Face dict (strict)."""
+    if isinstance(config, ModelSpec):
+        missing = config.missing_shape()
+        if missing:
+            raise UsageError(f"model config lacks {missing[0]!r}")
         return config
     if not isinstance(config, Mapping) and hasattr(config, "to_dict"):
         config = config.to_dict()
-    return ModelConfig.from_dict(config)
+    return ModelSpec.from_dict(config)
 
 
 def model_params_breakdown(config: ConfigLike) -> dict[str, int]:
-    """Return parameter counts by part: attention (q, k, v, o), mlp (gate, up, down), norms
-    (2 per layer + final), embedding, lm_head (0 when tied to the embedding)."""
+    """Return parameter counts by part: attention (q, k, v, o: q/o are hidden x heads·d and
+    k/v hidden x kv_heads·d, so head_dim != hidden/heads changes them), mlp (gate, up, down;
+    for MoE every expert, the shared expert and the router), norms (2 per layer + final),
+    embedding, lm_head (0 when tied to the embedding)."""
     c = _cfg(config)
     q_dim = c.heads * c.d
     kv_dim = c.kv_heads * c.d
     attn = c.hidden * q_dim + 2 * c.hidden * kv_dim + q_dim * c.hidden
-    mlp = 3 * c.hidden * c.ffn
     return {
         "attention": c.layers * attn,
-        "mlp": c.layers * mlp,
+        "mlp": c.layers * _mlp_params(c, active=False),
         "norms": (2 * c.layers + 1) * c.hidden,
         "embedding": c.vocab * c.hidden,
         "lm_head": 0 if c.tie_embeddings else c.vocab * c.hidden,
     }
+
+
+def _mlp_params(c: ModelSpec, *, active: bool, tokens: float | None = None) -> float:
+    """MLP weights of one layer: all of them (``active=False``), those one token multiplies
+    (``active=True``: top-k experts + shared), or, with ``tokens``, the experts a step of that
+    many tokens is expected to touch (min(experts, tokens·k)) — what it must read."""
+    if not c.is_moe:
+        return 3 * c.hidden * c.ffn  # type: ignore[operator]
+    per_expert = 3 * c.hidden * c.expert_ffn  # type: ignore[operator]
+    shared = 3 * c.hidden * c.shared_expert_ffn if c.shared_expert_ffn else 0
+    router = c.hidden * c.experts  # type: ignore[operator]
+    if active:
+        n = c.experts_per_tok
+    elif tokens is not None:
+        n = min(c.experts, tokens * c.experts_per_tok)  # type: ignore[operator]
+    else:
+        n = c.experts
+    return n * per_expert + shared + router  # type: ignore[operator]
 
 
 def model_params(config: ConfigLike) -> int:
@@ -275,16 +257,25 @@ def model_weight_bytes(config: ConfigLike, dtype_bytes: float) -> float:
 
 def compute_params(config: ConfigLike) -> int:
     """Return the parameters that do FLOPs per token: everything but the embedding gather
-    (the lm_head matrix counts, also when it is the tied embedding)."""
+    (the lm_head matrix counts, also when it is the tied embedding). For MoE only the top-k
+    experts (and the shared expert) of each layer count."""
     b = model_params_breakdown(config)
     c = _cfg(config)
-    return b["attention"] + b["mlp"] + b["norms"] + c.vocab * c.hidden
+    mlp = b["mlp"] if not c.is_moe else int(c.layers * _mlp_params(c, active=True))
+    return b["attention"] + mlp + b["norms"] + c.vocab * c.hidden
 
 
-def streamed_weight_bytes(config: ConfigLike, dtype_bytes: float) -> float:
-    """Return the weight bytes one decode step must read from DRAM: every matrix once
-    (lm_head included), but not the embedding table, of which a step gathers only B rows."""
-    return compute_params(config) * float(dtype_bytes)
+def streamed_weight_bytes(config: ConfigLike, dtype_bytes: float,
+                          tokens: float | None = None) -> float:
+    """Return the weight bytes one step must read from DRAM: every matrix once (lm_head
+    included), but not the embedding table, of which a step gathers only its tokens' rows.
+    For MoE, the experts ``tokens`` tokens touch (all experts when ``tokens`` is None)."""
+    c = _cfg(config)
+    if not c.is_moe:
+        return compute_params(c) * float(dtype_bytes)
+    b = model_params_breakdown(c)
+    mlp = c.layers * _mlp_params(c, active=False, tokens=tokens)
+    return (b["attention"] + mlp + b["norms"] + c.vocab * c.hidden) * float(dtype_bytes)
 
 
 # --------------------------------------------------------------------------- trace GEMM table
@@ -676,6 +667,81 @@ def summarise(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
 _BYTES_TO_DTYPE = {4: "fp32", 2: "bf16", 1: "fp8", 0.5: "fp4"}
 
 
+@dataclass(frozen=True)
+class StepLight:
+    """The speed of light of one step (see :func:`step_speed_of_light`)."""
+
+    tokens: float  # tokens the step processed (batch x query tokens)
+    flops: float
+    linear_flops: float
+    lm_head_flops: float
+    attention_flops: float
+    bytes: float
+    weight_bytes: float
+    kv_read_bytes: float
+    kv_write_bytes: float
+    ideal_s: float
+    limit: Bound
+
+
+def attention_flops(layers: int, heads: int, head_dim: int, batch: float, query_tokens: float,
+                    context: float, causal: bool) -> float:
+    """Return the attention FLOPs of a step: QKᵀ and PV are 2·d FLOPs each per (query, key)
+    pair per head, so 4·L·h·d·B·Σ keys seen. Dense: each of the Tq queries sees all C keys;
+    causal: query i sees C - Tq + i + 1 keys (the cache before the step plus its own prefix),
+    on average C - Tq/2 (a T-token prefill from empty: T²/2 pairs, so 2·L·T²·d·h)."""
+    keys = context if not causal else max(context - query_tokens / 2.0, 0.0)
+    return 4.0 * layers * heads * head_dim * batch * query_tokens * keys
+
+
+def step_speed_of_light(
+    config: ConfigLike,
+    spec: GpuSpec,
+    *,
+    batch: float,
+    query_tokens: float,
+    context: float,
+    lm_head_tokens: float | None = None,
+    causal: bool = True,
+    dtype: str = "bf16",
+    dtype_bytes: float | None = None,
+    kv_dtype_bytes: float | None = None,
+) -> StepLight:
+    """Return the ideal time of one step and the ceiling that sets it.
+
+    ``batch`` sequences each run ``query_tokens`` new tokens (prefill: the prompt or chunk;
+    decode: 1) against ``context`` KV positions per sequence *after* the step (the cache the
+    step reads plus what it writes). ``lm_head_tokens``: the tokens whose logits are computed
+    (default batch: the last position of each sequence).
+
+      tokens  = B·Tq
+      FLOPs   = 2·N_body·tokens + 2·N_lm_head·lm_head_tokens + attention (causal or dense)
+      bytes   = weights once (lm_head in, embedding out) + KV read B·(C - Tq)·kv + KV written
+                B·Tq·kv, with kv = 2·L·h_kv·d·s bytes per position
+      ideal   = max(FLOPs / peak(dtype), bytes / bandwidth)
+    """
+    c = _cfg(config)
+    s = dtype_bytes if dtype_bytes is not None else DTYPE_BYTES.get(normalize_dtype(dtype) or dtype, 2)
+    s_kv = kv_dtype_bytes if kv_dtype_bytes is not None else s
+    tokens = float(batch) * float(query_tokens)
+    head_tokens = float(batch) if lm_head_tokens is None else float(lm_head_tokens)
+    lm = c.vocab * c.hidden  # type: ignore[operator]
+    body = compute_params(c) - lm
+    linear = prefill_linear_flops(body, tokens)
+    head = prefill_linear_flops(lm, head_tokens)
+    attn = attention_flops(c.layers, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    flops = linear + head + attn
+    per_pos = kv_bytes_per_token(c.layers, 1, c.d, c.kv_heads, s_kv)  # type: ignore[arg-type]
+    kv_read = float(batch) * max(float(context) - float(query_tokens), 0.0) * per_pos
+    kv_write = float(batch) * float(query_tokens) * per_pos
+    w = streamed_weight_bytes(c, s, tokens)
+    nbytes = w + kv_read + kv_write
+    t_mem = nbytes / spec.bandwidth
+    t_cmp = flops / spec.peak(dtype)
+    return StepLight(tokens, flops, linear, head, attn, nbytes, w, kv_read, kv_write,
+                     max(t_mem, t_cmp), "compute" if t_cmp > t_mem else "memory")
+
+
 def speed_of_light_steps(
     step_times_ns: Sequence[int] | pd.Series,
     config: ConfigLike,
@@ -691,15 +757,12 @@ def speed_of_light_steps(
 ) -> pd.DataFrame:
     """Return, per measured step, how far it is from the hardware's speed of light.
 
-    ``context``: decode: the tokens in each sequence's KV cache at each step (one int for all
-    steps, or one per step); prefill: the prompt length T of each sequence.
+    ``context``: decode: the tokens in each sequence's KV cache before each step (one int for
+    all steps, or one per step); prefill: the prompt length T of each sequence.
 
-    Ideal step time = max(bytes / bandwidth, FLOPs / peak), where
-      decode:  bytes = streamed weights + B·KV(context); FLOPs = B·(2·N + 4·L·T·d·h)
-      prefill: bytes = streamed weights + KV written;   FLOPs = B·(2·N·T + attention) with the
-               attention causal (``causal``) and the lm_head on the last token only unless
-               ``lm_head_all_tokens`` (generate() only needs the last position's logits).
-    N = compute_params(config). The peak is ``spec.peak(dtype)``, dtype defaulting from
+    Each step is :func:`step_speed_of_light` with decode: Tq = 1, C = context + 1; prefill:
+    Tq = C = T (attention causal unless ``causal=False``), the lm_head on the last token only
+    unless ``lm_head_all_tokens``. The peak is ``spec.peak(dtype)``, dtype defaulting from
     ``dtype_bytes`` (2 -> bf16, 1 -> fp8, 4 -> fp32).
 
     Columns: step, context, measured_ns, ideal_ns, ratio (measured / ideal, >= 1 on a correct
@@ -716,53 +779,38 @@ def speed_of_light_steps(
     if len(ctxs) != len(times):
         raise UsageError(f"{len(ctxs)} context values for {len(times)} steps")
     dt = dtype or _BYTES_TO_DTYPE.get(dtype_bytes, "bf16")
-    peak = spec.peak(dt)
-    n_compute = compute_params(c)
-    lm_head = c.vocab * c.hidden
-    w_bytes = streamed_weight_bytes(c, dtype_bytes)
 
     rows: list[dict[str, Any]] = []
     for i, (t_ns, ctx) in enumerate(zip(times, ctxs)):
-        kv = kv_bytes_per_token(c.layers, ctx, c.d, c.kv_heads, dtype_bytes)
         if phase == "decode":
-            tokens = batch
-            nbytes = w_bytes + batch * kv
-            flops = batch * (
-                prefill_linear_flops(n_compute, 1) + decode_attention_flops(c.layers, ctx, c.d, c.heads)
-            )
+            sl = step_speed_of_light(c, spec, batch=batch, query_tokens=1, context=ctx + 1,
+                                     causal=causal, dtype=dt, dtype_bytes=dtype_bytes)
         else:
-            tokens = batch * ctx
-            # Prefill writes the prompt's KV once (kv_bytes_per_token(T) is exactly that size).
-            nbytes = w_bytes + batch * kv
-            body = n_compute - lm_head
-            head_tokens = ctx if lm_head_all_tokens else 1
-            flops = batch * (
-                prefill_linear_flops(body, ctx)
-                + prefill_linear_flops(lm_head, head_tokens)
-                + prefill_attention_flops(c.layers, ctx, c.d, c.heads, causal)
-            )
-        t_mem = nbytes / spec.bandwidth
-        t_cmp = flops / peak
-        ideal_s = max(t_mem, t_cmp)
-        meas_s = t_ns * 1e-9
-        rows.append(
-            {
-                "step": i,
-                "context": ctx,
-                "measured_ns": t_ns,
-                "ideal_ns": ideal_s * 1e9,
-                "ratio": meas_s / ideal_s if ideal_s else math.nan,
-                "fraction_of_sol": ideal_s / meas_s if meas_s else math.nan,
-                "tokens": tokens,
-                "tokens_per_s": tokens / meas_s if meas_s else math.nan,
-                "tokens_per_s_ideal": tokens / ideal_s if ideal_s else math.nan,
-                "bytes": nbytes,
-                "flops": flops,
-                "limit": "compute" if t_cmp > t_mem else "memory",
-            }
-        )
+            sl = step_speed_of_light(c, spec, batch=batch, query_tokens=ctx, context=ctx,
+                                     lm_head_tokens=batch * ctx if lm_head_all_tokens else batch,
+                                     causal=causal, dtype=dt, dtype_bytes=dtype_bytes)
+        rows.append(_sol_row(i, ctx, t_ns, sl))
     cols = [
         "step", "context", "measured_ns", "ideal_ns", "ratio", "fraction_of_sol", "tokens",
         "tokens_per_s", "tokens_per_s_ideal", "bytes", "flops", "limit",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+
+def _sol_row(i: int, ctx: float, t_ns: int, sl: StepLight) -> dict[str, Any]:
+    ideal_s = sl.ideal_s
+    meas_s = t_ns * 1e-9
+    return {
+        "step": i,
+        "context": ctx,
+        "measured_ns": t_ns,
+        "ideal_ns": ideal_s * 1e9,
+        "ratio": meas_s / ideal_s if ideal_s else math.nan,
+        "fraction_of_sol": ideal_s / meas_s if meas_s else math.nan,
+        "tokens": sl.tokens,
+        "tokens_per_s": sl.tokens / meas_s if meas_s else math.nan,
+        "tokens_per_s_ideal": sl.tokens / ideal_s if ideal_s else math.nan,
+        "bytes": sl.bytes,
+        "flops": sl.flops,
+        "limit": sl.limit,
+    }

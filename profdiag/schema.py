@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # Event kinds. GPU-side kinds occupy a device; host-side kinds do not.
@@ -76,17 +77,25 @@ def from_columns(columns: dict[str, Any], n: int | None = None) -> pd.DataFrame:
     for col, (dtype, _) in COLUMNS.items():
         values = columns.get(col)
         if values is None:
-            if dtype == "int64":
-                values = [0] * n
-            elif dtype == "category":
-                values = [None] * n
-            else:
-                values = [pd.NA] * n
-        if dtype == "category":
+            data[col] = _missing(dtype, n)  # built whole, not element by element
+        elif dtype == "category":
             data[col] = pd.Categorical(values, categories=list(ALL_KINDS))
         else:
             data[col] = pd.array(values, dtype=dtype)
     return pd.DataFrame(data)
+
+
+def _missing(dtype: str, n: int) -> Any:
+    """An all-missing column of ``dtype`` (zeros for plain int64)."""
+    if dtype == "int64":
+        return np.zeros(n, dtype=np.int64)
+    if dtype == "Int64":
+        return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+    if dtype == "boolean":
+        return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
+    if dtype == "category":
+        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(ALL_KINDS))
+    return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype=dtype).array
 
 
 def validate(events: pd.DataFrame) -> list[str]:

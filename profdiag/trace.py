@@ -36,7 +36,44 @@ class TraceMeta:
 
     @property
     def device_name(self) -> str:
+        """Name of the first device the trace lists (see device_info for a given GPU)."""
         return self.devices[0].name if self.devices else ""
+
+    def device_info(self, index: Any) -> tuple[DeviceInfo | None, str]:
+        """The listed device with this index, and how it was found.
+
+        ``"exact"``: listed under that index. ``"same-model"``: not listed (ROCm Kineto numbers
+        kernels' devices differently from deviceProperties, a sliced trace keeps one entry),
+        but every listed GPU is the same model, so it is that model. ``"none"``: unknown.
+        """
+        try:
+            idx = int(index)
+        except (TypeError, ValueError):
+            return None, "none"
+        for d in self.devices:
+            if d.index == idx:
+                return d, "exact"
+        models = {(d.name, d.sm_count, d.memory_bytes) for d in self.devices}
+        if len(models) == 1 and self.devices[0].name:
+            return self.devices[0], "same-model"
+        return None, "none"
+
+
+def device_label(dev: DeviceInfo | None) -> str:
+    """A device's name, or a description from its properties when the trace leaves it empty."""
+    if dev is None:
+        return ""
+    if dev.name:
+        return dev.name
+    facts = []
+    if dev.compute_capability:
+        facts.append(f"compute {dev.compute_capability}")
+    if dev.sm_count:
+        facts.append(f"{dev.sm_count} {'CUs' if dev.vendor == 'amd' else 'SMs'}")
+    if dev.memory_bytes:
+        facts.append(f"{dev.memory_bytes / 2**30:.0f} GiB")
+    vendor = {"amd": "AMD GPU", "nvidia": "NVIDIA GPU"}.get(dev.vendor, "GPU")
+    return f"unnamed {vendor}" + (f" ({', '.join(facts)})" if facts else "")
 
 
 @dataclass

@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from profdiag.capture.config import (GIB, CaptureOptions, MemoryEstimate, check_memory,
-                                     estimate_memory, resolve_config)
+                                     estimate_memory, gemms_per_forward, param_count,
+                                     resolve_config)
 from profdiag.commands.capture import command
 from profdiag.errors import MissingDependencyError, OutputError, UsageError
 
@@ -93,7 +94,7 @@ def test_manifest(captures: dict[str, Any], phase: str, forwards: int, tokens: i
         phase, forwards, tokens, context, steps)
     assert m["batch"] == 2
     assert m["config"] == {"name": "custom", "layers": 2, "hidden": 128, "heads": 8,
-                           "kv_heads": 2, "ffn": 256, "vocab": 512}
+                           "kv_heads": 2, "ffn": 256, "vocab": 512, "head_dim": 16}
     assert m["gemms_per_layer"] == 7 and m["gemms_per_forward"] == 15
     assert m["cuda_graphs"] is False and m["fused_qkv"] is False
     assert m["dtype"] == "torch.float32" and m["device"] == "cpu" and m["device_name"]
@@ -236,7 +237,7 @@ def test_model_config_file(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "o" / "llama_small_prefill_T8_B1.manifest.json").read_text())
     assert m["config"] == {"name": "llama_small", "layers": 1, "hidden": 64, "heads": 4,
-                           "kv_heads": 2, "ffn": 128, "vocab": 256}
+                           "kv_heads": 2, "ffn": 128, "vocab": 256, "head_dim": 16}
     assert capture  # imported only to skip without torch
 
 
@@ -364,11 +365,11 @@ def test_presets_and_counts() -> None:
     tiny = resolve_config("tiny")
     assert (tiny.layers, tiny.hidden, tiny.heads, tiny.kv_heads, tiny.ffn, tiny.vocab) == (
         4, 512, 8, 8, 1536, 32000)
-    assert tiny.gemms_per_forward() == 29 and tiny.gemms_per_forward(fused_qkv=True) == 21
+    assert gemms_per_forward(tiny) == 29 and gemms_per_forward(tiny, fused_qkv=True) == 21
     b8 = resolve_config("8b")
-    assert b8.gemms_per_forward() == 32 * 7 + 1 and b8.head_dim == 128
+    assert gemms_per_forward(b8) == 32 * 7 + 1 and b8.d == 128
     # 8B-class parameter count (Llama 3 8B: 8.03e9)
-    assert 8.0e9 < b8.param_count() < 8.1e9
+    assert 8.0e9 < param_count(b8) < 8.1e9
     assert resolve_config("1b", layers=2).name == "custom"
     assert resolve_config("tiny", layers=4).name == "tiny"  # unchanged shape keeps its name
 
@@ -398,7 +399,7 @@ def test_memory_estimate_kv_formula() -> None:
     est = estimate_memory(opts, "bfloat16")
     # 2 x layers x batch x (context + steps) x kv_heads x head_dim x 2 bytes
     assert est.kv_cache == 2 * 32 * 4 * (2048 + 8) * 8 * 128 * 2
-    assert est.weights == resolve_config("8b").param_count() * 2
+    assert est.weights == param_count(resolve_config("8b")) * 2
     assert est.total == est.weights + est.kv_cache + est.activations
 
 

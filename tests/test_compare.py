@@ -81,7 +81,9 @@ def test_trace_against_itself_changes_nothing(profiles):
 
 
 def test_added_removed_faster_slower(profiles):
+    # a report written before step_detail existed: per-kernel rows from its hotspots only
     base = json.loads(json.dumps(profiles["graph"].data))
+    base.pop("step_detail")
     new = json.loads(json.dumps(base))
     hs = new["hotspots"]
     hs[0]["total_ns"] = int(hs[0]["total_ns"] * 1.5)
@@ -100,15 +102,20 @@ def test_added_removed_faster_slower(profiles):
     assert any("hotspots" in n for n in c["notes"])
 
 
-def test_report_against_trace_falls_back_to_hotspots(capsys, tmp_path, reports):
+def test_report_against_trace_aligns_the_median_steps(capsys, tmp_path, reports):
     out = tmp_path / "d.json"
     code, stdout, _ = run(["compare", reports["eager"], GRAPH, "-o", out], capsys)
     assert code == 0
     c = json.loads(out.read_text())
     assert c["base"]["kind"] == "report" and c["new"]["kind"] == "trace"
-    assert c["kernels"]["source"] == "hotspots"
-    assert "top kernels only" in c["kernels"]["note"]
+    # the report keeps its median steps' kernels: every kernel is aligned, no top-N gaps
+    assert c["kernels"]["source"] == "step_detail"
+    assert not any(r["status"].startswith("only in") for r in c["kernels"]["rows"])
+    assert all(r["base_ns"] is not None and r["new_ns"] is not None for r in c["kernels"]["rows"])
     assert c["overhead_share"]["delta_points"] < -50  # the rest is the same as for traces
+    # and the attribution is the one two traces give
+    both = compare.compare(gate.load_profile(EAGER), gate.load_profile(GRAPH))
+    assert c["attribution"]["phases"] == both["attribution"]["phases"]
     assert "comparison: " in stdout
 
 
@@ -172,6 +179,8 @@ def test_html_is_self_contained_and_escapes_names(tmp_path, profiles):
     base = json.loads(json.dumps(profiles["graph"].data))
     new = json.loads(json.dumps(base))
     new["hotspots"][0]["name"] = hostile
+    for detail in new["step_detail"].values():
+        detail["kernels"][0]["kernel"] = hostile
     new["source"]["path"] = "</title><script>bad()</script>"
     html = compare.render(compare.compare(base, new), "html")
     p = _Collector()

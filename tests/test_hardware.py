@@ -37,8 +37,12 @@ def test_every_entry_is_complete() -> None:
         assert s.peak("fp16") == s.peak("bf16"), s.key
         if s.has_peak("fp8"):
             assert s.peak("fp8") >= s.peak("bf16"), s.key
-        # Dense, not sparse: no GPU here does more than 2.5 PFLOP/s of dense bf16.
-        assert s.peak("bf16") <= 2.5e15, s.key
+        # Dense, not sparse: no GPU here does more than ~2.5 PFLOP/s of dense bf16 (the MI355X's
+        # 2516.6 TFLOP/s is the largest; a sparse figure would be twice that).
+        assert s.peak("bf16") <= 2.52e15, s.key
+        # fp4 (nvfp4 / mxfp4) only where the hardware has it, and never slower than fp8.
+        if s.has_peak("fp4"):
+            assert s.has_peak("fp8") and s.peak("fp4") >= s.peak("fp8"), s.key
 
 
 @pytest.mark.parametrize(
@@ -57,6 +61,15 @@ def test_every_entry_is_complete() -> None:
         ("mi250x", 383, 3.2768, {"sm_count": 220}),
         ("mi300x", 1307.4, 5.3, {"sm_count": 304, "memory_bytes": 192 * 2**30}),
         ("mi325x", 1307.4, 6.0, {"memory_bytes": 256 * 2**30}),
+        ("a10", 125, 0.6, {"fp32": 31.2e12, "int8": 250e12, "sm_count": 72}),
+        ("h20", 148, 4.0, {"fp8": 296e12, "memory_bytes": 96 * 2**30}),
+        ("gb200", 2500, 8.0, {"fp8": 5000e12, "fp4": 10000e12}),
+        ("b300", 2250, 8.0, {"fp4": 13500e12, "memory_bytes": 288 * 2**30}),
+        ("gb10", 125, 0.273, {"fp4": 500e12, "memory_bytes": 128 * 2**30}),
+        ("rtx-5090", 209.5, 1.792, {"fp32": 104.8e12, "fp4": 1676e12, "sm_count": 170}),
+        ("rtx-pro-6000", 500, 1.792, {"fp32": 125e12, "fp4": 2000e12, "sm_count": 188}),
+        ("mi355x", 2516.6, 8.0, {"fp8": 5033.2e12, "fp4": 10066.4e12, "sm_count": 256}),
+        ("radeon-ai-pro-r9700", 191, 0.64, {"fp32": 47.8e12, "fp8": 383e12, "sm_count": 64}),
     ],
 )
 def test_datasheet_numbers(key: str, bf16_tflops: float, bw_tbs: float, extra: dict) -> None:
@@ -115,6 +128,17 @@ def test_measured_values_for_our_h100() -> None:
         ("AMD Instinct MI325X", "mi325x"),
         ("gfx942", "mi300x"),
         ("gfx90a", "mi250x"),
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA B300 SXM6 AC", "b300"),
+        ("NVIDIA GB10", "gb10"),
+        ("NVIDIA H20", "h20"),
+        ("NVIDIA A10", "a10"),
+        ("NVIDIA GeForce RTX 5090", "rtx-5090"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000"),
+        ("AMD Instinct MI355X", "mi355x"),
+        ("gfx950", "mi355x"),
+        ("AMD Radeon AI PRO R9700", "radeon-ai-pro-r9700"),
+        ("gfx1201", "radeon-ai-pro-r9700"),
     ],
 )
 def test_lookup_by_device_name(device: str, key: str) -> None:
@@ -181,6 +205,9 @@ def test_normalize_dtype() -> None:
     assert hardware.normalize_dtype("c10::Float8_e4m3fn") == "fp8"
     assert hardware.normalize_dtype("signed char") == "int8"
     assert hardware.normalize_dtype("Scalar") is None
+    # Block-scaled 4-bit formats all rate against the fp4 peak (0.5 byte per value).
+    assert hardware.normalize_dtype("c10::Float4_e2m1fn_x2") == "fp4"
+    assert hardware.normalize_dtype("nvfp4") == hardware.normalize_dtype("MXFP4") == "fp4"
     assert hardware.normalize_dtype("") is None
 
 

@@ -362,7 +362,9 @@ def test_summarise() -> None:
 
 def test_speed_of_light_steps_decode() -> None:
     cfg = rl.ModelConfig.from_dict(LLAMA3_8B)
-    ideal_bytes = rl.streamed_weight_bytes(cfg, 2) + 4 * rl.kv_bytes_per_token(32, 1024, 128, 8, 2)
+    # Weights once + each sequence's KV read (1024 positions) and written (its one new token).
+    ideal_bytes = (rl.streamed_weight_bytes(cfg, 2) + 4 * rl.kv_bytes_per_token(32, 1024, 128, 8, 2)
+                   + 4 * rl.kv_bytes_per_token(32, 1, 128, 8, 2))
     ideal_s = ideal_bytes / A100_LAB.bandwidth
     steps = [int(ideal_s * 1e9 * 2), int(ideal_s * 1e9 * 4)]
     t = rl.speed_of_light_steps(steps, cfg, 4, 1024, A100_LAB, 2, "decode", dtype="fp16")
@@ -442,24 +444,18 @@ def _gpu_ranges(doc: dict[str, Any], prefix: str) -> list[int]:
     return [int(round(e["dur"] * 1000)) for e in sorted(evs, key=lambda e: e["ts"])]
 
 
-def _load_events(path: Path) -> pd.DataFrame | None:
-    """The project's own parser's events, or None while it cannot read the file (the parser is
-    developed separately: these tests then fall back to _canonical_kernels)."""
-    try:
-        return profdiag.load(path).events
-    except Exception:  # noqa: BLE001 - any parser failure means "use the fallback"
-        return None
+def _load_events(path: Path) -> pd.DataFrame:
+    """The project's own parser's events (a parser failure fails the test)."""
+    return profdiag.load(path).events
 
 
 def _trace(name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(canonical events, raw JSON document) of a real trace; events from profdiag.load when it
-    works, else built here."""
+    """(canonical events from profdiag.load, raw JSON document) of a real trace."""
     path = TRACES / "torch" / name
     if not path.exists():
         pytest.skip(f"{path} not available")
-    own, doc = _canonical_kernels(path)
-    loaded = _load_events(path)
-    return (loaded if loaded is not None else own), doc
+    _, doc = _canonical_kernels(path)
+    return _load_events(path), doc
 
 
 @pytest.mark.parametrize(
@@ -470,10 +466,7 @@ def test_parser_rows_give_the_same_table(name: str) -> None:
     path = TRACES / "torch" / name
     if not path.exists():
         pytest.skip(f"{path} not available")
-    loaded = _load_events(path)
-    if loaded is None:
-        pytest.skip("profdiag.load cannot read torch traces yet")
-    a = rl.gemm_table(loaded, H100)
+    a = rl.gemm_table(_load_events(path), H100)
     b = rl.gemm_table(_canonical_kernels(path)[0], H100)
     cols = ["external_id", "op_class", "m", "k", "n", "kernels", "dur_ns", "flops", "bytes", "bound"]
     pd.testing.assert_frame_equal(a[cols], b[cols])

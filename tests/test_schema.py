@@ -31,3 +31,22 @@ def test_validate_reports_every_problem_at_once():
     assert "unexpected columns ['extra']" in text
     assert "negative dur_ns" in text
     assert "no kind" in text
+
+
+def test_missing_columns_are_the_same_as_built_element_by_element():
+    # from_columns builds absent columns whole (masks); they must equal the slow way
+    import pandas as pd
+
+    n = 5
+    fast = schema.from_columns({"start_ns": list(range(n))})
+    for col, (dtype, _) in schema.COLUMNS.items():
+        if col == "start_ns":
+            continue
+        if dtype == "int64":
+            slow = pd.array([0] * n, dtype="int64")
+        elif dtype == "category":
+            slow = pd.Categorical([None] * n, categories=list(schema.ALL_KINDS))
+        else:
+            slow = pd.array([pd.NA] * n, dtype=dtype)
+        assert pd.Series(fast[col].array).equals(pd.Series(slow)), col
+        assert str(fast[col].dtype) == dtype

@@ -7,13 +7,13 @@ Everything here is plain Python so that ``profdiag capture --help`` and option v
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from ..errors import UsageError
+from ..modelspec import ModelSpec, read_hf_config
 
 PHASES = ("prefill", "decode", "generate")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -25,114 +25,85 @@ GIB = 1024**3
 _RUNTIME_MARGIN_BYTES = 256 * 1024**2
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Shapes of a Llama-style decoder."""
+# The one model-shape class (profdiag.modelspec); the capture name stays as an alias.
+ModelConfig = ModelSpec
 
-    name: str
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    ffn: int
-    vocab: int
-
-    @property
-    def head_dim(self) -> int:
-        """Return the per-head width (hidden / heads)."""
-        return self.hidden // self.heads
-
-    def gemms_per_layer(self, fused_qkv: bool = False) -> int:
-        """Return the linear layers per block: q,k,v,o + gate,up,down = 7, or 5 with fused qkv."""
-        return 5 if fused_qkv else 7
-
-    def gemms_per_forward(self, fused_qkv: bool = False) -> int:
-        """Return GEMMs per forward: gemms_per_layer x layers + 1 lm_head."""
-        return self.gemms_per_layer(fused_qkv) * self.layers + 1
-
-    def param_count(self, fused_qkv: bool = False) -> int:
-        """Return the number of weights (embedding, projections, norms, lm_head).
-
-        Fused qkv has the same total; the count is the roofline module's, one formula for both.
-        """
-        from ..roofline import ModelConfig as ShapeConfig, model_params
-
-        return model_params(ShapeConfig(self.layers, self.hidden, self.heads, self.kv_heads,
-                                        self.ffn, self.vocab))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the manifest's ``config`` object."""
-        return asdict(self)
-
-    def validate(self) -> None:
-        """Raise UsageError when the shapes cannot build a model."""
-        for field in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab"):
-            if getattr(self, field) <= 0:
-                raise UsageError(f"--{field.replace('_', '-')} must be positive, got "
-                                 f"{getattr(self, field)}")
-        if self.hidden % self.heads:
-            raise UsageError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        if self.heads % self.kv_heads:
-            raise UsageError(f"heads ({self.heads}) must be a multiple of kv_heads "
-                             f"({self.kv_heads})")
-        if self.head_dim % 2:
-            raise UsageError(f"head_dim (hidden/heads = {self.head_dim}) must be even for RoPE")
+_SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")
 
 
-PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig("tiny", 4, 512, 8, 8, 1536, 32000),
-    "1b": ModelConfig("1b", 16, 2048, 32, 8, 8192, 128256),
-    "8b": ModelConfig("8b", 32, 4096, 32, 8, 14336, 128256),
-}
+def gemms_per_layer(cfg: ModelSpec, fused_qkv: bool = False) -> int:
+    """Return the linear layers per block: q,k,v,o + gate,up,down = 7, or 5 with fused qkv."""
+    return 5 if fused_qkv else 7
 
-# Hugging Face config.json key -> ModelConfig field.
-_HF_KEYS = {
-    "num_hidden_layers": "layers",
-    "hidden_size": "hidden",
-    "num_attention_heads": "heads",
-    "num_key_value_heads": "kv_heads",
-    "intermediate_size": "ffn",
-    "vocab_size": "vocab",
+
+def gemms_per_forward(cfg: ModelSpec, fused_qkv: bool = False) -> int:
+    """Return GEMMs per forward: gemms_per_layer x layers + 1 lm_head."""
+    return gemms_per_layer(cfg, fused_qkv) * int(cfg.layers or 0) + 1
+
+
+def param_count(cfg: ModelSpec) -> int:
+    """Return the number of weights (embedding, projections, norms, lm_head).
+
+    Fused qkv has the same total; the count is the roofline module's, one formula for both.
+    """
+    from ..roofline import model_params
+
+    return model_params(cfg)
+
+
+def manifest_config(cfg: ModelSpec) -> dict[str, Any]:
+    """Return the manifest's ``config`` object (name, the six shapes, head_dim)."""
+    out: dict[str, Any] = {"name": cfg.name}
+    out.update({f: getattr(cfg, f) for f in _SHAPE_FIELDS})
+    out["head_dim"] = cfg.d
+    return out
+
+
+def validate(cfg: ModelSpec) -> None:
+    """Raise UsageError when the shapes cannot build a model."""
+    for f in _SHAPE_FIELDS:
+        v = getattr(cfg, f)
+        if v is None or v <= 0:
+            raise UsageError(f"--{f.replace('_', '-')} must be positive, got {v}")
+    assert cfg.heads is not None and cfg.kv_heads is not None and cfg.hidden is not None
+    if cfg.head_dim is None and cfg.hidden % cfg.heads:
+        raise UsageError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
+    if cfg.heads % cfg.kv_heads:
+        raise UsageError(f"heads ({cfg.heads}) must be a multiple of kv_heads "
+                         f"({cfg.kv_heads})")
+    if cfg.d % 2:
+        raise UsageError(f"head_dim ({cfg.d}) must be even for RoPE")
+
+
+def _preset(name: str, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int,
+            vocab: int) -> ModelSpec:
+    return ModelSpec(layers, hidden, heads, kv_heads, ffn, vocab, name=name, model_type="llama",
+                     gemms_per_layer=7, source="cli")
+
+
+PRESETS: dict[str, ModelSpec] = {
+    "tiny": _preset("tiny", 4, 512, 8, 8, 1536, 32000),
+    "1b": _preset("1b", 16, 2048, 32, 8, 8192, 128256),
+    "8b": _preset("8b", 32, 4096, 32, 8, 14336, 128256),
 }
 
 
 def load_hf_config(path: str | Path) -> dict[str, int]:
-    """Read a Hugging Face config.json; return the ModelConfig fields it defines.
+    """Read a Hugging Face config.json strictly; return the shape fields it defines.
 
-    ``num_key_value_heads`` defaults to ``num_attention_heads`` (plain multi-head attention);
-    every other key is required. Multimodal configs with a ``text_config`` use that.
+    The one reader (``modelspec.read_hf_config(strict=True)``): ``num_key_value_heads``
+    defaults to ``num_attention_heads``; every other shape key is required. ``head_dim`` is
+    included when the config gives it.
     """
-    p = Path(path)
-    try:
-        data = orjson.loads(p.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"cannot read model config: {exc.strerror or exc}", str(p)) from None
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"model config is not valid JSON: {exc}", str(p)) from None
-    if not isinstance(data, dict):
-        raise UsageError("model config is not a JSON object", str(p))
-    text = data.get("text_config")
-    if isinstance(text, dict) and "num_hidden_layers" in text:
-        data = {**data, **text}
-    if "num_key_value_heads" not in data and "num_attention_heads" in data:
-        data = {**data, "num_key_value_heads": data["num_attention_heads"]}
-    out: dict[str, int] = {}
-    missing = []
-    for key, field in _HF_KEYS.items():
-        value = data.get(key)
-        if value is None:
-            missing.append(key)
-        elif not isinstance(value, int) or isinstance(value, bool):
-            raise UsageError(f"model config: {key} must be an integer, got {value!r}", str(p))
-        else:
-            out[field] = value
-    if missing:
-        raise UsageError(f"model config lacks {', '.join(missing)}", str(p))
+    spec = read_hf_config(path, strict=True)
+    out = {f: getattr(spec, f) for f in _SHAPE_FIELDS}
+    if spec.head_dim is not None:
+        out["head_dim"] = spec.head_dim
     return out
 
 
 def resolve_config(preset: str = "tiny", model_config: str | Path | None = None,
-                   **overrides: int | None) -> ModelConfig:
+                   **overrides: int | None) -> ModelSpec:
     """Return the model shapes: preset, then --model-config, then explicit --layers etc.
 
     The name is the preset's when nothing changed it, the config file's name with
@@ -144,18 +115,21 @@ def resolve_config(preset: str = "tiny", model_config: str | Path | None = None,
     cfg = base
     name = base.name
     if model_config is not None:
-        cfg = replace(cfg, **load_hf_config(model_config))
-        p = Path(model_config)
-        name = p.parent.name if p.stem == "config" and p.parent.name else p.stem
+        spec = read_hf_config(model_config, strict=True)
+        cfg = replace(spec, gemms_per_layer=7, source="config")
+        name = spec.name
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(given) - set(_HF_KEYS.values())
+    unknown = set(given) - set(_SHAPE_FIELDS)
     if unknown:
         raise TypeError(f"unknown model fields {sorted(unknown)}")
-    cfg = replace(cfg, **given)
+    if given:
+        # A new width or head count invalidates a head_dim derived from the old ones.
+        keep_hd = cfg.head_dim if not ({"hidden", "heads"} & set(given)) else None
+        cfg = replace(cfg, **given, head_dim=keep_hd)
     if model_config is None and cfg != base:
         name = "custom"
     cfg = replace(cfg, name=name)
-    cfg.validate()
+    validate(cfg)
     return cfg
 
 
@@ -298,11 +272,11 @@ def estimate_memory(opts: CaptureOptions, dtype: str) -> MemoryEstimate:
     """
     c = opts.config
     s = DTYPE_BYTES[dtype]
-    weights = c.param_count(opts.fused_qkv) * s
-    kv = 2 * c.layers * opts.batch * opts.kv_len * c.kv_heads * c.head_dim * s
+    weights = param_count(c) * s
+    kv = 2 * c.layers * opts.batch * opts.kv_len * c.kv_heads * c.d * s
     t = opts.tokens_per_forward if opts.phase != "generate" else opts.tokens
     rows = opts.batch * t
-    per_token = 4 * c.hidden + 3 * c.ffn + (c.heads + 2 * c.kv_heads) * c.head_dim
+    per_token = 4 * c.hidden + 3 * c.ffn + (c.heads + 2 * c.kv_heads) * c.d
     scores = opts.batch * c.heads * t * opts.kv_len * s
     logits = opts.batch * c.vocab * 4 * 2
     act = rows * per_token * s + scores + logits + _RUNTIME_MARGIN_BYTES

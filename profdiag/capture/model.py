@@ -64,7 +64,7 @@ class Block(nn.Module):
                  dtype: torch.dtype, extra_gemm: bool = False) -> None:
         super().__init__()
         self.extra_gemm = extra_gemm
-        d, hd = cfg.hidden, cfg.head_dim
+        d, hd = cfg.hidden, cfg.d
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, hd
         self.q_dim, self.kv_dim = cfg.heads * hd, cfg.kv_heads * hd
         kw = {"bias": False, "device": device, "dtype": dtype}
@@ -153,10 +153,10 @@ class Llama(nn.Module):
                                     for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.hidden, device, dtype)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False, device=device, dtype=dtype)
-        shape = (cfg.layers, batch, cfg.kv_heads, max_len, cfg.head_dim)
+        shape = (cfg.layers, batch, cfg.kv_heads, max_len, cfg.d)
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
-        hd = cfg.head_dim
+        hd = cfg.d
         self.inv_freq = 1.0 / (_ROPE_THETA ** (
             torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
         self.reset_parameters()

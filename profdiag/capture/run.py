@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from ..errors import MissingDependencyError, OutputError, UsageError
-from .config import CaptureOptions, available_ram_bytes, check_memory, estimate_memory
+from .config import (CaptureOptions, available_ram_bytes, check_memory, estimate_memory,
+                     gemms_per_forward, gemms_per_layer, manifest_config)
 
 TORCH_MISSING = "torch is not installed: pip install 'profdiag[capture]'"
 MANIFEST_VERSION = 1
@@ -152,9 +153,9 @@ def manifest(opts: CaptureOptions, torch: Any, device: str, dtype: Any,
         "device_name": device_name(torch, device),
         "record_shapes": opts.record_shapes,
         "with_stack": opts.with_stack,
-        "config": cfg.to_dict(),
-        "gemms_per_layer": cfg.gemms_per_layer(opts.fused_qkv),
-        "gemms_per_forward": cfg.gemms_per_forward(opts.fused_qkv),
+        "config": manifest_config(cfg),
+        "gemms_per_layer": gemms_per_layer(cfg, opts.fused_qkv),
+        "gemms_per_forward": gemms_per_forward(cfg, opts.fused_qkv),
         "forwards": opts.forwards,
         "torch": str(torch.__version__),
         "impl": "hf" if opts.hf else "own-eager",
@@ -339,7 +340,7 @@ def _build_hf(torch: Any, opts: CaptureOptions, device: str,
     hf_cfg = transformers.LlamaConfig(
         num_hidden_layers=c.layers, hidden_size=c.hidden, num_attention_heads=c.heads,
         num_key_value_heads=c.kv_heads, intermediate_size=c.ffn, vocab_size=c.vocab,
-        max_position_embeddings=max(opts.kv_len, 2048), tie_word_embeddings=False)
+        head_dim=c.d, max_position_embeddings=max(opts.kv_len, 2048), tie_word_embeddings=False)
     hf_cfg._attn_implementation = "sdpa"
     with torch.device(device):  # why: initialise on the device, not in host RAM first
         model = transformers.LlamaForCausalLM(hf_cfg)

@@ -31,6 +31,11 @@ def diagnosis_options(f: F) -> F:
                                    "the trace's device name."),
         click.option("--gpu-spec", type=click.Path(dir_okay=False),
                      help="TOML file with a custom GPU spec (see docs/roofline.md)."),
+        click.option("--shapes-from", "shapes_from", type=click.Path(dir_okay=False),
+                     metavar="TRACE",
+                     help="Eager or CUDA-graph-capture PyTorch trace of the same model: GEMM "
+                          "shapes for kernels replayed from CUDA graphs (matched by kernel name, "
+                          "then call order)."),
         click.option("--hta/--no-hta", default=False, show_default=True,
                      help="Add Holistic Trace Analysis figures (idle-time split, launch delays); "
                           "needs profdiag[hta]."),
@@ -56,6 +61,7 @@ def run_diagnosis(trace_path: str, opts: dict[str, Any]) -> Any:
         hta=bool(opts.get("hta")),
         gpu=opts.get("gpu"),
         gpu_spec=opts.get("gpu_spec"),
+        shapes_from=opts.get("shapes_from"),
     )
 
 

@@ -6,6 +6,7 @@ classified event table; nothing here renders or prints.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,10 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import engines
 from ..classify import load_rules
 from ..errors import UsageError
-from ..modelspec import ModelSpec, find_manifest, load_config
-from ..trace import Trace
+from ..modelspec import ModelSpec, find_manifest, load_config, merge
+from ..trace import Trace, device_label
 from . import counts as counts_mod
 from . import health as health_mod
 from . import idle as idle_mod
@@ -24,6 +26,7 @@ from . import overhead as overhead_mod
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
 from .hotspots import hotspots
+from .step_detail import step_detail
 from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
 from .verdict import bottleneck, recommendations
@@ -34,12 +37,16 @@ __all__ = ["run", "Diagnosis"]
 def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
                  gemms_per_layer: int | None = None, lm_head: int | None = None,
                  use_manifest: bool = True) -> ModelSpec:
-    """Model facts from --model-config, else a manifest beside the trace; CLI numbers override."""
+    """Model facts: the architecture from --model-config (else the manifest beside the trace),
+    what ran (tokens, batch, context, forwards, phase) from the manifest; CLI numbers override.
+
+    A config never erases what the manifest says ran (modelspec.merge)."""
     spec = ModelSpec()
+    manifest = find_manifest(trace.meta.path) if use_manifest else None
     if model_config is not None:
-        spec = load_config(model_config)
-    elif use_manifest:
-        spec = find_manifest(trace.meta.path) or spec
+        spec = merge(load_config(model_config), manifest)
+    elif manifest is not None:
+        spec = manifest
     if layers is not None:
         if layers <= 0:
             raise UsageError("--layers must be positive")
@@ -56,8 +63,10 @@ def resolve_spec(trace: Trace, model_config: str | Path | None = None, layers: i
 def run(trace: Trace, model_config: str | Path | None = None, layers: int | None = None,
         gemms_per_layer: int | None = None, lm_head: int | None = None,
         rules: Sequence[str | Path] = (), use_manifest: bool = True, hta: bool = False,
-        gpu: str | None = None, gpu_spec: str | Path | None = None) -> Diagnosis:
-    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files."""
+        gpu: str | None = None, gpu_spec: str | Path | None = None,
+        shapes_from: str | Path | None = None) -> Diagnosis:
+    """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files; ``shapes_from`` is an
+    eager or graph-capture trace of the same model whose GEMM shapes fill in a replay's."""
     is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
     kernel_rules = [p for p in rules if is_rule_file[str(p)]]
     threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
@@ -69,9 +78,13 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     ctx.work = clean.reset_index(drop=True)
     idle_rules = idle_mod.load_idle_rules(tuple(str(p) for p in rules
                                                 if idle_mod.has_idle_causes(p)))
+    recovered = _recover_shapes(ctx, shapes_from) if shapes_from is not None else 0
     ctx.work = work = annotate(ctx.work)
     mode_cfg = limits["mode"]
     prefill_min_m = int(mode_cfg["prefill_min_m"])
+    # A CPU trace is not judged against a GPU roof: the GEMM-M threshold (tokens per weight
+    # pass that saturate a GPU's tensor cores) does not decide compute vs memory there.
+    verdict_min_m = 1 if ctx.cpu_only else prefill_min_m
 
     steps_df, step_modes = _steps(ctx, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
     window = ((int(steps_df["_w0"].min()), int(steps_df["_w1"].max())) if len(steps_df)
@@ -97,7 +110,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             evid = _merge_evidence([step_modes[i] for i in idx])
             mode = ModeResult(value, float(np.mean(confs)), evid)
             phase_work[value] = sub
-            phases.append(_phase(value, mode, bd, sub, limits, prefill_min_m,
+            phases.append(_phase(value, mode, bd, sub, limits, verdict_min_m,
                                  steps_df.loc[idx, "wall_ns"]))
         if len(phases) == 1:
             mode = phases[0].mode
@@ -109,9 +122,9 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     else:
         names = ctx.annotations["name"].astype(str).unique().tolist()
         mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
-        phases.append(_phase(mode.value, mode, overall_bd, work, limits, prefill_min_m,
+        phases.append(_phase(mode.value, mode, overall_bd, work, limits, verdict_min_m,
                              pd.Series([], dtype="int64")))
-    if ctx.spec.phase and ctx.spec.source == "manifest":
+    if ctx.spec.phase and ctx.spec.run_source == "manifest":
         truth = "mixed" if ctx.spec.phase == "generate" else ctx.spec.phase
         if truth != mode.value:
             ctx.notes.append(f"manifest says {ctx.spec.phase}; the trace's evidence says "
@@ -134,14 +147,18 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
 
     kc, count_checks = counts_mod.count(
         work, ctx.annotations, ctx.spec, ctx.steps, int(limits["counts"]["gemm_tolerance"]),
-        float(limits["counts"]["slow_layer_factor"]))
+        float(limits["counts"]["slow_layer_factor"]),
+        step_phases=[m.value for m in step_modes] or [mode.value], salvaged=bool(trace.meta.salvaged),
+        gemms_per_layer=gemms_per_layer)
     checks.extend(count_checks)
     checks.append(idle_mod.step_outliers(steps_df, idle_gaps, idle_rules))
     if verdict.value == "overhead":
         verdict = Verdict(verdict.value, [*verdict.evidence,
                                           *idle_mod.evidence_lines(idle, idle_rules)])
     hot = hotspots(work, overall_bd.busy_ns, kc.get("forwards"), kc.get("layers"),
-                   int(limits["hotspots"]["top"]))
+                   int(limits["hotspots"]["top"]),
+                   phase_forwards={k: v["forwards"] for k, v in (kc.get("phases") or {}).items()},
+                   step_phase={i: m.value for i, m in enumerate(step_modes)})
     checks.append(_mode_check(mode))
     checks.append(_busy_check(overall_bd))
     checks.extend(_pattern_checks(overall_bd, mode.value, limits))
@@ -152,6 +169,11 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     recs = idle_mod.merge_recommendations(recs, idle, idle_rules, verdict.value,
                                           overall_bd.window_ns)
 
+    dev_info, dev_found = (None, "none") if ctx.cpu_only else trace.meta.device_info(ctx.device)
+    if dev_found == "same-model" and dev_info is not None:
+        ctx.notes.append(f"the kernels ran on device {_int_or_none(ctx.device)}, which the trace's "
+                         f"device list ({', '.join(str(d.index) for d in trace.meta.devices)}) "
+                         f"does not name; all listed GPUs are {dev_info.name}")
     warnings = list(trace.meta.warnings) + ctx.notes + health_warnings
     if ctx.cpu_only:
         warnings.append("CPU-only trace: 'busy' is CPU operator time on the profiled threads")
@@ -160,8 +182,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         linked_share = float(work["op_name"].notna().mean())
         if graph_share > 0.5:
             warnings.append(f"{graph_share:.0%} of GPU work was replayed from CUDA-graph/HIP-graph "
-                            "launches: no CPU op links, so shapes are unavailable and "
-                            "classification used kernel names")
+                            "launches: no CPU op links, so classification used kernel names and "
+                            + ("GEMM shapes come from --shapes-from (see the note above)"
+                               if recovered else "shapes are unavailable (--shapes-from an "
+                               "eager or capture trace of the same model recovers them)"))
         elif trace.meta.format != "torch":
             warnings.append(f"{trace.meta.format} traces carry no framework ops or shapes: "
                             "classification used kernel names, and GEMM shapes (mode evidence, "
@@ -171,18 +195,23 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                             "(GPU-only capture?): shapes are unavailable for the rest")
     diag = Diagnosis(
         source={"format": trace.meta.format, "path": trace.meta.path,
-                "device": trace.meta.device_name or ("cpu" if ctx.cpu_only else ""),
+                "device": "cpu" if ctx.cpu_only else device_label(dev_info),
                 "device_index": None if ctx.cpu_only else _int_or_none(ctx.device),
                 "options": _jsonable(trace.meta.options), "salvaged": trace.meta.salvaged},
         mode=mode, bottleneck=verdict, breakdown=overall_bd, checks=checks, kernel_counts=kc,
         hotspots=hot, recommendations=recs, phases=phases if len(phases) > 1 else [],
         steps=steps_df.drop(columns=["_w0", "_w1"], errors="ignore"),
-        overhead={**ov_evidence, "overhead_share": round(main.overhead_share, 6),
+        # The window's share (= categories.overhead); each phase's own is phases[*].overhead_share.
+        overhead={**ov_evidence, "overhead_share": overall_bd.shares.get("overhead", 0.0),
+                  "scope": "window",
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
         warnings=warnings, model=ctx.spec.to_dict(),
         events=work.drop(columns=list(EVIDENCE_COLUMNS)), idle=idle, health=health,
-        idle_gaps=idle_gaps)
+        idle_gaps=idle_gaps,
+        step_detail=step_detail(work, steps_df, idle_gaps, idle_mod.cause_titles(idle_rules)))
+    if ctx.cpu_only:
+        _cpu_wording(diag)
     if hta:
         from .hta_bridge import hta_figures
 
@@ -191,6 +220,51 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
             diag.warnings.append(f"--hta: {diag.extras['hta'].get('reason', 'HTA unavailable')}")
     _attach_roofline(diag, ctx, gpu, gpu_spec)
     return diag
+
+
+_CPU_WORDS = (("GPU idle (host overhead)", "CPU idle (gaps between operators)"),
+              ("GPU idle", "CPU idle"), ("GPU busy", "CPU busy"), ("GPU waits", "CPU waits"),
+              ("the GPU", "the CPU"), ("The GPU", "The CPU"))
+
+
+def _cpu_word(text: str) -> str:
+    for a, b in _CPU_WORDS:
+        text = text.replace(a, b)
+    # The verdict ran with no GPU M threshold (verdict_min_m = 1): say so, not "(>= 1)".
+    return re.sub(r"median GEMM M = (\d+) \(>= 1\)",
+                  r"median GEMM M = \1 (CPU: no GPU tensor-core threshold applies)", text)
+
+
+def _cpu_wording(diag: Diagnosis) -> None:
+    """A CPU-only trace has no GPU: its checks, verdicts and advice say CPU."""
+    diag.checks = [replace(c, summary=_cpu_word(c.summary)) for c in diag.checks]
+    diag.bottleneck = replace(diag.bottleneck,
+                              evidence=[_cpu_word(e) for e in diag.bottleneck.evidence]
+                              + ["CPU trace: judged by operator time shares, not against a GPU "
+                                 "roof"])
+    diag.phases = [replace(p, bottleneck=replace(p.bottleneck, evidence=[
+        _cpu_word(e) for e in p.bottleneck.evidence])) for p in diag.phases]
+    diag.recommendations = [replace(r, evidence=_cpu_word(r.evidence), advice=_cpu_word(r.advice))
+                            for r in diag.recommendations]
+
+
+def _recover_shapes(ctx: Context, shapes_from: str | Path) -> int:
+    """Fill the shapeless GEMM/attention kernels from a reference trace; kernels matched."""
+    from .. import shapes_from as shapes_mod
+
+    if ctx.cpu_only:
+        return 0
+    batch = None
+    if len(ctx.steps) and "prefill_tokens" in ctx.steps.columns:
+        tok = (ctx.steps["prefill_tokens"].fillna(0) + ctx.steps["decode_tokens"].fillna(0))
+        batch = int(tok.iloc[0]) if int(tok.iloc[0]) > 0 else None
+    ref = shapes_mod.reference(shapes_from, batch)
+    ctx.work, applied = shapes_mod.apply(ctx.work, ref)
+    ctx.notes.extend(ref.notes)
+    ctx.notes.append(applied.note(ref) if applied.kernels else
+                     f"--shapes-from {Path(str(shapes_from)).name}: every GEMM/attention kernel "
+                     "already has shapes; nothing taken from it")
+    return applied.matched
 
 
 def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,
@@ -227,10 +301,11 @@ def _steps(ctx: Context, prefill_min_m: int,
     """Per-step table (host, GPU busy and wall time) and each step's mode."""
     work = ctx.work
     st = ctx.steps
-    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels"]
+    cols = ["step", "name", "phase", "start_ns", "host_ns", "gpu_busy_ns", "wall_ns", "kernels",
+            "engine", *engines.STEP_COLUMNS, engines.KV_WRITTEN]
     if st.empty:
         work["step"] = -1
-        return pd.DataFrame(columns=cols), []
+        return engines.typed_steps(pd.DataFrame(columns=cols)), []
     idx = assign(work["launch_ns"].to_numpy(), st["start_ns"].to_numpy(), st["end_ns"].to_numpy())
     work["step"] = idx
     rows, modes = [], []
@@ -238,10 +313,12 @@ def _steps(ctx: Context, prefill_min_m: int,
     starts = work["start_ns"].to_numpy()
     prev_gpu_end: int | None = None
     rows_of = _rows_by_step(idx)
+    kv_write = engines.kv_write_mask(work["name"])
     empty = np.array([], dtype=np.int64)
     for i, s in st.iterrows():
         mask = rows_of.get(i, empty)  # positional rows of this step
-        mode = detect(work.iloc[mask], [s["name"]], prefill_min_m, prefill_gemm_share)
+        mode = engines.step_mode(s, detect(work.iloc[mask], [s["name"]], prefill_min_m,
+                                           prefill_gemm_share))
         modes.append(mode)
         if len(mask):
             # Device-side window: from where the previous step's GPU work ended (the host
@@ -257,8 +334,11 @@ def _steps(ctx: Context, prefill_min_m: int,
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
                      "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
+                     **engines.composition_of(s),
+                     engines.KV_WRITTEN: engines.kv_write_tokens(kv_write[mask],
+                                                                 work["grid"].iloc[mask]),
                      "_w0": w0, "_w1": w1})
-    return pd.DataFrame(rows), modes
+    return engines.typed_steps(pd.DataFrame(rows)), modes
 
 
 def _rows_by_step(step_of_row: np.ndarray) -> dict[int, np.ndarray]:

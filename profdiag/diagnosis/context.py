@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import schema
+from .. import engines, schema
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
 from ..modelspec import ModelSpec
@@ -24,12 +24,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# User ranges that delimit one forward (NVTX/roctx/record_function names).
-STEP_RE = re.compile(
-    r"^(prefill|decode|decode_step[_\s#-]*\d+|prefill[_\s#-]*\d+|step[_\s#-]*\d+|forward"
-    r"|ProfilerStep#\d+|generate_step[_\s#-]*\d+|decode[_\s#-]*\d+)$",
-    re.IGNORECASE,
-)
 LAYER_RE = re.compile(r"^(?:model\.)?(?:layers?|decoder[_.]layer|block|h)[_.\s#-]*(\d+)$",
                       re.IGNORECASE)
 PREFILL_HINT = re.compile(r"prefill|context|extend|prompt", re.IGNORECASE)
@@ -146,39 +140,35 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
     else:
         mapped = work["correlation"].map(launch)
         work["launch_ns"] = mapped.fillna(work["start_ns"]).astype("int64").to_numpy()
+        # Launched before the profiler's CPU window opened: no runtime call in the trace.
+        orphan = (mapped.isna() & work["correlation"].notna()).to_numpy() if len(launch) else \
+            np.zeros(len(work), dtype=bool)
+        work["orphan"] = orphan
+        if orphan.any():
+            notes.append(f"{int(orphan.sum())} GPU events were launched before the profiled CPU "
+                         "window (no runtime call in the trace)")
 
     annotations = ev[ev["kind"] == schema.KIND_ANNOTATION]
+    # Engine step ranges (vLLM, SGLang, TRT-LLM) first, then generic ones (rules/engines.toml).
     steps = find_steps(annotations)
     if steps.empty:
         steps = infer_steps(work)
         if not steps.empty:
             notes.append(f"no step annotations: {len(steps)} forwards inferred from the lm_head "
                          "GEMM (the largest output dimension) that ends each forward")
+    if steps.empty:
+        steps = engines.find_steps(annotations, tiers=(3, 4))
+        if not steps.empty:
+            notes.append(f"no step annotations: {len(steps)} steps taken from torch.compile "
+                         "regions (one compiled-graph call per step)")
     return Context(trace=trace, work=work.reset_index(drop=True), host=host,
                    annotations=annotations, steps=steps, device=device, cpu_only=cpu_only,
                    spec=spec, thresholds=limits, notes=notes)
 
 
 def find_steps(annotations: pd.DataFrame) -> pd.DataFrame:
-    """Outermost step-like user ranges (prefill, decode_step_N, ProfilerStep#N), in order."""
-    cols = ["step", "name", "start_ns", "end_ns"]
-    if annotations.empty:
-        return pd.DataFrame(columns=cols)
-    cand = annotations[annotations["name"].astype(str).str.match(STEP_RE)]
-    if cand.empty:
-        return pd.DataFrame(columns=cols)
-    cand = cand.sort_values("start_ns")
-    starts = cand["start_ns"].to_numpy()
-    ends = (cand["start_ns"] + cand["dur_ns"]).to_numpy()
-    names = cand["name"].astype(str).to_numpy()
-    rows = []
-    cur_end = -1
-    for s, e, n in zip(starts, ends, names):
-        if s < cur_end:  # nested inside the previous step
-            continue
-        rows.append((len(rows), n, int(s), int(e)))
-        cur_end = e
-    return pd.DataFrame(rows, columns=cols)
+    """Outermost step ranges (engine steps, else prefill / decode_step_N / ProfilerStep#N)."""
+    return engines.find_steps(annotations, tiers=(1, 2))
 
 
 def assign(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -200,10 +190,11 @@ def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     # A new segment begins where a start is past every end before it.
     prev_end = np.concatenate(([s[0]], e[:-1]))
     new = s > prev_end
-    seg_id = np.cumsum(new)
-    seg_start = pd.Series(s).groupby(seg_id).min().to_numpy()
-    seg_end = pd.Series(e).groupby(seg_id).max().to_numpy()
-    return int((seg_end - seg_start).sum())
+    new[0] = True
+    # s is sorted and e is a running max: a segment spans from its first start to its last end
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(s) - 1)
+    return int((e[last] - s[first]).sum())
 
 
 _LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")

@@ -9,8 +9,14 @@ HOTSPOT_COLUMNS = ["name", "short_name", "class", "category", "calls", "total_ns
 
 
 def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int | None,
-             top: int) -> pd.DataFrame:
-    """Top kernels by total time: calls, total, mean, share of busy time and a verdict note."""
+             top: int, phase_forwards: dict[str, int] | None = None,
+             step_phase: dict[int, str] | None = None) -> pd.DataFrame:
+    """Top kernels by total time: calls, total, mean, share of busy time and a verdict note.
+
+    With ``phase_forwards`` (forwards per phase) and ``step_phase`` (each step's phase), a
+    kernel's calls per forward are counted per phase (a prefill GEMM kernel divided by the
+    decode steps too would give fractions such as 0.125); the phase that runs it most wins.
+    """
     if work.empty:
         return pd.DataFrame(columns=HOTSPOT_COLUMNS)
     g = work.groupby("name", sort=False, observed=True).agg(
@@ -20,6 +26,14 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
     g["mean_ns"] = (g["total_ns"] / g["calls"]).round().astype("int64")
     g["share"] = g["total_ns"] / (busy_ns or 1)
     g["calls_per_forward"] = g["calls"] / forwards if forwards else float("nan")
+    if phase_forwards and step_phase and len(phase_forwards) > 1 and "step" in work:
+        ph = work["step"].map(step_phase)
+        seen = pd.DataFrame({"name": work["name"].astype(str), "phase": ph}).dropna()
+        n = seen.groupby(["name", "phase"]).size().reset_index(name="calls")
+        n["per"] = n["calls"] / n["phase"].map(phase_forwards).where(lambda x: x > 0)
+        # a kernel of both phases: its count per forward in the phase that runs it most
+        per_name = n.groupby("name")["per"].max()
+        g["calls_per_forward"] = g["name"].astype(str).map(per_name).astype("float64")
     g["note"] = [_note(r, layers) for r in g.to_dict("records")]
     return g[HOTSPOT_COLUMNS]
 

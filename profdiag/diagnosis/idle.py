@@ -589,3 +589,10 @@ def merge_recommendations(recs: list[Recommendation], idle: dict[str, Any], rule
 def _card_ns(card: Recommendation, idle: dict[str, Any]) -> int:
     cid = card.id.removeprefix("idle.")
     return sum(c["ns"] for c in idle.get("causes", []) if c["cause"] == cid)
+
+
+def cause_titles(rules: IdleRules) -> dict[str, str]:
+    """cause id -> its human title, for every shipped, user and generic cause."""
+    out = {c.id: c.title for c in rules.causes}
+    out.update({cid: c.title for cid, c in rules.generic.items()})
+    return out

@@ -119,13 +119,17 @@ class Diagnosis:
     hotspots: pd.DataFrame  # name, class, category, calls, total_ns, mean_ns, share, note
     recommendations: list[Recommendation]
     phases: list[Phase]
-    steps: pd.DataFrame  # step, phase, start_ns, host_ns, gpu_busy_ns, wall_ns
+    # step, name, phase, start_ns, host_ns, gpu_busy_ns, wall_ns, kernels, engine and the
+    # stated batch: prefill_tokens, decode_tokens, kv_tokens, requests (Int64, <NA> unstated)
+    steps: pd.DataFrame
     overhead: dict[str, Any]
     warnings: list[str]
     model: dict[str, Any]
     roofline: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     events: pd.DataFrame | None = None  # the classified device work (not serialised)
+    # per phase: the parts of its median step (diagnosis/step_detail.py), for attribution
+    step_detail: dict[str, Any] = field(default_factory=dict)
     idle: dict[str, Any] = field(default_factory=dict)  # idle split, causes, largest gaps
     health: dict[str, Any] = field(default_factory=dict)  # trace health findings
     # Every idle gap: start_ns, dur_ns, step, host_wait_ns, kernel_wait_ns, cause, op, context,
@@ -160,7 +164,8 @@ class Diagnosis:
             for r in hot.to_dict("records")
         ]
         steps = [
-            {k: (int(v) if isinstance(v, (int, float)) and k != "phase" and v == v else v)
+            {k: (None if v is pd.NA or v is None else
+                 int(v) if isinstance(v, (int, float)) and k != "phase" and v == v else v)
              for k, v in r.items()}
             for r in self.steps.to_dict("records")
         ]
@@ -182,6 +187,7 @@ class Diagnosis:
             ],
             "phases": [p.to_dict() for p in self.phases],
             "steps": steps,
+            "step_detail": self.step_detail,
             "model": self.model,
             "roofline": self.roofline,
             "warnings": list(self.warnings),

@@ -9,28 +9,18 @@ import numpy as np
 import pandas as pd
 
 from .. import hardware, roofline
-from ..errors import RulesError, UsageError
+from ..errors import RulesError
+from ..trace import device_label
 from .context import Context
 from .model import Diagnosis
 
 MAX_POINTS = 300
-_DTYPE_BYTES = {"float32": 4, "float": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
-                "half": 2, "fp16": 2, "float8": 1, "fp8": 1}
-
-
-def _dtype_bytes(dtype: str | None) -> int:
-    if not dtype:
-        return 2
-    key = str(dtype).replace("torch.", "").lower()
-    return _DTYPE_BYTES.get(key, 2)
-
-
 def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
                      gpu_spec: str | Path | None) -> dict[str, Any]:
     """JSON-ready roofline figures; {'available': False, 'reason': ...} when it cannot apply."""
     if ctx.cpu_only:
         return {"available": False, "reason": "CPU trace: no GPU roofline"}
-    dev = ctx.trace.meta.devices[0] if ctx.trace.meta.devices else None
+    dev = ctx.trace.meta.device_info(ctx.device)[0]  # the GPU the kernels ran on
     try:
         spec = hardware.resolve(gpu, gpu_spec, dev.name if dev else None,
                                 sm_count=dev.sm_count if dev else None,
@@ -39,11 +29,13 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
         raise
     if spec is None:
         return {"available": False,
-                "reason": f"GPU {dev.name if dev else '(unnamed)'!r} is not in the hardware "
+                "reason": f"GPU {device_label(dev) or '(unnamed)'!r} is not in the hardware "
                           "table; pass --gpu NAME or --gpu-spec FILE"}
     work = ctx.work
     phase_of_step = dict(zip(diag.steps["step"], diag.steps["phase"])) if len(diag.steps) else {}
-    table = roofline.gemm_table(work, spec)
+    # Attention FLOPs causal where Tq == Tk (a prompt attending to itself, which a decoder
+    # masks; flash kernels skip the masked half): the efficiency is then the real one.
+    table = roofline.gemm_table(work, spec, causal_attention=True)
     if len(table):
         step_of = work.drop_duplicates("external_id").set_index("external_id")["step"]
         steps = table["external_id"].map(step_of)
@@ -54,12 +46,16 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
         "gpu": {"key": spec.key, "name": spec.name, "bandwidth_bytes_s": spec.bandwidth,
                 "peak_bf16_flops_s": spec.peak("bf16") if spec.has_peak("bf16") else None,
                 "ridge_bf16": round(roofline.ridge_point(spec, "bf16"), 1)
-                if spec.has_peak("bf16") else None, "source": spec.source},
+                if spec.has_peak("bf16") else None, "source": spec.source,
+                # Dense peak per dtype (a GEMM is rated against its own dtype's peak).
+                "peak_flops_s": dict(spec.peak_flops)},
         "calls_with_shapes": int(len(table)),
+        "attention_flops": "causal where Tq == Tk (half of 4·B·H·Tq·Tk·d), dense otherwise",
     }
     if table.empty:
         out["reason"] = ("no GEMM/attention call carries shapes (capture with record_shapes=True; "
-                         "CUDA-graph replays and nsys/rocprof traces have none)")
+                         "CUDA-graph replays and nsys/rocprof traces have none: --shapes-from an "
+                         "eager or capture trace of the same model recovers a replay's)")
     out["summary"] = roofline.summarise(table)
     out["by_phase"] = {p: roofline.summarise(g)
                        for p, g in table.groupby("phase")} if len(table) else {}
@@ -87,48 +83,6 @@ def _points(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _speed_of_light(diag: Diagnosis, ctx: Context, spec: hardware.GpuSpec) -> dict[str, Any]:
-    m = ctx.spec
-    need = (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn, m.vocab)
-    if any(v is None for v in need):
-        return {"available": False, "reason": "needs the model shape (--model-config or a "
-                "capture manifest)"}
-    if diag.steps.empty:
-        return {"available": False, "reason": "no step annotations to time"}
-    cfg = {"layers": m.layers, "hidden": m.hidden, "heads": m.heads, "kv_heads": m.kv_heads,
-           "ffn": m.ffn, "vocab": m.vocab}
-    dtype_bytes = _dtype_bytes(m.dtype)
-    batch = m.batch or 1
-    result: dict[str, Any] = {"available": True, "batch": batch, "dtype_bytes": dtype_bytes,
-                              "phases": {}}
-    rows: list[dict[str, Any]] = []
-    for phase in ("prefill", "decode"):
-        st = diag.steps[diag.steps["phase"] == phase]
-        if st.empty:
-            continue
-        if phase == "prefill":
-            context: Any = m.tokens or 1
-        else:
-            base = (m.context or 0) + (m.tokens if m.phase == "generate" and m.tokens else 0)
-            context = [base + i for i in range(len(st))]
-        try:
-            sol = roofline.speed_of_light_steps(st["wall_ns"].tolist(), cfg, batch, context, spec,
-                                                dtype_bytes, phase)  # type: ignore[arg-type]
-        except UsageError as exc:
-            result["phases"][phase] = {"available": False, "reason": exc.message}
-            continue
-        sol.insert(0, "name", st["name"].tolist())
-        sol.insert(0, "step_index", st["step"].tolist())
-        result["phases"][phase] = {
-            "steps": int(len(sol)),
-            "median_ratio": round(float(sol["ratio"].median()), 3),
-            "median_measured_ns": int(sol["measured_ns"].median()),
-            "ideal_ns": int(sol["ideal_ns"].median()),
-            "tokens_per_s": round(float(sol["tokens_per_s"].median()), 1),
-            "tokens_per_s_ideal": round(float(sol["tokens_per_s_ideal"].median()), 1),
-            "limit": str(sol["limit"].iloc[0]),
-        }
-        for r in sol.to_dict("records"):
-            rows.append({"phase": phase, "step": int(r["step_index"]), "name": r["name"], "measured_ns": int(r["measured_ns"]),
-                         "ideal_ns": int(r["ideal_ns"]), "ratio": round(float(r["ratio"]), 3)})
-    result["steps"] = rows
-    return result
+    from .sol import speed_of_light
+
+    return speed_of_light(diag.steps, ctx.work, ctx.spec, spec)

@@ -64,9 +64,40 @@ def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: 
     return Verdict("memory", evidence)
 
 
-def _rec(key: str, evidence: str, kernels: tuple[str, ...] = ()) -> Recommendation:
+def _low_precision(counts: dict[str, Any]) -> str:
+    """'GEMMs run MXFP4 (88% of GEMM time) ...' when most GEMM time is already below 16 bits."""
+    prec = counts.get("gemm_precision") or {}
+    if prec.get("low_precision_share", 0) < 0.5:
+        return ""
+    shares = prec["shares"]
+    low = [(k, v) for k, v in shares.items() if k not in ("unmarked",)]
+    what = ", ".join(f"{k.upper()} ({v:.0%} of GEMM time)" for k, v in low)
+    rest = shares.get("unmarked", 0.0)
+    return (f"the GEMMs already run {what}"
+            + (f"; the other {rest:.0%} (bf16/fp16: attention projections, router, lm_head) "
+               "are what is left to quantize" if rest else ""))
+
+
+def _separate_projections(counts: dict[str, Any]) -> str:
+    """Evidence that the trace runs separate q/k/v or gate/up GEMMs, or ''."""
+    st = counts.get("structure") or {}
+    parts = []
+    if st.get("fused_qkv") is False:
+        parts.append("separate q, k and v projections")
+    if st.get("fused_gate_up") is False:
+        parts.append("separate gate and up projections")
+    if not parts:
+        return ""
+    return (f"the trace runs {' and '.join(parts)} ({counts.get('gemms_per_layer')} GEMMs per "
+            "layer: " + st.get("description", "") + ")")
+
+
+def _rec(key: str, evidence: str, kernels: tuple[str, ...] = (),
+         mode: str = "") -> Recommendation:
     a = advice()[key]
-    return Recommendation(id=key, title=a["title"], evidence=evidence, advice=a["advice"],
+    # A card may word its advice for a phase (advice_prefill): the default speaks of decode.
+    text = a.get(f"advice_{mode}", a["advice"]) if mode else a["advice"]
+    return Recommendation(id=key, title=a["title"], evidence=evidence, advice=text,
                           kernels=kernels, bottleneck=a.get("bottleneck", ""))
 
 
@@ -83,7 +114,7 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
                              f"GPU idle {overhead_share:.0%} of the window; "
                              f"{ov.get('launch_calls_per_step') or ov['launch_calls']} launches per step, "
                              f"mean kernel {(ov['mean_kernel_ns'] or 0) / 1000:.1f} us",
-                             short_names))
+                             short_names, mode=mode))
         if ov["short_kernel_share"] >= 0.5:
             recs.append(_rec("overhead.fusion",
                              f"{ov['short_kernel_share']:.0%} of {ov['kernels']} kernels run "
@@ -102,8 +133,13 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
     elif verdict == "memory":
         gem = sum(bd.class_ns.get(c, 0) for c in ("gemv", "gemm", "gemm_reduce")) / busy
         top = tuple(h["name"] for h in hot if h["class"] in ("gemv", "gemm"))[:3]
-        recs.append(_rec("memory.quantize", f"weight GEMMs/GEMVs are {gem:.0%} of busy time in "
-                         f"{mode} (bytes-bound)", top))
+        low = _low_precision(counts)
+        if low:
+            recs.append(_rec("memory.already_quantized", f"weight GEMMs/GEMVs are {gem:.0%} of "
+                             f"busy time in {mode}; {low}", top))
+        else:
+            recs.append(_rec("memory.quantize", f"weight GEMMs/GEMVs are {gem:.0%} of busy time "
+                             f"in {mode} (bytes-bound)", top))
         if median_m is not None and median_m < 64:
             recs.append(_rec("memory.batch", f"median GEMM M = {median_m} rows per weight pass"))
         kv = sum(bd.class_ns.get(c, 0) for c in ("attention", "kv_cache")) / busy
@@ -123,15 +159,30 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
         att = (bd.class_ns.get("attention", 0) + bd.class_ns.get("softmax", 0)) / busy
         if att >= 0.15:
             recs.append(_rec("compute.attention", f"attention + softmax are {att:.0%} of busy time"))
-        recs.append(_rec("compute.fp8", f"GEMMs are {g:.0%} of busy time at M = {median_m}"))
+        low = _low_precision(counts)
+        if not low:
+            recs.append(_rec("compute.fp8", f"GEMMs are {g:.0%} of busy time at M = {median_m}"))
     diff = (counts.get("observed_gemm_calls") or 0) - (counts.get("expected_gemm_calls") or 0)
     if counts.get("expected_gemm_calls") is not None and diff > 0:
         sus = tuple(e["signature"] for e in counts.get("extra", []))[:3]
         recs.append(_rec("counts.extra_gemms", f"{diff} GEMM calls more than expected "
                          f"({counts['observed_gemm_calls']} vs {counts['expected_gemm_calls']})", sus))
-    if counts.get("gemms_per_layer") == 7 and counts.get("layers"):
-        recs.append(_rec("counts.fuse_projections",
-                         f"{counts['gemms_per_layer']} GEMMs per layer: q, k, v and gate, up are separate"))
+    separate = _separate_projections(counts)
+    if separate:
+        recs.append(_rec("counts.fuse_projections", separate))
+    moe = counts.get("moe_time") or {}
+    if moe and busy and moe.get("moe_expert_ns", 0) + moe.get("moe_routing_ns", 0) + moe.get(
+            "moe_combine_ns", 0) >= 0.3 * busy:
+        total = moe["moe_expert_ns"] + moe["moe_routing_ns"] + moe["moe_combine_ns"]
+        side = moe["moe_routing_ns"] + moe["moe_combine_ns"]
+        recs.append(_rec("moe.expert_gemms",
+                         f"MoE kernels are {total / busy:.0%} of busy time: expert GEMMs "
+                         f"{moe['moe_expert_ns'] / busy:.0%} ({moe['moe_expert_calls']} calls), "
+                         f"routing and combine {side / busy:.0%}",
+                         tuple(h["name"] for h in hot if h["class"] == "gemm")[:3]))
+        if side >= 0.15 * total:
+            recs.append(_rec("moe.routing", f"routing and combine kernels take {side / total:.0%} "
+                             f"of the MoE time ({side / 1e6:.2f} ms)"))
     if counts.get("slow_layers"):
         recs.append(_rec("layers.slow", f"layers {counts['slow_layers']} are slower than the "
                          "median layer"))

@@ -57,10 +57,19 @@ KIND_BY_CAT: dict[str, str] = {
 }
 KIND_CODES = list(schema.ALL_KINDS)
 _CODE_BY_CAT = {cat: KIND_CODES.index(kind) for cat, kind in KIND_BY_CAT.items()}
+# Of the (many) python_function events, only the model runner's execute_model calls are kept,
+# as annotations: without step annotations (vLLM V1's default) each one is one step.
+_PY_STEP_SUFFIX = "): execute_model"
+_ANNOTATION_CODE = KIND_CODES.index(schema.KIND_ANNOTATION)
 GPU_CODES = np.array(sorted(KIND_CODES.index(k) for k in (
     schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION)),
     dtype=np.int8)
 _INT_RE = re.compile(rb"-?\d+")
+
+
+def _py_step(cat: Any, name: Any) -> bool:
+    return cat == "python_function" and isinstance(name, str) and name.endswith(_PY_STEP_SUFFIX)
+
 
 Num = int | float | str | None
 
@@ -268,11 +277,15 @@ class Extractor:
     # fast path: typed Structs
     def add_structs(self, events: list[_Event]) -> None:
         code_by_cat = _CODE_BY_CAT
-        sel = [e for e in events if e.ph == "X" and e.cat in code_by_cat]
+        suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
+        sel = [e for e in events if e.ph == "X" and (
+            e.cat in code_by_cat or (e.cat == "python_function" and type(e.name) is str
+                                     and e.name.endswith(suffix)))]
         self.cols.events += len(events)
         if not sel:
             return
-        kind = np.array([code_by_cat[e.cat] for e in sel], dtype=np.int8)  # type: ignore[index]
+        kind = np.array([code_by_cat.get(e.cat, _ANNOTATION_CODE) for e in sel],  # type: ignore[arg-type]
+                        dtype=np.int8)
         start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
         dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
         ok = ok_start & ok_dur
@@ -359,7 +372,9 @@ class Extractor:
             cat = ev.get("cat")
             code = _CODE_BY_CAT.get(cat) if isinstance(cat, str) else None
             if code is None:
-                continue
+                if not _py_step(cat, ev.get("name")):
+                    continue
+                code = _ANNOTATION_CODE
             start = to_ns(ev.get("ts"))
             dur = to_ns(ev.get("dur", 0))
             if start is None or dur is None:

@@ -24,7 +24,7 @@ CATEGORY_COLORS = {
     "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
 }
 PHASE_COLORS = {"prefill": "#7b5ea7", "decode": "#c0912b", "all": "#5f6b7a",
-                "unknown": "#5f6b7a", "mixed": "#5f6b7a"}
+                "unknown": "#5f6b7a", "mixed": "#3d8a7a"}
 CHART_DATA_ID = "profdiag-chart-data"
 NAME_CHARS = 90  # hotspot names longer than this are shortened in the table (full in title)
 
@@ -95,6 +95,7 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "category_colors": CATEGORY_COLORS,
         "phase_colors": PHASE_COLORS,
+        "dev": t.device_word(data),
         "steps": [{"step": s.get("step"), "name": s.get("name"), "phase": s.get("phase"),
                    "wall_ns": s.get("wall_ns"), "gpu_busy_ns": s.get("gpu_busy_ns"),
                    "ideal_ns": s.get("ideal_ns"), "ratio": s.get("ratio"),
@@ -157,6 +158,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "categories": _category_view(data.get("categories") or {}, bd),
         "busy_categories": _busy_view(bd),
         "busy_share": bd.get("busy_share"), "window_ns": bd.get("window_ns"),
+        "dev": t.device_word(data), "forwards": kc.get("forwards"),
         "class_rows": [{**r, "color": category_color(r["category"])} for r in t.class_rows(data)],
         "overhead": data.get("overhead") or {},
         "overhead_items": t.overhead_items(data, "µs"),
@@ -170,13 +172,16 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
                       "total_ns": None, "mean_ns": None, "share": None, "note": "", **h}
                      for h in data.get("hotspots") or []],
         "step_rows": t.steps_with_ideal(data),
+        "step_comp": t.has_composition(data.get("steps") or []),
         "roof": {"present": bool(roof), "available": bool(roof.get("available")),
                  "reason": roof.get("reason"), "gpu": roof.get("gpu") or {},
                  "points": len(roof.get("points") or []), "rows": roof_rows,
                  "by_phase": len(by_phase) > 1, "suspect_calls": roof.get("suspect_calls"),
-                 "calls_with_shapes": roof.get("calls_with_shapes")},
+                 "calls_with_shapes": roof.get("calls_with_shapes"),
+                 "shapes": t.shape_rows(roof.get("points"))},
         "sol": {"available": bool(sol.get("available")), "reason": sol.get("reason"),
-                "phases": sorted((sol.get("phases") or {}).items())},
+                "phases": sorted((sol.get("phases") or {}).items()),
+                "inputs": t.sol_inputs_lines(sol)},
         "phases": phases,
         "recommendations": [{"title": "", "evidence": "", "advice": "", "kernels": [],
                              "bottleneck": "", "id": "", **r}

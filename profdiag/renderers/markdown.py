@@ -115,11 +115,14 @@ def render(data: dict[str, Any]) -> str:
     out += [f"- {esc(line)}" for line in t.counts_lines(data)]
     if kc.get("by_shape"):
         out += ["", "GEMM calls by shape:", ""]
-        out += table(("signature", "kernel", "calls", "per forward", "total ms"),
-                     [(code(r.get("signature", "")), code(r.get("kernel", "")),
+        out += table(("signature", "role", "kernel", "calls", "per forward", "total ms"),
+                     [(code(r.get("signature", "")),
+                       esc(str(r.get("role") or "") + (f" ({r['phase']})" if r.get("phase")
+                                                      not in (None, "", "all") else "")),
+                       code(r.get("kernel", "")),
                        t.fmt_num(r.get("calls")), t.fmt_num(r.get("calls_per_forward")),
                        t.fmt_ms(r.get("total_ns"))) for r in kc["by_shape"]],
-                     right=(2, 3, 4))
+                     right=(3, 4, 5))
     if kc.get("extra"):
         out += ["", "Extra-call suspects:", ""]
         out += [f"- {code(r.get('signature', r.get('kernel', '')), cell=False)}: "
@@ -127,8 +130,10 @@ def render(data: dict[str, Any]) -> str:
                 for r in kc["extra"]]
     if kc.get("per_layer"):
         slow = set(kc.get("slow_layers") or [])
-        out += ["", "GPU time per layer:", ""]
-        out += table(("layer", "GPU ms", "GEMM calls", "slow"),
+        fw = kc.get("forwards")
+        out += ["", f"{t.device_word(data)} time per layer, totals over all "
+                f"{t.fmt_num(fw) + ' ' if fw else ''}forwards:", ""]
+        out += table(("layer", f"{t.device_word(data)} ms (total)", "GEMM calls (total)", "slow"),
                      [(r.get("layer"), t.fmt_ms(r.get("gpu_ns")), t.fmt_num(r.get("gemm_calls")),
                        "**slow**" if r.get("layer") in slow else "")
                       for r in kc["per_layer"]], right=(0, 1, 2))
@@ -148,12 +153,15 @@ def render(data: dict[str, Any]) -> str:
     srows = t.steps_with_ideal(data)
     if srows:
         section("Steps")
-        out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "kernels", "ideal ms",
-                      "× ideal"),
+        comp = t.has_composition(srows)
+        out += table(("step", "name", "phase", "wall ms", f"{t.device_word(data)} busy ms",
+                      "kernels", "ideal ms", "× ideal", *(t.COMPOSITION_HEADERS if comp else ())),
                      [(s.get("step", ""), esc(s.get("name", "")), esc(s.get("phase", "")),
                        t.fmt_ms(s.get("wall_ns")), t.fmt_ms(s.get("gpu_busy_ns")),
                        t.fmt_num(s.get("kernels")), t.fmt_ms(s.get("ideal_ns")),
-                       t.fmt_num(s.get("ratio"))) for s in srows], right=(0, 3, 4, 5, 6, 7))
+                       t.fmt_num(s.get("ratio")),
+                       *((esc(c) for c in t.composition_cells(s)) if comp else ()))
+                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8, 9, 10, 11))
 
     out += _roofline(data)
     out += _phases(data)
@@ -216,6 +224,17 @@ def _roofline(data: dict[str, Any]) -> list[str]:
                        t.fmt_pct(r.get("median_efficiency")),
                        t.fmt_pct(r.get("memory_bound_time_share"))) for r in rows],
                      right=(1, 2, 3, 4, 5, 6, 7))
+    shapes = t.shape_rows(roof.get("points"))
+    if shapes:
+        out += ["", f"Per shape (M x K x N; median per call, top {len(shapes)} by time):", ""]
+        out += table(("phase", "class", "op", "shape", "calls", "time ms", "FLOP/byte",
+                      "achieved FLOP/s", "of roof", "bound"),
+                     [(esc(r.get("phase") or ""), esc(r.get("op_class") or ""),
+                       esc(r.get("op_name") or ""), esc(r["shape"]), t.fmt_num(r.get("calls")),
+                       t.fmt_ms(r.get("time_ns")), t.fmt_num(r.get("intensity")),
+                       t.fmt_si(r.get("achieved_flops_s"), "FLOP/s"),
+                       t.fmt_pct(r.get("efficiency")), esc(r.get("bound") or ""))
+                      for r in shapes], right=(4, 5, 6, 7, 8))
     sol = roof.get("speed_of_light") or {}
     out += ["", "### Speed of light", ""]
     if not sol.get("available") or not sol.get("phases"):
@@ -233,6 +252,10 @@ def _roofline(data: dict[str, Any]) -> list[str]:
                       esc(p.get("limit", ""))))
     out += table(("phase", "steps", "median step", "ideal step", "ratio", "tokens/s",
                   "ideal tokens/s", "limit"), srows, right=(1, 2, 3, 4, 5, 6))
+    inputs = t.sol_inputs_lines(sol)
+    if inputs:
+        out += ["", "Ideal = max(FLOPs / peak, bytes / bandwidth), from:", ""]
+        out += [f"- {esc(line)}" for line in inputs]
     return out
 
 

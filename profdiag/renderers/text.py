@@ -238,11 +238,22 @@ def counts_lines(data: dict[str, Any]) -> list[str]:
     if kc.get("layers") is not None:
         src = kc.get("layers_source") or "?"
         inf = kc.get("layers_inferred_from")
-        out.append(f"layers: {kc['layers']} (from {src}{'; ' + str(inf) if inf else ''})")
+        out.append(f"layers: {kc['layers']} ("
+                   + (f"inferred from {inf})" if src == "inferred" and inf else
+                      "inferred)" if src == "inferred" else f"from {src})"))
+    st = kc.get("structure") or {}
+    if st.get("description"):
+        out.append(f"block structure ({st.get('evidence', '')}): {st['description']}")
+        out.extend(str(n) for n in st.get("notes") or [])
     if kc.get("gemms_per_layer") is not None:
+        per_fwd = fmt_num(kc.get("gemm_calls_per_forward"))
+        phases = kc.get("phases") or {}
+        if kc.get("gemm_calls_per_forward") is None and len(phases) > 1:
+            # each phase's forwards have their own shapes: no average across phases
+            per_fwd = ", ".join(f"{k} {fmt_num(v.get('gemm_calls_per_forward'))} "
+                                f"({v.get('forwards')} forwards)" for k, v in phases.items())
         out.append(f"GEMMs per layer: {kc['gemms_per_layer']}, lm_head per forward: "
-                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: "
-                   f"{fmt_num(kc.get('gemm_calls_per_forward'))}")
+                   f"{fmt_num(kc.get('lm_head_per_forward'))}, observed per forward: {per_fwd}")
     if kc.get("forwards") is not None:
         out.append(f"forwards: {kc['forwards']} (from {kc.get('forwards_source') or '?'})")
     if kc.get("missing"):
@@ -266,6 +277,48 @@ def steps_with_ideal(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# The batch a step annotation states (engines.py): shown when any step has one.
+COMPOSITION_KEYS = ("prefill_tokens", "decode_tokens", "kv_tokens", "requests")
+COMPOSITION_HEADERS = ("prefill tok", "decode tok", "KV tok", "requests", "engine")
+
+
+def has_composition(rows: list[dict[str, Any]]) -> bool:
+    """True when any step row states a batch composition."""
+    return any(r.get(k) is not None for r in rows for k in COMPOSITION_KEYS)
+
+
+def composition_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """prefill/decode/KV tokens, requests and engine of one step row ('-' when unstated)."""
+    return (*(fmt_num(row.get(k)) if row.get(k) is not None else "-" for k in COMPOSITION_KEYS),
+            str(row.get("engine") or "-"))
+
+
+def batch_line(steps: list[dict[str, Any]]) -> str:
+    """What the step annotations say the batch was: one step's figures, else medians."""
+    rows = [r for r in steps if any(r.get(k) is not None for k in COMPOSITION_KEYS)]
+    if not rows:
+        return ""
+
+    def med(key: str) -> int | None:
+        vals = sorted(int(r[key]) for r in rows if r.get(key) is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    engines = sorted({str(r.get("engine")) for r in rows if r.get("engine")})
+    n = len(rows)
+    head = f"{n} {'/'.join(engines) or 'annotated'} step{'' if n == 1 else 's'}"
+    head += ": " if n == 1 else ", median per step: "
+    p, d, req, kv = med("prefill_tokens"), med("decode_tokens"), med("requests"), med("kv_tokens")
+    parts = []
+    if p is not None or d is not None:
+        parts.append(" + ".join(f"{v} {k}" for v, k in ((p, "prefill"), (d, "decode"))
+                                if v is not None) + " tokens")
+    if req is not None:
+        parts.append(f"{req} request{'' if req == 1 else 's'}")
+    if kv is not None:
+        parts.append(f"{kv} KV tokens read")
+    return head + ", ".join(parts)
+
+
 def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """roofline.summary per class as rows, 'overall' last."""
     if not summary:
@@ -273,6 +326,65 @@ def roofline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     keys = sorted(k for k in summary if k != "overall") + (["overall"] if "overall" in summary
                                                            else [])
     return [{"class": k, **(summary[k] or {})} for k in keys if (summary[k] or {}).get("calls")]
+
+
+SHAPE_ROWS = 20  # per-shape roofline rows shown in a report (the JSON has up to 300)
+
+
+def shape_rows(points: list[dict[str, Any]] | None, limit: int = SHAPE_ROWS) -> list[dict[str, Any]]:
+    """roofline.points as report rows, by time: phase, class, op, shape text, calls, time,
+    intensity, achieved FLOP/s, efficiency (achieved / the roof at that intensity), bound."""
+    rows = []
+    for p in sorted(points or [], key=lambda r: -(r.get("time_ns") or 0))[:limit]:
+        m, k, n = p.get("m"), p.get("k"), p.get("n")
+        if p.get("op_class") == "attention":
+            shape = f"Tq {fmt_num(m)} x Tk {fmt_num(n)}, d {fmt_num(k)}"
+        else:
+            shape = f"{fmt_num(m)} x {fmt_num(k)} x {fmt_num(n)}"
+        rows.append({**p, "shape": shape})
+    return rows
+
+
+def shape_table_text(points: list[dict[str, Any]] | None, indent: str = "  ") -> list[str]:
+    rows = shape_rows(points)
+    if not rows:
+        return []
+    return ["", f"{indent}Per shape (M x K x N; median per call, top {len(rows)} by time):",
+            *table(("phase", "class", "op", "shape", "calls", "time ms", "FLOP/byte",
+                    "achieved FLOP/s", "of roof", "bound"),
+                   [(r.get("phase") or "", r.get("op_class") or "", r.get("op_name") or "",
+                     r["shape"], fmt_num(r.get("calls")), fmt_ms(r.get("time_ns")),
+                     fmt_num(r.get("intensity")), fmt_si(r.get("achieved_flops_s"), "FLOP/s"),
+                     fmt_pct(r.get("efficiency")), r.get("bound") or "") for r in rows],
+                   right=(4, 5, 6, 7, 8), indent=indent)]
+
+
+def sol_inputs_lines(sol: dict[str, Any] | None) -> list[str]:
+    """One line per phase: what the speed of light assumed, and where each input came from."""
+    out = []
+    for name, p in sorted(((sol or {}).get("phases") or {}).items()):
+        if p.get("available") is False or p.get("tokens") is None:
+            continue
+        src = p.get("sources") or {}
+        out.append(
+            f"{name}: {fmt_num(p.get('tokens'))} tokens ({fmt_num(p.get('batch'))} sequence(s) x "
+            f"{fmt_num(p.get('query_tokens'))}; from {src.get('tokens', '?')}), context "
+            f"{fmt_num(p.get('context_tokens'))} per sequence (from "
+            f"{src.get('context_tokens', '?')}), {p.get('dtype') or '?'} (from "
+            f"{src.get('dtype', '?')}), attention {p.get('attention') or '?'} "
+            f"({src.get('attention', '?')}), lm_head on {fmt_num(p.get('lm_head_tokens'))} "
+            f"token(s) ({src.get('lm_head_tokens', '?')}); {fmt_si(p.get('flops'), 'FLOP')} "
+            f"(attention {fmt_si(p.get('attention_flops'), 'FLOP')}), "
+            f"{fmt_si(p.get('bytes'), 'B')} (weights {fmt_si(p.get('weight_bytes'), 'B')}, KV read "
+            f"{fmt_si(p.get('kv_read_bytes'), 'B')}, written {fmt_si(p.get('kv_write_bytes'), 'B')})"
+            f" per step; {p.get('limit') or '?'}-limited; architecture from "
+            f"{src.get('architecture', '?')}")
+    return out
+
+
+def device_word(data: dict[str, Any]) -> str:
+    """'CPU' for a CPU-only trace (no GPU events), else 'GPU': labels say what was measured."""
+    return "CPU" if (data.get("source") or {}).get("device") == "cpu" else "GPU"
 
 
 def status_counts(data: dict[str, Any]) -> dict[str, int]:
@@ -369,18 +481,23 @@ def render(data: dict[str, Any]) -> str:
     summaries("counts")
     out += [f"  {line}" for line in counts_lines(data)]
     if kc.get("by_shape"):
-        out += ["", *table(("signature", "kernel", "calls", "per forward", "total ms"),
-                           [(r.get("signature", ""), r.get("kernel", ""), r.get("calls", ""),
+        out += ["", *table(("signature", "role", "kernel", "calls", "per forward", "total ms"),
+                           [(r.get("signature", ""),
+                             str(r.get("role") or "") + (f" ({r['phase']})" if r.get("phase")
+                                                        not in (None, "", "all") else ""),
+                             r.get("kernel", ""), r.get("calls", ""),
                              fmt_num(r.get("calls_per_forward")), fmt_ms(r.get("total_ns")))
-                            for r in kc["by_shape"]], right=(2, 3, 4),
-                           max_width={0: 50, 1: 50})]
+                            for r in kc["by_shape"]], right=(3, 4, 5),
+                           max_width={0: 50, 1: 30, 2: 50})]
     if kc.get("extra"):
         out += ["", "  Extra-call suspects:"]
         out += [f"  - {truncate(r.get('signature', ''), 80)}: {fmt_num(r.get('calls'))} calls; "
                 f"{r.get('reason', '')}" for r in kc["extra"]]
     if kc.get("per_layer"):
         slow = set(kc.get("slow_layers") or [])
-        out += ["", *table(("layer", "GPU ms", "GEMM calls", ""),
+        fw = kc.get("forwards")
+        out += ["", f"  Per layer: totals over all {fmt_num(fw) + ' ' if fw else ''}forwards",
+                *table(("layer", f"{device_word(data)} ms (total)", "GEMM calls (total)", ""),
                            [(r.get("layer"), fmt_ms(r.get("gpu_ns")), r.get("gemm_calls", ""),
                              "slow" if r.get("layer") in slow else "")
                             for r in kc["per_layer"]], right=(0, 1, 2))]
@@ -404,14 +521,17 @@ def render(data: dict[str, Any]) -> str:
     srows = steps_with_ideal(data)
     if srows:
         out += _section("Steps")
-        out += table(("step", "name", "phase", "wall ms", "GPU busy ms", "busy", "kernels",
-                      "ideal ms", "x ideal"),
+        comp = has_composition(srows)
+        out += table(("step", "name", "phase", "wall ms", f"{device_word(data)} busy ms", "busy",
+                      "kernels", "ideal ms", "x ideal", *(COMPOSITION_HEADERS if comp else ())),
                      [(s.get("step", ""), s.get("name", ""), s.get("phase", ""),
                        fmt_ms(s.get("wall_ns")), fmt_ms(s.get("gpu_busy_ns")),
                        fmt_pct(s["gpu_busy_ns"] / s["wall_ns"]) if s.get("wall_ns") and
                        s.get("gpu_busy_ns") is not None else "-", s.get("kernels", "-"),
-                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")))
-                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8), max_width={1: 40})
+                       fmt_ms(s.get("ideal_ns")), fmt_num(s.get("ratio")),
+                       *(composition_cells(s) if comp else ()))
+                      for s in srows], right=(0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12),
+                     max_width={1: 40})
 
     out += _roofline_text(data)
     out += _phases_text(data)
@@ -470,6 +590,7 @@ def _roofline_text(data: dict[str, Any]) -> list[str]:
                              fmt_pct(r.get("median_efficiency")),
                              fmt_pct(r.get("memory_bound_time_share")))
                             for r in rows], right=(1, 2, 3, 4, 5, 6, 7))]
+    out += shape_table_text(roof.get("points"))
     out += _sol_text(roof.get("speed_of_light"))
     return out
 
@@ -490,9 +611,11 @@ def _sol_text(sol: dict[str, Any] | None) -> list[str]:
                      p.get("limit", "")))
     if not rows:
         return []
-    return ["", "  Speed of light per phase:",
+    return ["", "  Speed of light per phase (median step; ideal = max(FLOPs / peak, bytes / "
+            "bandwidth)):",
             *table(("phase", "steps", "median step", "ideal", "ratio", "tokens/s",
-                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6))]
+                    "ideal tokens/s", "limit"), rows, right=(1, 2, 3, 4, 5, 6)),
+            *[f"  {line}" for line in sol_inputs_lines(sol)]]
 
 
 def _phases_text(data: dict[str, Any]) -> list[str]:
@@ -556,6 +679,9 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     lines = [f"profdiag: {path} ({src.get('format', '?')}, {device})"]
     lines.append(f"Mode:        {mode.get('value', 'unknown')} "
                  f"(confidence {fmt_num(mode.get('confidence'))})")
+    batch = batch_line(data.get("steps") or [])
+    if batch:
+        lines.append(truncate(f"Batch:       {batch}", width))
     ev = (bott.get("evidence") or [""])[0]
     lines.append(f"Bottleneck:  {bott.get('value', 'unknown')}" + (f": {ev}" if ev else ""))
     shares = data.get("categories") or {}
@@ -567,8 +693,12 @@ def summary(data: dict[str, Any], width: int = 100) -> str:
     o = data.get("overhead") or {}
     ost = steps["overhead"]["status"]
     if "overhead_share" in o:
-        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window (limit "
-                     f"{fmt_pct(o.get('limit'), 0)})" + (f" [{ost}]" if ost else ""))
+        per_phase = [f"{p.get('name')} {fmt_pct(p.get('overhead_share'))}"
+                     for p in data.get("phases") or [] if p.get("overhead_share") is not None]
+        lines.append(f"Overhead:    {fmt_pct(o.get('overhead_share'))} of the window"
+                     + (f"; per phase: {', '.join(per_phase)} (each against its own limit)"
+                        if per_phase else f" (limit {fmt_pct(o.get('limit'), 0)})")
+                     + (f" [{ost}]" if ost else ""))
     from .idle_view import summary_line
 
     lines += summary_line(data)

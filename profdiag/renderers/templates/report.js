@@ -140,7 +140,7 @@
       phases[d.phase || "unknown"] = c;
       var g = el("g", {}, s);
       tip(g, (d.name || ("step " + d.step)) + " (" + (d.phase || "?") + ")\nwall " + fmtNs(d.wall_ns) +
-        "\nGPU busy " + fmtNs(d.gpu_busy_ns) + (d.wall_ns ? " (" + (100 * d.gpu_busy_ns / d.wall_ns).toFixed(1) + "%)" : "") +
+        "\n" + (D.dev || "GPU") + " busy " + fmtNs(d.gpu_busy_ns) + (d.wall_ns ? " (" + (100 * d.gpu_busy_ns / d.wall_ns).toFixed(1) + "%)" : "") +
         (d.ideal_ns ? "\nspeed of light " + fmtNs(d.ideal_ns) + " (" + d.ratio + "× ideal)" : "") +
         (d.outlier ? "\noutlier: +" + fmtNs(d.outlier.extra_ns) + " over a typical " + fmtNs(d.outlier.typical_ns) + ", " + (d.outlier.op || d.outlier.cause) : ""));
       if (d.wall_ns) el("rect", { x: x, y: y(d.wall_ns), width: w, height: T + H - y(d.wall_ns), fill: c, opacity: 0.35 }, g);
@@ -157,8 +157,10 @@
     });
     el("text", { x: L + W / 2, y: H0 - 4, "text-anchor": "middle", "class": "tick" }, s, "step" + (logScale ? " (time on a log scale)" : ""));
     var items = Object.keys(phases).sort().map(function (p) { return { color: phases[p], label: p }; });
-    items.push({ color: "#888", opacity: 0.35, label: "wall time" });
-    items.push({ color: "#888", label: "GPU busy" });
+    // The bars are drawn in the phase colour: the swatches use it too (the first phase's).
+    var barColor = items.length ? items[0].color : phaseColor("unknown");
+    items.push({ color: barColor, opacity: 0.35, label: "wall time" });
+    items.push({ color: barColor, label: (D.dev || "GPU") + " busy" });
     if (steps.some(function (d) { return d.ideal_ns; })) items.push({ color: "#111", line: true, label: "speed of light (ideal)" });
     if (steps.some(function (d) { return d.outlier; })) items.push({ color: "#c0392b", label: "outlier step (▼)" });
     legend(s, L, 16, items);
@@ -193,7 +195,7 @@
     var ym = T + H - (mid / maxV) * H;
     el("line", { x1: L, x2: L + W, y1: ym, y2: ym, stroke: "#111", "stroke-dasharray": "5 4" }, s);
     el("text", { x: L + W / 2, y: H0 - 4, "text-anchor": "middle", "class": "tick" }, s, "layer");
-    legend(s, L, 14, [{ color: D.category_colors.compute, label: "GPU time" }, { color: "#cf222e", label: "slow layer" },
+    legend(s, L, 14, [{ color: D.category_colors.compute, label: (D.dev || "GPU") + " time, total over all forwards" }, { color: "#cf222e", label: "slow layer" },
       { color: "#111", line: true, dash: "5 4", label: "median " + fmtNs(mid) }]);
   }
 

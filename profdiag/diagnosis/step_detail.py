@@ -1,0 +1,177 @@
+"""What the median step of each phase is made of: GPU work per kernel signature and idle by cause.
+
+The median step of a phase is the middle step by wall time (the mean of the two middle steps
+when the count is even), so its wall time *is* the phase's median step time. Its parts add up
+exactly: ``wall_ns = busy_ns + idle_ns``; ``busy_ns`` is split over kernel signatures
+(kernel name, launching op, input shapes) in proportion to their clipped kernel time, so that
+overlap between streams is not counted twice; ``idle_ns`` is split over the gaps of the step
+window by cause. ``compare`` and ``gate`` attribute a change of the median step to these parts
+(``profdiag.attribution``), from a trace or from a stored JSON report alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Without an idle-cause table, a gap shorter than this between two kernels launched from the
+# host is launch latency; a longer one is the host doing something else (a stall).
+LAUNCH_GAP_MAX_NS = 20_000
+
+CAUSE_LAUNCH = "launch gaps"
+CAUSE_GRAPH = "GPU-side gaps inside graphs"
+CAUSE_STALL = "host stalls (unattributed)"
+
+
+def median_steps(wall_ns: np.ndarray) -> list[int]:
+    """Positions of the middle step (odd count) or the two middle steps (even), by wall time."""
+    n = len(wall_ns)
+    if n == 0:
+        return []
+    order = np.argsort(wall_ns, kind="stable")
+    return [int(order[n // 2])] if n % 2 else [int(order[n // 2 - 1]), int(order[n // 2])]
+
+
+def _gaps(starts: np.ndarray, ends: np.ndarray, graph: np.ndarray, w0: int,
+          w1: int) -> list[tuple[int, int, bool]]:
+    """(start, end, between graph-replayed kernels) for each gap of the union inside [w0, w1]."""
+    if w1 <= w0:
+        return []
+    s, e = np.clip(starts, w0, w1), np.clip(ends, w0, w1)
+    keep = e > s
+    s, e, g = s[keep], e[keep], graph[keep]
+    if not len(s):
+        return [(w0, w1, False)]
+    order = np.argsort(s, kind="stable")
+    s, e, g = s[order], e[order], g[order]
+    reach = np.maximum.accumulate(e)
+    out: list[tuple[int, int, bool]] = []
+    if s[0] > w0:
+        out.append((w0, int(s[0]), False))
+    nxt = s[1:]
+    prev_end = reach[:-1]
+    for i in np.nonzero(nxt > prev_end)[0]:
+        out.append((int(prev_end[i]), int(nxt[i]), bool(g[i] and g[i + 1])))
+    if reach[-1] < w1:
+        out.append((int(reach[-1]), w1, False))
+    return out
+
+
+CAUSE_GPU_WAIT = "GPU-side waits (dependent kernels, stream waits)"
+
+
+def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None,
+              titles: dict[str, str]) -> list[tuple[str, float]]:
+    """(cause, ns) parts of one gap of the step window.
+
+    With the diagnosis' idle-gap table (diagnosis/idle.py: start_ns, dur_ns, host_wait_ns,
+    kernel_wait_ns, cause, op), the gap takes the split and cause of the attributed gap at its
+    midpoint: the host-wait part goes to the cause (its title, with the op when one is named),
+    the kernel-wait part to GPU-side waits. Without one, it is named by its length.
+    """
+    start, end, in_graph = gap
+    length = float(end - start)
+    if causes is not None and len(causes):
+        mid = (start + end) // 2
+        i = int(np.searchsorted(causes["start_ns"].to_numpy(), mid, side="right")) - 1
+        if i >= 0 and causes["end_ns"].iat[i] >= mid:
+            row = causes.iloc[i]
+            dur = float(row["dur_ns"]) or 1.0
+            host = length * min(max(float(row.get("host_wait_ns", dur)) / dur, 0.0), 1.0)
+            cid = str(row["cause"])
+            name = titles.get(cid, cid.replace("_", " "))
+            op = row.get("op")
+            if isinstance(op, str) and op and cid not in ("launch_gaps", "gpu_side"):
+                name = f"{name}: {op}"
+            parts = [(name, host)] if host > 0 else []
+            if length - host > 0:
+                parts.append((CAUSE_GPU_WAIT, length - host))
+            return parts
+    if in_graph:
+        return [(CAUSE_GRAPH, length)]
+    return [(CAUSE_LAUNCH if length < LAUNCH_GAP_MAX_NS else CAUSE_STALL, length)]
+
+
+def _cause_table(idle_gaps: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The idle-gap table of the diagnosis sorted by start, with an end column."""
+    if idle_gaps is None or not len(idle_gaps) or "cause" not in idle_gaps:
+        return None
+    t = idle_gaps[idle_gaps["cause"].notna()].sort_values("start_ns", kind="stable")
+    return t.assign(end_ns=t["start_ns"] + t["dur_ns"]).reset_index(drop=True)
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
+                idle_gaps: pd.DataFrame | None = None,
+                cause_titles: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per phase, the parts of its median step (see the module docstring).
+
+    ``steps`` is the per-step table with the device windows ``_w0``/``_w1`` and ``phase``;
+    ``work`` the classified device work with its ``step`` column.
+    """
+    if steps is None or not len(steps) or "_w0" not in steps:
+        return {}
+    causes = _cause_table(idle_gaps)
+    starts = work["start_ns"].to_numpy(dtype=np.int64)
+    ends = starts + work["dur_ns"].to_numpy(dtype=np.int64)
+    graph = work["graph_launch"].fillna(False).to_numpy(dtype=bool) \
+        if "graph_launch" in work else np.zeros(len(work), dtype=bool)
+    step_of = work["step"].to_numpy()
+    out: dict[str, Any] = {}
+    for phase, rows in steps.groupby("phase", sort=True):
+        picks = [rows.index[i] for i in median_steps(rows["wall_ns"].to_numpy())]
+        parts: dict[tuple[str, str, str], dict[str, Any]] = {}
+        idle: dict[str, float] = {}
+        wall = busy = 0.0
+        for i in picks:
+            w0, w1 = int(steps.at[i, "_w0"]), int(steps.at[i, "_w1"])
+            mask = np.nonzero(step_of == steps.at[i, "step"])[0]
+            clipped = np.clip(ends[mask], w0, w1) - np.clip(starts[mask], w0, w1)
+            step_busy = float(steps.at[i, "gpu_busy_ns"])
+            total = float(clipped.sum())
+            scale = step_busy / total if total > 0 else 0.0
+            sub = work.iloc[mask]
+            for (kernel, op, dims, cls, cat), ns, calls in _signatures(sub, clipped * scale):
+                row = parts.setdefault((kernel, op, dims), {
+                    "kernel": kernel, "op": op, "shapes": dims, "class": cls,
+                    "category": cat, "calls": 0.0, "ns": 0.0})
+                row["calls"] += calls
+                row["ns"] += ns
+            for g in _gaps(starts[mask], ends[mask], graph[mask], w0, w1):
+                for cause, ns in _cause_of(g, causes, cause_titles or {}):
+                    idle[cause] = idle.get(cause, 0.0) + ns
+            wall += w1 - w0
+            busy += step_busy
+        k = len(picks)
+        kernels = sorted(({**r, "calls": round(r["calls"] / k, 3), "ns": round(r["ns"] / k, 1)}
+                          for r in parts.values()), key=lambda r: (-r["ns"], r["kernel"]))
+        out[str(phase)] = {
+            "steps": [int(steps.at[i, "step"]) for i in picks],
+            "wall_ns": round(wall / k, 1), "busy_ns": round(busy / k, 1),
+            "idle_ns": round((wall - busy) / k, 1),
+            "idle": {c: round(v / k, 1) for c, v in sorted(idle.items(), key=lambda x: -x[1])},
+            "kernels": kernels,
+        }
+    return out
+
+
+def _signatures(sub: pd.DataFrame, ns: np.ndarray) -> list[tuple[tuple[str, ...], float, int]]:
+    """((kernel, op, shapes, class, category), ns, calls) per signature of ``sub``."""
+    if not len(sub):
+        return []
+    frame = pd.DataFrame({
+        "kernel": sub["name"].astype(str).to_numpy(),
+        "op": [_text(v) for v in sub["op_name"]] if "op_name" in sub else "",
+        "dims": [_text(v) for v in sub["input_dims"]] if "input_dims" in sub else "",
+        "cls": sub["class"].astype(str).to_numpy(),
+        "cat": sub["category"].astype(str).to_numpy(),
+        "ns": ns,
+    })
+    g = frame.groupby(["kernel", "op", "dims", "cls", "cat"], sort=False)["ns"].agg(["sum",
+                                                                                    "size"])
+    return [(key, float(r["sum"]), int(r["size"])) for key, r in g.iterrows()]
