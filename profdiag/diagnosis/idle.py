@@ -532,10 +532,14 @@ def recommendations(idle: dict[str, Any], rules: IdleRules) -> list[Recommendati
         same = [x for x in idle["causes"] if x["cause"] == cid]
         ns = sum(x["ns"] for x in same)
         share = sum(x["share_of_idle"] for x in same)
-        steps = sorted({s for x in same for s in x["steps"]})
+        steps = c["steps"]  # those of its largest row (the others are the op's small gaps)
         where = c["op"] + (f" in {c['context']}" if c.get("context") else "")
+        big = [g["dur_ns"] for g in idle.get("gaps", []) if g["cause"] == cid
+               and g["dur_ns"] >= 1_000_000]
+        stalls = (f"; {len(big)} stall(s) of {_ms(min(big))}-{_ms(max(big))} ms" if len(big) > 1
+                  else f"; one stall of {_ms(big[0])} ms" if big else "")
         evidence = (f"{_ms(ns)} ms ({share:.0%} of GPU idle) in {sum(x['gaps'] for x in same)} "
-                    f"gap(s): {desc.title}" + (f", {where}" if where else "")
+                    f"gap(s): {desc.title}" + (f", {where}" if where else "") + stalls
                     + (f"; steps {_ranges(steps)}" if steps else ""))
         seen.add(cid)
         out.append(Recommendation(id=f"idle.{cid}", title=desc.rec_title or desc.title,

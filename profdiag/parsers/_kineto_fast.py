@@ -57,8 +57,8 @@ KIND_BY_CAT: dict[str, str] = {
 }
 KIND_CODES = list(schema.ALL_KINDS)
 _CODE_BY_CAT = {cat: KIND_CODES.index(kind) for cat, kind in KIND_BY_CAT.items()}
-# Of the (many) python_function events, only the model runner's execute_model calls are kept,
-# as annotations: without step annotations (vLLM V1's default) each one is one step.
+# python_function events are Python frames (kind python), except the model runner's execute_model
+# calls, kept as annotations: without step annotations (vLLM V1's default) each is one step.
 _PY_STEP_SUFFIX = "): execute_model"
 _ANNOTATION_CODE = KIND_CODES.index(schema.KIND_ANNOTATION)
 GPU_CODES = np.array(sorted(KIND_CODES.index(k) for k in (
@@ -293,7 +293,11 @@ class Extractor:
         self.cols.events += len(events)
         if not sel:
             return
-        kind = np.array([code_by_cat.get(e.cat, _ANNOTATION_CODE) for e in sel],  # type: ignore[arg-type]
+        # python_function frames are kept as Python frames (the idle attribution reads them),
+        # except the model runner's execute_model calls, which are step annotations.
+        kind = np.array([_ANNOTATION_CODE if (e.cat == "python_function" and type(e.name) is str
+                                              and e.name.endswith(suffix))
+                         else code_by_cat.get(e.cat, _ANNOTATION_CODE) for e in sel],  # type: ignore[arg-type]
                         dtype=np.int8)
         start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
         dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
@@ -385,10 +389,10 @@ class Extractor:
                 continue
             cat = ev.get("cat")
             code = _CODE_BY_CAT.get(cat) if isinstance(cat, str) else None
-            if code is None:
-                if not _py_step(cat, ev.get("name")):
-                    continue
+            if _py_step(cat, ev.get("name")):
                 code = _ANNOTATION_CODE
+            elif code is None:
+                continue
             start = to_ns(ev.get("ts"))
             dur = to_ns(ev.get("dur", 0))
             if start is None or dur is None:
