@@ -124,6 +124,8 @@ class Diagnosis:
     warnings: list[str]
     model: dict[str, Any]
     roofline: dict[str, Any] | None = None
+    # collectives: exposed/overlapped time, per type bytes and bus bandwidth (communication.py)
+    communication: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     events: pd.DataFrame | None = None  # the classified device work (not serialised)
 
@@ -179,6 +181,7 @@ class Diagnosis:
             "steps": steps,
             "model": self.model,
             "roofline": self.roofline,
+            "communication": self.communication,
             "warnings": list(self.warnings),
             **({"extras": self.extras} if self.extras else {}),
         }

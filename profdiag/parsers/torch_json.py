@@ -153,9 +153,11 @@ def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
     if cols.negative:
         warnings.append(f"{cols.negative} events with a negative duration were clamped to 0")
     frame = _frame(extractor)
+    collectives = extractor.collectives
     del extractor
     frame = _link_ops(frame, warnings)
     meta = _meta(path, top, frame, warnings, salvaged)
+    meta.collectives = collectives
     return Trace(frame, meta)
 
 
@@ -290,6 +292,8 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
     dist = top.get("distributedInfo")
     if isinstance(dist, dict) and "rank" in dist:
         options["rank"] = _to_int(dist.get("rank"))
+    if isinstance(dist, dict) and _to_int(dist.get("world_size")) is not None:
+        options["world_size"] = _to_int(dist.get("world_size"))
     return TraceMeta(
         format=FORMAT,
         path=str(path),
@@ -298,4 +302,5 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
         options=options,
         base_time_ns=_to_int(top.get("baseTimeNanoseconds")),
         salvaged=salvaged,
+        distributed=dict(dist) if isinstance(dist, dict) else None,
     )

@@ -20,7 +20,8 @@ from . import text as t
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
 CATEGORY_COLORS = {
     "compute": "#4e79a7", "memory": "#f28e2b", "normalization": "#76b7b2",
-    "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
+    "elementwise": "#59a14f", "communication": "#b07aa1", "other": "#bab0ac",
+    "overhead": "#e15759",
 }
 PHASE_COLORS = {"prefill": "#7b5ea7", "decode": "#c0912b", "all": "#5f6b7a",
                 "unknown": "#5f6b7a", "mixed": "#5f6b7a"}

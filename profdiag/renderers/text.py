@@ -11,14 +11,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 STATUS_ORDER = {"fail": 3, "warn": 2, "pass": 1, "skip": 0}
-CATEGORY_ORDER = ("compute", "memory", "normalization", "elementwise", "other", "overhead")
+CATEGORY_ORDER = ("compute", "memory", "normalization", "elementwise", "communication", "other",
+                  "overhead")
 # One letter per category for the one-line text bar.
 CATEGORY_LETTER = {"compute": "C", "memory": "M", "normalization": "N", "elementwise": "E",
-                   "other": "x", "overhead": "."}
+                   "communication": "K", "other": "x", "overhead": "."}
 # The five steps of the method and the check ids that belong to each.
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("mode", "Mode", ("mode",)),
-    ("categories", "Category breakdown", ("categories", "pattern")),
+    ("categories", "Category breakdown", ("categories", "pattern", "communication")),
     ("overhead", "Overhead", ("overhead",)),
     ("counts", "Kernel counts", ("kernel_count", "layer_balance")),
     ("hotspots", "Hotspots", ("hotspots",)),
