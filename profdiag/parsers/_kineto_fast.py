@@ -420,7 +420,7 @@ class Extractor:
                 rows["bytes"].append(to_int(args.get("bytes")))
                 if "Collective name" in args:
                     self.collectives.append(collective_row(
-                        args.get("correlation"), lambda _attr, key: args.get(key)))
+                        args.get("correlation"), lambda _attr, key, a=args: a.get(key)))
                 c.text["grid"].append(dims3(args.get("grid")))
                 c.text["block"].append(dims3(args.get("block")))
                 c.text["input_dims"].append(None)
