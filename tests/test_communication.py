@@ -183,3 +183,18 @@ def test_b200_sample_communication():
     assert ar["busbw_bytes_per_s"] == pytest.approx(
         ar["bytes"] / (ar["total_ns"] / 1e9) * 2 * 7 / 8, rel=1e-6)
     assert c["interconnect"]["gpu"] == "b200"
+
+
+def test_text_and_markdown_show_the_collectives(tmp_path):
+    from profdiag.renderers import render, text
+
+    d = diagnosis.run(profdiag.load(_two_stream_trace(tmp_path / "r.json.gz"))).to_dict()
+    share = d["communication"]["by_type"]["all_reduce"]["busbw_share"]
+    # 2 MiB messages; busbw 4 MiB / 130 us x 1.5 = 48.4 GB/s
+    assert text.communication_rows(d) == [
+        ("all_reduce", "2", "0.130", "0.090", "0.040", "2.1 MB", "48.4 GB/s", f"{share * 100:.1f}%"),
+        ("link: NVLink 4 (NVSwitch)", "", "", "", "", "", "450 GB/s", ""),
+    ]
+    assert "10.8%" == f"{share * 100:.1f}%"
+    assert "48.4 GB/s" in render(d, "txt") and "48.4 GB/s" in render(d, "md")
+    assert "[fail] communication exposed 0.090 ms = 39.1% of the window" in render(d, "txt")

@@ -261,3 +261,20 @@ def test_scheduler_needs_a_directory(tmp_path, capsys):
     code, _, err = run_cli(["report", str(GRAPH), "-o", str(tmp_path / "x.json"), "--scheduler",
                             "local"], capsys)
     assert code == 2 and "--scheduler applies to a directory" in err
+
+
+def test_library_modules_import_no_click():
+    """multi.py, fleet.py and the rest of the library leave click (and printing) to commands/."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "profdiag").rglob("*.py")):
+        rel = path.relative_to(REPO / "profdiag").as_posix()
+        if rel == "cli.py" or rel.startswith("commands/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "click" or n.startswith("click.") for n in names):
+                offenders.append(rel)
+    assert offenders == []
