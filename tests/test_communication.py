@@ -197,4 +197,6 @@ def test_text_and_markdown_show_the_collectives(tmp_path):
     ]
     assert "10.8%" == f"{share * 100:.1f}%"
     assert "48.4 GB/s" in render(d, "txt") and "48.4 GB/s" in render(d, "md")
+    page = render(d, "html")
+    assert 'id="communication-table"' in page and "<td>link: NVLink 4 (NVSwitch)</td>" in page
     assert "[fail] communication exposed 0.090 ms = 39.1% of the window" in render(d, "txt")

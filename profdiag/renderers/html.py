@@ -142,6 +142,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "busy_categories": _busy_view(bd),
         "busy_share": bd.get("busy_share"), "window_ns": bd.get("window_ns"),
         "class_rows": [{**r, "color": category_color(r["category"])} for r in t.class_rows(data)],
+        "comm_headers": t.COMM_HEADERS, "comm_rows": t.communication_rows(data),
         "overhead": data.get("overhead") or {},
         "overhead_items": t.overhead_items(data, "µs"),
         "pathological": (data.get("overhead") or {}).get("pathological"),
