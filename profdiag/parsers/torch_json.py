@@ -63,7 +63,8 @@ def _read_bytes(path: Path) -> tuple[bytes, list[str]]:
         except zlib.error as exc:
             raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
         if not data:
-            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)", str(path))
+            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
+                                   str(path)) from None
         return data, ["gzip stream is truncated; read what could be inflated"]
 
 
