@@ -69,6 +69,11 @@ class RankSummary:
     step_skew_ns: list[int] = field(default_factory=list)
     slowest_rank_by_step: dict[int, int] = field(default_factory=dict)  # rank -> steps slowest
     others_wait_ns: int | None = None  # sum of collective_wait_ns over the other ranks
+    # The rank the others wait for. With collectives on every rank: the one with the least
+    # collective time (it arrives last, so it waits least; in a synchronous run every rank's
+    # step takes about as long, so step time alone cannot name it); else the slowest rank.
+    straggler_rank: int | None = None
+    straggler_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         skew = sorted(self.step_skew_ns)
@@ -83,6 +88,8 @@ class RankSummary:
                           "slowest_rank_by_step": {str(k): v for k, v in
                                                    sorted(self.slowest_rank_by_step.items())}},
             "others_wait_ns": self.others_wait_ns,
+            "straggler_rank": self.straggler_rank,
+            "straggler_by": self.straggler_by,
         }
 
 
@@ -395,15 +402,21 @@ def _skew_and_waits(summary: RankSummary, ok: list[RankRow], slow: RankRow) -> N
     if len(ok) >= 2 and n_common:
         for i in range(n_common):
             walls = [(r.step_wall_ns[i], r.rank) for r in ok]
-            summary.step_skew_ns.append(max(walls)[0] - min(walls)[0])
-            top = max(walls)[1]
-            summary.slowest_rank_by_step[top] = summary.slowest_rank_by_step.get(top, 0) + 1
+            skew = max(walls)[0] - min(walls)[0]
+            summary.step_skew_ns.append(skew)
+            if skew > 0:  # a step all ranks took equally long has no slowest rank
+                top = max(walls)[1]
+                summary.slowest_rank_by_step[top] = summary.slowest_rank_by_step.get(top, 0) + 1
+    summary.straggler_rank, summary.straggler_by = slow.rank, summary.slowest_by
     # In a synchronous collective the ranks that arrive early wait inside the kernel for the
-    # last one: their collective time beyond the straggler's is waiting.
-    if len(ok) >= 2 and all(r.comm_ns is not None for r in ok) and slow.comm_ns is not None:
+    # last one: the last one has the least collective time, and the others' collective time
+    # beyond its own is waiting.
+    if len(ok) >= 2 and all(r.comm_ns is not None for r in ok):
+        last = min(ok, key=lambda r: (r.comm_ns or 0, -(getattr(r, "median_step_ns") or 0)))
+        summary.straggler_rank, summary.straggler_by = last.rank, "least time in collectives"
         for r in ok:
-            r.collective_wait_ns = max(0, (r.comm_ns or 0) - slow.comm_ns)
-        summary.others_wait_ns = sum(r.collective_wait_ns or 0 for r in ok if r is not slow)
+            r.collective_wait_ns = max(0, (r.comm_ns or 0) - (last.comm_ns or 0))
+        summary.others_wait_ns = sum(r.collective_wait_ns or 0 for r in ok if r is not last)
 
 
 def fleet_summary(results: list[TraceResult | TraceFailure]) -> FleetSummary:
@@ -448,8 +461,9 @@ def _run_lines(s: RankSummary) -> list[str]:
         out.append(f"step skew across ranks over {d['steps']} steps: median {_ms(d['median_ns'])} ms, "
                    f"max {_ms(d['max_ns'])} ms")
     if s.others_wait_ns is not None:
-        out.append(f"the other ranks spend {_ms(s.others_wait_ns)} ms in collectives beyond rank "
-                   f"{s.slowest_rank}'s own collective time (waiting for it)")
+        out.append(f"straggler: rank {s.straggler_rank} ({s.straggler_by}); the other ranks "
+                   f"spend {_ms(s.others_wait_ns)} ms in collectives beyond its own collective "
+                   "time (waiting for it)")
     return out
 
 

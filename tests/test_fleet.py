@@ -125,6 +125,23 @@ def test_straggler_skew_and_wait_in_collectives_exact():
     assert s.others_wait_ns == 55
     assert s.to_dict()["step_skew"] == {"steps": 3, "median_ns": 50, "max_ns": 60,
                                         "slowest_rank_by_step": {"1": 1, "2": 2}}
+    assert (s.straggler_rank, s.straggler_by) == (2, "least time in collectives")
+
+
+def test_synchronous_run_straggler_is_the_rank_that_waits_least():
+    """Collectives equalise step times: rank 1 computes longest, so it waits least (10 ns)."""
+    res = [_fake("r0.json", 0, 3, 0, [200, 200], comm_ns=90),
+           _fake("r1.json", 1, 3, 0, [200, 200], comm_ns=10),
+           _fake("r2.json", 2, 3, 0, [203, 201], comm_ns=60)]
+    s = rank_summary(res)
+    # by step time rank 2 looks slowest (median 202 vs 200: noise), but it waits 50 ns
+    assert s.slowest_rank == 2 and s.spread == 1.01
+    assert (s.straggler_rank, s.straggler_by) == (1, "least time in collectives")
+    assert [r.collective_wait_ns for r in s.rows] == [80, 0, 50] and s.others_wait_ns == 130
+    from profdiag.multi import summary_text
+
+    assert ("straggler: rank 1 (least time in collectives); the other ranks spend 0.00 ms"
+            in summary_text(s))
 
 
 def test_shared_torch_folder_names_are_not_ranks():
