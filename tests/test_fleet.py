@@ -295,3 +295,29 @@ def test_library_modules_import_no_click():
             if any(n == "click" or n.startswith("click.") for n in names):
                 offenders.append(rel)
     assert offenders == []
+
+
+def test_b200_two_ranks_the_waiting_rank_is_not_the_straggler(tmp_path, capsys):
+    """Two ranks of the real b200 trace; rank 1's 73 all-reduces each run 20 us longer
+    (it waits for rank 0 inside them): rank 0 is the straggler, rank 1 waits 73 x 20 us."""
+    from helpers import shared_or_skip
+
+    src = shared_or_skip("samples", "kineto", "tracelens", "b200_eager_trace.json.gz")
+    d = tmp_path / "b200_run"
+    d.mkdir()
+    for rank in (0, 1):
+        doc = json.loads(gzip.decompress(src.read_bytes()))
+        doc["distributedInfo"] = {**doc["distributedInfo"], "rank": rank, "world_size": 2}
+        if rank == 1:
+            for e in doc["traceEvents"]:
+                if e.get("cat") == "kernel" and "multimem_all_reduce" in e.get("name", ""):
+                    e["dur"] += 20.0
+        (d / f"b200_rank{rank}.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    code, out, err = run_cli(["report", d, "-f", "json", "-o", tmp_path / "o", "-j", "1"], capsys)
+    assert code == 0, err
+    index = json.loads((tmp_path / "o" / "index.json").read_text())
+    (run,) = index["runs"]
+    assert (run["straggler_rank"], run["straggler_by"]) == (0, "least time in collectives")
+    waits = {r["rank"]: r["collective_wait_ns"] for r in index["ranks"]}
+    assert waits == {0: 0, 1: 73 * 20_000} and run["others_wait_ns"] == 73 * 20_000
+    assert "straggler: rank 0 (least time in collectives)" in out
