@@ -363,6 +363,17 @@ def metrics_of(data: Mapping[str, Any]) -> dict[str, float]:
     checks = [c for c in data.get("checks") or [] if isinstance(c, Mapping)]
     out["checks.fail"] = sum(1 for c in checks if c.get("status") == "fail")
     out["checks.warn"] = sum(1 for c in checks if c.get("status") == "warn")
+    comm = data.get("communication") or {}
+    if isinstance(comm, Mapping) and comm.get("calls"):
+        for key in ("exposed_share", "overlapped_share"):
+            out[f"communication.{key}"] = comm.get(key)
+        v = _num(comm.get("exposed_ns"))
+        out["communication.exposed_ms"] = round(v / 1e6, 6) if v is not None else None
+        for kind, row in (comm.get("by_type") or {}).items():
+            if isinstance(row, Mapping):
+                out[f"communication.{kind}.busbw_gbps"] = (
+                    round(row["busbw_bytes_per_s"] / 1e9, 3)
+                    if _num(row.get("busbw_bytes_per_s")) is not None else None)
     roof = data.get("roofline") or {}
     if isinstance(roof, Mapping) and roof.get("available"):
         for cls, row in (roof.get("summary") or {}).items():

@@ -412,7 +412,7 @@ def _skew_and_waits(summary: RankSummary, ok: list[RankRow], slow: RankRow) -> N
     # last one: the last one has the least collective time, and the others' collective time
     # beyond its own is waiting.
     if len(ok) >= 2 and all(r.comm_ns is not None for r in ok):
-        last = min(ok, key=lambda r: (r.comm_ns or 0, -(getattr(r, "median_step_ns") or 0)))
+        last = min(ok, key=lambda r: (r.comm_ns or 0, -(r.median_step_ns or 0)))
         summary.straggler_rank, summary.straggler_by = last.rank, "least time in collectives"
         for r in ok:
             r.collective_wait_ns = max(0, (r.comm_ns or 0) - (last.comm_ns or 0))

@@ -200,3 +200,14 @@ def test_text_and_markdown_show_the_collectives(tmp_path):
     page = render(d, "html")
     assert 'id="communication-table"' in page and "<td>link: NVLink 4 (NVSwitch)</td>" in page
     assert "[fail] communication exposed 0.090 ms = 39.1% of the window" in render(d, "txt")
+
+
+def test_history_metrics_track_communication(tmp_path):
+    from profdiag import history
+
+    d = diagnosis.run(profdiag.load(_two_stream_trace(tmp_path / "h.json.gz"))).to_dict()
+    m = history.metrics_of(d)
+    assert m["communication.exposed_ms"] == 0.09
+    assert m["communication.exposed_share"] == pytest.approx(90 / 230, abs=1e-6)
+    assert m["communication.all_reduce.busbw_gbps"] == pytest.approx(4194304 / 130e-6 * 1.5 / 1e9,
+                                                                     abs=1e-3)
