@@ -24,7 +24,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CATEGORIES = ("compute", "memory", "normalization", "elementwise", "overhead", "other")
+CATEGORIES = ("compute", "memory", "normalization", "elementwise", "communication", "overhead",
+              "other")
 UNMATCHED_CATEGORY = "other"
 UNMATCHED_CLASS = "unclassified"
 # Classes that are one GEMM call each (a split-K reduce belongs to its GEMM).

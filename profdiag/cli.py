@@ -68,7 +68,8 @@ def cli() -> None:
     overhead-bound, whether the kernel count is what the model implies, and what to do.
 
     Exit codes: 0 ok, 1 gate failed, 2 usage, 3 unreadable input, 4 nothing to diagnose,
-    5 output not writable, 6 missing optional dependency (see docs/cli.md).
+    5 output not writable, 6 missing optional dependency, 7 scheduler or database server
+    unreachable (see docs/cli.md).
     """
 
 

@@ -465,7 +465,8 @@ def _env() -> Any:
 BAR_LEFT, BAR_SCALE = 50, 7.0  # SVG px: label column, px per percentage point
 CATEGORY_COLORS = {
     "compute": "#4e79a7", "memory": "#f28e2b", "normalization": "#76b7b2",
-    "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
+    "elementwise": "#59a14f", "communication": "#b07aa1", "other": "#bab0ac",
+    "overhead": "#e15759",
 }
 
 

@@ -8,6 +8,7 @@ Exit codes (documented in docs/cli.md, one place):
   4 trace has nothing to diagnose (no GPU activity)
   5 output could not be written
   6 a required optional dependency is missing (torch for capture, nsys for .nsys-rep)
+  7 a service could not be reached (the Dask scheduler of --scheduler, the --db server)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_BAD_INPUT = 3
 EXIT_NO_GPU_EVENTS = 4
 EXIT_OUTPUT = 5
 EXIT_MISSING_DEPENDENCY = 6
+EXIT_UNREACHABLE = 7
 
 
 class ProfdiagError(Exception):
@@ -60,3 +62,9 @@ class RulesError(ProfdiagError):
     """A rule, policy or hardware file is malformed."""
 
     exit_code = EXIT_USAGE
+
+
+class SchedulerError(ProfdiagError):
+    """The Dask scheduler (``--scheduler``) or the history server (``--db``) cannot be reached."""
+
+    exit_code = EXIT_UNREACHABLE

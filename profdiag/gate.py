@@ -31,7 +31,8 @@ except ModuleNotFoundError:  # pragma: no cover (python < 3.11)
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SEVERITIES = ("fail", "warn", "off")
 MODES = ("prefill", "decode", "mixed", "unknown")
-CATEGORIES = ("compute", "memory", "normalization", "elementwise", "other", "overhead")
+CATEGORIES = ("compute", "memory", "normalization", "elementwise", "communication", "other",
+              "overhead")
 KERNEL_COUNT_MODES = ("exact", "tolerance", "off")
 POLICY_FILE = "policy.toml"
 RESULT_SCHEMA_VERSION = 1

@@ -1,4 +1,5 @@
-"""A local history of diagnoses in one SQLite file, for trends across commits and notebooks.
+"""A history of diagnoses in one SQLite file (or a shared PostgreSQL database given as a
+``postgresql://`` URL, see history_pg.py), for trends across commits and notebooks.
 
 Library code only (no printing). ``record`` stores a diagnosis dict (``Diagnosis.to_dict()``)
 with its labels; ``list_runs``, ``get``, ``trend`` and ``open`` read it back as DataFrames or
@@ -101,6 +102,12 @@ def default_db() -> Path:
 
 
 def resolve_db(db: str | os.PathLike[str] | None) -> Path:
+    """The SQLite path, or a postgresql:// URL kept as text (see history_pg)."""
+    from .history_pg import is_pg
+
+    target = db if db else os.environ.get(ENV_DB)
+    if is_pg(target):
+        return target  # type: ignore[return-value]
     return Path(db) if db else default_db()
 
 
@@ -196,7 +203,14 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
 @contextmanager
 def _connect(db: str | os.PathLike[str] | None, create: bool) -> Iterator[sqlite3.Connection]:
     """An open, schema-checked connection; every SQLite failure becomes a one-line error."""
+    from . import history_pg
+
     path = resolve_db(db)
+    if history_pg.is_pg(path):
+        with history_pg.connect(str(path)) as pg:
+            _ensure_schema(pg, history_pg.redact(str(path)))  # type: ignore[arg-type]
+            yield pg  # type: ignore[misc]
+        return
     if path.is_dir():
         raise UsageError("is a directory, not a history database", str(path))
     if not path.exists():
@@ -349,6 +363,17 @@ def metrics_of(data: Mapping[str, Any]) -> dict[str, float]:
     checks = [c for c in data.get("checks") or [] if isinstance(c, Mapping)]
     out["checks.fail"] = sum(1 for c in checks if c.get("status") == "fail")
     out["checks.warn"] = sum(1 for c in checks if c.get("status") == "warn")
+    comm = data.get("communication") or {}
+    if isinstance(comm, Mapping) and comm.get("calls"):
+        for key in ("exposed_share", "overlapped_share"):
+            out[f"communication.{key}"] = comm.get(key)
+        v = _num(comm.get("exposed_ns"))
+        out["communication.exposed_ms"] = round(v / 1e6, 6) if v is not None else None
+        for kind, row in (comm.get("by_type") or {}).items():
+            if isinstance(row, Mapping):
+                out[f"communication.{kind}.busbw_gbps"] = (
+                    round(row["busbw_bytes_per_s"] / 1e9, 3)
+                    if _num(row.get("busbw_bytes_per_s")) is not None else None)
     roof = data.get("roofline") or {}
     if isinstance(roof, Mapping) and roof.get("available"):
         for cls, row in (roof.get("summary") or {}).items():
@@ -607,7 +632,7 @@ class History:
     Each property reads the file again, so a notebook sees runs recorded since it opened it.
     """
 
-    path: Path
+    path: Path  # or a postgresql:// URL
 
     @property
     def runs(self) -> Any:

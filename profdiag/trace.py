@@ -33,6 +33,12 @@ class TraceMeta:
     # Epoch anchor when the format has one (torch baseTimeNanoseconds, nsys session start).
     base_time_ns: int | None = None
     salvaged: bool = False  # the file was truncated and partially recovered
+    # Collective kernels' own args (Kineto "Collective name", "In msg nelems", ...; nsys NCCL
+    # NVTX payloads): dicts with correlation, collective, in_nelems, out_nelems, group_size,
+    # dtype, pg_name; and optionally bytes (message size) when the source gives it directly.
+    collectives: list[dict[str, Any]] = field(default_factory=list)
+    # torch distributedInfo (backend, rank, world_size, pg_config) when the trace has one.
+    distributed: dict[str, Any] | None = None
 
     @property
     def device_name(self) -> str:

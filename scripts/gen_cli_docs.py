@@ -29,7 +29,8 @@ Every command shares these (defined in `profdiag/errors.py`):
 | 3 | unreadable input: empty, not a trace, corrupt, unknown format |
 | 4 | the trace has nothing to diagnose (no GPU activity, no CPU compute ops) |
 | 5 | an output file could not be written |
-| 6 | a needed optional dependency is missing (torch for `capture`, `nsys` for `.nsys-rep`, HTA for `--hta`) |
+| 6 | a needed optional dependency is missing (torch for `capture`, `nsys` for `.nsys-rep`, HTA for `--hta`, `profdiag[dask]` for `--scheduler` and URLs) |
+| 7 | a service could not be reached: the Dask scheduler of `--scheduler`, the PostgreSQL server of `--db` |
 | 70 | internal error (a bug: please report it; `PROFDIAG_DEBUG=1` shows the traceback) |
 
 Errors are one line on stderr, `profdiag: error: <file>: <what is wrong>`; no traceback, and

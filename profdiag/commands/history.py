@@ -14,8 +14,9 @@ SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 def _db_option(f: F) -> F:
     return click.option("--db", type=click.Path(dir_okay=False), envvar="PROFDIAG_DB",
-                        help="History database (default ./.profdiag/history.db or "
-                             "$PROFDIAG_DB).")(f)
+                        help="History database: a SQLite file (default ./.profdiag/history.db "
+                             "or $PROFDIAG_DB) or a postgresql://user@host/db URL (needs "
+                             "profdiag[postgres]).")(f)
 
 
 def _filter_options(f: F) -> F:
@@ -99,7 +100,8 @@ def sparkline(values: list[float | None]) -> str:
 def command() -> None:
     """Browse the local history of diagnoses recorded with `report --record`.
 
-    The history is one SQLite file: ./.profdiag/history.db, or --db / $PROFDIAG_DB.
+    The history is one SQLite file: ./.profdiag/history.db, or --db / $PROFDIAG_DB; a
+    postgresql:// URL there uses a shared PostgreSQL server instead (many CI runners).
     See docs/history.md for the schema and the Python API (profdiag.history.open).
     """
 

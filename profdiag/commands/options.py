@@ -73,7 +73,8 @@ def record_options(f: F) -> F:
         click.option("--record", is_flag=True,
                      help="Store this diagnosis in the local history (see `profdiag history`)."),
         click.option("--db", type=click.Path(dir_okay=False), envvar="PROFDIAG_DB",
-                     help="History database (default ./.profdiag/history.db or $PROFDIAG_DB)."),
+                     help="History database: a SQLite file (default ./.profdiag/history.db or "
+                          "$PROFDIAG_DB) or a postgresql://user@host/db URL."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                      help="Label for --record, e.g. commit=abc123 branch=main (repeatable)."),
     ]

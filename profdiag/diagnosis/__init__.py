@@ -16,9 +16,10 @@ import pandas as pd
 
 from .. import engines
 from ..classify import load_rules
-from ..errors import UsageError
+from ..errors import RulesError, UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace, device_label
+from . import communication as comm_mod
 from . import counts as counts_mod
 from . import health as health_mod
 from . import idle as idle_mod
@@ -171,6 +172,11 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                            else shapes.median_m, main.overhead_share, main.mode.value)
     recs = idle_mod.merge_recommendations(recs, idle, idle_rules, verdict.value,
                                           overall_bd.window_ns)
+    comm = _communication(ctx, window, gpu, gpu_spec)
+    comm_check = comm_mod.check(comm, mode.value, limits)
+    if comm_check is not None:
+        checks.append(comm_check)
+        recs.extend(comm_mod.recommendations(comm, comm_check.status, limits, nsteps))
 
     dev_info, dev_found = (None, "none") if ctx.cpu_only else trace.meta.device_info(ctx.device)
     if dev_found == "same-model" and dev_info is not None:
@@ -209,7 +215,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                   "scope": "window",
                   "limit": overhead_mod.limit_for(main.mode.value, limits),
                   "pathological": float(limits["overhead"]["pathological"])},
-        warnings=warnings, model=ctx.spec.to_dict(),
+        warnings=warnings, model=ctx.spec.to_dict(), communication=comm,
         events=work.drop(columns=list(EVIDENCE_COLUMNS)), idle=idle, health=health,
         idle_gaps=idle_gaps, trace=trace, window=window,
         step_detail=step_detail(work, steps_df, idle_gaps, idle_mod.cause_titles(idle_rules)))
@@ -275,6 +281,26 @@ def _attach_roofline(diag: Diagnosis, ctx: Context, gpu: str | None,
     from .roofline_step import roofline_section
 
     diag.roofline = roofline_section(diag, ctx, gpu, gpu_spec)
+
+
+def _communication(ctx: Context, window: tuple[int, int], gpu: str | None,
+                   gpu_spec: str | Path | None) -> dict[str, Any]:
+    """The communication section, with the interconnect of the trace's (or --gpu) GPU."""
+    from .. import hardware
+
+    link = None
+    if not ctx.cpu_only and (ctx.work["category"] == comm_mod.CATEGORY).any():
+        dev = ctx.trace.meta.devices[0] if ctx.trace.meta.devices else None
+        try:
+            spec = hardware.resolve(gpu, gpu_spec, dev.name if dev else None,
+                                    sm_count=dev.sm_count if dev else None,
+                                    memory_bytes=dev.memory_bytes if dev else None)
+        except RulesError:
+            spec = None  # the roofline step reports a bad --gpu/--gpu-spec
+        link = comm_mod.interconnect(spec.key if spec else None, gpu_spec)
+    world = ctx.trace.meta.options.get("world_size")
+    return comm_mod.summarize(ctx.work, window, ctx.trace.meta.collectives,
+                              world if isinstance(world, int) else None, link)
 
 
 def _has_rules(path: str | Path) -> bool:

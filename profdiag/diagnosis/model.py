@@ -126,6 +126,8 @@ class Diagnosis:
     warnings: list[str]
     model: dict[str, Any]
     roofline: dict[str, Any] | None = None
+    # collectives: exposed/overlapped time, per type bytes and bus bandwidth (communication.py)
+    communication: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     events: pd.DataFrame | None = None  # the classified device work (not serialised)
     # per phase: the parts of its median step (diagnosis/step_detail.py), for attribution
@@ -214,6 +216,7 @@ class Diagnosis:
             "step_detail": self.step_detail,
             "model": self.model,
             "roofline": self.roofline,
+            "communication": self.communication,
             "warnings": list(self.warnings),
             **({"idle": self.idle} if self.idle else {}),
             **({"health": self.health} if self.health else {}),

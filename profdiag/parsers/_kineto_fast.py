@@ -88,9 +88,36 @@ class _Args(msgspec.Struct, frozen=True, gc=False):
     dims_lower: msgspec.Raw = msgspec.field(name="Input dims", default=_NULL_RAW)
     types: msgspec.Raw = msgspec.field(name="Input type", default=_NULL_RAW)
     concrete: msgspec.Raw = msgspec.field(name="Concrete Inputs", default=_NULL_RAW)
+    # NCCL/RCCL collective kernels (torch >= 2.4 records these on the kernel event)
+    coll: Num = msgspec.field(name="Collective name", default=MISS)
+    in_nelems: Num = msgspec.field(name="In msg nelems", default=MISS)
+    out_nelems: Num = msgspec.field(name="Out msg nelems", default=MISS)
+    group_size: Num = msgspec.field(name="Group size", default=MISS)
+    dtype: Num = MISS
+    pg_name: Num = msgspec.field(name="Process Group Name", default=MISS)
 
 
 _NO_ARGS = _Args()
+# Collective fields of a kernel event's args -> the keys of Extractor.collectives rows.
+COLLECTIVE_ARGS = (("coll", "Collective name", "collective"), ("in_nelems", "In msg nelems", "in_nelems"),
+                   ("out_nelems", "Out msg nelems", "out_nelems"),
+                   ("group_size", "Group size", "group_size"), ("dtype", "dtype", "dtype"),
+                   ("pg_name", "Process Group Name", "pg_name"))
+
+
+def collective_row(correlation: Any, get: Callable[[str, str], Any]) -> dict[str, Any]:
+    """One collective kernel's args as plain values (ints where the field is a count)."""
+    row: dict[str, Any] = {"correlation": to_int(correlation)}
+    for attr, key, out in COLLECTIVE_ARGS:
+        v = get(attr, key)
+        if v is MISS or v is None:
+            v = None
+        elif out in ("in_nelems", "out_nelems", "group_size"):
+            v = to_int(v)
+        else:
+            v = str(v)
+        row[out] = v
+    return row
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False):
@@ -282,6 +309,8 @@ class Extractor:
         self.types_cache: dict[bytes, Any] = {}
         self.concrete_cache: dict[bytes, Any] = {}
         self.grid_cache: dict[bytes, Any] = {}
+        # one row per collective kernel that carries NCCL args (few per trace)
+        self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
     def add_structs(self, events: list[_Event]) -> None:
@@ -358,6 +387,10 @@ class Extractor:
                 vals = _raw_texts(ints(attr, g_args), _NULL_RAW, dims3, self.grid_cache)
                 for i, v in zip(gpu_idx.tolist(), vals):
                     out[i] = v
+            for a in g_args:
+                if a.coll is not MISS:
+                    self.collectives.append(collective_row(
+                        a.correlation, lambda attr, _key, a=a: getattr(a, attr)))
         if len(host_idx):
             h_args = [args[i] for i in host_idx]
             upper = ints("dims", h_args)
@@ -419,6 +452,9 @@ class Extractor:
                 rows["pid"].append(None)
                 rows["tid"].append(None)
                 rows["bytes"].append(to_int(args.get("bytes")))
+                if "Collective name" in args:
+                    self.collectives.append(collective_row(
+                        args.get("correlation"), lambda _attr, key, a=args: a.get(key)))
                 c.text["grid"].append(dims3(args.get("grid")))
                 c.text["block"].append(dims3(args.get("block")))
                 c.text["input_dims"].append(None)

@@ -67,7 +67,8 @@ def _read_bytes(path: Path) -> tuple[bytes, list[str]]:
         except zlib.error as exc:
             raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
         if not data:
-            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)", str(path))
+            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
+                                   str(path)) from None
         return data, ["gzip stream is truncated; read what could be inflated"]
 
 
@@ -157,9 +158,11 @@ def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
     if cols.negative:
         warnings.append(f"{cols.negative} events with a negative duration were clamped to 0")
     frame = _frame(extractor)
+    collectives = extractor.collectives
     del extractor
     frame = _link_ops(frame, warnings)
     meta = _meta(path, top, frame, warnings, salvaged)
+    meta.collectives = collectives
     return Trace(frame, meta)
 
 
@@ -295,6 +298,8 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
     dist = top.get("distributedInfo")
     if isinstance(dist, dict) and "rank" in dist:
         options["rank"] = _to_int(dist.get("rank"))
+    if isinstance(dist, dict) and _to_int(dist.get("world_size")) is not None:
+        options["world_size"] = _to_int(dist.get("world_size"))
     return TraceMeta(
         format=FORMAT,
         path=str(path),
@@ -303,4 +308,5 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
         options=options,
         base_time_ns=_to_int(top.get("baseTimeNanoseconds")),
         salvaged=salvaged,
+        distributed=dict(dist) if isinstance(dist, dict) else None,
     )

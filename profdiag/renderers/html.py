@@ -21,7 +21,8 @@ from . import text as t
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
 CATEGORY_COLORS = {
     "compute": "#4e79a7", "memory": "#f28e2b", "normalization": "#76b7b2",
-    "elementwise": "#59a14f", "other": "#bab0ac", "overhead": "#e15759",
+    "elementwise": "#59a14f", "communication": "#b07aa1", "other": "#bab0ac",
+    "overhead": "#e15759",
 }
 PHASE_COLORS = {"prefill": "#7b5ea7", "decode": "#c0912b", "all": "#5f6b7a",
                 "unknown": "#5f6b7a", "mixed": "#3d8a7a"}
@@ -160,6 +161,7 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
         "busy_share": bd.get("busy_share"), "window_ns": bd.get("window_ns"),
         "dev": t.device_word(data), "forwards": kc.get("forwards"),
         "class_rows": [{**r, "color": category_color(r["category"])} for r in t.class_rows(data)],
+        "comm_headers": t.COMM_HEADERS, "comm_rows": t.communication_rows(data),
         "overhead": data.get("overhead") or {},
         "overhead_items": t.overhead_items(data, "µs"),
         "pathological": (data.get("overhead") or {}).get("pathological"),

@@ -97,6 +97,11 @@ def render(data: dict[str, Any]) -> str:
         out += table(("class", "category", "busy ms", "share of busy"),
                      [(esc(r["class"]), esc(r["category"]), t.fmt_ms(r["total_ns"]),
                        t.fmt_pct(r["share"])) for r in crows], right=(2, 3))
+    comm = t.communication_rows(data)
+    if comm:
+        out.append("")
+        out += table(t.COMM_HEADERS, [tuple(esc(c) for c in r) for r in comm],
+                     right=(1, 2, 3, 4, 5, 6, 7))
 
     section("3. Overhead", "overhead")
     items = t.overhead_items(data, "µs")

@@ -11,14 +11,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 STATUS_ORDER = {"fail": 3, "warn": 2, "pass": 1, "skip": 0}
-CATEGORY_ORDER = ("compute", "memory", "normalization", "elementwise", "other", "overhead")
+CATEGORY_ORDER = ("compute", "memory", "normalization", "elementwise", "communication", "other",
+                  "overhead")
 # One letter per category for the one-line text bar.
 CATEGORY_LETTER = {"compute": "C", "memory": "M", "normalization": "N", "elementwise": "E",
-                   "other": "x", "overhead": "."}
+                   "communication": "K", "other": "x", "overhead": "."}
 # The five steps of the method and the check ids that belong to each.
 STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("mode", "Mode", ("mode",)),
-    ("categories", "Category breakdown", ("categories", "pattern")),
+    ("categories", "Category breakdown", ("categories", "pattern", "communication")),
     ("overhead", "Overhead", ("overhead", "step_outliers")),
     ("counts", "Kernel counts", ("kernel_count", "layer_balance")),
     ("hotspots", "Hotspots", ("hotspots",)),
@@ -391,6 +392,28 @@ def device_word(data: dict[str, Any]) -> str:
     return "CPU" if (data.get("source") or {}).get("device") == "cpu" else "GPU"
 
 
+COMM_HEADERS = ("collective", "calls", "time ms", "exposed ms", "overlapped ms", "mean msg",
+                "bus bw", "of link")
+
+
+def communication_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per collective type of the communication section (empty without collectives)."""
+    comm = data.get("communication") or {}
+    link = comm.get("interconnect") or {}
+    rows = []
+    for kind, v in (comm.get("by_type") or {}).items():
+        rows.append((kind, str(v.get("calls", 0)), fmt_ms(v.get("total_ns")),
+                     fmt_ms(v.get("exposed_ns")), fmt_ms(v.get("overlapped_ns")),
+                     fmt_si(v.get("mean_message_bytes"), "B"),
+                     fmt_si(v.get("busbw_bytes_per_s"), "B/s"),
+                     fmt_pct(v.get("busbw_share")) if v.get("busbw_share") is not None
+                     else "-"))
+    if rows and link:
+        rows.append((f"link: {link.get('link', '?')}", "", "", "", "", "",
+                     fmt_si(link.get("bytes_per_s"), "B/s"), ""))
+    return rows
+
+
 def status_counts(data: dict[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for c in data.get("checks") or []:
@@ -464,6 +487,9 @@ def render(data: dict[str, Any]) -> str:
     if crow:
         out += ["", *table(("class", "category", "busy ms", "share of busy"), crow,
                            right=(2, 3))]
+    comm = communication_rows(data)
+    if comm:
+        out += ["", *table(COMM_HEADERS, comm, right=(1, 2, 3, 4, 5, 6, 7))]
 
     # 3. overhead
     out += _section("3. Overhead", steps["overhead"]["status"])
