@@ -10,23 +10,21 @@ A ``.nsys-rep`` report is converted with ``nsys export`` when nsys is installed.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
-import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from .. import schema
 from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
+from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
+    bound_message, columns, connect, open_db, sqlite_file, table_names)
 
 FORMAT = "nsys"
 
@@ -55,55 +53,8 @@ _NA_STREAM = 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------------------- SQLite access
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-@contextlib.contextmanager
-def sqlite_file(path: Path) -> Iterator[Path]:
-    """Yield a path to the plain SQLite content of ``path``; a gzipped file is inflated into a
-    temporary file that is removed afterwards."""
-    if not _is_gzip(path):
-        yield path
-        return
-    fd, tmp = tempfile.mkstemp(suffix=".sqlite", prefix="profdiag-")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as gz:
-            try:
-                shutil.copyfileobj(gz, out, 1 << 20)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise TraceFormatError(f"corrupt or truncated gzip stream ({exc})",
-                                       str(path)) from None
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a SQLite file read-only without taking locks or creating journals."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True)
-
-
-@contextlib.contextmanager
-def open_db(path: Path) -> Iterator[sqlite3.Connection]:
-    with sqlite_file(path) as plain:
-        con = connect(plain)
-        try:
-            yield con
-        finally:
-            con.close()
-
-
-def table_names(con: sqlite3.Connection) -> set[str]:
-    rows = con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
-    return {r[0] for r in rows}
-
-
-def columns(con: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+# Untrusted-file access (read-only, tables only, bounded work, WAL, one bounded inflation)
+# lives in _sqlite and is shared with the rocprof parser.
 
 
 def looks_like_sqlite(head: bytes) -> bool:
@@ -135,8 +86,20 @@ def parse(path: Path) -> Trace:
         with open_db(path) as con:
             return _parse_connection(con, path)
     except sqlite3.DatabaseError as exc:
-        raise TraceFormatError(f"unreadable SQLite file ({_one_line(exc)}); "
-                               "the export may be truncated or corrupt", str(path)) from None
+        raise _db_error(exc, path) from None
+    except pd.errors.DatabaseError as exc:  # pandas wraps sqlite3 errors in its own class
+        raise _db_error(exc, path) from None
+
+
+def _db_error(exc: BaseException, path: Path) -> TraceFormatError:
+    if "interrupted" in str(exc):
+        return TraceFormatError("SQLite queries ran past the work bound: the file makes simple "
+                                "reads explode (a hostile or corrupt export?)", str(path))
+    if "malformed" in str(exc) or "disk image" in str(exc) or "not a database" in str(exc):
+        return TraceFormatError(f"truncated or corrupt SQLite export ({_one_line(exc)}); "
+                                "export it again with `nsys export --type sqlite`", str(path))
+    return TraceFormatError(f"unreadable SQLite file ({_one_line(exc)}); "
+                            "the export may be truncated or corrupt", str(path))
 
 
 def _starts_with_sqlite(path: Path) -> bool:

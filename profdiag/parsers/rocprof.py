@@ -453,15 +453,14 @@ def _parse_json(path: Path) -> Trace:
 
 
 def _read_bytes(path: Path) -> bytes:
-    import gzip
-    import zlib
+    from ..io import bounded_inflate
+
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise TraceFormatError(f"corrupt or truncated gzip stream ({exc})",
-                                   str(path)) from None
+        def truncated() -> None:
+            raise TraceFormatError("corrupt or truncated gzip stream", str(path))
+
+        return bounded_inflate(raw, path, on_truncated=truncated)
     return raw
 
 
@@ -773,9 +772,8 @@ def _parse_sqlite(path: Path) -> Trace:
                 return _parse_v1_db(con, tables, path)
             raise TraceFormatError("SQLite file is not a rocprof output (no rocpd_* tables or "
                                    "rocprof v1 KERN/OPS table)", str(path))
-    except sqlite3.DatabaseError as exc:
-        raise TraceFormatError(f"unreadable SQLite file ({' '.join(str(exc).split())}); it "
-                               "may be truncated or corrupt", str(path)) from None
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise _sql._db_error(exc, path) from None
 
 
 def _guid_join(a: str, b: str, cols_a: set[str], cols_b: set[str]) -> str:

@@ -8,9 +8,7 @@ at the last complete event, with a warning.
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,22 +47,17 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def _read_bytes(path: Path) -> tuple[bytes, list[str]]:
-    """Whole decompressed content; a truncated gzip stream yields what could be read."""
+    """Whole decompressed content (bounded, see profdiag.io.InflateBudget); a truncated
+    gzip stream yields what could be read."""
+    from ..io import bounded_inflate
+
     raw = path.read_bytes()
     if raw[:2] != b"\x1f\x8b":
         return raw, []
-    try:
-        return gzip.decompress(raw), []
-    except (EOFError, OSError, zlib.error):
-        # Truncated or corrupt gzip: inflate as far as the stream allows.
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            data = d.decompress(raw)
-        except zlib.error as exc:
-            raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-        if not data:
-            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)", str(path))
-        return data, ["gzip stream is truncated; read what could be inflated"]
+    warnings: list[str] = []
+    data = bounded_inflate(raw, path, on_truncated=lambda: warnings.append(
+        "gzip stream is truncated; read what could be inflated"))
+    return data, warnings
 
 
 def _salvage(data: bytes) -> Any | None:
