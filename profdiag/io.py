@@ -159,6 +159,22 @@ def check_outputs(*paths: str | os.PathLike[str] | None) -> None:
         seen[real] = str(p)
 
 
+def check_site_dir(path: str | os.PathLike[str]) -> None:
+    """An output folder: missing, or a directory (not a file or device); each file written
+    into it is checked by write_atomic."""
+    s = str(path)
+    try:
+        st = os.stat(s)
+    except FileNotFoundError:
+        if os.path.islink(s):
+            raise OutputError("is a dangling symbolic link", s) from None
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", s) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"is {_kind(st.st_mode)}, not a directory to write a site into", s)
+
+
 NAME_MAX = 255
 
 

@@ -312,11 +312,17 @@ def report_directory(trace: str, files: list[Path], output: str | None, fmt: str
     write_atomic(index, summary_document(summary, reports, fmt))
     failed = [r for r in results if isinstance(r, TraceFailure)]
     if not quiet:
-        click.echo(summary_text(summary, reports))
-        click.echo(f"index: {index}")
+        _echo(summary_text(summary, reports))
+        _echo(f"index: {index}")
     for res in failed:
-        click.echo(f"profdiag: error: {res.message}", err=True)
+        _echo(f"profdiag: error: {res.message}", err=True)
     if failed:
-        click.echo(f"warning: {len(failed)} of {len(results)} traces could not be diagnosed",
+        _echo(f"warning: {len(failed)} of {len(results)} traces could not be diagnosed",
                    err=True)
     sys.stdout.flush()
+
+
+def _echo(message: str, **kwargs: Any) -> None:
+    from .textsafe import echo
+
+    echo(message, **kwargs)
