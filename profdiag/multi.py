@@ -280,8 +280,6 @@ def report_directory(trace: str, files: list[Path], output: str | None, fmt: str
     """`profdiag report DIR`: one report per trace into OUTPUT (a directory) plus an index."""
     import sys
 
-    import click
-
     from .commands.options import maybe_record
     from .io import write_atomic
     from .renderers import render
