@@ -82,10 +82,10 @@ def check_input(path: str | os.PathLike[str], *, what: str = "input",
         raise _stat_error(exc, s, error) from None
     if stat.S_ISDIR(st.st_mode):
         if not allow_dir:
-            raise error(f"is a directory, expected a {what} file", s)
+            raise error(f"is a directory, not a {what}", s)
     elif not stat.S_ISREG(st.st_mode):
         raise error(f"is {_kind(st.st_mode)}, not a regular file: refusing to read it "
-                    f"as a {what}", s)
+                    f"as the {what}", s)
     elif not os.access(s, os.R_OK):
         raise error("permission denied", s)
     if protect_it:

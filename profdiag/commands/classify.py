@@ -32,7 +32,7 @@ def command(trace: str | None, unmatched: bool, explain_name: str | None, op_nam
 
     for rules_file in rules:
         if os.path.lexists(rules_file):  # special files refused; a missing one: load_rules
-            check_input(rules_file, what="rules", error=UsageError)
+            check_input(rules_file, what="rules file", error=UsageError)
     ruleset = load_rules(rules)
     if check:
         bad = 0

@@ -33,12 +33,12 @@ def prepare(opts: dict[str, Any], inputs: tuple[str | None, ...] = (),
     # option files: special files are refused here; a missing one is left to its loader,
     # whose message says which option it was
     for key, what in (("model_config", "model config"), ("gpu_spec", "GPU spec"),
-                      ("policy", "policy")):
+                      ("policy", "policy file")):
         if opts.get(key) and os.path.lexists(opts[key]):
             check_input(opts[key], what=what, error=UsageError)
     for rules_file in opts.get("rules") or ():
         if os.path.lexists(rules_file):
-            check_input(rules_file, what="rules", error=RulesError)
+            check_input(rules_file, what="rules file", error=RulesError)
     for path in inputs:
         if path is not None:
             check_input(path, what="trace", allow_dir=True)
