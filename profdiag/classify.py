@@ -29,6 +29,10 @@ UNMATCHED_CATEGORY = "other"
 UNMATCHED_CLASS = "unclassified"
 # Classes that are one GEMM call each (a split-K reduce belongs to its GEMM).
 GEMM_CLASSES = ("gemm", "gemv")
+# Rules see the first this many characters of a kernel name or op (the library, the tile
+# and the dtype come first in every real name; a 1 MB name from a hostile trace must cost
+# milliseconds, not minutes). See docs/security.md.
+MAX_MATCH_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class Rule:
     source: str = ""
 
     def matches(self, kind: str, name: str, op_name: str | None) -> bool:
-        """Return True when every condition of this rule holds."""
+        """Return True when every condition of this rule holds (callers bound the lengths,
+        see RuleSet.match)."""
         if kind != self.kind:
             return False
         if self.pattern is not None and not self.pattern.search(name):
@@ -72,6 +77,8 @@ class RuleSet:
 
     def match(self, kind: str, name: str, op_name: str | None = None) -> Match:
         """Return the winning rule's category/class, or the unclassified fallback."""
+        name = name[:MAX_MATCH_CHARS]
+        op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         for rule in self.rules:
             if rule.matches(kind, name, op_name):
                 return Match(rule.category, rule.klass, rule)
@@ -79,6 +86,8 @@ class RuleSet:
 
     def candidates(self, kind: str, name: str, op_name: str | None = None) -> list[Rule]:
         """Every rule that matches, winner first (for --explain)."""
+        name = name[:MAX_MATCH_CHARS]
+        op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         return [r for r in self.rules if r.matches(kind, name, op_name)]
 
 
@@ -88,9 +97,61 @@ def _compile(value: Any, where: str) -> re.Pattern[str] | None:
     if not isinstance(value, str):
         raise RulesError(f"{where}: pattern must be a string")
     try:
-        return re.compile(value)
+        compiled = re.compile(value)
     except re.error as exc:
         raise RulesError(f"{where}: bad regex {value!r}: {exc}") from None
+    nested = nested_quantifier(value)
+    if nested:
+        raise RulesError(f"{where}: regex {value!r} repeats a repeated group ({nested}), which "
+                         "can take exponential time on a long name; rewrite it without the "
+                         "nesting (e.g. '(a+)+' as 'a+')")
+    return compiled
+
+
+def nested_quantifier(pattern: str) -> str | None:
+    """The first unbounded repeat nested in another unbounded repeat ('(a+)+', '(\\w*x?)*'),
+    the shape of catastrophic backtracking; None when there is none. Python's re has no
+    timeout, so such user patterns are refused before any name is matched."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+        from re._constants import MAXREPEAT  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover (Python < 3.11)
+        import sre_parse  # type: ignore[no-redef]
+        from sre_constants import MAXREPEAT  # type: ignore[no-redef]
+    try:
+        tree = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 (re.compile already accepted it)
+        return None
+    repeats = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+
+    def walk(items: Any, inside: bool) -> str | None:
+        for op, av in items:
+            name = str(op)
+            if name in repeats:
+                lo, hi, body = av
+                unbounded = hi == MAXREPEAT
+                if unbounded and inside:
+                    return "an unbounded repeat inside another"
+                found = walk(body, inside or unbounded)
+                if found:
+                    return found
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                body = av[-1] if name == "SUBPATTERN" else av
+                found = walk(body, inside)
+                if found:
+                    return found
+            elif name == "BRANCH":
+                for alt in av[1]:
+                    found = walk(alt, inside)
+                    if found:
+                        return found
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                found = walk(av[1], False)
+                if found:
+                    return found
+        return None
+
+    return walk(tree, False)
 
 
 def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
