@@ -90,7 +90,21 @@ def _install_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the group, turning errors into one line and an exit code."""
+    from .io import forget_protected
+
     _install_sigterm()
+    forget_protected()  # each command protects its own inputs (in-process callers run many)
+    saved_bound = os.environ.get("PROFDIAG_MAX_INFLATED_SIZE")
+    try:
+        return _main(argv)
+    finally:  # --max-inflated-size holds for this command only
+        if saved_bound is None:
+            os.environ.pop("PROFDIAG_MAX_INFLATED_SIZE", None)
+        else:
+            os.environ["PROFDIAG_MAX_INFLATED_SIZE"] = saved_bound
+
+
+def _main(argv: list[str] | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="profdiag", standalone_mode=False)
     except ProfdiagError as exc:

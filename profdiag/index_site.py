@@ -69,7 +69,7 @@ def entries_from_db(db: str | os.PathLike[str]) -> list[Entry]:
         stamp = row["recorded_at"]
         out.append(Entry(id=str(run_id), data=data, labels=dict(row["labels"]),
                          recorded_at=stamp.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp == stamp
-                         else None, source=row["trace_path"]))
+                         and str(stamp) != "NaT" else None, source=row["trace_path"]))
     return out
 
 

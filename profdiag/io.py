@@ -29,7 +29,7 @@ from .errors import OutputError, ProfdiagError, TraceFormatError, UsageError
 # ------------------------------------------------------------------------------- inputs
 
 # (st_dev, st_ino) and resolved paths of this process's inputs and history databases.
-_PROTECTED_IDS: set[tuple[int, int]] = set()
+_PROTECTED_IDS: dict[tuple[int, int], str] = {}
 _PROTECTED_PATHS: dict[str, str] = {}
 
 
@@ -103,9 +103,13 @@ def protect(path: str | os.PathLike[str], st: os.stat_result | None = None,
         except OSError:
             st = None
     if st is not None:
-        _PROTECTED_IDS.add((st.st_dev, st.st_ino))
+        role = "history" if role == "history" else _PROTECTED_IDS.get(
+            (st.st_dev, st.st_ino), role)
+        _PROTECTED_IDS[(st.st_dev, st.st_ino)] = role
     with contextlib.suppress(OSError, RuntimeError, ValueError):
-        _PROTECTED_PATHS.setdefault(os.path.realpath(s), role)
+        real = os.path.realpath(s)
+        _PROTECTED_PATHS[real] = "history" if role == "history" else _PROTECTED_PATHS.get(
+            real, role)
 
 
 def forget_protected() -> None:
@@ -134,7 +138,7 @@ def check_output(path: str | os.PathLike[str]) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"is {_kind(st.st_mode)}: refusing to write a report over it", s)
         if (st.st_dev, st.st_ino) in _PROTECTED_IDS:
-            raise UsageError(_overwrite_message(s), s)
+            raise UsageError(_overwrite_message(s, _PROTECTED_IDS[(st.st_dev, st.st_ino)]), s)
     with contextlib.suppress(OSError, RuntimeError, ValueError):
         real = os.path.realpath(s)
         if real in _PROTECTED_PATHS:

@@ -68,17 +68,46 @@ def _read(path: Path) -> Any:
         raise UsageError(f"cannot read model config: {exc}", str(path)) from None
 
 
+# Typed coercion of config/manifest values: field -> (smallest, largest) accepted integer.
+_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "layers": (1, 100_000), "gemms_per_layer": (0, 1000), "forwards": (1, 10**9),
+    "hidden": (1, 10**7), "heads": (1, 10**5), "kv_heads": (1, 10**5), "ffn": (1, 10**8),
+    "vocab": (1, 10**9), "batch": (1, 10**7), "tokens": (0, 10**12), "context": (0, 10**12),
+}
+
+
+def _checked(fields: dict[str, Any], path: str | None, source: str) -> ModelSpec:
+    """ModelSpec(**fields) once every number is an integer in range and every text a string;
+    otherwise a one-line UsageError naming the file and the field."""
+    hint = " (or pass --no-manifest)" if source == "manifest" else ""
+    for key, (lo, hi) in _INT_FIELDS.items():
+        v = fields.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise UsageError(f"{source} field {key!r} must be an integer from {lo} to {hi}, "
+                             f"got {str(v)[:40]!r}{hint}", path)
+    for key in ("dtype", "phase"):
+        v = fields.get(key)
+        if v is not None and not isinstance(v, str):
+            raise UsageError(f"{source} field {key!r} must be a string, got {str(v)[:40]!r}"
+                             f"{hint}", path)
+    return ModelSpec(**fields, source=source, path=path)
+
+
 def from_hf_config(cfg: dict[str, Any], path: str | None = None) -> ModelSpec:
     """ModelSpec from a Hugging Face config dict."""
+    if not isinstance(cfg, dict):
+        raise UsageError("model config must be a JSON object", path)
     text = cfg.get("text_config")
     if isinstance(text, dict) and "num_hidden_layers" in text:
         cfg = {**cfg, **text}
     layers = cfg.get("num_hidden_layers", cfg.get("n_layer", cfg.get("num_layers")))
-    if not isinstance(layers, int):
+    if layers is None:
         raise UsageError("model config has no num_hidden_layers", path)
     mtype = str(cfg.get("model_type", "llama"))
     gpl = _GEMMS_PER_LAYER_BY_TYPE.get(mtype, 7)
-    return ModelSpec(
+    return _checked(dict(
         layers=layers,
         gemms_per_layer=gpl,
         hidden=cfg.get("hidden_size", cfg.get("n_embd")),
@@ -87,13 +116,14 @@ def from_hf_config(cfg: dict[str, Any], path: str | None = None) -> ModelSpec:
         ffn=cfg.get("intermediate_size"),
         vocab=cfg.get("vocab_size"),
         dtype=cfg.get("torch_dtype"),
-        source="config",
-        path=path,
-    )
+    ), path, "config")
 
 
 def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> ModelSpec:
     """ModelSpec from one capture manifest entry (ours or shared/traces' format)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("config") or {}, dict):
+        raise UsageError("manifest entry must be a JSON object with a 'config' object "
+                         "(or pass --no-manifest)", path)
     cfg = entry.get("config") or {}
     gpf = entry.get("gemms_per_forward")
     layers = cfg.get("layers")
@@ -110,7 +140,7 @@ def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> Model
             forwards = steps
         elif phase == "generate" and isinstance(steps, int):
             forwards = steps + 1
-    return ModelSpec(
+    return _checked(dict(
         layers=layers,
         gemms_per_layer=gpl,
         forwards=forwards,
@@ -124,9 +154,7 @@ def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> Model
         batch=entry.get("batch"),
         tokens=entry.get("tokens"),
         context=entry.get("context"),
-        source="manifest",
-        path=path,
-    )
+    ), path, "manifest")
 
 
 def load_config(path: str | Path) -> ModelSpec:

@@ -58,7 +58,9 @@ def fmt_labels(labels: Any) -> str:
 
 
 def fmt_date(ts: Any) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M") if _present(ts) else "-"
+    import pandas as pd
+
+    return ts.strftime("%Y-%m-%d %H:%M") if _present(ts) and not pd.isna(ts) else "-"
 
 
 def fmt_share(x: Any) -> str:

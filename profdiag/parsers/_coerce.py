@@ -107,3 +107,23 @@ def int_or_none(value: Any) -> int | None:
     if not math.isfinite(f) or f != math.floor(f) or not INT64_MIN <= f <= INT64_MAX:
         return None
     return int(f)
+
+
+def finite_numbers(values: pd.Series) -> pd.Series:
+    """``values`` as float64 with non-numbers, non-finite values and values beyond int64
+    (``inf``, ``1e400``, 2**70, text, blobs) as NaN: the lenient step for columns whose bad
+    rows a parser skips or leaves unknown."""
+    num = pd.to_numeric(values, errors="coerce")
+    if num.dtype.kind in "iu":
+        return num.astype("float64")
+    num = num.astype("float64")
+    return num.where(np.isfinite(num) & (num.abs() < 9.2e18))
+
+
+def decode_blobs(df: pd.DataFrame) -> pd.DataFrame:
+    """Blob (bytes) values of object columns as text (invalid UTF-8 replaced), in place."""
+    for col in df.columns:
+        if df[col].dtype == object and len(df) and df[col].map(
+                lambda v: isinstance(v, (bytes, bytearray, memoryview))).any():
+            df[col] = df[col].map(text)
+    return df
