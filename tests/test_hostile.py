@@ -505,3 +505,30 @@ def test_sigterm_during_sqlite_gz_inflation_leaves_no_temp_file(tmp_path):
     assert proc.returncode in (143, 3), err
     assert list(tmp.iterdir()) == []
     assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------ 8. torch JSON: BOM, NaN, lone surrogate
+
+@pytest.mark.parametrize("case", ["bom", "nan", "surrogate"])
+def test_torch_trace_with_one_bad_literal_is_salvaged(tmp_path, capsys, case):
+    raw = gzip.decompress(TORCH.read_bytes())
+    doc = json.loads(raw)
+    kernels = [e for e in doc["traceEvents"] if e.get("cat") == "kernel"]
+    if case == "bom":
+        data, warning = b"\xef\xbb\xbf" + raw, None
+    elif case == "nan":
+        kernels[3]["dur"] = float("nan")  # json.dumps writes the NaN literal
+        data, warning = json.dumps(doc).encode(), "NaN/Infinity literal"
+    else:
+        name = kernels[3]["name"]
+        data = json.dumps(doc).replace(json.dumps(name), '"\\ud800' + name + '"', 1).encode()
+        warning = "lone UTF-16 surrogate"
+    p = tmp_path / "t.json"
+    p.write_bytes(data)
+    code, _, err = run(["report", p, "-o", tmp_path / "r.json", "-q"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    if warning:
+        assert any(warning in w for w in report["warnings"]), report["warnings"]
+    # every kernel kept (the NaN one has no usable duration and is skipped)
+    assert report["overhead"]["kernels"] == len(kernels) - (case == "nan")

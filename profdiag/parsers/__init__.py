@@ -25,6 +25,7 @@ _PARSER_MODULES: dict[str, str] = {
 }
 
 HEAD_BYTES = 4096
+UTF8_BOM = b"\xef\xbb\xbf"  # some editors and Windows tools write one before JSON
 # A JSON trace may open with a large metadata object (TraceLens adds one); look this far.
 LONG_HEAD_BYTES = 1 << 20
 
@@ -52,10 +53,10 @@ def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             with gzip.open(path, "rb") as gz:
-                return gz.read(n)
+                raw = gz.read(n)
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-    return raw
+    return raw[3:] if raw[:3] == UTF8_BOM else raw
 
 
 def detect(path: str | os.PathLike[str]) -> str:

@@ -553,6 +553,8 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
     while not eof and not buf.strip(_WS):
         buf.clear()  # only whitespace so far: drop it (memory stays bounded)
         fill()
+        if buf[:3] == b"\xef\xbb\xbf":
+            del buf[:3]  # a UTF-8 byte order mark before the JSON
     stripped = buf.lstrip(_WS)
     if not stripped:
         raise TraceFormatError("empty file", str(path))
