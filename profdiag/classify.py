@@ -162,18 +162,33 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
     for key in ("category", "class"):
         if key not in raw:
             raise RulesError(f"{where}: missing {key!r}")
-    if raw["category"] not in CATEGORIES:
+    if not isinstance(raw["category"], str) or raw["category"] not in CATEGORIES:
         raise RulesError(f"{where}: category {raw['category']!r} not in {', '.join(CATEGORIES)}")
     if "pattern" not in raw and "op" not in raw:
         raise RulesError(f"{where}: needs a 'pattern' or an 'op'")
     examples: list[dict[str, str]] = []
-    for ex in raw.get("examples", []):
-        examples.append({"name": ex} if isinstance(ex, str) else dict(ex))
+    raw_examples = raw.get("examples", [])
+    if not isinstance(raw_examples, list):
+        raise RulesError(f"{where}: 'examples' must be a list")
+    for ex in raw_examples:
+        if isinstance(ex, str):
+            examples.append({"name": ex})
+        elif isinstance(ex, dict) and isinstance(ex.get("name"), str) and all(
+                isinstance(v, str) for v in ex.values()):
+            examples.append(dict(ex))
+        else:
+            raise RulesError(f"{where}: an example must be a name or a table with a 'name'")
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 10**6:
+        raise RulesError(f"{where}: 'priority' must be an integer, got {priority!r}")
+    for key in ("class", "kind", "why"):
+        if key in raw and not isinstance(raw[key], str):
+            raise RulesError(f"{where}: {key!r} must be a string")
     return Rule(
         id=rid,
         category=raw["category"],
         klass=raw["class"],
-        priority=int(raw.get("priority", 0)),
+        priority=priority,
         pattern=_compile(raw.get("pattern"), where),
         op=_compile(raw.get("op"), where),
         kind=raw.get("kind", "kernel"),
@@ -189,7 +204,10 @@ def load_rule_file(path: Path) -> list[Rule]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RulesError(f"cannot read rules: {exc}", str(path)) from None
-    return [_parse_rule(r, path.name) for r in data.get("rule", [])]
+    rules = data.get("rule", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise RulesError("'rule' must be an array of tables ([[rule]])", str(path))
+    return [_parse_rule(r, path.name) for r in rules]
 
 
 def default_rule_files() -> list[Path]:
