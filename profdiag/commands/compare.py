@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from .options import diagnosis_options, run_diagnosis
+from ..textsafe import echo
+
+from .options import diagnosis_options, prepare, run_diagnosis
 
 
 @click.command("compare")
@@ -36,6 +38,7 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     from ..io import write_atomic
 
     fmt = cmp_mod.format_for(output, fmt)
+    prepare(opts, inputs=(base, new), outputs=(output,))
     from ..sweep import compare as sweep_cmp
 
     if sweep_cmp.sweep_report_path(base) or sweep_cmp.sweep_report_path(new):
@@ -61,10 +64,10 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
     text = cmp_mod.render(result, fmt)
     if output is None:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
     write_atomic(output, text)
     if not quiet:
         for line in result["headline"]:
-            click.echo(line)
-        click.echo(f"comparison: {output}")
+            echo(line)
+        echo(f"comparison: {output}")
