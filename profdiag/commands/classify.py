@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
+from .output import echo
 
 
 @click.command("classify")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
+from .output import echo
 
 from .options import diagnosis_options, prepare, run_diagnosis
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from ..textsafe import echo
+from .output import echo
 
 F = Callable[..., Any]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..textsafe import echo
+from .output import echo
 
 
 @click.command("index")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
+from .output import echo
 
 from .options import diagnosis_options, maybe_record, prepare, record_options, run_diagnosis
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ..textsafe import echo
+from .output import echo
 
 from .options import maybe_record
 

@@ -1,0 +1,14 @@
+"""Terminal output of the commands: click.echo of text cleaned of control characters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..textsafe import clean
+
+
+def echo(message: Any = "", **kwargs: Any) -> None:
+    """click.echo of cleaned text (the CLI's output of untrusted names)."""
+    click.echo(clean(message) if isinstance(message, str) else message, **kwargs)
