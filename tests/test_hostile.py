@@ -550,3 +550,18 @@ def test_nsys_string_ids_that_would_multiply_rows(tmp_path, capsys):
     con.close()
     code, _, err = run(["report", p, "-o", tmp_path / "r.json"], capsys)
     assert "duplicate ids" in one_line_error(code, err, 3)
+
+
+@pytest.mark.parametrize("key,value", [("metadata", [1, 2]), ("strings", 5),
+                                       ("buffer_records", [1]), ("agents", "x")])
+def test_rocprofv3_json_with_wrong_container_types(tmp_path, capsys, key, value):
+    src = FIXTURES / "rocprof" / "v3_json" / "908_results_first400.json.gz"
+    doc = json.loads(gzip.decompress(src.read_bytes()))
+    doc["rocprofiler-sdk-tool"][0][key] = value
+    p = tmp_path / "v3.json"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(["report", p, "-o", tmp_path / "r.json", "-q"], capsys)
+    if code:
+        one_line_error(code, err, 3, 4)
+    else:
+        assert json.loads((tmp_path / "r.json").read_text())["schema_version"]
