@@ -104,6 +104,27 @@ def run_cli_isolated(args: list) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def rank_copy(src: Path, dst: Path, rank: int, world: int, slow: float = 1.0,
+              pg_count: int | None = 1) -> Path:
+    """A copy of a real torch trace as rank ``rank`` of a ``world``-rank run
+    (distributedInfo set), its time axis stretched by ``slow``."""
+    import gzip
+    import json
+
+    doc = json.loads(gzip.decompress(Path(src).read_bytes()))
+    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": world,
+                              **({"pg_count": pg_count} if pg_count is not None else {})}
+    if slow != 1.0:
+        t0 = min(e["ts"] for e in doc["traceEvents"] if "ts" in e)
+        for e in doc["traceEvents"]:
+            if "ts" in e:
+                e["ts"] = t0 + (e["ts"] - t0) * slow
+            if "dur" in e:
+                e["dur"] = e["dur"] * slow
+    dst.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return dst
+
+
 def diagnose_shared(traces: list[tuple[str, dict]]) -> list[tuple[Path, dict, dict]]:
     """(path, diagnosis dict, labels) for each shared torch trace; skips without ../shared."""
     import profdiag
