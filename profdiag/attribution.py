@@ -20,7 +20,8 @@ kernel classified by name alone on one side does not appear to move between clas
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ATTRIBUTION_VERSION = 1
 MAX_KERNEL_ROWS = 8  # signature rows per phase; the rest folds into its class

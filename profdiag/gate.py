@@ -263,8 +263,7 @@ def load_profile(path: str | Path, diagnose: Callable[[str], Any] | None = None)
     if report is not None:
         return Profile(str(p), "report", report)
     if diagnose is None:
-        from . import diagnose as _diagnose
-        from . import load
+        from . import diagnose as _diagnose, load
 
         def diagnose(x: str) -> Any:
             return _diagnose(load(x))

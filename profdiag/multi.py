@@ -147,7 +147,7 @@ def _natural_key(path: Path) -> list[Any]:
 
 def trace_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The PyTorch profiler traces directly inside ``directory``, in natural name order."""
-    from .parsers import torch_json, read_head
+    from .parsers import read_head, torch_json
 
     found = []
     for p in sorted(Path(directory).iterdir(), key=_natural_key):

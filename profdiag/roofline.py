@@ -32,7 +32,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -194,7 +194,7 @@ def decode_attention_flops(layers: int, context: int, head_dim: int, heads: int)
 # The one model-shape class (profdiag.modelspec); the old name stays as an alias.
 ModelConfig = ModelSpec
 
-ConfigLike = Union[ModelSpec, Mapping[str, Any]]
+ConfigLike = ModelSpec | Mapping[str, Any]
 
 
 def _cfg(config: ConfigLike | Any) -> ModelSpec:

@@ -8,11 +8,12 @@ from statistics import median
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, run_cli, shared_or_skip
 
 from profdiag import compare, gate
-from profdiag.attribution import attribute, attribute_phase
+from profdiag.attribution import attribute_phase
 from profdiag.diagnosis.step_detail import median_steps
+
+from helpers import EAGER, GRAPH, run_cli, shared_or_skip
 
 
 def _detail(kernels: list[dict[str, Any]], idle: dict[str, float],

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, PREFILL, run_cli
 
 from profdiag import compare, gate
 
-
+from helpers import EAGER, GRAPH, PREFILL, run_cli
 
 run = run_cli
 

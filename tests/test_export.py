@@ -12,13 +12,14 @@ import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import REPO, SHARED, diagnosed, shared_or_skip
 
 import profdiag
 from profdiag import schema
 from profdiag.cli import main
 from profdiag.tables import HOTSPOT_RENAME, ROOFLINE_RENAME, TABLES
 from profdiag.trace import Trace, TraceMeta
+
+from helpers import REPO, SHARED, diagnosed, shared_or_skip
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -241,9 +242,9 @@ def test_trace_repr_is_short(tiny_decode):
 
 
 def test_mixed_trace_phases_table_and_perfetto_phase_track(tmp_path):
-    from helpers import splice_generate
-
     from profdiag import perfetto as pf
+
+    from helpers import splice_generate
 
     path = splice_generate(tmp_path / "generate.json.gz")
     diag = profdiag.diagnose(profdiag.load(path))

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, PREFILL, SHARED_TORCH, TINY, run_cli, splice_generate
 
 import profdiag.cli
 from profdiag import gate
+
+from helpers import EAGER, GRAPH, PREFILL, SHARED_TORCH, TINY, run_cli, splice_generate
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from helpers import REPO, diagnose_shared, shared_or_skip
 from profdiag import history
 from profdiag.cli import main
+
+from helpers import REPO, diagnose_shared, shared_or_skip
 
 # (file, labels): tiny and 1b models, prefill, eager decode and CUDA-graph decode
 TRACES = [

@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import FIXTURES, shared_or_skip
 from profdiag import schema
 from profdiag.errors import MissingDependencyError, TraceFormatError
-from profdiag.parsers import detect, nsys_sqlite
-from profdiag.parsers import parse as parse_any
+from profdiag.parsers import detect, nsys_sqlite, parse as parse_any
+
+from helpers import FIXTURES, shared_or_skip
 
 NSYS = FIXTURES / "nsys"
 SEED = NSYS / "seed_microbench.sqlite"

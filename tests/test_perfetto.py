@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import FIXTURES, diagnosed
 
 from profdiag import perfetto as pf
 from profdiag.cli import main
+
+from helpers import FIXTURES, diagnosed
 
 PHASES = {"X", "M", "i", "I", "s", "f", "t", "B", "E", "C", "b", "e", "n"}
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import FIXTURES, SHARED, diagnosed, shared_or_skip
 from profdiag import hardware, roofline as rl
 from profdiag.diagnosis.sol import speed_of_light
 from profdiag.errors import UsageError
 from profdiag.modelspec import ModelSpec, from_hf_config, merge, read_hf_config
+
+from helpers import FIXTURES, SHARED, diagnosed, shared_or_skip
 
 H100 = hardware.get("h100-sxm")
 PEAK = 989.5e12  # H100 SXM dense bf16 (rules/hardware.toml)

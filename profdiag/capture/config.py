@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import UsageError
 from ..modelspec import ModelSpec, read_hf_config
 

@@ -31,8 +31,7 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     (compared point by point). Times are per forward, or per prefill
     token when both are prefills of known length; step times are medians per phase.
     """
-    from .. import compare as cmp_mod
-    from .. import gate as g
+    from .. import compare as cmp_mod, gate as g
     from ..io import write_atomic
 
     fmt = cmp_mod.format_for(output, fmt)

@@ -55,8 +55,7 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
     """
     from .. import gate as g
     from ..io import write_atomic
-    from ..renderers import gate_markdown, gate_text
-    from ..renderers import junit as junit_r
+    from ..renderers import gate_markdown, gate_text, junit as junit_r
     from ..renderers.json_ import dumps
 
     pol = g.Policy.load(policy)

@@ -7,9 +7,10 @@ classified event table; nothing here renders or prints.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,17 +20,19 @@ from ..classify import load_rules
 from ..errors import RulesError, UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace, device_label
-from . import communication as comm_mod
-from . import counts as counts_mod
-from . import health as health_mod
-from . import idle as idle_mod
-from . import overhead as overhead_mod
+from . import (
+    communication as comm_mod,
+    counts as counts_mod,
+    health as health_mod,
+    idle as idle_mod,
+    overhead as overhead_mod,
+)
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
 from .hotspots import hotspots
-from .step_detail import step_detail
 from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
+from .step_detail import step_detail
 from .verdict import bottleneck, recommendations
 
 __all__ = ["run", "Diagnosis"]

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -230,7 +231,7 @@ class _HostIndex:
     short_start: np.ndarray
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> "_HostIndex":
+    def of(cls, events: pd.DataFrame) -> _HostIndex:
         ev = events.sort_values("start_ns", kind="stable")
         start = ev["start_ns"].to_numpy(dtype=np.int64)
         end = start + ev["dur_ns"].to_numpy(dtype=np.int64)

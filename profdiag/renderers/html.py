@@ -14,9 +14,7 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
-from . import json_
-from . import idle_view
-from . import text as t
+from . import idle_view, json_, text as t
 
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
 CATEGORY_COLORS = {

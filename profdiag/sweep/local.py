@@ -6,9 +6,10 @@ torch is imported lazily (inside functions), as by profdiag.capture.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from .. import roofline
 from ..capture.config import CaptureOptions, ModelConfig, check_memory, estimate_memory
