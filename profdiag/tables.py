@@ -282,11 +282,12 @@ def classes_table(diag: Diagnosis) -> pd.DataFrame:
     cls = inside["class"].astype(str) if len(inside) else pd.Series([], dtype=str)
     counts = cls.value_counts()
     sums = inside["dur_ns"].groupby(cls).sum() if len(inside) else pd.Series([], dtype="int64")
-    rows = [{"class": k, "category": bd.class_category.get(k), "busy_ns": int(v),
-             "share_of_busy": v / bd.busy_ns if bd.busy_ns else 0.0,
-             "share_of_window": v / bd.window_ns if bd.window_ns else 0.0,
-             "kernels": int(counts.get(k, 0)), "kernel_sum_ns": int(sums.get(k, 0))}
-            for k, v in bd.class_ns.items()]
+    rows: list[dict[str, Any]] = [
+        {"class": k, "category": bd.class_category.get(k), "busy_ns": int(v),
+         "share_of_busy": v / bd.busy_ns if bd.busy_ns else 0.0,
+         "share_of_window": v / bd.window_ns if bd.window_ns else 0.0,
+         "kernels": int(counts.get(k, 0)), "kernel_sum_ns": int(sums.get(k, 0))}
+        for k, v in bd.class_ns.items()]
     rows.sort(key=lambda r: (-r["busy_ns"], r["class"]))
     return _frame("classes", pd.DataFrame(rows, columns=list(TABLES["classes"])))
 
