@@ -171,10 +171,19 @@ class Policy:
     sources: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, *paths: str | Path | None) -> Policy:
-        """The default policy, then each of ``paths`` (None skipped) merged over it in order."""
+    def load(cls, *paths: str | Path | None, rules: tuple[str, ...] = ()) -> Policy:
+        """The default policy, then each of ``paths`` (None skipped) merged over it in order.
+
+        The default ``overhead.max_share`` is the diagnosis's own limits (thresholds
+        ``[overhead] *_max``, with ``rules`` -- the run's ``--rules`` files -- merged over
+        them): one source of truth, so the gate and the report's overhead check agree."""
+        from .thresholds import load as load_thresholds
+
         default = default_policy_path()
-        data = _read_toml(default)
+        data = deep_merge(
+            {"overhead": {"max_share": load_thresholds(tuple(map(str, rules)))
+                          .overhead.max_share()}},
+            _read_toml(default))
         _validate(data, SCHEMA, "", str(default))
         sources = [str(default)]
         for p in paths:

@@ -58,7 +58,7 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
     from ..renderers import gate_markdown, gate_text, junit as junit_r
     from ..renderers.json_ import dumps
 
-    pol = g.Policy.load(policy)
+    pol = g.Policy.load(policy, rules=tuple(opts.get("rules") or ()))
 
     def diagnose(path: str) -> Any:
         return run_diagnosis(path, opts)

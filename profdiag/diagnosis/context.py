@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import engines, schema
+from .. import engines, schema, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
 from ..modelspec import ModelSpec
@@ -46,6 +46,11 @@ def _load_thresholds(extra: tuple[str, ...]) -> dict[str, Any]:
         for section, values in loaded.items():
             if isinstance(values, dict):
                 data.setdefault(section, {}).update(values)
+    try:
+        typed_thresholds.from_mapping(data)  # the one validation of every number
+    except RulesError as exc:
+        raise RulesError(exc.message, extra[-1] if extra else
+                         str(rules_dir() / "thresholds.toml")) from None
     return data
 
 
