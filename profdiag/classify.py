@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import RulesError
+from .gemm import GEMM_OPS
 from .rules_path import rules_dir
 
 if sys.version_info >= (3, 11):
@@ -226,7 +227,6 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
 
 # A GEMV is a GEMM whose token side is this small (the gemv rules' premise: M <= 8).
 GEMV_MAX_ROWS = 8
-_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm")
 
 
 def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
@@ -239,7 +239,7 @@ def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
     """
     if "input_dims" not in out.columns or "op_name" not in out.columns:
         return
-    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(_GEMM_OPS).fillna(False)
+    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(GEMM_OPS).fillna(False)
             & out["input_dims"].notna())
     if not cand.any():
         return

@@ -426,7 +426,7 @@ def pct_change(base: float | None, new: float | None) -> float | None:
 
 
 def short_name(name: str, width: int = 60) -> str:
-    from .renderers.text import short_kernel_name, truncate
+    from .formatting import short_kernel_name, truncate
 
     return truncate(short_kernel_name(name), width)
 
@@ -544,7 +544,7 @@ def _pct(x: float) -> str:
 
 
 def _ns(ns: float | None) -> str:
-    from .renderers.text import fmt_ns
+    from .formatting import fmt_ns
 
     return fmt_ns(ns) if ns is not None else "-"
 

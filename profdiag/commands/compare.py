@@ -33,8 +33,9 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     """
     from .. import compare as cmp_mod, gate as g
     from ..io import write_atomic
+    from ..renderers import compare_text
 
-    fmt = cmp_mod.format_for(output, fmt)
+    fmt = compare_text.format_for(output, fmt)
     from ..sweep import compare as sweep_cmp
 
     if sweep_cmp.sweep_report_path(base) or sweep_cmp.sweep_report_path(new):
@@ -58,7 +59,7 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     b = g.load_profile(base, diagnose)
     n = g.load_profile(new, diagnose)
     result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
-    text = cmp_mod.render(result, fmt)
+    text = compare_text.render(result, fmt)
     if output is None:
         click.echo(text, nl=False)
         return

@@ -224,8 +224,10 @@ def compare_cmd(before: int, after: int, fmt: str | None, output: str | None,
               f"({fmt_labels(b['labels'])})")
     cmp_mod = _compare_module()
     if cmp_mod is not None:
-        fmt = cmp_mod.format_for(output, fmt)
-        text = cmp_mod.render(cmp_mod.compare(a["diagnosis"], b["diagnosis"]), fmt)
+        from ..renderers import compare_text
+
+        fmt = compare_text.format_for(output, fmt)
+        text = compare_text.render(cmp_mod.compare(a["diagnosis"], b["diagnosis"]), fmt)
     else:  # profdiag.compare not installed: the minimal diff of history.diff
         fmt = fmt or ("json" if output and output.lower().endswith(".json") else "txt")
         if fmt not in ("txt", "json"):

@@ -195,7 +195,7 @@ def _server_sweep(url: str, points: list[Any], config: Any, out: Path, model: st
 
     dt = dtype or "bfloat16"
     dkey = hardware.normalize_dtype(dt) or "bf16"
-    dbytes = {"float32": 4, "bfloat16": 2, "float16": 2}[dt]
+    dbytes = hardware.DTYPE_BYTES[dkey]
     client = srv.Client(url, model=model, timeout=timeout)
     settings = {"server": client.base, "model": client.model, "model_name": config.name,
                 "config": config.to_dict(), "dtype": dt, "profile": profile}

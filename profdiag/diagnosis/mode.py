@@ -11,30 +11,23 @@ import orjson
 import pandas as pd
 
 from ..classify import GEMM_CLASSES
+from ..gemm import TOKEN_GEMM_OPS, gemm_rows
 from ..thresholds import Thresholds, load
 from .context import DECODE_HINT, PREFILL_HINT
 from .model import ModeResult
 
-_GEMM_OPS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::_scaled_mm"}
 _ATTN_PREFIX = ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::_cudnn_attention",
                 "aten::_flash_attention", "aten::_efficient_attention")
 
 
 def gemm_m(op: str, dims_json: str) -> int | None:
-    """Rows M (= batch x tokens) of a GEMM op from its Input Dims, or None."""
+    """Rows M (= batch x tokens) of a token GEMM op from its Input Dims, or None
+    (the one GEMM-shape parser: profdiag/gemm.py)."""
     try:
         dims = orjson.loads(dims_json)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(dims, list):
-        return None
-    a = dims[1] if op == "aten::addmm" and len(dims) > 1 else (dims[0] if dims else None)
-    if not isinstance(a, list) or len(a) < 2 or not all(isinstance(x, int) for x in a):
-        return None
-    m = 1
-    for x in a[:-1]:
-        m *= x
-    return m
+    return gemm_rows(op, dims) if isinstance(dims, list) else None
 
 
 def attention_q_len(dims_json: str) -> int | None:
@@ -89,7 +82,7 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     def shape_of(op: str, dims_json: str) -> tuple[float, float]:
         if not op:
             return (np.nan, np.nan)
-        m = gemm_m(op, dims_json) if op in _GEMM_OPS else None
+        m = gemm_m(op, dims_json) if op in TOKEN_GEMM_OPS else None
         tq = attention_q_len(dims_json) if op.startswith(_ATTN_PREFIX) else None
         return (float(m) if m else np.nan, float(tq) if tq else np.nan)
 
