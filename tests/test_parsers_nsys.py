@@ -118,6 +118,17 @@ def test_saxpy_2022_2_export_without_enum_tables():
     assert trace.of_kind("runtime")["name"].notna().all()
 
 
+def test_saxpy_kernels_classify_as_elementwise():
+    """The worked example of docs/architecture.md: rule elementwise.axpy (rules/kernels.toml)
+    turns the five unclassified saxpy kernels of this real trace into elementwise work."""
+    from profdiag.classify import classify, load_rules
+
+    out = classify(parsed(str(SAXPY)).kernels, load_rules())
+    assert len(out) == 5
+    assert set(out["rule_id"]) == {"elementwise.axpy"}
+    assert set(out["category"]) == {"elementwise"} and set(out["class"]) == {"elementwise"}
+
+
 @pytest.mark.parametrize("path", [SEED, CLOVERLEAF, SAXPY])
 def test_detect_nsys(path):
     assert detect(path) == "nsys"
