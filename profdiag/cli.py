@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Write the diagnosis as CSV/Parquet tables (and a Perfetto trace)."),
     "roofline": ("profdiag.commands.roofline", "Napkin roofline: ridge, bound, speed limits."),
     "sweep": ("profdiag.commands.sweep", "Sweep prompt length, output length and batch."),
+    "schema": ("profdiag.commands.schema", "Print the JSON Schema of the JSON report."),
 }
 
 
