@@ -88,6 +88,13 @@ def test_overhead_hotspot_and_advice_overrides_reach_the_report(tmp_path):
     assert d.overhead["kernels"] == len(work) == 2368
     assert 0 < short < len(work)
     assert d.overhead["short_kernel_share"] == round(short / len(work), 4)
+    # the label of every output is formatted from the limit the report carries
+    from profdiag.renderers import text as text_r
+
+    assert d.overhead["short_kernel_ns"] == 1_000 and base.overhead["short_kernel_ns"] == 10_000
+    labels = [label for label, _ in text_r.overhead_items(d.to_dict())]
+    assert "short kernel share (< 1 us)" in labels
+    assert "short kernel share (< 10 us)" in [lb for lb, _ in text_r.overhead_items(base.to_dict())]
     fusion = [r for r in d.recommendations if r.id == "overhead.fusion"]
     assert all("< 1 us" in r.evidence for r in fusion)
     # graphs advice fires only while the replayed share is below the limit (0 now: never)

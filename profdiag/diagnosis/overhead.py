@@ -45,6 +45,7 @@ def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int
         "kernels_per_step": round(len(work) / steps, 1) if steps else None,
         "mean_kernel_ns": int(work["dur_ns"].mean()) if len(work) else None,
         "short_kernel_share": round(short / len(work), 4) if len(work) else 0.0,
+        "short_kernel_ns": int(short_kernel_ns),  # the limit the share counts under
         "graph_replayed_share": round(float(work["graph_launch"].fillna(False).mean()), 4)
         if len(work) else 0.0,
     }
