@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from profdiag.multi import (
+    RankSummary,
+    TraceResult,
+    fleet_summary,
+    group_runs,
+    name_rank,
+    rank_summary,
+)
+
 from helpers import FIXTURES, REPO, SHARED_TORCH, rank_copy, run_cli
-from profdiag.multi import (RankSummary, TraceResult, fleet_summary, group_runs, name_rank,
-                            rank_summary)
 
 GRAPH = FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz"
 SLOW_RANK, SLOW = 5, 1.6

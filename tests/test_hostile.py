@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import time_limit
 
 from profdiag.cli import main
 
 from helpers import FIXTURES, REPO
-from test_bad_inputs import time_limit
 
 TORCH = FIXTURES / "torch" / "own_tiny_prefill_T128_B1.json.gz"
 NSYS = FIXTURES / "nsys" / "seed_microbench.sqlite"

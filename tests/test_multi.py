@@ -4,10 +4,11 @@ import json
 import shutil
 
 import pytest
-from helpers import rank_copy
 
 from profdiag.cli import main
 from profdiag.multi import TraceFailure, TraceResult, diagnose_many, rank_summary
+
+from helpers import rank_copy
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,9 @@ def test_directory_where_every_trace_fails(tmp_path, capsys):
 
 
 def test_rocprofv3_folder_is_not_fanned_out(tmp_path):
-    from helpers import shared_or_skip
     from profdiag.multi import fan_out_paths
+
+    from helpers import shared_or_skip
 
     src = shared_or_skip("samples", "rocprof", "v3", "csv_docs_rocm-systems_2025-08")
     d = tmp_path / "rocprof_out"

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -230,7 +231,7 @@ class _HostIndex:
     short_start: np.ndarray
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> "_HostIndex":
+    def of(cls, events: pd.DataFrame) -> _HostIndex:
         ev = events.sort_values("start_ns", kind="stable")
         start = ev["start_ns"].to_numpy(dtype=np.int64)
         end = start + ev["dur_ns"].to_numpy(dtype=np.int64)
@@ -422,10 +423,12 @@ def summarise(table: pd.DataFrame, steps_df: pd.DataFrame, rules: IdleRules) -> 
     by_step = []
     if len(steps_df) and len(table):
         per = table.groupby("step")[["host_wait_ns", "kernel_wait_ns"]].sum()
+        host_of = per["host_wait_ns"].to_dict()
+        kern_of = per["kernel_wait_ns"].to_dict()
         for r in steps_df[["step", "phase"]].to_dict("records"):
             s = int(r["step"])
-            hw_s = int(per.at[s, "host_wait_ns"]) if s in per.index else 0
-            kw_s = int(per.at[s, "kernel_wait_ns"]) if s in per.index else 0
+            hw_s = int(host_of.get(s, 0))
+            kw_s = int(kern_of.get(s, 0))
             by_step.append({"step": s, "phase": r["phase"], "host_wait_ns": hw_s,
                             "kernel_wait_ns": kw_s})
     by_phase: dict[str, dict[str, int]] = {}

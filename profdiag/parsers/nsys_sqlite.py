@@ -24,8 +24,7 @@ from .. import schema
 from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
 from . import _coerce
-from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
-    bound_message, columns, connect, open_db, sqlite_file, table_names)
+from ._sqlite import bound_message, columns, connect, open_db, sqlite_file, table_names  # noqa: F401 (re-exported for the rocprof parser)
 
 FORMAT = "nsys"
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -23,8 +24,7 @@ import pandas as pd
 from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
-from . import _coerce
-from . import nsys_sqlite as _sql
+from . import _coerce, nsys_sqlite as _sql
 from .torch_json import short_name as _short_name
 
 FORMAT = "rocprof"
@@ -706,7 +706,7 @@ def _parse_v3_csv(path: Path, files: dict[str, Path]) -> Trace:
     for key, p in files.items():
         run, kind = key.rsplit("|", 1)
         runs.setdefault(run, {})[kind] = p
-    for run, parts in sorted(runs.items()):
+    for _run, parts in sorted(runs.items()):
         info = _read_csv(parts["agent_info"]) if "agent_info" in parts else None
         mapping, run_devices = _agent_map(info)
         if not devices:

@@ -1,4 +1,5 @@
-"""Terminal output of the commands: click.echo of text cleaned of control characters."""
+"""The CLI's echo of untrusted text: click.echo through textsafe.clean (kept here, in the
+CLI layer, so library modules import no click)."""
 
 from __future__ import annotations
 
