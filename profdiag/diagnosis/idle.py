@@ -165,19 +165,29 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     order = np.lexsort((launch, st))
     st_sorted = st[order]
     parts: list[np.ndarray] = []
-    for w0, w1, step in _contiguous(windows):
-        if w1 <= w0:
-            continue
-        lo, hi = np.searchsorted(st_sorted, w0, "left"), np.searchsorted(st_sorted, w1, "left")
-        # Work overlapping the window: started in it, or started before and still running.
-        before = order[:lo]
-        before = before[en[before] > w0]
-        idx = np.concatenate((before, order[lo:hi]))
-        seg_s, seg_e = _segments(np.clip(st[idx], w0, w1), np.clip(en[idx], w0, w1))
-        g_s = np.concatenate(([w0], seg_e))
-        g_e = np.concatenate((seg_s, [w1]))
-        keep = g_e > g_s
-        a, b = g_s[keep].astype(np.int64), g_e[keep].astype(np.int64)
+    cw = [w for w in _contiguous(windows) if w[1] > w[0]]
+    tiled = _tiled(cw)
+    if tiled is not None:
+        # Windows that tile the analysed window (none overlaps another): the gaps inside each
+        # are the gaps of the whole work's union cut at the window edges, in one pass (a loop
+        # per window cost ~0.5 ms per step: seconds at 10,000 steps).
+        a, b, step_of = _cut(st, en, *tiled)
+        windows_iter: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(a, b, step_of)]
+    else:
+        windows_iter = []
+        for w0, w1, step in cw:
+            lo, hi = np.searchsorted(st_sorted, w0, "left"), np.searchsorted(st_sorted, w1, "left")
+            # Work overlapping the window: started in it, or started before and still running.
+            before = order[:lo]
+            before = before[en[before] > w0]
+            idx = np.concatenate((before, order[lo:hi]))
+            seg_s, seg_e = _segments(np.clip(st[idx], w0, w1), np.clip(en[idx], w0, w1))
+            g_s = np.concatenate(([w0], seg_e))
+            g_e = np.concatenate((seg_s, [w1]))
+            keep = g_e > g_s
+            windows_iter.append((g_s[keep].astype(np.int64), g_e[keep].astype(np.int64),
+                                 np.full(int(keep.sum()), step)))
+    for a, b, step_of in windows_iter:
         k = np.searchsorted(st_sorted, b, "left")
         has = k < len(st_sorted)
         has[has] = st_sorted[k[has]] == b[has]
@@ -192,11 +202,44 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
         # Launched after the gap began: the queue was empty, the whole gap (launch latency
         # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
         hw = np.where(ready > a, b - a, 0)
-        parts.append(np.column_stack((a, b - a, np.full(len(a), step), hw, b - a - hw,
+        parts.append(np.column_stack((a, b - a, step_of, hw, b - a - hw,
                                       np.maximum(ready, a), nxt, tid)))
     if not parts:
         return pd.DataFrame(columns=cols)
     return pd.DataFrame(np.concatenate(parts).astype(np.int64), columns=cols)
+
+
+def _tiled(cw: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(starts, ends, steps) of windows sorted and each starting where the previous ends,
+    else None."""
+    if not cw:
+        return None
+    w = np.array(cw, dtype=np.int64).reshape(-1, 3)
+    if len(w) > 1 and not np.array_equal(w[1:, 0], w[:-1, 1]):
+        return None
+    return w[:, 0], w[:, 1], w[:, 2]
+
+
+def _cut(st: np.ndarray, en: np.ndarray, w0: np.ndarray, w1: np.ndarray, steps: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Idle stretches [a, b) of the work's union inside tiled windows, cut at window edges,
+    with each stretch's window step: what the per-window loop of gaps() gives."""
+    lo, hi = int(w0[0]), int(w1[-1])
+    inside = (st < hi) & (en > lo)
+    # zero-length work at the outer edges opens no stretch (the loop clipped it away too)
+    seg_s, seg_e = _segments(np.clip(st[inside], lo, hi), np.clip(en[inside], lo, hi))
+    g_s = np.concatenate(([lo], seg_e)).astype(np.int64)
+    g_e = np.concatenate((seg_s, [hi])).astype(np.int64)
+    keep = g_e > g_s
+    g_s, g_e = g_s[keep], g_e[keep]
+    j0 = np.searchsorted(w0, g_s, "right") - 1  # window holding each stretch's start
+    j1 = np.searchsorted(w0, g_e, "left") - 1  # window holding its last instant
+    n = j1 - j0 + 1
+    rep = np.repeat(np.arange(len(g_s)), n)
+    j = np.repeat(j0, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+    a = np.maximum(g_s[rep], w0[j])
+    b = np.minimum(g_e[rep], w1[j])
+    return a, b, steps[j]
 
 
 def _contiguous(windows: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
