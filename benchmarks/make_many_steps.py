@@ -50,6 +50,13 @@ def events(steps: int) -> list[dict]:
     return out
 
 
+def document(steps: int) -> bytes:
+    """The trace's JSON text."""
+    doc = {"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}],
+           "traceEvents": events(steps)}
+    return json.dumps(doc).encode()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", nargs="?", type=Path, default=Path("/tmp/profdiag-bench"))
@@ -57,9 +64,7 @@ def main() -> None:
     a = ap.parse_args()
     a.out_dir.mkdir(parents=True, exist_ok=True)
     path = a.out_dir / f"many_steps_{a.steps}.json"
-    doc = {"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}],
-           "traceEvents": events(a.steps)}
-    path.write_text(json.dumps(doc))
+    path.write_bytes(document(a.steps))
     print(path)
 
 
