@@ -154,7 +154,8 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
     # The launch call of each work item: its end and thread (same correlation id).
-    rt = host[(host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()]
+    rt = host.loc[((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy(),
+                  ["correlation", "start_ns", "dur_ns", "tid"]]
     rt = rt.drop_duplicates("correlation").set_index("correlation")
     corr = work["correlation"]
     call_end = corr.map(rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
@@ -271,20 +272,47 @@ class _HostIndex:
     short_idx: np.ndarray
     short_max: int
     short_start: np.ndarray
+    # per event: its name's code into ``unique_names``; matches are computed once per name
+    name_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unique_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    structural: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    _hits: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, events: pd.DataFrame) -> "_HostIndex":
-        ev = events.sort_values("start_ns", kind="stable")
+        ev = events[["name", "kind", "start_ns", "dur_ns", "tid"]].sort_values(
+            "start_ns", kind="stable")
         start = ev["start_ns"].to_numpy(dtype=np.int64)
         end = start + ev["dur_ns"].to_numpy(dtype=np.int64)
         dur = end - start
         long_cut = 1_000_000
-        return cls(name=ev["name"].astype(str).to_numpy(), kind=ev["kind"].astype(str).to_numpy(),
+        # names as str (as astype(str) gives them), one object per distinct name
+        codes, uniques = pd.factorize(ev["name"], use_na_sentinel=True)
+        na_text = pd.Series([None], dtype=ev["name"].dtype).astype(str).iloc[0]
+        unique_names = np.append(pd.Series(uniques, dtype=ev["name"].dtype).astype(str)
+                                 .to_numpy(dtype=object), np.array([na_text], dtype=object))
+        codes = np.where(codes < 0, len(unique_names) - 1, codes)
+        # (a missing name stays missing, NaN: it matches nothing)
+        structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
+                               for n in unique_names], dtype=bool)
+        return cls(name=unique_names[codes], kind=ev["kind"].astype(str).to_numpy(),
                    start=start, end=end,
                    tid=ev["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
                    .astype(np.int64),
                    long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
-                   short_max=long_cut, short_start=start[dur < long_cut])
+                   short_max=long_cut, short_start=start[dur < long_cut], name_code=codes,
+                   unique_names=unique_names, structural=structural[codes])
+
+    def hits(self, cause: "Cause") -> np.ndarray:
+        """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
+        got = self._hits.get(cause.id)
+        if got is None:
+            pattern = cause.pattern
+            per_name = np.array([isinstance(n, str) and pattern is not None
+                                 and bool(pattern.search(n))
+                                 for n in self.unique_names], dtype=bool)
+            got = self._hits[cause.id] = per_name[self.name_code]
+        return got
 
     def overlapping(self, a: int, b: int) -> np.ndarray:
         """Positions of events overlapping [a, b)."""
@@ -316,7 +344,7 @@ def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
     ov = np.minimum(hix.end[pos], b) - np.maximum(hix.start[pos], a)
     span = pos[ov >= cover * (b - a)]
     span = span[np.argsort(hix.end[span] - hix.start[span], kind="stable")]  # innermost first
-    span = np.array([p for p in span if not _STRUCTURAL.match(hix.name[p])], dtype=np.int64)
+    span = span[~hix.structural[span]].astype(np.int64)
     context = ""
     for i, p in enumerate(span):
         c = _match(rules, hix.name[p])
@@ -332,7 +360,7 @@ def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
     for c in rules.causes:
         if not c.inside or c.pattern is None:
             continue
-        hit = [p for p in during if c.pattern.search(hix.name[p])]
+        hit = during[hix.hits(c)[during]].tolist()
         if hit:
             return c.id, hix.name[max(hit, key=lambda p: hix.end[p] - hix.start[p])], \
                 _context(span, hix)
@@ -386,9 +414,11 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         want &= (g["host_wait_ns"] > 0).to_numpy()
     else:
         want = np.zeros(0, dtype=bool)
-    hosty = events[events["kind"].astype(str).isin(
+    # only the columns the index reads: a copy of every column of millions of host rows
+    # cost over a GB on a 1M-kernel nsys export
+    hosty = events.loc[events["kind"].astype(str).isin(
         (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
-         _PYTHON_KIND))]
+         _PYTHON_KIND)).to_numpy(), ["name", "kind", "start_ns", "dur_ns", "tid"]]
     hix = _HostIndex.of(hosty)
     cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
         if len(g) else np.array([], dtype=object)
