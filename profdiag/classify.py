@@ -35,6 +35,10 @@ GEMM_CLASSES = ("gemm", "gemv")
 # of an attention kernel, the main kernel of a linear-attention / state-space mixer layer.
 ROLES = ("", "moe_expert", "moe_routing", "moe_combine", "attention_aux", "mixer", "mixer_aux",
          "quantize")
+# Rules see the first this many characters of a kernel name or op (the library, the tile
+# and the dtype come first in every real name; a 1 MB name from a hostile trace must cost
+# milliseconds, not minutes). See docs/security.md.
+MAX_MATCH_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ class Rule:
     role: str = ""  # its part in a decoder block (moe_expert, moe_routing, attention_aux, ...)
 
     def matches(self, kind: str, name: str, op_name: str | None) -> bool:
-        """Return True when every condition of this rule holds."""
+        """Return True when every condition of this rule holds (callers bound the lengths,
+        see RuleSet.match)."""
         if kind != self.kind:
             return False
         if self.pattern is not None and not self.pattern.search(name):
@@ -80,6 +85,8 @@ class RuleSet:
 
     def match(self, kind: str, name: str, op_name: str | None = None) -> Match:
         """Return the winning rule's category/class, or the unclassified fallback."""
+        name = name[:MAX_MATCH_CHARS]
+        op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         for rule in self.rules:
             if rule.matches(kind, name, op_name):
                 return Match(rule.category, rule.klass, rule)
@@ -87,6 +94,8 @@ class RuleSet:
 
     def candidates(self, kind: str, name: str, op_name: str | None = None) -> list[Rule]:
         """Every rule that matches, winner first (for --explain)."""
+        name = name[:MAX_MATCH_CHARS]
+        op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         return [r for r in self.rules if r.matches(kind, name, op_name)]
 
 
@@ -96,9 +105,61 @@ def _compile(value: Any, where: str) -> re.Pattern[str] | None:
     if not isinstance(value, str):
         raise RulesError(f"{where}: pattern must be a string")
     try:
-        return re.compile(value)
+        compiled = re.compile(value)
     except re.error as exc:
         raise RulesError(f"{where}: bad regex {value!r}: {exc}") from None
+    nested = nested_quantifier(value)
+    if nested:
+        raise RulesError(f"{where}: regex {value!r} repeats a repeated group ({nested}), which "
+                         "can take exponential time on a long name; rewrite it without the "
+                         "nesting (e.g. '(a+)+' as 'a+')")
+    return compiled
+
+
+def nested_quantifier(pattern: str) -> str | None:
+    """The first unbounded repeat nested in another unbounded repeat ('(a+)+', '(\\w*x?)*'),
+    the shape of catastrophic backtracking; None when there is none. Python's re has no
+    timeout, so such user patterns are refused before any name is matched."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+        from re._constants import MAXREPEAT  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover (Python < 3.11)
+        import sre_parse  # type: ignore[no-redef]
+        from sre_constants import MAXREPEAT  # type: ignore[no-redef]
+    try:
+        tree = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 (re.compile already accepted it)
+        return None
+    repeats = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+
+    def walk(items: Any, inside: bool) -> str | None:
+        for op, av in items:
+            name = str(op)
+            if name in repeats:
+                lo, hi, body = av
+                unbounded = hi == MAXREPEAT
+                if unbounded and inside:
+                    return "an unbounded repeat inside another"
+                found = walk(body, inside or unbounded)
+                if found:
+                    return found
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                body = av[-1] if name == "SUBPATTERN" else av
+                found = walk(body, inside)
+                if found:
+                    return found
+            elif name == "BRANCH":
+                for alt in av[1]:
+                    found = walk(alt, inside)
+                    if found:
+                        return found
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                found = walk(av[1], False)
+                if found:
+                    return found
+        return None
+
+    return walk(tree, False)
 
 
 def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
@@ -109,7 +170,7 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
     for key in ("category", "class"):
         if key not in raw:
             raise RulesError(f"{where}: missing {key!r}")
-    if raw["category"] not in CATEGORIES:
+    if not isinstance(raw["category"], str) or raw["category"] not in CATEGORIES:
         raise RulesError(f"{where}: category {raw['category']!r} not in {', '.join(CATEGORIES)}")
     if "pattern" not in raw and "op" not in raw:
         raise RulesError(f"{where}: needs a 'pattern' or an 'op'")
@@ -119,13 +180,28 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
     if raw.get("role", "") not in ROLES:
         raise RulesError(f"{where}: role {raw['role']!r} not in {', '.join(r for r in ROLES if r)}")
     examples: list[dict[str, str]] = []
-    for ex in raw.get("examples", []):
-        examples.append({"name": ex} if isinstance(ex, str) else dict(ex))
+    raw_examples = raw.get("examples", [])
+    if not isinstance(raw_examples, list):
+        raise RulesError(f"{where}: 'examples' must be a list")
+    for ex in raw_examples:
+        if isinstance(ex, str):
+            examples.append({"name": ex})
+        elif isinstance(ex, dict) and isinstance(ex.get("name"), str) and all(
+                isinstance(v, str) for v in ex.values()):
+            examples.append(dict(ex))
+        else:
+            raise RulesError(f"{where}: an example must be a name or a table with a 'name'")
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 10**6:
+        raise RulesError(f"{where}: 'priority' must be an integer, got {priority!r}")
+    for key in ("class", "kind", "why"):
+        if key in raw and not isinstance(raw[key], str):
+            raise RulesError(f"{where}: {key!r} must be a string")
     return Rule(
         id=rid,
         category=raw["category"],
         klass=raw["class"],
-        priority=int(raw.get("priority", 0)),
+        priority=priority,
         pattern=_compile(raw.get("pattern"), where),
         op=_compile(raw.get("op"), where),
         kind=raw.get("kind", "kernel"),
@@ -143,7 +219,10 @@ def load_rule_file(path: Path) -> list[Rule]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RulesError(f"cannot read rules: {exc}", str(path)) from None
-    return [_parse_rule(r, path.name) for r in data.get("rule", [])]
+    rules = data.get("rule", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise RulesError("'rule' must be an array of tables ([[rule]])", str(path))
+    return [_parse_rule(r, path.name) for r in rules]
 
 
 def default_rule_files() -> list[Path]:

@@ -73,8 +73,43 @@ def cli() -> None:
     """
 
 
+class Terminated(BaseException):
+    """SIGTERM (a CI timeout, `kill`): unwinds like Ctrl-C so temporary files are removed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _install_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        try:
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # pragma: no cover (embedded interpreters)
+            pass
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the group, turning errors into one line and an exit code."""
+    from .io import forget_protected
+
+    _install_sigterm()
+    forget_protected()  # each command protects its own inputs (in-process callers run many)
+    saved_bound = os.environ.get("PROFDIAG_MAX_INFLATED_SIZE")
+    try:
+        return _main(argv)
+    finally:  # --max-inflated-size holds for this command only
+        if saved_bound is None:
+            os.environ.pop("PROFDIAG_MAX_INFLATED_SIZE", None)
+        else:
+            os.environ["PROFDIAG_MAX_INFLATED_SIZE"] = saved_bound
+
+
+def _main(argv: list[str] | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="profdiag", standalone_mode=False)
     except ProfdiagError as exc:
@@ -82,15 +117,18 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.ClickException as exc:
-        # usage errors: keep click's message and hint, exit 2
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+        # usage errors: one line naming the command, and where the help is; exit 2
+        _fail(_click_message(exc), exc.exit_code if exc.exit_code else EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Terminated:
+        _fail("terminated (SIGTERM); nothing was written", 143)
     except MemoryError:
         _fail("out of memory", 3)
+    except RecursionError:
+        _fail("input nested too deeply to read", 3)
     except Exception as exc:  # a bug: still one line, unless debugging
         if os.environ.get("PROFDIAG_DEBUG"):
             raise
@@ -98,8 +136,18 @@ def main(argv: list[str] | None = None) -> Any:
               " (set PROFDIAG_DEBUG=1 for a traceback; please report it)", 70)
 
 
+def _click_message(exc: click.ClickException) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+    return message
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"profdiag: error: {message}", err=True)
+    from .textsafe import clean
+
+    click.echo(f"profdiag: error: {clean(message)}", err=True)
     sys.exit(code)
 
 

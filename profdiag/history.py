@@ -488,8 +488,13 @@ def parse_when(value: str | date | datetime | None, end: bool = False) -> str | 
     m = _RELATIVE.match(text)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"d": timedelta(days=n), "h": timedelta(hours=n), "w": timedelta(weeks=n)}[unit]
-        return _utc_iso(datetime.now(timezone.utc) - delta)
+        try:
+            delta = {"d": timedelta(days=n), "h": timedelta(hours=n),
+                     "w": timedelta(weeks=n)}[unit]
+            return _utc_iso(datetime.now(timezone.utc) - delta)
+        except (OverflowError, ValueError):
+            raise UsageError(f"age {text!r} reaches before year 1; use a smaller age or a "
+                             "date") from None
     try:
         if len(text) == 10:
             return parse_when(date.fromisoformat(text), end)
@@ -543,7 +548,9 @@ def _to_frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
 
     df = pd.DataFrame(rows, columns=columns)
     if "recorded_at" in df:
-        df["recorded_at"] = pd.to_datetime(df["recorded_at"], utc=True, format="ISO8601")
+        # a corrupt timestamp (hand-edited or hostile database) shows as unknown
+        df["recorded_at"] = pd.to_datetime(df["recorded_at"], utc=True, format="ISO8601",
+                                           errors="coerce")
     return df
 
 
@@ -622,7 +629,15 @@ def diagnoses(db: str | os.PathLike[str] | None = None,
         rows = conn.execute(f"SELECT r.id, r.diagnosis FROM runs r{where} ORDER BY r.id",
                             params).fetchall()
     for run_id, blob in rows:
-        yield int(run_id), orjson.loads(zlib.decompress(blob))
+        try:
+            data = orjson.loads(zlib.decompress(blob))
+        except (zlib.error, orjson.JSONDecodeError, TypeError):
+            raise TraceFormatError(f"run {run_id}: stored diagnosis is corrupt",
+                                   str(resolve_db(db))) from None
+        if not isinstance(data, dict):
+            raise TraceFormatError(f"run {run_id}: stored diagnosis is not a report",
+                                   str(resolve_db(db)))
+        yield int(run_id), data
 
 
 @dataclass

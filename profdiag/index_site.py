@@ -10,6 +10,7 @@ give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -68,7 +69,7 @@ def entries_from_db(db: str | os.PathLike[str]) -> list[Entry]:
         stamp = row["recorded_at"]
         out.append(Entry(id=str(run_id), data=data, labels=dict(row["labels"]),
                          recorded_at=stamp.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp == stamp
-                         else None, source=row["trace_path"]))
+                         and str(stamp) != "NaT" else None, source=row["trace_path"]))
     return out
 
 
@@ -255,7 +256,7 @@ def build_site(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                title: str | None = None) -> SiteResult:
     """Write ``out_dir``/index.html and ``out_dir``/runs/<id>.html for a history database or
     a directory of traces/reports; return what was written and what was skipped."""
-    from .io import write_atomic
+    from .io import check_input, check_site_dir, protect, write_atomic
     from .renderers import render
 
     skipped: list[str] = []
@@ -266,6 +267,10 @@ def build_site(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
             warn(msg)
 
     src, out = Path(source), Path(out_dir)
+    check_input(src, what="history database or directory", allow_dir=True)
+    if src.is_file():
+        protect(src, role="history")
+    check_site_dir(out)
     if src.is_dir():
         entries = entries_from_dir(src, note, exclude=out)
         if not entries:
@@ -277,11 +282,25 @@ def build_site(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     else:
         raise UsageError("no such file or directory", str(src))
     view = build_view(entries, title=title or f"profdiag index: {src.name or src}")
-    pages = []
-    for e in entries:
-        page = out / "runs" / f"{e.id}.html"
-        write_atomic(page, render(e.data, "html"))
-        pages.append(page)
+    # Everything is rendered before anything is written, and a failed write removes the
+    # files this call created: a failing index never leaves a partial site.
+    files = [(out / "runs" / f"{e.id}.html", render(e.data, "html")) for e in entries]
     index = out / "index.html"
-    write_atomic(index, render_index(view))
-    return SiteResult(index=index, pages=pages, skipped=skipped)
+    files.append((index, render_index(view)))
+    created: list[Path] = []
+    made_dirs = [d for d in (out, out / "runs") if not d.exists()]
+    try:
+        for path, text in files:
+            existed = path.exists()
+            write_atomic(path, text)
+            if not existed:
+                created.append(path)
+    except BaseException:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for d in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return SiteResult(index=index, pages=[p for p, _ in files[:-1]], skipped=skipped)

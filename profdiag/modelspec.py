@@ -213,6 +213,34 @@ def _read(path: Path) -> Any:
         raise UsageError(f"cannot read model config: not valid JSON ({exc})", str(path)) from None
 
 
+# Typed coercion of config/manifest values: field -> (smallest, largest) accepted integer.
+_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "layers": (1, 100_000), "gemms_per_layer": (0, 1000), "forwards": (1, 10**9),
+    "hidden": (1, 10**7), "heads": (1, 10**5), "kv_heads": (1, 10**5), "ffn": (1, 10**8),
+    "vocab": (1, 10**9), "head_dim": (1, 10**5), "batch": (1, 10**7), "tokens": (0, 10**12), "context": (0, 10**12),
+}
+
+
+def _checked(fields: dict[str, Any], path: str | None, source: str,
+             **extra: Any) -> ModelSpec:
+    """ModelSpec(**fields) once every number is an integer in range and every text a string;
+    otherwise a one-line UsageError naming the file and the field."""
+    hint = " (or pass --no-manifest)" if source == "manifest" else ""
+    for key, (lo, hi) in _INT_FIELDS.items():
+        v = fields.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise UsageError(f"{source} field {key!r} must be an integer from {lo} to {hi}, "
+                             f"got {str(v)[:40]!r}{hint}", path)
+    for key in ("dtype", "phase", "name"):
+        v = fields.get(key)
+        if v is not None and not isinstance(v, str):
+            raise UsageError(f"{source} field {key!r} must be a string, got {str(v)[:40]!r}"
+                             f"{hint}", path)
+    return ModelSpec(**fields, source=source, path=path, **extra)
+
+
 def _int_field(cfg: Mapping[str, Any], keys: tuple[str, ...], strict: bool,
                path: str | None) -> int | None:
     for key in keys:
@@ -244,7 +272,8 @@ def from_hf_config(cfg: Mapping[str, Any], path: str | None = None, *,
     def num(*keys: str) -> int | None:
         return _int_field(cfg, keys, strict, path)
 
-    layers = num("num_hidden_layers", "n_layer", "num_layers")
+    # the layer count is required, so a bad one is an error even when lenient (-5, "32")
+    layers = _int_field(cfg, ("num_hidden_layers", "n_layer", "num_layers"), True, path)
     if layers is None:
         raise UsageError("model config has no num_hidden_layers", path)
     heads = num("num_attention_heads", "n_head")
@@ -301,6 +330,9 @@ def read_hf_config(path: str | Path, *, strict: bool = False) -> ModelSpec:
 
 def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> ModelSpec:
     """ModelSpec from one capture manifest entry (ours or shared/traces' format)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("config") or {}, dict):
+        raise UsageError("manifest entry must be a JSON object with a 'config' object "
+                         "(or pass --no-manifest)", path)
     cfg = entry.get("config") or {}
     gpf = entry.get("gemms_per_forward")
     layers = cfg.get("layers")
@@ -317,7 +349,7 @@ def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> Model
             forwards = steps
         elif phase == "generate" and isinstance(steps, int):
             forwards = steps + 1
-    return ModelSpec(
+    return _checked(dict(
         layers=layers,
         hidden=cfg.get("hidden"),
         heads=cfg.get("heads"),
@@ -334,11 +366,7 @@ def from_manifest_entry(entry: dict[str, Any], path: str | None = None) -> Model
         batch=entry.get("batch"),
         tokens=entry.get("tokens"),
         context=entry.get("context"),
-        source="manifest",
-        path=path,
-        run_source="manifest",
-        run_path=path,
-    )
+    ), path, "manifest", run_source="manifest", run_path=path)
 
 
 def merge(arch: ModelSpec, run: ModelSpec | None) -> ModelSpec:

@@ -25,12 +25,13 @@ Every command shares these (defined in `profdiag/errors.py`):
 |---|---|
 | 0 | success; for `gate`, every check passed |
 | 1 | `gate`: a policy check failed (also `classify --check` with a failing rule example) |
-| 2 | usage error: bad option, missing file, malformed rules/policy/config |
+| 2 | usage error: bad option, missing file, malformed rules/policy/config, an output that would overwrite an input or the history database |
 | 3 | unreadable input: empty, not a trace, corrupt, unknown format |
 | 4 | the trace has nothing to diagnose (no GPU activity, no CPU compute ops) |
-| 5 | an output file could not be written |
+| 5 | an output file could not be written (also: a symlink, device, FIFO or directory in its place) |
 | 6 | a needed optional dependency is missing (torch for `capture`, `nsys` for `.nsys-rep`, HTA for `--hta`, `profdiag[dask]` for `--scheduler` and URLs) |
 | 7 | a service could not be reached: the Dask scheduler of `--scheduler`, the PostgreSQL server of `--db` |
+| 130 / 143 | interrupted (Ctrl-C) / terminated (SIGTERM); temporary files are removed |
 | 70 | internal error (a bug: please report it; `PROFDIAG_DEBUG=1` shows the traceback) |
 
 Errors are one line on stderr, `profdiag: error: <file>: <what is wrong>`; no traceback, and

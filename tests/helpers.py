@@ -87,6 +87,23 @@ def run_cli(args: list, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     return int(code or 0), out, err
 
 
+def run_cli_isolated(args: list) -> tuple[int, str, str]:
+    """profdiag.cli.main(args) under click's CliRunner (no capsys needed): (code, stdout,
+    stderr), exceptions propagated."""
+    import click
+    from click.testing import CliRunner
+
+    import profdiag.cli
+
+    @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    def entry(argv: tuple[str, ...]) -> None:
+        profdiag.cli.main(list(argv))
+
+    result = CliRunner().invoke(entry, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
 def diagnose_shared(traces: list[tuple[str, dict]]) -> list[tuple[Path, dict, dict]]:
     """(path, diagnosis dict, labels) for each shared torch trace; skips without ../shared."""
     import profdiag

@@ -11,7 +11,7 @@ import pytest
 from helpers import EAGER, GRAPH, run_cli, shared_or_skip
 
 from profdiag import compare, gate
-from profdiag.attribution import attribute, attribute_phase
+from profdiag.attribution import attribute_phase
 from profdiag.diagnosis.step_detail import median_steps
 
 

@@ -8,28 +8,14 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-import click
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-from helpers import REPO, SHARED, diagnosed, shared_or_skip
+from helpers import REPO, SHARED, diagnosed, run_cli_isolated, shared_or_skip
 
 import profdiag
 from profdiag import schema
-from profdiag.cli import main
 from profdiag.tables import HOTSPOT_RENAME, ROOFLINE_RENAME, TABLES
 from profdiag.trace import Trace, TraceMeta
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def _entry(args):
-    main(list(args))
-
-
-def run(args):
-    result = CliRunner().invoke(_entry, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _synthetic() -> Trace:
@@ -152,16 +138,16 @@ def test_export_done_when_csv_and_parquet_equal_the_json_report(tmp_path):
     trace = shared_or_skip("traces", "torch", "own_1b_decode_ctx1024_B1_steps8.json.gz")
     pytest.importorskip("pyarrow")
     report_path = tmp_path / "r.json"
-    code, _, _ = run(["report", trace, "-o", report_path, "-q"])
+    code, _, _ = run_cli_isolated(["report", trace, "-o", report_path, "-q"])
     assert code == 0
     report = json.loads(report_path.read_text())
     csv_dir, pq_dir = tmp_path / "out", tmp_path / "outpq"
-    code, stdout, _ = run(["export", trace, "--to", csv_dir])
+    code, stdout, _ = run_cli_isolated(["export", trace, "--to", csv_dir])
     assert code == 0, stdout
     assert f"{csv_dir / 'steps.csv'}  (8 rows)" in stdout
     assert sorted(p.name for p in csv_dir.iterdir()) == sorted(f"{n}.csv" for n in TABLES)
     _assert_tables_equal_report(csv_dir, report, "csv")
-    code, _, _ = run(["export", trace, "--to", pq_dir, "--table-format", "parquet", "-q"])
+    code, _, _ = run_cli_isolated(["export", trace, "--to", pq_dir, "--table-format", "parquet", "-q"])
     assert code == 0
     assert sorted(p.name for p in pq_dir.iterdir()) == sorted(f"{n}.parquet" for n in TABLES)
     _assert_tables_equal_report(pq_dir, report, "parquet")
@@ -172,21 +158,21 @@ def test_export_done_when_csv_and_parquet_equal_the_json_report(tmp_path):
 
 
 def test_export_errors_are_one_line_with_exit_codes(tmp_path, tiny_decode, monkeypatch):
-    code, _, err = run(["export", tiny_decode, "--to", tmp_path, "--tables", "kernels,nope"])
+    code, _, err = run_cli_isolated(["export", tiny_decode, "--to", tmp_path, "--tables", "kernels,nope"])
     assert code == 2 and "unknown table(s) nope" in err
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    code, _, err = run(["export", bad, "--to", tmp_path / "o"])
+    code, _, err = run_cli_isolated(["export", bad, "--to", tmp_path / "o"])
     assert code == 3 and err.count("\n") == 1 and "bad.json" in err
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
-    code, _, err = run(["export", tiny_decode, "--to", tmp_path / "p", "--table-format",
+    code, _, err = run_cli_isolated(["export", tiny_decode, "--to", tmp_path / "p", "--table-format",
                         "parquet"])
     assert code == 6 and "profdiag[parquet]" in err
     assert not (tmp_path / "p").exists()
 
 
 def test_export_selected_tables(tmp_path, tiny_decode):
-    code, _, _ = run(["export", tiny_decode, "--to", tmp_path, "--tables", "steps,checks", "-q"])
+    code, _, _ = run_cli_isolated(["export", tiny_decode, "--to", tmp_path, "--tables", "steps,checks", "-q"])
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checks.csv", "steps.csv"]
 

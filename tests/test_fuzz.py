@@ -157,3 +157,130 @@ def kineto_event(draw) -> dict:
 def test_generated_kineto_events(events, top, array, indent):
     doc = events if array else {**top, "traceEvents": events}
     check(json.dumps(doc, indent=indent).encode())
+
+
+# ---------------------------------------------------------------------------------------
+# SQLite parsers (nsys, rocprof v1, rocpd): any value of any type in any column
+
+NSYS_DB = FIXTURES / "nsys" / "seed_microbench.sqlite"
+ROCV1_DB = FIXTURES / "rocprof" / "v1_batched_gemm_hiptrace" / "results.db"
+SQL_FUZZ = settings(max_examples=max(1, int(os.environ.get("PROFDIAG_FUZZ_EXAMPLES", "100")) // 8),
+                    deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+_SQL_VALUES = st.sampled_from(["'inf'", "1e400", "-1e400", str(2**70), "'abc'", "x'00ff'",
+                               "-5", "NULL", "9223372036854775807", "''", "0.5",
+                               "'\\x1b[31m'", "zeroblob(10)"])
+
+
+def _columns(db) -> list[tuple[str, str]]:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return [(t, r[1]) for t in tables for r in con.execute(f'PRAGMA table_info("{t}")')]
+    finally:
+        con.close()
+
+
+NSYS_COLUMNS = [c for c in _columns(NSYS_DB) if not c[0].startswith(("ENUM_WDDM", "ENUM_OPENACC",
+                                                                       "ENUM_OPENMP"))]
+ROCV1_COLUMNS = _columns(ROCV1_DB)
+
+
+def _sql_check(src, column: tuple[str, str], value: str, rows: str) -> None:
+    import shutil
+    import sqlite3
+
+    fd, name = tempfile.mkstemp(suffix=".sqlite")
+    os.close(fd)
+    try:
+        shutil.copy(src, name)
+        con = sqlite3.connect(name)
+        table, col = column
+        where = "" if rows == "all" else (
+            f' WHERE rowid IN (SELECT rowid FROM "{table}" LIMIT 1)')
+        try:
+            con.execute(f'UPDATE "{table}" SET "{col}" = {value}{where}')
+            con.commit()
+        except sqlite3.Error:  # an INTEGER PRIMARY KEY takes no text: nothing to test
+            return
+        finally:
+            con.close()
+        try:
+            profdiag.diagnose(profdiag.load(name))
+        except ProfdiagError:
+            pass
+    finally:
+        os.unlink(name)
+
+
+@SQL_FUZZ
+@given(column=st.sampled_from(NSYS_COLUMNS), value=_SQL_VALUES,
+       rows=st.sampled_from(["one", "all"]))
+def test_nsys_any_value_in_any_column(column, value, rows):
+    _sql_check(NSYS_DB, column, value, rows)
+
+
+@SQL_FUZZ
+@given(column=st.sampled_from(ROCV1_COLUMNS), value=_SQL_VALUES,
+       rows=st.sampled_from(["one", "all"]))
+def test_rocprof_v1_any_value_in_any_column(column, value, rows):
+    _sql_check(ROCV1_DB, column, value, rows)
+
+
+# ---------------------------------------------------------------------------------------
+# option files: a model config, a GPU spec and a rules file of random JSON/TOML types
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=6)
+_MODEL_KEYS = ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "vocab_size", "torch_dtype", "model_type", "text_config"]
+
+
+@FUZZ
+@given(cfg=st.dictionaries(st.sampled_from(_MODEL_KEYS), _JSONISH, max_size=6))
+def test_model_config_of_any_types(cfg):
+    from profdiag import modelspec
+
+    fd, name = tempfile.mkstemp(suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(cfg, fh)
+        try:
+            spec = modelspec.load_config(name)
+        except ProfdiagError:
+            return
+        assert spec.layers is None or (isinstance(spec.layers, int) and spec.layers >= 1)
+    finally:
+        os.unlink(name)
+
+
+_TOML_VALUES = st.sampled_from(['5', '"x"', '-1', '1e400', 'true', '[1, "a"]', '{ a = 1 }',
+                                '"(a+)+"', '"["', '"gemm"', '"compute"', "nan", "inf"])
+
+
+@FUZZ
+@given(fields=st.dictionaries(st.sampled_from(["id", "pattern", "op", "category", "class",
+                                               "priority", "kind", "examples", "why"]),
+                              _TOML_VALUES, max_size=9))
+def test_rules_file_of_any_types(fields):
+    from profdiag import classify
+
+    classify._load_cached.cache_clear()
+    fd, name = tempfile.mkstemp(suffix=".toml")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("[[rule]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items()))
+        try:
+            rules = classify.load_rules([name])
+        except ProfdiagError:
+            return
+        rules.match("kernel", "cutlass" * 100, None)
+    finally:
+        os.unlink(name)
+        classify._load_cached.cache_clear()

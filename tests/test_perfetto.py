@@ -10,26 +10,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import click
 import pytest
-from click.testing import CliRunner
-from helpers import FIXTURES, diagnosed
+from helpers import FIXTURES, diagnosed, run_cli_isolated
 
 from profdiag import perfetto as pf
-from profdiag.cli import main
 
 PHASES = {"X", "M", "i", "I", "s", "f", "t", "B", "E", "C", "b", "e", "n"}
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def _entry(args):
-    main(list(args))
-
-
-def run(args):
-    result = CliRunner().invoke(_entry, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _load(path: Path) -> dict:
@@ -77,7 +63,7 @@ def _no_overlap(slices: list[dict]) -> bool:
 def torch_export(tmp_path_factory, tiny_decode):
     out = tmp_path_factory.mktemp("pf")
     report, trace = out / "r.html", out / "tiny.perfetto.json.gz"
-    code, stdout, _ = run(["report", tiny_decode, "-o", report, "--perfetto", trace])
+    code, stdout, _ = run_cli_isolated(["report", tiny_decode, "-o", report, "--perfetto", trace])
     assert code == 0
     assert f"perfetto: {trace}" in stdout
     return _load(trace), report.read_text(), diagnosed(str(tiny_decode))
@@ -175,7 +161,7 @@ def test_gap_causes_name_the_gap_slices(tiny_decode):
     FIXTURES / "rocprof" / "v1_llamacpp_gfx1201" / "results.csv.gz",
 ], ids=["nsys", "rocprof"])
 def test_perfetto_from_the_event_table(tmp_path, path):
-    code, stdout, _ = run(["export", path, "--to", tmp_path, "--perfetto", "--tables", "steps"])
+    code, stdout, _ = run_cli_isolated(["export", path, "--to", tmp_path, "--perfetto", "--tables", "steps"])
     assert code == 0, stdout
     (out,) = tmp_path.glob("*.perfetto.json.gz")
     doc = _load(out)
@@ -224,7 +210,7 @@ def test_trace_processor_reads_the_tracks(torch_export, tmp_path):
 
 def test_json_report_records_the_perfetto_file(tmp_path, tiny_prefill):
     report, trace = tmp_path / "r.json", tmp_path / "p.perfetto.json"
-    code, _, _ = run(["report", tiny_prefill, "-o", report, "--perfetto", trace, "-q"])
+    code, _, _ = run_cli_isolated(["report", tiny_prefill, "-o", report, "--perfetto", trace, "-q"])
     assert code == 0
     data = json.loads(report.read_text())
     assert data["perfetto"]["file"] == "p.perfetto.json"
@@ -237,5 +223,5 @@ def test_json_report_records_the_perfetto_file(tmp_path, tiny_prefill):
 
 
 def test_perfetto_on_a_directory_is_a_usage_error(tmp_path, tiny_decode):
-    code, _, err = run(["report", Path(tiny_decode).parent, "--perfetto", tmp_path / "x.json"])
+    code, _, err = run_cli_isolated(["report", Path(tiny_decode).parent, "--perfetto", tmp_path / "x.json"])
     assert code == 2 and "--perfetto takes one trace" in err

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..textsafe import echo
+
 
 @click.command("classify")
 @click.argument("trace", type=click.Path(), required=False)
@@ -17,13 +19,20 @@ import click
 @click.option("--rules", "rules", multiple=True, type=click.Path(dir_okay=False),
               help="Extra TOML rule file (repeatable).")
 @click.option("--trace-format", type=click.Choice(["torch", "nsys", "rocprof"]))
-@click.option("--limit", type=int, default=50, show_default=True, help="Rows to print.")
+@click.option("--limit", type=click.IntRange(0, 10**9), default=50, show_default=True, help="Rows to print.")
 def command(trace: str | None, unmatched: bool, explain_name: str | None, op_name: str | None,
             check: bool, rules: tuple[str, ...], trace_format: str | None, limit: int) -> None:
     """Classify the GPU events of TRACE by the rule files (rules/kernels*.toml + --rules)."""
     from ..classify import classify, explain, iter_examples, load_rules, unmatched as unmatched_of
     from ..errors import UsageError
 
+    import os
+
+    from ..io import check_input
+
+    for rules_file in rules:
+        if os.path.lexists(rules_file):  # special files refused; a missing one: load_rules
+            check_input(rules_file, what="rules file", error=UsageError)
     ruleset = load_rules(rules)
     if check:
         bad = 0
@@ -33,22 +42,22 @@ def command(trace: str | None, unmatched: bool, explain_name: str | None, op_nam
             got = ruleset.match(ex.get("kind", "kernel"), ex["name"], ex.get("op"))
             if got.klass != rule.klass:
                 bad += 1
-                click.echo(f"FAIL {rule.id}: example classified as {got.klass} by "
+                echo(f"FAIL {rule.id}: example classified as {got.klass} by "
                            f"{got.rule.id if got.rule else 'no rule'}: {ex['name'][:100]}")
-        click.echo(f"{total - bad} of {total} rule examples classify as their rule says")
+        echo(f"{total - bad} of {total} rule examples classify as their rule says")
         if bad:
             raise click.exceptions.Exit(1)
         return
     if explain_name is not None:
         matches = explain(explain_name, ruleset, op_name)
         if not matches:
-            click.echo(f"no rule matches {explain_name!r}: category other, class unclassified")
+            echo(f"no rule matches {explain_name!r}: category other, class unclassified")
             return
         win = matches[0]
-        click.echo(f"{win.category}/{win.klass} by rule {win.id} ({win.source}, priority "
+        echo(f"{win.category}/{win.klass} by rule {win.id} ({win.source}, priority "
                    f"{win.priority}): {win.why}")
         for other in matches[1:]:
-            click.echo(f"  also matches {other.id} ({other.klass}, priority {other.priority})")
+            echo(f"  also matches {other.id} ({other.klass}, priority {other.priority})")
         return
     if trace is None:
         raise UsageError("give a TRACE, or --explain NAME, or --check")
@@ -61,16 +70,16 @@ def command(trace: str | None, unmatched: bool, explain_name: str | None, op_nam
     if unmatched:
         table = unmatched_of(classified)
         if table.empty:
-            click.echo("every GPU event matched a rule")
+            echo("every GPU event matched a rule")
             return
         for r in table.head(limit).to_dict("records"):
-            click.echo(f"{r['calls']:>8} {r['total_ns'] / 1e6:>10.3f} ms  {_op(r)}{r['name']}")
+            echo(f"{r['calls']:>8} {r['total_ns'] / 1e6:>10.3f} ms  {_op(r)}{r['name']}")
         return
     g = classified.groupby(["category", "class"], dropna=False, observed=True)["dur_ns"].agg(
         ["count", "sum"]).reset_index().sort_values("sum", ascending=False)
-    click.echo(f"{'category':<14}{'class':<16}{'calls':>8}{'total ms':>12}")
+    echo(f"{'category':<14}{'class':<16}{'calls':>8}{'total ms':>12}")
     for r in g.to_dict("records"):
-        click.echo(f"{r['category']!s:<14}{r['class']!s:<16}{r['count']:>8}{r['sum'] / 1e6:>12.3f}")
+        echo(f"{r['category']!s:<14}{r['class']!s:<16}{r['count']:>8}{r['sum'] / 1e6:>12.3f}")
 
 
 def _op(r: dict[str, Any]) -> str:

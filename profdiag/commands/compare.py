@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from .options import diagnosis_options, run_diagnosis
+from ..textsafe import echo
+
+from .options import diagnosis_options, prepare, run_diagnosis
 
 
 @click.command("compare")
@@ -36,6 +38,7 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     from ..io import write_atomic
 
     fmt = cmp_mod.format_for(output, fmt)
+    prepare(opts, inputs=(base, new), outputs=(output,))
     from ..sweep import compare as sweep_cmp
 
     if sweep_cmp.sweep_report_path(base) or sweep_cmp.sweep_report_path(new):
@@ -43,28 +46,19 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
         result = sweep_cmp.compare_sweeps(sweep_cmp.load_sweep(base), sweep_cmp.load_sweep(new),
                                           threshold_pct)
         text = sweep_cmp.render(result, fmt)
-        if output is None:
-            click.echo(text, nl=False)
-            return
-        write_atomic(output, text)
-        if not quiet:
-            for line in result["headline"]:
-                click.echo(line)
-            click.echo(f"comparison: {output}")
-        return
+    else:
+        def diagnose(path: str) -> Any:
+            return run_diagnosis(path, opts)
 
-    def diagnose(path: str) -> Any:
-        return run_diagnosis(path, opts)
-
-    b = g.load_profile(base, diagnose)
-    n = g.load_profile(new, diagnose)
-    result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
-    text = cmp_mod.render(result, fmt)
+        b = g.load_profile(base, diagnose)
+        n = g.load_profile(new, diagnose)
+        result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
+        text = cmp_mod.render(result, fmt)
     if output is None:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
     write_atomic(output, text)
     if not quiet:
         for line in result["headline"]:
-            click.echo(line)
-        click.echo(f"comparison: {output}")
+            echo(line)
+        echo(f"comparison: {output}")

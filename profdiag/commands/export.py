@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .options import diagnosis_options, run_diagnosis
+from .options import diagnosis_options, prepare, run_diagnosis
 
 
 @click.command("export")
@@ -45,6 +45,12 @@ def command(trace: str, out_dir: str, table_format: str, perfetto: bool, only: s
                              f"{', '.join(TABLES)}")
     if table_format == "parquet":
         _need_pyarrow()
+    ext = "parquet" if table_format == "parquet" else "csv"
+    # every file this writes is checked first: none may replace the trace or a link/device
+    targets = [str(Path(out_dir) / f"{name}.{ext}") for name in wanted]
+    if perfetto:
+        targets.append(str(Path(out_dir) / f"{_stem(trace)}.perfetto.json.gz"))
+    prepare(opts, inputs=(trace,), outputs=tuple(targets))
     diag = run_diagnosis(trace, opts)
     tables = diag.tables()
     paths = write_tables({k: tables[k] for k in wanted}, out_dir, table_format)

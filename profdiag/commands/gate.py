@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from .options import diagnosis_options, maybe_record, record_options, run_diagnosis
+from ..textsafe import echo
+
+from .options import diagnosis_options, maybe_record, prepare, record_options, run_diagnosis
 
 
 @click.command("gate")
@@ -59,6 +61,8 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
     from ..renderers import junit as junit_r
     from ..renderers.json_ import dumps
 
+    prepare({**opts, "policy": policy}, inputs=(trace, baseline),
+            outputs=(junit, json_out, markdown))
     pol = g.Policy.load(policy)
 
     def diagnose(path: str) -> Any:
@@ -79,21 +83,23 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
 
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in gate_text.annotations(data):
-            click.echo(line)
+            echo(line)
     if quiet:
         if result.exit_code:
-            click.echo(gate_text.verdict_line(data), err=True)
+            echo(gate_text.verdict_line(data), err=True)
     else:
         if sys.stdout.isatty():
             from rich.console import Console
 
-            Console().print(gate_text.rich_table(data))
+            from ..textsafe import clean_obj
+
+            Console().print(gate_text.rich_table(clean_obj(data)))
         else:
-            click.echo(gate_text.render(data), nl=False)
+            echo(gate_text.render(data), nl=False)
         if run_id is not None:
-            click.echo(f"recorded as run {run_id}")
+            echo(f"recorded as run {run_id}")
         for warning in new.data.get("warnings") or []:
-            click.echo(f"warning: {warning}", err=True)
+            echo(f"warning: {warning}", err=True)
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
 
@@ -101,7 +107,7 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
 def _write_markdown(path: str, text: str, append: bool) -> None:
     """Replace ``path`` atomically, or append to it (a job summary gathers several steps)."""
     from ..errors import OutputError
-    from ..io import write_atomic
+    from ..io import check_output, write_atomic
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and not append:
@@ -112,6 +118,7 @@ def _write_markdown(path: str, text: str, append: bool) -> None:
     if not append:
         write_atomic(path, text)
         return
+    check_output(path)  # never append to an input, a FIFO or a device
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

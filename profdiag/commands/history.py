@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import click
 
+from ..textsafe import echo
+
 F = Callable[..., Any]
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -57,7 +59,9 @@ def fmt_labels(labels: Any) -> str:
 
 
 def fmt_date(ts: Any) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M") if _present(ts) else "-"
+    import pandas as pd
+
+    return ts.strftime("%Y-%m-%d %H:%M") if _present(ts) and not pd.isna(ts) else "-"
 
 
 def fmt_share(x: Any) -> str:
@@ -115,7 +119,7 @@ def list_cmd(**opts: Any) -> None:
 
     runs = history.list_runs(opts.get("db"), **_filters(opts))
     if runs.empty:
-        click.echo("no runs match")
+        echo("no runs match")
         return
     rows = [
         (r["id"], fmt_date(r["recorded_at"]), fmt_labels(r["labels"]), r["mode"] or "-",
@@ -126,8 +130,8 @@ def list_cmd(**opts: Any) -> None:
     for line in table(["id", "date (UTC)", "labels", "mode", "bottleneck", "overhead",
                        "step ms", "GEMM calls"], rows, right=(0, 5, 6, 7),
                       max_width={2: 48}, indent=""):
-        click.echo(line)
-    click.echo(f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
+        echo(line)
+    echo(f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
 
 
 def _gemm_text(r: dict[str, Any]) -> str:
@@ -138,7 +142,7 @@ def _gemm_text(r: dict[str, Any]) -> str:
 
 
 @command.command("show")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("-f", "--format", "fmt", type=click.Choice(["html", "json", "md", "txt"]),
               help="Re-render the stored diagnosis in this format (default: a summary).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -149,26 +153,30 @@ def show_cmd(run_id: int, fmt: str | None, output: str | None, db: str | None) -
     from .. import history
     from ..renderers import format_for, render
 
+    from ..io import check_outputs, protect
+
+    protect(history.resolve_db(db), role="history")
+    check_outputs(output)
     run = history.get(db, run_id)
     data = run["diagnosis"]
     if output is not None or fmt is not None:
         fmt = format_for(output, fmt)
         text = render(data, fmt)
         if output is None:
-            click.echo(text, nl=not text.endswith("\n"))
+            echo(text, nl=not text.endswith("\n"))
             return
         from ..io import write_atomic
 
         write_atomic(output, text)
-        click.echo(f"report: {output}")
+        echo(f"report: {output}")
         return
     from ..renderers.text import summary
 
-    click.echo(f"run {run['id']} ({run['kind']}) recorded {run['recorded_at']}")
-    click.echo(f"labels:      {fmt_labels(run['labels'])}")
-    click.echo(f"trace:       {run['trace_path'] or '-'}")
-    click.echo(f"sha256:      {run['content_hash']}")
-    click.echo(summary(data))
+    echo(f"run {run['id']} ({run['kind']}) recorded {run['recorded_at']}")
+    echo(f"labels:      {fmt_labels(run['labels'])}")
+    echo(f"trace:       {run['trace_path'] or '-'}")
+    echo(f"sha256:      {run['content_hash']}")
+    echo(summary(data))
 
 
 @command.command("trend")
@@ -189,11 +197,11 @@ def trend_cmd(metric: str, **opts: Any) -> None:
         raise UsageError(f"unknown metric {metric!r}; known: {', '.join(known) or 'none yet'}")
     df = history.trend(opts.get("db"), metric, **_filters(opts))
     if df.empty:
-        click.echo("no runs match")
+        echo("no runs match")
         return
     values = [float(v) for v in df["value"]]
     lo, hi = min(values), max(values)
-    click.echo(f"{metric}: {sparkline(values)}  min {fmt_float(lo)}  max {fmt_float(hi)}  "
+    echo(f"{metric}: {sparkline(values)}  min {fmt_float(lo)}  max {fmt_float(hi)}  "
                f"last {fmt_float(values[-1])}  ({len(values)} runs)")
     spark = sparkline(values)
     rows = [(r["run_id"], fmt_date(r["recorded_at"]), fmt_labels(r["labels"]),
@@ -201,12 +209,12 @@ def trend_cmd(metric: str, **opts: Any) -> None:
             for i, r in enumerate(df.to_dict("records"))]
     for line in table(["id", "date (UTC)", "labels", "mode", metric, ""], rows,
                       right=(0, 4), max_width={2: 48}, indent=""):
-        click.echo(line)
+        echo(line)
 
 
 @command.command("compare")
-@click.argument("before", type=int)
-@click.argument("after", type=int)
+@click.argument("before", type=click.IntRange(1, 2**63 - 1))
+@click.argument("after", type=click.IntRange(1, 2**63 - 1))
 @click.option("-f", "--format", "fmt", type=click.Choice(["txt", "md", "html", "json"]),
               help="Output format (default: from the -o suffix, else txt).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -217,7 +225,10 @@ def compare_cmd(before: int, after: int, fmt: str | None, output: str | None,
     """What changed from run BEFORE to run AFTER: the same comparison as `profdiag compare`,
     computed from the two stored diagnoses (no trace is re-parsed)."""
     from .. import history
+    from ..io import check_outputs, protect
 
+    protect(history.resolve_db(db), role="history")
+    check_outputs(output)
     a, b = history.get(db, before), history.get(db, after)
     header = (f"run {a['id']} ({fmt_labels(a['labels'])}) -> run {b['id']} "
               f"({fmt_labels(b['labels'])})")
@@ -241,12 +252,12 @@ def compare_cmd(before: int, after: int, fmt: str | None, output: str | None,
     if fmt == "txt":
         text = header + "\n" + text
     if output is None:
-        click.echo(text, nl=not text.endswith("\n"))
+        echo(text, nl=not text.endswith("\n"))
         return
     from ..io import write_atomic
 
     write_atomic(output, text)
-    click.echo(f"comparison: {output}")
+    echo(f"comparison: {output}")
 
 
 def _compare_module() -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..textsafe import echo
+
 
 @click.command("index")
 @click.argument("source", type=click.Path())
@@ -23,10 +25,10 @@ def command(source: str, out_dir: str, title: str | None, quiet: bool) -> None:
     from ..index_site import build_site
 
     def warn(msg: str) -> None:
-        click.echo(f"profdiag: warning: {msg}", err=True)
+        echo(f"profdiag: warning: {msg}", err=True)
 
     result = build_site(source, out_dir, warn=warn, title=title)
     if not quiet:
         n = len(result.pages)
-        click.echo(f"index: {result.index} ({n} profile{'s' if n != 1 else ''}"
+        echo(f"index: {result.index} ({n} profile{'s' if n != 1 else ''}"
                    f"{f', {len(result.skipped)} skipped' if result.skipped else ''})")

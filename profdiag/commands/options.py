@@ -8,6 +8,44 @@ import click
 
 F = Callable[..., Any]
 
+# A transformer with more decoder layers than this is not a model, it is an overflow.
+MAX_LAYERS = 100_000
+
+
+def prepare(opts: dict[str, Any], inputs: tuple[str | None, ...] = (),
+            outputs: tuple[str | None, ...] = ()) -> None:
+    """Validate everything a command was given before any work is done.
+
+    Traces and option files are checked (a FIFO or device is refused, a missing file is a
+    usage error), labels parsed, the inflation bound set; the history database is
+    protected, and every output is checked against all of these (profdiag.io), so no
+    command writes a report and then fails on an option, or writes over one of its inputs.
+    """
+    from .. import history
+    from ..errors import RulesError, UsageError
+    from ..io import check_input, check_outputs, parse_size, protect, set_max_inflated_size
+
+    size = opts.get("max_inflated_size")
+    if size is not None:
+        set_max_inflated_size(parse_size(size))
+    import os
+
+    # option files: special files are refused here; a missing one is left to its loader,
+    # whose message says which option it was
+    for key, what in (("model_config", "model config"), ("gpu_spec", "GPU spec"),
+                      ("policy", "policy file")):
+        if opts.get(key) and os.path.lexists(opts[key]):
+            check_input(opts[key], what=what, error=UsageError)
+    for rules_file in opts.get("rules") or ():
+        if os.path.lexists(rules_file):
+            check_input(rules_file, what="rules file", error=RulesError)
+    for path in inputs:
+        if path is not None:
+            check_input(path, what="trace", allow_dir=True)
+    protect(history.resolve_db(opts.get("db")), role="history")
+    parse_labels(opts.get("labels") or ())
+    check_outputs(*outputs)
+
 
 def diagnosis_options(f: F) -> F:
     """--model-config, --layers, --gemms-per-layer, --rules, --trace-format, --gpu, ..."""
@@ -17,11 +55,12 @@ def diagnosis_options(f: F) -> F:
                           "(layers, widths, heads, head_dim, vocab, experts) for expected kernel "
                           "counts and the speed of light (default: a manifest found beside the "
                           "trace, which still gives tokens, batch and context)."),
-        click.option("--layers", type=int, help="Number of decoder layers (overrides the config)."),
-        click.option("--gemms-per-layer", type=int,
+        click.option("--layers", type=click.IntRange(1, MAX_LAYERS),
+                     help="Number of decoder layers (overrides the config)."),
+        click.option("--gemms-per-layer", type=click.IntRange(0, 1000),
                      help="GEMMs per layer (default from the architecture: 7 for Llama q/k/v/o "
                           "+ gate/up/down; fewer when projections are fused)."),
-        click.option("--lm-head", "lm_head", type=int,
+        click.option("--lm-head", "lm_head", type=click.IntRange(0, 1000),
                      help="lm_head GEMMs per forward (default 1)."),
         click.option("--no-manifest", is_flag=True,
                      help="Ignore a capture manifest beside the trace."),
@@ -41,6 +80,11 @@ def diagnosis_options(f: F) -> F:
         click.option("--hta/--no-hta", default=False, show_default=True,
                      help="Add Holistic Trace Analysis figures (idle-time split, launch delays); "
                           "needs profdiag[hta]."),
+        click.option("--max-inflated-size", "max_inflated_size", metavar="SIZE",
+                     envvar="PROFDIAG_MAX_INFLATED_SIZE",
+                     help="Bound on the inflated size of a gzipped trace, e.g. 64G (default: "
+                          "8G, and at most 200x the compressed size past 256M; see "
+                          "docs/security.md)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -87,11 +131,15 @@ def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
     """KEY=VALUE strings -> dict; a malformed label is a usage error."""
     from ..errors import UsageError
 
+    from ..textsafe import has_control
+
     out: dict[str, str] = {}
     for item in labels:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--label expects KEY=VALUE, got {item!r}")
+        if has_control(item):
+            raise UsageError(f"--label must not hold control characters or escapes: {item!r}")
         out[key.strip()] = value.strip()
     return out
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from .options import diagnosis_options, maybe_record, record_options, run_diagnosis
+from ..textsafe import echo
+
+from .options import diagnosis_options, maybe_record, prepare, record_options, run_diagnosis
 
 
 @click.command("report")
@@ -18,7 +20,7 @@ from .options import diagnosis_options, maybe_record, record_options, run_diagno
 @click.option("-f", "--format", "fmt", type=click.Choice(["html", "json", "md", "txt"]),
               help="Output format (default: from the output suffix, else html).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (for scripts).")
-@click.option("-j", "--jobs", type=int, help="Processes for a directory of traces "
+@click.option("-j", "--jobs", type=click.IntRange(1, 1024), help="Processes for a directory of traces "
               "(default: min(cores, files)); with --scheduler local, the LocalCluster's workers "
               "(default 2).")
 @click.option("--scheduler", metavar="ADDRESS",
@@ -52,6 +54,7 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
 
     fmt = format_for(output, fmt)
     trace = local_path(trace) or trace
+    prepare(opts, inputs=(() if is_url(trace) else (trace,)))
     if is_url(trace):
         from ..fleet import url_trace_files
 
@@ -78,6 +81,7 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
                          "a single trace is diagnosed here", trace)
     if output is None:
         output = _default_output(trace, fmt)
+    prepare(opts, outputs=(output, perfetto))
     with progress_bar(input_bytes(trace), enabled=not quiet):
         diag = run_diagnosis(trace, opts)
     data = diag.to_dict()
@@ -89,15 +93,15 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
     write_atomic(output, text)
     run_id = maybe_record(data, trace, opts)
     if not quiet:
-        click.echo(summary(data))
-        click.echo(f"report: {output}")
+        echo(summary(data))
+        echo(f"report: {output}")
         if perfetto:
-            click.echo(f"perfetto: {perfetto} (drag into https://ui.perfetto.dev)")
+            echo(f"perfetto: {perfetto} (drag into https://ui.perfetto.dev)")
         if run_id is not None:
-            click.echo(f"recorded as run {run_id}")
+            echo(f"recorded as run {run_id}")
     for warning in data["warnings"]:
         if not quiet:
-            click.echo(f"warning: {warning}", err=True)
+            echo(f"warning: {warning}", err=True)
 
 
 def _report_url_file(url: str, output: str | None, fmt: str, quiet: bool,

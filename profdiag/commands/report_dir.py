@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
+
+from ..textsafe import echo
 
 from .options import maybe_record
 
@@ -36,11 +37,11 @@ def report_directory(trace: str, files: list[str], output: str | None, fmt: str,
             maybe_record(res.data, res.path, opts)
     failed = [r for r in results if isinstance(r, TraceFailure)]
     if not quiet:
-        click.echo(summary_text(summary, reports))
-        click.echo(f"index: {index}")
+        echo(summary_text(summary, reports))
+        echo(f"index: {index}")
     for res in failed:
-        click.echo(f"profdiag: error: {res.message}", err=True)
+        echo(f"profdiag: error: {res.message}", err=True)
     if failed:
-        click.echo(f"warning: {len(failed)} of {len(results)} traces could not be diagnosed",
+        echo(f"warning: {len(failed)} of {len(results)} traces could not be diagnosed",
                    err=True)
     sys.stdout.flush()

@@ -571,7 +571,7 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
            f"{_ms(extra)} ms extra; the largest cause in them is {main} ({_ms(causes[main])} ms)")
     ev["cause"] = main
     return Check("step_outliers", WARN,
-                 f"steps {_ranges(steps)} take {_ms(min(f['wall_ns'] for f in flagged))}-"
+                 f"steps {step_ranges(steps)} take {_ms(min(f['wall_ns'] for f in flagged))}-"
                  f"{_ms(max(f['wall_ns'] for f in flagged))} ms against a typical "
                  f"{_ms(flagged[0]['typical_ns'])} ms with the same GPU work; {why}", ev)
 
@@ -580,7 +580,8 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:.1f}" if ns < 1e9 else f"{ns / 1e6:.0f}"
 
 
-def _ranges(steps: list[int]) -> str:
+def step_ranges(steps: list[int]) -> str:
+    """'3-7, 9' for steps [3, 4, 5, 6, 7, 9]."""
     out: list[str] = []
     for s in sorted(steps):
         if out and out[-1].split("-")[-1] == str(s - 1):
@@ -613,7 +614,7 @@ def recommendations(idle: dict[str, Any], rules: IdleRules) -> list[Recommendati
                   else f"; one stall of {_ms(big[0])} ms" if big else "")
         evidence = (f"{_ms(ns)} ms ({share:.0%} of GPU idle) in {sum(x['gaps'] for x in same)} "
                     f"gap(s): {desc.title}" + (f", {where}" if where else "") + stalls
-                    + (f"; steps {_ranges(steps)}" if steps else ""))
+                    + (f"; steps {step_ranges(steps)}" if steps else ""))
         seen.add(cid)
         out.append(Recommendation(id=f"idle.{cid}", title=desc.rec_title or desc.title,
                                   evidence=evidence, advice=desc.advice,
@@ -637,7 +638,7 @@ def evidence_lines(idle: dict[str, Any], rules: IdleRules) -> list[str]:
         lines.append(f"largest cause: {desc.title if desc else c['cause']} in {c['op'] or '?'}"
                      + (f" ({c['context']})" if c.get("context") else "")
                      + f", {_ms(c['ns'])} ms = {c['share_of_idle']:.0%} of idle"
-                     + (f", steps {_ranges(c['steps'])}" if c["steps"] else ""))
+                     + (f", steps {step_ranges(c['steps'])}" if c["steps"] else ""))
     return lines
 
 

@@ -32,7 +32,7 @@ from ..modelspec import ModelSpec
 _ANCHOR_CLASSES = ("attention", "linear_attention")
 _TP_DEGREES = (1, 2, 4, 8, 16, 32)
 # Attention kernels that name a sliding-window (local) variant (TRT-LLM-gen FMHA, FlashInfer).
-_MLA_KERNEL = re.compile(r"(?i)(^|[^a-z])mla(_|::|kernel|[^a-z]|$)|BatchMLA|FlashMLA")
+_MLA_KERNEL = re.compile(r"(?i)(?:^|[^a-z])mla(?:_|::|kernel|[^a-z]|$)|BatchMLA|FlashMLA")
 _SLIDING = re.compile(r"Sliding|sliding_window|SlidingWindow|_swa_|LocalAttention", re.I)
 
 

@@ -25,6 +25,7 @@ _PARSER_MODULES: dict[str, str] = {
 }
 
 HEAD_BYTES = 4096
+UTF8_BOM = b"\xef\xbb\xbf"  # some editors and Windows tools write one before JSON
 # A JSON trace may open with a large metadata object (TraceLens adds one); look this far.
 LONG_HEAD_BYTES = 1 << 20
 
@@ -52,17 +53,17 @@ def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             with gzip.open(path, "rb") as gz:
-                return gz.read(n)
+                raw = gz.read(n)
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-    return raw
+    return raw[3:] if raw[:3] == UTF8_BOM else raw
 
 
 def detect(path: str | os.PathLike[str]) -> str:
     """Return the format name of ``path`` by content, or raise TraceFormatError."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError("no such file or directory", str(p))
+    from ..io import check_input
+
+    p = check_input(path, what="trace", allow_dir=True)
     if p.is_file() and p.stat().st_size == 0:
         raise TraceFormatError("empty file", str(p))
     head = read_head(p)
@@ -103,13 +104,21 @@ def _is_text(head: bytes) -> bool:
 
 def parse(path: str | os.PathLike[str], format: str | None = None) -> Trace:
     """Parse ``path`` (format sniffed unless given) into a canonical Trace."""
-    p = Path(path)
+    from ._sqlite import session
+
+    with session():
+        return _parse(Path(path), format)
+
+
+def _parse(p: Path, format: str | None) -> Trace:
+    from ..io import check_input
+
     if format is None:
         format = detect(p)
     elif format not in _PARSER_MODULES:
         raise UsageError(f"unknown format {format!r}; choose from {', '.join(formats())}")
-    elif not p.exists():
-        raise UsageError("no such file or directory", str(p))
+    else:
+        check_input(p, what="trace", allow_dir=True)
     mod = _module(format)
     if mod is None:
         raise UsageError(f"format {format!r} is not available in this build")

@@ -521,6 +521,9 @@ def _plain_blocks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Itera
 def _gz_blocks(fh: BinaryIO, path: Path, warnings: list[str],
                progress: Callable[[int], None] | None) -> Iterator[bytes]:
     """Inflate a gzip file (one or several members) incrementally."""
+    from ..io import InflateBudget
+
+    budget = InflateBudget(path)
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     produced = False
     comp = b""
@@ -546,6 +549,7 @@ def _gz_blocks(fh: BinaryIO, path: Path, warnings: list[str],
             return
         comp = d.unconsumed_tail
         if out:
+            budget.add(len(out))
             produced = True
             yield out
         if d.eof:
@@ -619,7 +623,10 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
 
     # 1. the head: find where the events array opens
     while not eof and not buf.strip(_WS):
+        buf.clear()  # only whitespace so far: drop it (memory stays bounded)
         fill()
+        if buf[:3] == b"\xef\xbb\xbf":
+            del buf[:3]  # a UTF-8 byte order mark before the JSON
     stripped = buf.lstrip(_WS)
     if not stripped:
         raise TraceFormatError("empty file", str(path))
@@ -653,14 +660,19 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
         raise StreamUnsupported("not a JSON object or array")
 
     ex = Extractor()
+    # where the search for a '},{' may start: past text already searched without one, so a
+    # huge event (or a whitespace bomb) is scanned once, not once per block
+    scan_from = pos
     # 2. whole pieces: buf[pos-1] is the '[' or ',' before the piece's first event
     while True:
         while not eof and len(buf) - pos < CHUNK_BYTES:
             fill()
+            if scan_from == pos and not buf[pos:].strip(_WS):
+                del buf[pos:]  # whitespace between events: drop it
         if eof:
             break
         cut = None
-        for m in _last_boundaries(buf, pos):
+        for m in _last_boundaries(buf, max(pos, scan_from)):
             end = m.start() + 1  # one past the '}'
             saved = buf[pos - 1], buf[end]
             buf[pos - 1], buf[end] = 0x5B, 0x5D  # '[' ... ']'
@@ -675,14 +687,15 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
             if cut is not None:
                 break
         if cut is None:
-            if not _last_boundaries(buf, pos, 1):
+            if not _last_boundaries(buf, max(pos, scan_from), 1):
+                scan_from = max(pos, len(buf) - 64)
                 fill()  # one huge event: read on
                 continue
             # invalid JSON mid-file (NaN, unescaped quotes, corruption): whole-document path
             raise StreamUnsupported(f"undecodable piece after event {ex.cols.events}")
         comma = buf.index(b",", cut.start())
         del buf[:comma]
-        pos = 1
+        pos = scan_from = 1
 
     # 3. the rest: last events, the array's end and the top-level keys after it
     rest = bytes(buf[pos:])

@@ -10,23 +10,22 @@ A ``.nsys-rep`` report is converted with ``nsys export`` when nsys is installed.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
-import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from .. import schema
 from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
+from . import _coerce
+from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
+    bound_message, columns, connect, open_db, sqlite_file, table_names)
 
 FORMAT = "nsys"
 
@@ -52,58 +51,15 @@ _SYNC_TYPE = {0: "Unknown", 1: "Event sync", 2: "Stream wait sync", 3: "Stream s
 # ENUM_NSYS_EVENT_TYPE ids of NVTX ranges (push/pop and start/end); marks (34) have no end.
 _NVTX_RANGE_TYPES = (59, 60)
 _NA_STREAM = 0xFFFFFFFF
+# columns of the activity queries that must hold integers (checked by _coerce)
+_INT_COLUMNS = ("start", "end", "deviceId", "streamId", "correlationId", "globalPid",
+                "globalTid", "tid", "bytes", "copyKind", "srcKind", "dstKind", "memKind",
+                "syncType", "graphId", "graph")
 
 
 # ---------------------------------------------------------------------------- SQLite access
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-@contextlib.contextmanager
-def sqlite_file(path: Path) -> Iterator[Path]:
-    """Yield a path to the plain SQLite content of ``path``; a gzipped file is inflated into a
-    temporary file that is removed afterwards."""
-    if not _is_gzip(path):
-        yield path
-        return
-    fd, tmp = tempfile.mkstemp(suffix=".sqlite", prefix="profdiag-")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as gz:
-            try:
-                shutil.copyfileobj(gz, out, 1 << 20)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise TraceFormatError(f"corrupt or truncated gzip stream ({exc})",
-                                       str(path)) from None
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a SQLite file read-only without taking locks or creating journals."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True)
-
-
-@contextlib.contextmanager
-def open_db(path: Path) -> Iterator[sqlite3.Connection]:
-    with sqlite_file(path) as plain:
-        con = connect(plain)
-        try:
-            yield con
-        finally:
-            con.close()
-
-
-def table_names(con: sqlite3.Connection) -> set[str]:
-    rows = con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
-    return {r[0] for r in rows}
-
-
-def columns(con: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+# Untrusted-file access (read-only, tables only, bounded work, WAL, one bounded inflation)
+# lives in _sqlite and is shared with the rocprof parser.
 
 
 def looks_like_sqlite(head: bytes) -> bool:
@@ -121,7 +77,7 @@ def sniff(path: Path, head: bytes) -> bool:
         try:
             with open_db(path) as con:
                 return _is_nsys_tables(table_names(con))
-        except (sqlite3.Error, TraceFormatError, OSError):
+        except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
             return False
     return path.suffix == ".nsys-rep" and path.is_file()
 
@@ -135,8 +91,20 @@ def parse(path: Path) -> Trace:
         with open_db(path) as con:
             return _parse_connection(con, path)
     except sqlite3.DatabaseError as exc:
-        raise TraceFormatError(f"unreadable SQLite file ({_one_line(exc)}); "
-                               "the export may be truncated or corrupt", str(path)) from None
+        raise _db_error(exc, path) from None
+    except pd.errors.DatabaseError as exc:  # pandas wraps sqlite3 errors in its own class
+        raise _db_error(exc, path) from None
+
+
+def _db_error(exc: BaseException, path: Path) -> TraceFormatError:
+    if "interrupted" in str(exc):
+        return TraceFormatError("SQLite queries ran past the work bound: the file makes simple "
+                                "reads explode (a hostile or corrupt export?)", str(path))
+    if "malformed" in str(exc) or "disk image" in str(exc) or "not a database" in str(exc):
+        return TraceFormatError(f"truncated or corrupt SQLite export ({_one_line(exc)}); "
+                                "export it again with `nsys export --type sqlite`", str(path))
+    return TraceFormatError(f"unreadable SQLite file ({_one_line(exc)}); "
+                            "the export may be truncated or corrupt", str(path))
 
 
 def _starts_with_sqlite(path: Path) -> bool:
@@ -189,20 +157,32 @@ class _Db:
             self._cols[table] = columns(self.con, table) if table in self.tables else set()
         return self._cols[table]
 
+    path: Path | str = "?"
+
     def query(self, sql: str) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.con)
+        """Run ``sql`` and pass the frame through the typed coercion step: integer columns
+        are checked (a bad value is an error naming the file, table, column and row) and
+        names made text."""
+        df = pd.read_sql_query(sql, self.con)
+        m = re.search(r"\bFROM\s+(\w+)", sql)
+        table = m.group(1) if m else "query"
+        _coerce.int_columns(df, _INT_COLUMNS, self.path, table)
+        return _coerce.text_columns(df, ("name", "short_name", "grid", "block"))
 
     def enum(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
         """ENUM_* table as {id: label} when present, else the built-in map."""
         if self.has(table) and {"id", "label"} <= self.cols(table):
             rows = self.con.execute(f'SELECT id, label FROM "{table}"').fetchall()
-            if rows:
-                return {int(i): str(lbl) for i, lbl in rows}
+            out = {_coerce.int_or_none(i): _coerce.text(lbl) or "" for i, lbl in rows}
+            out.pop(None, None)
+            if out:
+                return out  # type: ignore[return-value]
         return dict(fallback)
 
 
 def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
     db = _Db(con)
+    db.path = path
     if not _is_nsys_tables(db.tables):
         raise TraceFormatError(
             "SQLite file is not an Nsight Systems export (no StringIds, CUPTI_ACTIVITY_KIND_* "
@@ -402,8 +382,9 @@ def _copy_kind_names(db: _Db) -> dict[int, str]:
     if db.has("ENUM_CUDA_MEMCPY_OPER") and {"id", "name"} <= db.cols("ENUM_CUDA_MEMCPY_OPER"):
         for i, name in db.con.execute("SELECT id, name FROM ENUM_CUDA_MEMCPY_OPER"):
             m = re.fullmatch(r"CUDA_MEMCPY_KIND_(UVM_)?([A-Z])TO([A-Z])", str(name))
-            if m:
-                out[int(i)] = f"{m.group(2)}to{m.group(3)}" + (" (Unified)" if m.group(1) else "")
+            key = _coerce.int_or_none(i)
+            if m and key is not None:
+                out[key] = f"{m.group(2)}to{m.group(3)}" + (" (Unified)" if m.group(1) else "")
     return out
 
 
@@ -489,9 +470,9 @@ def _sync(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
 
 def _nvtx_range_types(db: _Db) -> tuple[int, ...]:
     if db.has("ENUM_NSYS_EVENT_TYPE") and {"id", "name"} <= db.cols("ENUM_NSYS_EVENT_TYPE"):
-        ids = tuple(int(r[0]) for r in db.con.execute(
+        ids = tuple(i for i in (_coerce.int_or_none(r[0]) for r in db.con.execute(
             "SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name IN "
-            "('NvtxPushPopRange', 'NvtxStartEndRange')"))
+            "('NvtxPushPopRange', 'NvtxStartEndRange')")) if i is not None)
         if ids:
             return ids
     return _NVTX_RANGE_TYPES
@@ -534,14 +515,16 @@ def _meta(db: _Db, path: Path, warnings: list[str]) -> TraceMeta:
         seen: set[int] = set()
         for i, (gid, name, sms, mem, major, minor) in enumerate(
                 db.con.execute(f"SELECT {sel} FROM TARGET_INFO_GPU")):
-            index = int(gid) if gid is not None else i
+            gid, sms, mem = (_coerce.int_or_none(v) for v in (gid, sms, mem))
+            major, minor = _coerce.int_or_none(major), _coerce.int_or_none(minor)
+            index = gid if gid is not None else i
             if index in seen:
                 continue
             seen.add(index)
             devices.append(DeviceInfo(
-                index=index, name=str(name or ""),
-                sm_count=int(sms) if sms is not None else None,
-                memory_bytes=int(mem) if mem is not None else None,
+                index=index, name=_coerce.text(name) or "",
+                sm_count=sms if sms is not None and sms > 0 else None,
+                memory_bytes=mem if mem is not None and mem > 0 else None,
                 compute_capability=f"{major}.{minor or 0}" if major is not None else None,
                 vendor="nvidia"))
     else:
@@ -550,7 +533,7 @@ def _meta(db: _Db, path: Path, warnings: list[str]) -> TraceMeta:
     if db.has("TARGET_INFO_SESSION_START_TIME") and "utcEpochNs" in db.cols(
             "TARGET_INFO_SESSION_START_TIME"):
         row = db.con.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
-        base = int(row[0]) if row and row[0] is not None else None
+        base = _coerce.int_or_none(row[0]) if row else None
     options: dict[str, Any] = {}
     for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
         if db.has(table) and {"name", "value"} <= db.cols(table):

@@ -23,6 +23,7 @@ import pandas as pd
 from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
+from . import _coerce
 from . import nsys_sqlite as _sql
 from .torch_json import short_name as _short_name
 
@@ -45,7 +46,7 @@ def sniff(path: Path, head: bytes) -> bool:
         try:
             with _sql.open_db(path) as con:
                 return _sqlite_flavour(_sql.table_names(con), con) is not None
-        except (sqlite3.Error, TraceFormatError, OSError):
+        except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
             return False
     text = head.lstrip()
     if text.startswith(b"{"):
@@ -141,17 +142,19 @@ def _short_names(names: pd.Series) -> Any:
 
 
 def _num(df: pd.DataFrame, col: str | None) -> pd.Series:
+    """A numeric column through the coercion step: inf, 1e400, 2**70, text -> NaN."""
     if col is None or col not in df.columns:
         return pd.Series(np.nan, index=df.index, dtype="float64")
-    return pd.to_numeric(df[col], errors="coerce")
+    return _coerce.finite_numbers(df[col])
 
 
 def _int_array(values: pd.Series) -> Any:
-    return pd.array(pd.to_numeric(values, errors="coerce").round(), dtype="Int64")
+    return pd.array(_coerce.finite_numbers(values).round(), dtype="Int64")
 
 
 def _dims(x: pd.Series, y: pd.Series, z: pd.Series) -> Any:
     """'x,y,z' strings, NA where any dimension is unknown."""
+    x, y, z = (_coerce.finite_numbers(v) for v in (x, y, z))
     ok = x.notna() & y.notna() & z.notna()
     out = pd.Series(pd.NA, index=x.index, dtype="string")
     if ok.any():
@@ -162,8 +165,8 @@ def _dims(x: pd.Series, y: pd.Series, z: pd.Series) -> Any:
 
 def _blocks(grid: pd.Series, wg: pd.Series) -> pd.Series:
     """Work-items -> workgroups (ceil), NA when either is unknown or the workgroup is 0."""
-    g = pd.to_numeric(grid, errors="coerce")
-    w = pd.to_numeric(wg, errors="coerce").where(lambda v: v > 0)
+    g = _coerce.finite_numbers(grid)
+    w = _coerce.finite_numbers(wg).where(lambda v: v > 0)
     return np.ceil(g / w)
 
 
@@ -173,8 +176,8 @@ def _grid_block(gx: pd.Series, gy: pd.Series, gz: pd.Series,
 
 
 def _times(start: pd.Series, end: pd.Series) -> tuple[Any, Any, int]:
-    s = pd.to_numeric(start, errors="coerce")
-    e = pd.to_numeric(end, errors="coerce")
+    s = _coerce.finite_numbers(start)
+    e = _coerce.finite_numbers(end)
     bad = int((s.isna() | e.isna()).sum())
     dur = (e - s).clip(lower=0)
     return s.fillna(0).astype("int64").to_numpy(), dur.fillna(0).astype("int64").to_numpy(), bad
@@ -292,7 +295,7 @@ def _parse_v1_db(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
     def read(table: str) -> pd.DataFrame | None:
         if table not in tables or "BeginNs" not in _sql.columns(con, table):
             return None
-        return pd.read_sql_query(f'SELECT * FROM "{table}"', con)
+        return _coerce.decode_blobs(pd.read_sql_query(f'SELECT * FROM "{table}"', con))
 
     kern = read("KERN")
     if kern is not None and len(kern):
@@ -453,15 +456,14 @@ def _parse_json(path: Path) -> Trace:
 
 
 def _read_bytes(path: Path) -> bytes:
-    import gzip
-    import zlib
+    from ..io import bounded_inflate
+
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise TraceFormatError(f"corrupt or truncated gzip stream ({exc})",
-                                   str(path)) from None
+        def truncated() -> None:
+            raise TraceFormatError("corrupt or truncated gzip stream", str(path))
+
+        return bounded_inflate(raw, path, on_truncated=truncated)
     return raw
 
 
@@ -773,9 +775,8 @@ def _parse_sqlite(path: Path) -> Trace:
                 return _parse_v1_db(con, tables, path)
             raise TraceFormatError("SQLite file is not a rocprof output (no rocpd_* tables or "
                                    "rocprof v1 KERN/OPS table)", str(path))
-    except sqlite3.DatabaseError as exc:
-        raise TraceFormatError(f"unreadable SQLite file ({' '.join(str(exc).split())}); it "
-                               "may be truncated or corrupt", str(path)) from None
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise _sql._db_error(exc, path) from None
 
 
 def _guid_join(a: str, b: str, cols_a: set[str], cols_b: set[str]) -> str:
@@ -805,7 +806,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
              + _guid_join('ks', 'k', ks, kd) if ks else ''}
             {'LEFT JOIN rocpd_event e ON e.id = k.event_id'
              + _guid_join('e', 'k', ev_cols, kd) if has_event else ''}"""
-        df = pd.read_sql_query(sql, con)
+        df = _coerce.decode_blobs(pd.read_sql_query(sql, con))
         if len(df):
             name = clean_kernel_names(df["name"])
             start, dur, _ = _times(df["start"], df["end"])
@@ -831,7 +832,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
             LEFT JOIN rocpd_string s ON s.id = m.name_id{_guid_join('s', 'm', cols.get('rocpd_string', set()), mc)}
             {'LEFT JOIN rocpd_event e ON e.id = m.event_id'
              + _guid_join('e', 'm', ev_cols, mc) if has_event else ''}"""
-        df = pd.read_sql_query(sql, con)
+        df = _coerce.decode_blobs(pd.read_sql_query(sql, con))
         if len(df):
             start, dur, _ = _times(df["start"], df["end"])
             dev = df["dst"].map(gpu_of).fillna(df["src"].map(gpu_of))
@@ -854,7 +855,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
             {'LEFT JOIN rocpd_event e ON e.id = r.event_id'
              + _guid_join('e', 'r', ev_cols, rg) if has_event else ''}
             {'LEFT JOIN rocpd_string c ON c.id = e.category_id' if cat != 'NULL' else ''}"""
-        df = pd.read_sql_query(sql, con)
+        df = _coerce.decode_blobs(pd.read_sql_query(sql, con))
         if len(df):
             category = df["category"].fillna("").astype(str)
             marker = category.str.startswith("MARKER")

@@ -12,9 +12,7 @@ delimit vLLM V1's steps when it writes no step annotation (see rules/engines.tom
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,23 +51,17 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def _read_bytes(path: Path) -> tuple[bytes, list[str]]:
-    """Whole decompressed content; a truncated gzip stream yields what could be read."""
+    """Whole decompressed content (bounded, see profdiag.io.InflateBudget); a truncated
+    gzip stream yields what could be read."""
+    from ..io import bounded_inflate
+
     raw = path.read_bytes()
     if raw[:2] != b"\x1f\x8b":
         return raw, []
-    try:
-        return gzip.decompress(raw), []
-    except (EOFError, OSError, zlib.error):
-        # Truncated or corrupt gzip: inflate as far as the stream allows.
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            data = d.decompress(raw)
-        except zlib.error as exc:
-            raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-        if not data:
-            raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
-                                   str(path)) from None
-        return data, ["gzip stream is truncated; read what could be inflated"]
+    warnings: list[str] = []
+    data = bounded_inflate(raw, path, on_truncated=lambda: warnings.append(
+        "gzip stream is truncated; read what could be inflated"))
+    return data, warnings
 
 
 def _salvage(data: bytes) -> Any | None:
@@ -92,12 +84,20 @@ def _salvage(data: bytes) -> Any | None:
 def _load_json(path: Path) -> tuple[Any, list[str], bool]:
     """(document, warnings, salvaged)."""
     data, warnings = _read_bytes(path)
+    if data[:3] == b"\xef\xbb\xbf":
+        data = data[3:]  # a UTF-8 byte order mark
     if not data.strip():
         raise TraceFormatError("empty file", str(path))
     try:
         return orjson.loads(data), warnings, False
     except orjson.JSONDecodeError as exc:
         first_error = str(exc).splitlines()[0]
+    repaired, notes = _repair_literals(data)
+    if notes:
+        try:
+            return orjson.loads(repaired), warnings + notes, False
+        except orjson.JSONDecodeError:
+            data, warnings = repaired, warnings + notes  # salvage the repaired text below
     if b"\xff" in data or _has_bad_utf8(data):
         # Kineto before 2025 could write raw bytes in names: replace them and retry.
         data = data.decode("utf-8", errors="replace").encode("utf-8")
@@ -115,6 +115,26 @@ def _load_json(path: Path) -> tuple[Any, list[str], bool]:
     return doc, warnings + [
         "trace is truncated (profiler killed?); salvaged the events before the cut"
     ], True
+
+
+# JavaScript literals Python's json writes (NaN, Infinity) and lone UTF-16 surrogate escapes
+# (a name cut mid-character): JSON has neither, so one would reject the whole trace.
+_NONFINITE = re.compile(rb"(?<=[:\[,])(\s*)(-?Infinity|NaN)(?=\s*[,\]\}])")
+_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                        rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _repair_literals(data: bytes) -> tuple[bytes, list[str]]:
+    """NaN/Infinity values as null and lone surrogate escapes as U+FFFD, with a warning
+    each; (data, []) when there is nothing to repair."""
+    notes = []
+    data, n = _NONFINITE.subn(rb"\1null", data)
+    if n:
+        notes.append(f"{n} NaN/Infinity literal{'s' if n != 1 else ''} (not JSON) read as null")
+    data, m = _SURROGATE.subn(rb"\\ufffd", data)
+    if m:
+        notes.append(f"{m} lone UTF-16 surrogate escape{'s' if m != 1 else ''} replaced by U+FFFD")
+    return data, notes
 
 
 def _has_bad_utf8(data: bytes) -> bool:

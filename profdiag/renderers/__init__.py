@@ -42,4 +42,9 @@ def render(diagnosis: Any, fmt: str = "html") -> str:
     if fmt not in _MODULES:
         raise UsageError(f"unknown output format {fmt!r}; choose from {', '.join(_MODULES)}")
     mod = importlib.import_module(f"{__name__}.{_MODULES[fmt]}")
-    return mod.render(data)
+    text = mod.render(data)
+    if fmt in ("md", "txt"):
+        from ..textsafe import clean
+
+        text = clean(text)  # names from the trace never reach a terminal as escapes
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import text as t
+from ..diagnosis.idle import step_ranges
 
 HOST_COLOR = "#e15759"
 GPU_COLOR = "#f1ce63"
@@ -22,16 +23,6 @@ def split(data: dict[str, Any]) -> dict[str, Any] | None:
             "gap_count": idle.get("gap_count", 0)}
 
 
-def _steps_text(steps: list[int]) -> str:
-    out: list[str] = []
-    for s in sorted(steps):
-        if out and out[-1].split("-")[-1] == str(s - 1):
-            out[-1] = out[-1].split("-")[0] + f"-{s}"
-        else:
-            out.append(str(s))
-    return ", ".join(out)
-
-
 def cause_rows(data: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
     """The largest causes of idle time, largest first."""
     idle = data.get("idle") or {}
@@ -40,7 +31,7 @@ def cause_rows(data: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
         rows.append({"cause": c.get("cause", ""), "title": c.get("title") or c.get("cause", ""),
                      "op": c.get("op", ""), "context": c.get("context", ""),
                      "ns": c.get("ns", 0), "share": c.get("share_of_idle", 0.0),
-                     "gaps": c.get("gaps", 0), "steps": _steps_text(c.get("steps") or [])})
+                     "gaps": c.get("gaps", 0), "steps": step_ranges(c.get("steps") or [])})
     return rows
 
 

@@ -1,0 +1,330 @@
+"""Untrusted SQLite access shared by the nsys and rocprof parsers.
+
+A trace's SQLite file is input from someone else, so it is read as data only:
+
+* opened read-only (``mode=ro``), with ``trusted_schema=OFF`` and ``query_only=ON``; a
+  progress handler bounds the work of every query and the length of any value is capped;
+* only real tables are listed (``sqlite_master`` type 'table', not virtual, without
+  generated columns); views are never evaluated, except the trivial ``SELECT * FROM
+  <table>`` (joined by ``UNION ALL``) views rocprofv3's rocpd files name their tables with;
+* an export in WAL mode with its ``-wal`` file beside it is copied (database and WAL) to a
+  temporary directory and opened there, so the rows in the WAL are read and the user's
+  directory is left untouched (``immutable=1`` would skip them);
+* a gzipped file is inflated against the InflateBudget of profdiag.io, once per
+  ``session()`` (profdiag.parsers.parse opens one around sniffing and parsing), into a
+  temporary file removed when the session ends, at exit and on SIGTERM; stale copies of dead
+  processes are removed on the next inflation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import glob
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import OutputError, TraceFormatError
+
+# Longest string or blob a query may produce (a 1 MB kernel name is fine; a 1 GB
+# printf() is not).
+MAX_VALUE_BYTES = 64 << 20
+# VM instructions between progress-handler calls, and the work bound: this many seconds of
+# SQLite work per connection, at least, plus a second per 4 MB of file.
+_TICK = 100_000
+WORK_SECONDS_MIN = 120.0
+
+_TMP_PREFIX = "profdiag-"
+
+
+class SafeConnection(sqlite3.Connection):
+    """A connection that remembers when its work bound stopped a query."""
+
+    interrupted_by_bound = False
+    work_seconds = WORK_SECONDS_MIN
+
+
+def _progress_handler(con: SafeConnection) -> "callable[[], int]":  # type: ignore[valid-type]
+    deadline = time.monotonic() + con.work_seconds
+
+    def handler() -> int:
+        if time.monotonic() > deadline:
+            con.interrupted_by_bound = True
+            return 1
+        return 0
+
+    return handler
+
+
+def connect(path: Path, *, immutable: bool = True, size_hint: int = 0) -> SafeConnection:
+    """Open a SQLite file read-only as untrusted data (see the module docstring)."""
+    uri = Path(path).resolve().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+    con = sqlite3.connect(uri, uri=True, factory=SafeConnection)
+    assert isinstance(con, SafeConnection)
+    con.work_seconds = max(WORK_SECONDS_MIN, size_hint / (4 << 20))
+    for pragma in ("PRAGMA trusted_schema=OFF", "PRAGMA query_only=ON"):
+        with contextlib.suppress(sqlite3.Error):
+            con.execute(pragma)
+    with contextlib.suppress(AttributeError, sqlite3.Error):
+        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    con.set_progress_handler(_progress_handler(con), _TICK)
+    return con
+
+
+def bound_message(con: sqlite3.Connection) -> str | None:
+    """The message for a query stopped by the work bound, else None."""
+    if getattr(con, "interrupted_by_bound", False):
+        return (f"SQLite queries ran past the work bound ({getattr(con, 'work_seconds', 0):.0f} s):"
+                " the file makes simple reads explode (a hostile or corrupt export?)")
+    return None
+
+
+# ------------------------------------------------------------------ tables, never views
+_VIEW_RE = re.compile(
+    r"^\s*CREATE\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?[`\"\[]?[\w.]+[`\"\]]?\s+AS\s+(.*?);?\s*$",
+    re.IGNORECASE | re.DOTALL)
+_SELECT_ALL_RE = re.compile(r"^\s*SELECT\s+\*\s+FROM\s+[`\"\[]?(\w+)[`\"\]]?\s*$",
+                            re.IGNORECASE)
+_GENERATED_RE = re.compile(r"\bGENERATED\s+ALWAYS\b|\bAS\s*\(", re.IGNORECASE)
+
+
+def _plain_tables(con: sqlite3.Connection) -> set[str]:
+    out: set[str] = set()
+    for name, sql in con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"):
+        text = sql or ""
+        if re.match(r"\s*CREATE\s+VIRTUAL\b", text, re.IGNORECASE):
+            continue  # a virtual table runs a module's code
+        if _GENERATED_RE.search(text) and _has_generated(con, name):
+            continue  # generated columns are expressions evaluated on read
+        out.add(name)
+    return out
+
+
+def _has_generated(con: sqlite3.Connection, table: str) -> bool:
+    try:
+        rows = con.execute(f'PRAGMA table_xinfo("{table}")').fetchall()
+    except sqlite3.Error:
+        return True
+    return any(r[6] in (2, 3) for r in rows)
+
+
+def _trivial_view_targets(sql: str) -> list[str] | None:
+    """Tables of a view that is only ``SELECT * FROM t [UNION ALL SELECT * FROM u ...]``."""
+    m = _VIEW_RE.match(sql or "")
+    if not m:
+        return None
+    parts = re.split(r"\bUNION\s+ALL\b", m.group(1), flags=re.IGNORECASE)
+    targets = []
+    for part in parts:
+        sm = _SELECT_ALL_RE.match(part)
+        if not sm:
+            return None
+        targets.append(sm.group(1))
+    return targets
+
+
+def table_names(con: sqlite3.Connection) -> set[str]:
+    """Names safe to read: real tables, and views that merely rename real tables."""
+    tables = _plain_tables(con)
+    names = set(tables)
+    for name, sql in con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"):
+        targets = _trivial_view_targets(sql)
+        if targets and all(t in tables for t in targets):
+            names.add(name)
+    return names
+
+
+def columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+
+
+# ---------------------------------------------------------------- files: gzip and WAL
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+# one materialised copy per process: identity of the source -> (plain path, cleanup path)
+_CACHE: dict[tuple[int, int, int, int], tuple[Path, Path]] = {}
+_ATEXIT = False
+
+
+def _drop_cache() -> None:
+    while _CACHE:
+        _, (_, victim) = _CACHE.popitem()
+        with contextlib.suppress(OSError):
+            if victim.is_dir():
+                shutil.rmtree(victim, ignore_errors=True)
+            else:
+                os.unlink(victim)
+
+
+def _remember(key: tuple[int, int, int, int], plain: Path, victim: Path) -> None:
+    global _ATEXIT
+    _drop_cache()
+    _CACHE[key] = (plain, victim)
+    if not _ATEXIT:
+        atexit.register(_drop_cache)
+        _ATEXIT = True
+
+
+def _clean_stale() -> None:
+    """Remove temp copies left by profdiag processes that died (SIGKILL, power loss)."""
+    for victim in glob.glob(os.path.join(tempfile.gettempdir(), _TMP_PREFIX + "*-*")):
+        m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", os.path.basename(victim))
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.isdir(victim):
+                shutil.rmtree(victim, ignore_errors=True)
+            else:
+                os.unlink(victim)
+
+
+def _tmp_error(exc: OSError) -> OutputError:
+    where = tempfile.gettempdir()
+    if exc.errno == errno.ENOSPC:
+        return OutputError("no space left to inflate the trace into the temporary directory "
+                           "(set TMPDIR to a larger disk)", where)
+    return OutputError(f"cannot write a temporary copy: {exc.strerror or exc}", where)
+
+
+def _inflate(path: Path) -> Path:
+    from ..io import InflateBudget
+
+    _clean_stale()
+    budget = InflateBudget(path)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".sqlite", prefix=f"{_TMP_PREFIX}{os.getpid()}-")
+    except OSError as exc:
+        raise _tmp_error(exc) from None
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as fh:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            produced = 0
+            while not d.eof:
+                comp = d.unconsumed_tail or fh.read(1 << 20)
+                if not comp:
+                    raise TraceFormatError(
+                        "truncated gzip stream: the compressed SQLite export is incomplete "
+                        f"(inflated {produced} bytes before the end)", str(path))
+                try:
+                    chunk = d.decompress(comp, 1 << 22)
+                except zlib.error as exc:
+                    raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
+                budget.add(len(chunk))
+                produced += len(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise _tmp_error(exc) from None
+            # bytes after the member (trailing junk, padding) are ignored like gzip(1) does
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _wal_copy(path: Path) -> Path:
+    _clean_stale()
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-wal-"))
+    except OSError as exc:
+        raise _tmp_error(exc) from None
+    target = folder / "trace.sqlite"
+    try:
+        shutil.copyfile(path, target)
+        shutil.copyfile(str(path) + "-wal", str(target) + "-wal")
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _tmp_error(exc) from None
+    return target
+
+
+def _has_wal(path: Path) -> bool:
+    try:
+        return os.path.getsize(str(path) + "-wal") > 0
+    except OSError:
+        return False
+
+
+_SESSION_DEPTH = 0
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Within a session (profdiag.parsers.parse: sniff, then parse) a gzipped file is
+    inflated once and its copy kept until the session ends; outside one, each use
+    inflates and removes its own copy."""
+    global _SESSION_DEPTH
+    _SESSION_DEPTH += 1
+    try:
+        yield
+    finally:
+        _SESSION_DEPTH -= 1
+        if _SESSION_DEPTH == 0:
+            _drop_cache()
+
+
+@contextlib.contextmanager
+def sqlite_file(path: Path) -> Iterator[tuple[Path, bool]]:
+    """Yield (plain SQLite path, immutable?) for ``path``: itself, a WAL copy, or the
+    (bounded) inflation of a gzipped file."""
+    path = Path(path)
+    gz = _is_gzip(path)
+    if not gz and not _has_wal(path):
+        yield path, True
+        return
+    key = _identity(path)
+    if key in _CACHE:
+        yield _CACHE[key][0], gz
+        return
+    plain = _inflate(path) if gz else _wal_copy(path)
+    victim = plain if gz else plain.parent
+    if _SESSION_DEPTH:
+        _remember(key, plain, victim)
+        yield plain, gz
+        return
+    try:
+        yield plain, gz
+    finally:
+        with contextlib.suppress(OSError):
+            if gz:
+                os.unlink(victim)
+            else:
+                shutil.rmtree(victim, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_db(path: Path) -> Iterator[SafeConnection]:
+    with sqlite_file(path) as (plain, immutable):
+        try:
+            size = os.path.getsize(plain)
+        except OSError:
+            size = 0
+        con = connect(plain, immutable=immutable, size_hint=size)
+        try:
+            yield con
+        finally:
+            con.close()
