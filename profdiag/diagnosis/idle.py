@@ -450,9 +450,11 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g["cause"] = cause
     g["op"] = op
     g["context"] = ctx
-    names = work["name"].astype(str).to_numpy()
     nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
-    g["next"] = [names[p] if p >= 0 else "" for p in nxt]
+    # names as str of the rows that follow a gap only (not a str object per work row)
+    nxt_names = work["name"].take(np.maximum(nxt, 0)).astype(str).to_numpy() if len(work) \
+        else np.full(len(nxt), "", dtype=object)
+    g["next"] = [nm if p >= 0 else "" for p, nm in zip(nxt, nxt_names)]
     table = g[GAP_COLUMNS].reset_index(drop=True)
     return summarise(table, steps_df, rules), table
 
