@@ -156,12 +156,24 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     # The launch call of each work item: its end and thread (same correlation id).
     rt = host.loc[((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy(),
                   ["correlation", "start_ns", "dur_ns", "tid"]]
-    rt = rt.drop_duplicates("correlation").set_index("correlation")
+    rt = rt.drop_duplicates("correlation")
+    # each work row's launch call by a sorted search (not a hash map of millions of calls);
+    # values go through float64 as the Series.map of before did
+    rt_corr = rt["correlation"].to_numpy(dtype=np.int64)
+    by = np.argsort(rt_corr, kind="stable")
+    rt_corr = rt_corr[by]
+    rt_end = (rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
+        dtype=np.float64)[by]
+    rt_tid = rt["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[by]
     corr = work["correlation"]
-    call_end = corr.map(rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
-        dtype=np.float64).astype(np.int64)
-    call_tid = corr.map(rt["tid"]).astype("Float64").fillna(-1).to_numpy(
-        dtype=np.float64).astype(np.int64)
+    known = corr.notna().to_numpy()
+    wc = corr.to_numpy(dtype=np.int64, na_value=0)
+    at = np.minimum(np.searchsorted(rt_corr, wc), max(len(rt_corr) - 1, 0))
+    hit = known & (len(rt_corr) > 0)
+    if len(rt_corr):
+        hit &= rt_corr[at] == wc
+    call_end = np.where(hit, rt_end[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
+    call_tid = np.where(hit, rt_tid[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
     # Sorted by start, then launch: the first event starting at t has the earliest launch.
     order = np.lexsort((launch, st))
     st_sorted = st[order]
