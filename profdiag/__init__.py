@@ -19,21 +19,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trace import Trace
 
 
-def load(path: Any, format: str | None = None) -> "Trace":
+def load(path: Any, format: str | None = None) -> Trace:
     """Parse a trace file (format sniffed by content unless ``format`` is given)."""
     from .parsers import parse
 
     return parse(path, format=format)
 
 
-def diagnose(trace: "Trace", **options: Any) -> "Diagnosis":
+def diagnose(trace: Trace, **options: Any) -> Diagnosis:
     """Run the five-step diagnosis on a Trace; see profdiag.diagnosis.run for options."""
     from .diagnosis import run
 
     return run(trace, **options)
 
 
-def render(diagnosis: "Diagnosis", fmt: str = "html") -> str:
+def render(diagnosis: Diagnosis, fmt: str = "html") -> str:
     """Render a Diagnosis as 'html', 'json', 'md' or 'txt'."""
     from .renderers import render as _render
 

@@ -20,7 +20,8 @@ kernel classified by name alone on one side does not appear to move between clas
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 ATTRIBUTION_VERSION = 1
 MAX_KERNEL_ROWS = 8  # signature rows per phase; the rest folds into its class
@@ -39,7 +40,7 @@ def _linked_share(kernels: list[Mapping[str, Any]]) -> float:
 
 
 def _short(name: str, width: int = 60) -> str:
-    from .renderers.text import short_kernel_name, truncate
+    from .formatting import short_kernel_name, truncate
 
     return truncate(short_kernel_name(name), width)
 
@@ -214,9 +215,9 @@ def attribute_phase(phase: str, base: Mapping[str, Any], new: Mapping[str, Any],
 
 
 def sentence(phase: str, unit: str, delta: float, change: float | None,
-             rows: list[Mapping[str, Any]], top: int = 3) -> str:
+             rows: Sequence[Mapping[str, Any]], top: int = 3) -> str:
     """'decode median step -95.6% (-72.54 ms per decode step): idle: ... -44.1 ms, ...'."""
-    from .renderers.text import fmt_ns
+    from .formatting import fmt_ns
 
     sign = "+" if delta >= 0 else "-"
     head = (f"{phase} median step {change:+.1f}% ({sign}{fmt_ns(abs(delta))} {unit})"
@@ -243,7 +244,7 @@ def attribute(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
 
 def top_contributors(att: Mapping[str, Any], phase: str, top: int = 3) -> str:
     """'attention +0.9 ms (flash -> triton), idle: ... +0.3 ms' for one phase, or ''."""
-    from .renderers.text import fmt_ns
+    from .formatting import fmt_ns
 
     for p in att.get("phases") or []:
         if p["phase"] == phase:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
 from .errors import RulesError
+from .gemm import GEMM_OPS
 from .rules_path import rules_dir
 
 if sys.version_info >= (3, 11):
@@ -124,8 +126,8 @@ def nested_quantifier(pattern: str) -> str | None:
         from re import _parser as sre_parse  # type: ignore[attr-defined]
         from re._constants import MAXREPEAT  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover (Python < 3.11)
-        import sre_parse  # type: ignore[no-redef]
-        from sre_constants import MAXREPEAT  # type: ignore[no-redef]
+        import sre_parse  # type: ignore[no-redef,unused-ignore]
+        from sre_constants import MAXREPEAT  # type: ignore[no-redef,unused-ignore]
     try:
         tree = sre_parse.parse(pattern)
     except Exception:  # noqa: BLE001 (re.compile already accepted it)
@@ -304,7 +306,6 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
 
 # A GEMV is a GEMM whose token side is this small (the gemv rules' premise: M <= 8).
 GEMV_MAX_ROWS = 8
-_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm")
 
 
 def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
@@ -317,7 +318,7 @@ def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
     """
     if "input_dims" not in out.columns or "op_name" not in out.columns:
         return
-    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(_GEMM_OPS).fillna(False)
+    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(GEMM_OPS).fillna(False)
             & out["input_dims"].notna())
     if not cand.any():
         return

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Write the diagnosis as CSV/Parquet tables (and a Perfetto trace)."),
     "roofline": ("profdiag.commands.roofline", "Napkin roofline: ridge, bound, speed limits."),
     "sweep": ("profdiag.commands.sweep", "Sweep prompt length, output length and batch."),
+    "schema": ("profdiag.commands.schema", "Print the JSON Schema of the JSON report."),
 }
 
 
@@ -40,7 +41,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
             return None
-        return importlib.import_module(COMMANDS[name][0]).command  # type: ignore[no-any-return]
+        return importlib.import_module(COMMANDS[name][0]).command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -288,7 +289,7 @@ def find_steps(annotations: pd.DataFrame, tiers: tuple[int, ...] = (1, 2),
     h_start = helpers["start_ns"].to_numpy()
     h_end = (helpers["start_ns"] + helpers["dur_ns"]).to_numpy()
     h_comp = helpers["_comp"].to_numpy()
-    rows = []
+    rows: list[dict[str, Any]] = []
     cur_end = -1
     for s, d, n, c in zip(cand["start_ns"].to_numpy(), cand["dur_ns"].to_numpy(),
                           cand["name"].astype(str).to_numpy(), cand["_comp"].to_numpy()):

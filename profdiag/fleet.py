@@ -18,7 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_BAD_INPUT, MissingDependencyError, ProfdiagError, SchedulerError, UsageError
+from .errors import (
+    EXIT_BAD_INPUT,
+    MissingDependencyError,
+    ProfdiagError,
+    SchedulerError,
+    UsageError,
+)
 from .multi import TraceFailure, TraceResult, _diagnose_one, _natural_key
 
 CONNECT_TIMEOUT_S = 10

@@ -171,10 +171,19 @@ class Policy:
     sources: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, *paths: str | Path | None) -> Policy:
-        """The default policy, then each of ``paths`` (None skipped) merged over it in order."""
+    def load(cls, *paths: str | Path | None, rules: tuple[str, ...] = ()) -> Policy:
+        """The default policy, then each of ``paths`` (None skipped) merged over it in order.
+
+        The default ``overhead.max_share`` is the diagnosis's own limits (thresholds
+        ``[overhead] *_max``, with ``rules`` -- the run's ``--rules`` files -- merged over
+        them): one source of truth, so the gate and the report's overhead check agree."""
+        from .thresholds import load as load_thresholds
+
         default = default_policy_path()
-        data = _read_toml(default)
+        data = deep_merge(
+            {"overhead": {"max_share": load_thresholds(tuple(map(str, rules)))
+                          .overhead.max_share()}},
+            _read_toml(default))
         _validate(data, SCHEMA, "", str(default))
         sources = [str(default)]
         for p in paths:
@@ -263,8 +272,7 @@ def load_profile(path: str | Path, diagnose: Callable[[str], Any] | None = None)
     if report is not None:
         return Profile(str(p), "report", report)
     if diagnose is None:
-        from . import diagnose as _diagnose
-        from . import load
+        from . import diagnose as _diagnose, load
 
         def diagnose(x: str) -> Any:
             return _diagnose(load(x))
@@ -418,7 +426,7 @@ def pct_change(base: float | None, new: float | None) -> float | None:
 
 
 def short_name(name: str, width: int = 60) -> str:
-    from .renderers.text import short_kernel_name, truncate
+    from .formatting import short_kernel_name, truncate
 
     return truncate(short_kernel_name(name), width)
 
@@ -536,7 +544,7 @@ def _pct(x: float) -> str:
 
 
 def _ns(ns: float | None) -> str:
-    from .renderers.text import fmt_ns
+    from .formatting import fmt_ns
 
     return fmt_ns(ns) if ns is not None else "-"
 

@@ -40,6 +40,15 @@ DTYPE_BYTES: Mapping[str, float] = MappingProxyType(
     {"fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp4": 0.5}
 )
 
+
+
+def dtype_size(text: str | None) -> float | None:
+    """Bytes per element of a dtype in any spelling ('bfloat16', 'c10::BFloat16', 'bf16'),
+    from DTYPE_BYTES (the one table); None when unknown."""
+    key = normalize_dtype(text)
+    return None if key is None else DTYPE_BYTES[key]
+
+
 # Spellings seen in traces (torch "Input type", numpy/torch dtype names) -> table dtype key.
 _DTYPE_ALIASES: dict[str, str] = {
     "c10::bfloat16": "bf16",

@@ -10,6 +10,7 @@ and retries, so concurrent ``--record`` from several processes loses nothing.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import random
@@ -683,7 +684,7 @@ class History:
     def trend(self, metric: str, **filters: Any) -> Any:
         return trend(self.path, metric, **filters)
 
-    def metric_names(self) -> list[str]:
+    def metric_names(self) -> builtins.list[str]:
         return metric_names(self.path)
 
     def record(self, data: Mapping[str, Any], trace_path: Any,

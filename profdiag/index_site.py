@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -214,39 +213,11 @@ def build_view(entries: list[Entry], title: str = "profdiag index") -> dict[str,
             "data": {"charts": charts, "runs": [r["id"] for r in rows]}}
 
 
-def script_json(obj: Any) -> Any:
-    """JSON for a <script type="application/json"> element: '<', '>' and '&' escaped as
-    \\u003c etc., so no '</script>' or '<!--' in a label or kernel name ends it early."""
-    import orjson
-    from markupsafe import Markup
-
-    raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
-    return Markup(raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-@lru_cache(maxsize=1)
-def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("profdiag.renderers", "templates"), autoescape=True,
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True)
-    env.filters["sortkey"] = _sort_key
-    return env
-
-
-def _sort_key(v: Any) -> str:
-    """A data-sort attribute: '' for a missing number (sorted last by the page's JS)."""
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 def render_index(view: dict[str, Any]) -> str:
     """index.html for a view from build_view."""
-    return str(_env().get_template("index.html.j2").render(
-        **view, data_id=DATA_ID, data_json=script_json(view["data"])))
+    from .renderers.templating import render, script_json
+
+    return render("index.html.j2", **view, data_id=DATA_ID, data_json=script_json(view["data"]))
 
 
 # ---------------------------------------------------------------------------------- site

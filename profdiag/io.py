@@ -21,8 +21,8 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import OutputError, ProfdiagError, TraceFormatError, UsageError
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ def _natural_key(path: Path) -> list[Any]:
 
 def trace_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The PyTorch profiler traces directly inside ``directory``, in natural name order."""
-    from .parsers import torch_json, read_head
+    from .parsers import read_head, torch_json
 
     found = []
     for p in sorted(Path(directory).iterdir(), key=_natural_key):
@@ -330,7 +331,7 @@ def default_jobs(n_files: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_files))
 
 
-def diagnose_many(paths: list[str | os.PathLike[str]], options: dict[str, Any] | None = None,
+def diagnose_many(paths: Sequence[str | os.PathLike[str]], options: dict[str, Any] | None = None,
                   jobs: int | None = None) -> list[TraceResult | TraceFailure]:
     """Diagnose every path (in parallel when jobs > 1); results in input order."""
     options = dict(options or {})
@@ -361,7 +362,7 @@ def rank_summary(results: list[TraceResult | TraceFailure]) -> RankSummary:
     next_rank = 0
     for res in results:
         rank = result_rank(res)
-        if rank is None or sum(1 for r in rows if r.rank == rank):
+        if rank is None or any(r.rank == rank for r in rows):
             while next_rank in used or any(r.rank == next_rank for r in rows):
                 next_rank += 1
             rank = next_rank

@@ -16,7 +16,7 @@ STATUS_COLORS = {"pass": "#2e7d32", "warn": "#b26a00", "fail": "#c62828", "skip"
 TOP_HOTSPOTS = 5
 
 
-def short_repr(diag: "Diagnosis") -> str:
+def short_repr(diag: Diagnosis) -> str:
     """One line: path, mode, bottleneck, overhead against its limit, steps, kernels, checks."""
     ov = diag.overhead or {}
     share, limit = ov.get("overhead_share"), ov.get("limit")
@@ -35,14 +35,14 @@ def short_repr(diag: "Diagnosis") -> str:
     return f"<Diagnosis {path!r}: " + ", ".join(parts) + ">"
 
 
-def _status_counts(diag: "Diagnosis") -> dict[str, int]:
+def _status_counts(diag: Diagnosis) -> dict[str, int]:
     counts = {"fail": 0, "warn": 0, "pass": 0, "skip": 0}
     for c in diag.checks:
         counts[c.status] = counts.get(c.status, 0) + 1
     return counts
 
 
-def repr_html(diag: "Diagnosis") -> str:
+def repr_html(diag: Diagnosis) -> str:
     """Verdict, category bar, checks and top hotspots as an HTML fragment for Jupyter."""
     from .renderers.html import category_color
 

@@ -43,7 +43,7 @@ def _us(ns: Any) -> float:
     return float(ns) / 1000.0
 
 
-def build(diag: "Diagnosis", tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+def build(diag: Diagnosis, tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     """The annotated trace document (a dict ready for JSON)."""
     tables = tables if tables is not None else diag.tables()
     trace = diag.trace
@@ -78,7 +78,7 @@ def build(diag: "Diagnosis", tables: dict[str, pd.DataFrame] | None = None) -> d
     return doc
 
 
-def write(diag: "Diagnosis", path: str | Path) -> dict[str, Any]:
+def write(diag: Diagnosis, path: str | Path) -> dict[str, Any]:
     """Write the annotated trace to ``path`` (gzip when it ends in .gz); return summary()."""
     import orjson
 
@@ -191,7 +191,7 @@ def _pylist(col: pd.Series) -> list[Any]:
     return obj.where(col.notna(), None).tolist()
 
 
-def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
+def profdiag_events(diag: Diagnosis, tables: dict[str, pd.DataFrame],
                     pid: int) -> list[dict[str, Any]]:
     """The "profdiag" process: metadata plus one track per finding."""
     out: list[dict[str, Any]] = [
@@ -262,7 +262,7 @@ def profdiag_events(diag: "Diagnosis", tables: dict[str, pd.DataFrame],
     return out
 
 
-def _phase_spans(diag: "Diagnosis", steps: pd.DataFrame) -> list[dict[str, Any]]:
+def _phase_spans(diag: Diagnosis, steps: pd.DataFrame) -> list[dict[str, Any]]:
     """Contiguous runs of steps of one mode, with that phase's verdict and categories."""
     by_name = {p.name: p for p in diag.phases}
 

@@ -53,8 +53,14 @@ class _Bar:
             if time.monotonic() - self.started < DELAY_S:
                 return
             from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

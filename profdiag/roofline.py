@@ -30,26 +30,27 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .errors import UsageError
+from .gemm import (
+    GEMM_OPS,
+    Shape as _Shape,
+    gemm_flops as gemm_flops,  # re-exported: part of the roofline API
+    gemm_shape as _gemm_shape,
+    prod as _prod,
+)
 from .hardware import DTYPE_BYTES, GpuSpec, normalize_dtype
 from .modelspec import ModelSpec
 
 Bound = Literal["memory", "compute"]
 
 # --------------------------------------------------------------------------- scalar formulas
-
-
-def gemm_flops(m: float, k: float, n: float, batch: float = 1) -> float:
-    """Return the FLOPs of ``batch`` GEMMs [m, k] x [k, n]: one multiply-add (2 FLOPs) per
-    (i, j, l) triple, so 2·batch·m·k·n."""
-    return 2.0 * batch * m * k * n
 
 
 def gemm_min_bytes(m: float, k: float, n: float, dtype_bytes: float, batch: float = 1) -> float:
@@ -194,7 +195,7 @@ def decode_attention_flops(layers: int, context: int, head_dim: int, heads: int)
 # The one model-shape class (profdiag.modelspec); the old name stays as an alias.
 ModelConfig = ModelSpec
 
-ConfigLike = Union[ModelSpec, Mapping[str, Any]]
+ConfigLike = ModelSpec | Mapping[str, Any]
 
 
 def _cfg(config: ConfigLike | Any) -> ModelSpec:
@@ -280,7 +281,6 @@ def streamed_weight_bytes(config: ConfigLike, dtype_bytes: float,
 
 # --------------------------------------------------------------------------- trace GEMM table
 
-GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::bmm"})
 # op -> layout of q/k/v in Input Dims: "bhtd" ([B, H, T, d]) or "bthd" ([B, T, H, d]).
 ATTENTION_OPS: Mapping[str, str] = {
     "aten::scaled_dot_product_attention": "bhtd",
@@ -300,97 +300,6 @@ TABLE_COLUMNS = [
     "achieved_flops_s", "achieved_bytes_s", "peak_flops", "ridge", "bound",
     "attainable_flops_s", "efficiency", "efficiency_raw", "suspect",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Shape:
-    op_class: str  # "gemm" | "attention"
-    batch: int  # GEMM batch (bmm) or B·H (attention)
-    m: int  # rows of A, or Tq
-    k: int  # inner dim, or head dim d
-    n: int  # columns of B, or Tk
-    flops: float
-    elems: float  # compulsory elements moved (inputs read once + output written once)
-
-
-def _prod(xs: Iterable[int]) -> int:
-    p = 1
-    for x in xs:
-        p *= int(x)
-    return p
-
-
-def _broadcast_batch(a: Sequence[int], b: Sequence[int]) -> int | None:
-    """Return the product of the broadcast batch dims, None when they do not broadcast."""
-    la, lb = list(a), list(b)
-    n = max(len(la), len(lb))
-    la = [1] * (n - len(la)) + la
-    lb = [1] * (n - len(lb)) + lb
-    out = 1
-    for x, y in zip(la, lb):
-        if x != y and 1 not in (x, y):
-            return None
-        out *= max(x, y)
-    return out
-
-
-def _gemm_shape(op: str, dims: list[Any]) -> _Shape | None:
-    """Derive (batch, m, k, n) and compulsory elements of a GEMM op from its Input Dims."""
-    mats = [d for d in dims if isinstance(d, list)]
-    if op == "aten::addmm":
-        # addmm(bias, mat1, mat2): bias first ([n], [m, n] or [1, n]).
-        if len(mats) < 3 or len(mats[1]) != 2 or len(mats[2]) != 2:
-            return None
-        bias, (m, k), (k2, n) = mats[0], mats[1], mats[2]
-        if k != k2:
-            return None
-        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n + _prod(bias))
-    if op == "aten::mm":
-        if len(mats) < 2 or len(mats[0]) != 2 or len(mats[1]) != 2:
-            return None
-        (m, k), (k2, n) = mats[0], mats[1]
-        if k != k2:
-            return None
-        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n)
-    if op == "aten::bmm":
-        if len(mats) < 2 or len(mats[0]) != 3 or len(mats[1]) != 3:
-            return None
-        (b, m, k), (b2, k2, n) = mats[0], mats[1]
-        if k != k2 or b != b2:
-            return None
-        return _Shape("gemm", b, m, k, n, gemm_flops(m, k, n, b), b * (m * k + k * n + m * n))
-    if op == "aten::linear":
-        # linear(input [..., k], weight [n, k], bias [n] or absent).
-        if len(mats) < 2 or len(mats[0]) < 1 or len(mats[1]) != 2:
-            return None
-        x, (n, k) = mats[0], mats[1]
-        if x[-1] != k:
-            return None
-        m = _prod(x[:-1])
-        bias = _prod(mats[2]) if len(mats) > 2 and mats[2] else 0
-        return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n + bias)
-    if op == "aten::matmul":
-        if len(mats) < 2 or not mats[0] or not mats[1]:
-            return None
-        a, b = list(mats[0]), list(mats[1])
-        if len(a) == 1:
-            a = [1, a[0]]  # vector @ matrix
-        if len(b) == 1:
-            b = [b[0], 1]  # matrix @ vector
-        if a[-1] != b[-2]:
-            return None
-        k = a[-1]
-        if len(b) == 2:
-            # [..., m, k] @ [k, n] folds the leading dims into m (one GEMM, weights read once).
-            m, n = _prod(a[:-1]), b[-1]
-            return _Shape("gemm", 1, m, k, n, gemm_flops(m, k, n), m * k + k * n + m * n)
-        batch = _broadcast_batch(a[:-2], b[:-2])
-        if batch is None:
-            return None
-        m, n = a[-2], b[-1]
-        elems = _prod(a) + _prod(b) + batch * m * n
-        return _Shape("gemm", batch, m, k, n, gemm_flops(m, k, n, batch), elems)
-    return None
 
 
 def _attention_shape(op: str, dims: list[Any]) -> _Shape | None:
@@ -510,7 +419,7 @@ def gemm_table(
     """Return one row per GEMM/attention *call* found in canonical kernel rows, with its roofline.
 
     Input: canonical event rows (other kinds are ignored) whose ``op_name`` is a GEMM op
-    (aten::mm, addmm, matmul, linear, bmm) or an attention op (aten::_scaled_dot_product_*,
+    (gemm.GEMM_OPS: aten::mm, addmm, matmul, linear, bmm, _scaled_mm) or an attention op (aten::_scaled_dot_product_*,
     _cudnn/_flash/_efficient_attention_forward) and whose ``input_dims`` parses.
 
     Kernels launched by one op call (a split-K GEMM and its reduce kernel; flash-decoding and

@@ -120,7 +120,7 @@ def validate(events: pd.DataFrame) -> list[str]:
     return problems
 
 
-def concat(frames: "list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...]") -> pd.DataFrame:
+def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...]) -> pd.DataFrame:
     """Canonical tables stacked and sorted by start time; a typed empty table when none has rows."""
     parts = [f for f in frames if f is not None and len(f)]
     if not parts:

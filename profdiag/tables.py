@@ -155,7 +155,7 @@ HOTSPOT_RENAME = {"share": "share_of_busy"}
 TABLE_FORMATS = ("csv", "parquet")
 
 
-def build_tables(diag: "Diagnosis") -> dict[str, pd.DataFrame]:
+def build_tables(diag: Diagnosis) -> dict[str, pd.DataFrame]:
     """All tables of ``diag``, in the order of TABLES."""
     hot = hotspots_table(diag)
     rank_of = dict(zip(hot["name"], hot["rank"]))
@@ -184,20 +184,20 @@ def _frame(table: str, data: dict[str, Any] | pd.DataFrame, keep_extra: bool = F
     return df[cols + extra].reset_index(drop=True)
 
 
-def _work(diag: "Diagnosis") -> pd.DataFrame:
+def _work(diag: Diagnosis) -> pd.DataFrame:
     if diag.events is None:
         return pd.DataFrame(columns=list(TABLES["kernels"]))
     return diag.events
 
 
-def _phase_of_step(diag: "Diagnosis") -> dict[int, str]:
+def _phase_of_step(diag: Diagnosis) -> dict[int, str]:
     st = diag.steps
     if st is None or st.empty:
         return {}
     return {int(s): str(p) for s, p in zip(st["step"], st["phase"])}
 
 
-def kernels_table(diag: "Diagnosis", rank_of: dict[str, int] | None = None) -> pd.DataFrame:
+def kernels_table(diag: Diagnosis, rank_of: dict[str, int] | None = None) -> pd.DataFrame:
     """One row per GPU event of the analysed device, classified and placed in step and layer."""
     w = _work(diag).sort_values("start_ns", kind="stable").reset_index(drop=True)
     n = len(w)
@@ -231,7 +231,7 @@ def kernels_table(diag: "Diagnosis", rank_of: dict[str, int] | None = None) -> p
     return _frame("kernels", out)
 
 
-def _layers(diag: "Diagnosis", launch_ns: np.ndarray) -> pd.arrays.IntegerArray:
+def _layers(diag: Diagnosis, launch_ns: np.ndarray) -> pd.arrays.IntegerArray:
     """Layer index of each launch from the trace's layer_N host ranges (NA when unknown)."""
     trace = diag.trace
     empty = pd.array([pd.NA] * len(launch_ns), dtype="Int64")
@@ -251,7 +251,7 @@ def _layers(diag: "Diagnosis", launch_ns: np.ndarray) -> pd.arrays.IntegerArray:
     return out
 
 
-def hotspots_table(diag: "Diagnosis") -> pd.DataFrame:
+def hotspots_table(diag: Diagnosis) -> pd.DataFrame:
     """The report's hotspots, ranked, with where their first and longest calls start."""
     hot = diag.hotspots.rename(columns=HOTSPOT_RENAME).reset_index(drop=True)
     hot.insert(0, "rank", np.arange(1, len(hot) + 1, dtype=np.int64))
@@ -270,7 +270,7 @@ def hotspots_table(diag: "Diagnosis") -> pd.DataFrame:
     return _frame("hotspots", hot)
 
 
-def classes_table(diag: "Diagnosis") -> pd.DataFrame:
+def classes_table(diag: Diagnosis) -> pd.DataFrame:
     """Busy time per class of the window (the report's class breakdown)."""
     bd = diag.breakdown
     w = _work(diag)
@@ -282,16 +282,17 @@ def classes_table(diag: "Diagnosis") -> pd.DataFrame:
     cls = inside["class"].astype(str) if len(inside) else pd.Series([], dtype=str)
     counts = cls.value_counts()
     sums = inside["dur_ns"].groupby(cls).sum() if len(inside) else pd.Series([], dtype="int64")
-    rows = [{"class": k, "category": bd.class_category.get(k), "busy_ns": int(v),
-             "share_of_busy": v / bd.busy_ns if bd.busy_ns else 0.0,
-             "share_of_window": v / bd.window_ns if bd.window_ns else 0.0,
-             "kernels": int(counts.get(k, 0)), "kernel_sum_ns": int(sums.get(k, 0))}
-            for k, v in bd.class_ns.items()]
+    rows: list[dict[str, Any]] = [
+        {"class": k, "category": bd.class_category.get(k), "busy_ns": int(v),
+         "share_of_busy": v / bd.busy_ns if bd.busy_ns else 0.0,
+         "share_of_window": v / bd.window_ns if bd.window_ns else 0.0,
+         "kernels": int(counts.get(k, 0)), "kernel_sum_ns": int(sums.get(k, 0))}
+        for k, v in bd.class_ns.items()]
     rows.sort(key=lambda r: (-r["busy_ns"], r["class"]))
     return _frame("classes", pd.DataFrame(rows, columns=list(TABLES["classes"])))
 
 
-def steps_table(diag: "Diagnosis") -> pd.DataFrame:
+def steps_table(diag: Diagnosis) -> pd.DataFrame:
     """The steps with their idle time, batch composition and speed-of-light ratio."""
     st = diag.steps.copy() if diag.steps is not None else pd.DataFrame()
     if st.empty:
@@ -317,7 +318,7 @@ def steps_table(diag: "Diagnosis") -> pd.DataFrame:
     return _frame("steps", st, keep_extra=True)
 
 
-def _step_shapes(diag: "Diagnosis") -> tuple[dict[int, int], dict[int, int]]:
+def _step_shapes(diag: Diagnosis) -> tuple[dict[int, int], dict[int, int]]:
     """Median GEMM M and attention Tq per step (one value per op call, as the mode step)."""
     w = _work(diag)
     if not len(w) or "step" not in w.columns:
@@ -333,7 +334,7 @@ def _step_shapes(diag: "Diagnosis") -> tuple[dict[int, int], dict[int, int]]:
     return ({int(k): int(v) for k, v in m.items()}, {int(k): int(v) for k, v in tq.items()})
 
 
-def phases_table(diag: "Diagnosis") -> pd.DataFrame:
+def phases_table(diag: Diagnosis) -> pd.DataFrame:
     """One row per phase (a single row for a single-mode diagnosis)."""
     rows = []
     if diag.phases:
@@ -364,14 +365,14 @@ def _phase_row(name: str, steps: int, median: int | None, bd: Any, overhead_shar
     return row
 
 
-def roofline_table(diag: "Diagnosis") -> pd.DataFrame:
+def roofline_table(diag: Diagnosis) -> pd.DataFrame:
     """The roofline points: one row per (phase, op, shape)."""
     points = (diag.roofline or {}).get("points") or []
     df = pd.DataFrame(points).rename(columns=ROOFLINE_RENAME)
     return _frame("roofline", df, keep_extra=True)
 
 
-def idle_gaps_table(diag: "Diagnosis") -> pd.DataFrame:
+def idle_gaps_table(diag: Diagnosis) -> pd.DataFrame:
     """GPU idle stretches of the window, with a cause when the diagnosis attributed one."""
     given = getattr(diag, "idle_gaps", None)
     own = idle_gaps(diag)
@@ -394,7 +395,7 @@ def idle_gaps_table(diag: "Diagnosis") -> pd.DataFrame:
     return own
 
 
-def idle_gaps(diag: "Diagnosis") -> pd.DataFrame:
+def idle_gaps(diag: Diagnosis) -> pd.DataFrame:
     """Idle stretches of the analysed device inside the window: the complement of the union
     of its busy intervals. Their durations sum to the breakdown's idle_ns."""
     w = _work(diag)
@@ -456,7 +457,7 @@ def _argmax_accumulate(values: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(holder)
 
 
-def checks_table(diag: "Diagnosis") -> pd.DataFrame:
+def checks_table(diag: Diagnosis) -> pd.DataFrame:
     """The checks of the report, evidence as JSON text."""
     import orjson
 

@@ -39,10 +39,3 @@ def clean_obj(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(clean_obj(v) for v in obj)
     return obj
-
-
-def echo(message: Any = "", **kwargs: Any) -> None:
-    """click.echo of cleaned text (the CLI's output of untrusted names)."""
-    import click
-
-    click.echo(clean(message) if isinstance(message, str) else message, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,15 +11,49 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout (CI has it); PROFDIAG_SHARED points elsewhere, e.g. at a
+# missing directory to run the suite as a checkout without it would.
+SHARED = Path(os.environ.get("PROFDIAG_SHARED") or REPO.parent / "shared")
 SHARED_TORCH = SHARED / "traces" / "torch"
+
+# Files of ../shared that fixtures/ holds byte for byte (fixtures/PROVENANCE.md;
+# tests/test_fixtures_copies.py checks they are identical): a test asking for one of them
+# runs on the fixture when ../shared is absent instead of skipping.
+FIXTURE_COPIES: dict[str, Path] = {
+    "traces/torch/own_tiny_prefill_T128_B1.json.gz":
+        FIXTURES / "torch" / "own_tiny_prefill_T128_B1.json.gz",
+    "traces/torch/own_tiny_decode_ctx512_B1_steps8.json.gz":
+        FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz",
+    "traces/torch/own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz":
+        FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz",
+    "traces/configs/llama_tiny.json": FIXTURES / "configs" / "llama_tiny.json",
+    "traces/configs/llama_1b.json": FIXTURES / "configs" / "llama_1b.json",
+    "traces/nsys/seed_microbench.sqlite": FIXTURES / "nsys" / "seed_microbench.sqlite",
+    "samples/kineto/tracelens/sglang_Qwen3-8B_decode.json.gz":
+        FIXTURES / "engines" / "sglang_Qwen3-8B_decode.json.gz",
+    "samples/kineto/tracelens/vllm_decode_full_graph_execution.json.gz":
+        FIXTURES / "engines" / "vllm_decode_full_graph_execution.json.gz",
+}
+
+
+def shared_path(rel: str) -> Path:
+    """``rel`` under ../shared, or its byte-identical copy in fixtures/ when shared is absent
+    (the path is returned either way; callers check existence)."""
+    p = SHARED / rel
+    if not p.exists() and rel in FIXTURE_COPIES:
+        return FIXTURE_COPIES[rel]
+    return p
 
 
 def shared_or_skip(*parts: str) -> Path:
-    """Path under ../shared, skipping the test when the checkout has no shared/ beside it."""
-    p = SHARED.joinpath(*parts)
+    """Path under ../shared (or its copy in fixtures/), skipping the test, with the reason,
+    when neither exists."""
+    rel = "/".join(Path(*parts).parts)
+    p = shared_path(rel)
     if not p.exists():
-        pytest.skip(f"{p} not available")
+        pytest.skip(f"needs ../shared/{rel}: a real trace or sample not in fixtures/ "
+                    f"(too large to bundle); clone shared/ beside the checkout or set "
+                    f"PROFDIAG_SHARED")
     return p
 
 
@@ -102,6 +137,27 @@ def run_cli_isolated(args: list) -> tuple[int, str, str]:
 
     result = CliRunner().invoke(entry, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
+
+
+def rank_copy(src: Path, dst: Path, rank: int, world: int, slow: float = 1.0,
+              pg_count: int | None = 1) -> Path:
+    """A copy of a real torch trace as rank ``rank`` of a ``world``-rank run
+    (distributedInfo set), its time axis stretched by ``slow``."""
+    import gzip
+    import json
+
+    doc = json.loads(gzip.decompress(Path(src).read_bytes()))
+    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": world,
+                              **({"pg_count": pg_count} if pg_count is not None else {})}
+    if slow != 1.0:
+        t0 = min(e["ts"] for e in doc["traceEvents"] if "ts" in e)
+        for e in doc["traceEvents"]:
+            if "ts" in e:
+                e["ts"] = t0 + (e["ts"] - t0) * slow
+            if "dur" in e:
+                e["dur"] = e["dur"] * slow
+    dst.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return dst
 
 
 def diagnose_shared(traces: list[tuple[str, dict]]) -> list[tuple[Path, dict, dict]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from helpers import REPO
 
 ACTION = REPO / "action.yml"

@@ -8,11 +8,13 @@ from statistics import median
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, run_cli, shared_or_skip
 
 from profdiag import compare, gate
 from profdiag.attribution import attribute_phase
 from profdiag.diagnosis.step_detail import median_steps
+from profdiag.renderers import compare_text
+
+from helpers import EAGER, GRAPH, run_cli, shared_or_skip
 
 
 def _detail(kernels: list[dict[str, Any]], idle: dict[str, float],
@@ -126,7 +128,7 @@ def test_eager_vs_graph_1b_shared():
     assert "launch gaps" in top[1]["what"] and top[1]["delta_ns"] < -15e6
     assert "cuDNN execution-plan build" in p["sentence"]
     # every kernel the headline counts as changed is in the rows the text shows
-    text = compare.render(cmp, "txt")
+    text = compare_text.render(cmp, "txt")
     for k in cmp["kernels"]["rows"]:
         if k["status"] != "same":
             from profdiag.renderers.text import short_kernel_name, truncate

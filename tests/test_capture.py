@@ -17,9 +17,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from profdiag.capture.config import (GIB, CaptureOptions, MemoryEstimate, check_memory,
-                                     estimate_memory, gemms_per_forward, param_count,
-                                     resolve_config)
+from profdiag.capture.config import (
+    GIB,
+    CaptureOptions,
+    MemoryEstimate,
+    check_memory,
+    estimate_memory,
+    gemms_per_forward,
+    param_count,
+    resolve_config,
+)
 from profdiag.commands.capture import command
 from profdiag.errors import MissingDependencyError, OutputError, UsageError
 

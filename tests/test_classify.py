@@ -1,7 +1,14 @@
 import pytest
 
-from profdiag.classify import (UNMATCHED_CLASS, classify, explain, iter_examples, load_rule_file,
-                               load_rules, unmatched)
+from profdiag.classify import (
+    UNMATCHED_CLASS,
+    classify,
+    explain,
+    iter_examples,
+    load_rule_file,
+    load_rules,
+    unmatched,
+)
 from profdiag.errors import RulesError
 from profdiag.schema import from_columns
 

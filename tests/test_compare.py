@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, PREFILL, run_cli
 
 from profdiag import compare, gate
+from profdiag.renderers import compare_text
 
-
+from helpers import EAGER, GRAPH, PREFILL, run_cli
 
 run = run_cli
 
@@ -182,7 +182,7 @@ def test_html_is_self_contained_and_escapes_names(tmp_path, profiles):
     for detail in new["step_detail"].values():
         detail["kernels"][0]["kernel"] = hostile
     new["source"]["path"] = "</title><script>bad()</script>"
-    html = compare.render(compare.compare(base, new), "html")
+    html = compare_text.render(compare.compare(base, new), "html")
     p = _Collector()
     p.feed(html)
     assert "script" not in p.tags and "img" not in p.tags and "link" not in p.tags

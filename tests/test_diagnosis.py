@@ -13,8 +13,10 @@ from profdiag.trace import Trace, TraceMeta
 
 from helpers import FIXTURES, SHARED, SHARED_TORCH, diagnosed, shared_manifest
 
-CAPTURES = shared_manifest()
-IDS = [c["file"].replace(".json.gz", "") for c in CAPTURES]
+CAPTURES = shared_manifest() or [pytest.param(
+    None, marks=pytest.mark.skip(reason="needs ../shared/traces/torch/manifest.json and the "
+                                         "real H100 captures it lists"))]
+IDS = [c["file"].replace(".json.gz", "") for c in shared_manifest()] or ["no-shared"]
 
 
 def _config_path(capture):

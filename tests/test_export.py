@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, SHARED, diagnosed, run_cli_isolated, shared_or_skip
 
 import profdiag
 from profdiag import schema
 from profdiag.tables import HOTSPOT_RENAME, ROOFLINE_RENAME, TABLES
 from profdiag.trace import Trace, TraceMeta
+
+from helpers import REPO, SHARED, diagnosed, run_cli_isolated, shared_or_skip
 
 
 def _synthetic() -> Trace:
@@ -227,9 +228,9 @@ def test_trace_repr_is_short(tiny_decode):
 
 
 def test_mixed_trace_phases_table_and_perfetto_phase_track(tmp_path):
-    from helpers import splice_generate
-
     from profdiag import perfetto as pf
+
+    from helpers import splice_generate
 
     path = splice_generate(tmp_path / "generate.json.gz")
     diag = profdiag.diagnose(profdiag.load(path))

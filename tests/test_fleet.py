@@ -14,35 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, REPO, SHARED_TORCH, run_cli
-from profdiag.multi import (RankSummary, TraceResult, fleet_summary, group_runs, name_rank,
-                            rank_summary)
+from profdiag.multi import (
+    RankSummary,
+    TraceResult,
+    fleet_summary,
+    group_runs,
+    name_rank,
+    rank_summary,
+)
+
+from helpers import FIXTURES, REPO, SHARED_TORCH, rank_copy, run_cli
 
 GRAPH = FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz"
 SLOW_RANK, SLOW = 5, 1.6
-
-
-def _rank_copy(src: Path, dst: Path, rank: int, world: int, slow: float = 1.0) -> Path:
-    """A copy of a real trace as rank ``rank`` of a ``world``-rank run, time axis stretched."""
-    doc = json.loads(gzip.decompress(src.read_bytes()))
-    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": world,
-                              "pg_count": 1}
-    if slow != 1.0:
-        t0 = min(e["ts"] for e in doc["traceEvents"] if "ts" in e)
-        for e in doc["traceEvents"]:
-            if "ts" in e:
-                e["ts"] = t0 + (e["ts"] - t0) * slow
-            if "dur" in e:
-                e["dur"] = e["dur"] * slow
-    dst.write_bytes(gzip.compress(json.dumps(doc).encode()))
-    return dst
 
 
 @pytest.fixture(scope="module")
 def eight_ranks(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("eight")
     for r in range(8):
-        _rank_copy(GRAPH, d / f"trace_{r}.json.gz", r, 8, SLOW if r == SLOW_RANK else 1.0)
+        rank_copy(GRAPH, d / f"trace_{r}.json.gz", r, 8, SLOW if r == SLOW_RANK else 1.0)
     return d
 
 

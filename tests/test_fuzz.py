@@ -12,9 +12,7 @@ import json
 import os
 import tempfile
 
-
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import profdiag
 from profdiag.errors import ProfdiagError

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EAGER, GRAPH, PREFILL, SHARED_TORCH, TINY, run_cli, splice_generate
 
 import profdiag.cli
 from profdiag import gate
+
+from helpers import EAGER, GRAPH, PREFILL, SHARED_TORCH, TINY, run_cli, splice_generate
 
 DATA = Path(__file__).parent / "data"
 
@@ -333,7 +334,7 @@ def test_policy_is_deep_merged_over_defaults(tmp_path):
                                "[severity]\nstep_time = 'warn'\n")
     pol = gate.Policy.load(p)
     assert pol.get("overhead", "max_share") == {"prefill": 0.15, "decode": 0.5,
-                                                "mixed": 0.25, "unknown": 0.3}
+                                                "mixed": 0.25, "unknown": 0.25}
     assert pol.severity("step_time") == "warn"
     assert pol.severity("overhead") == "fail"
     assert pol.get("regression", "step_time_pct") == 5.0

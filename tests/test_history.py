@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from helpers import REPO, diagnose_shared, shared_or_skip
 from profdiag import history
 from profdiag.cli import main
+from profdiag.renderers import compare_text
+
+from helpers import REPO, diagnose_shared, shared_or_skip
 
 # (file, labels): tiny and 1b models, prefill, eager decode and CUDA-graph decode
 TRACES = [
@@ -362,10 +364,10 @@ def test_history_compare(db, tmp_path):
     assert code == 0
     cmp_mod = _compare_module()
     if cmp_mod is not None:  # the same comparison as `profdiag compare`, from stored dicts
-        assert json.loads(out) == json.loads(cmp_mod.render(cmp_mod.compare(a, b), "json"))
+        assert json.loads(out) == json.loads(compare_text.render(cmp_mod.compare(a, b), "json"))
         target = tmp_path / "cmp.md"
         code, out, _ = run("history", "compare", "1", "3", "--db", str(db), "-o", str(target))
-        assert code == 0 and target.read_text() == cmp_mod.render(cmp_mod.compare(a, b), "md")
+        assert code == 0 and target.read_text() == compare_text.render(cmp_mod.compare(a, b), "md")
     else:
         assert json.loads(out) == history.diff(a, b)
 

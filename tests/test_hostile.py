@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import time_limit
 
 from profdiag.cli import main
 
 from helpers import FIXTURES, REPO
-from test_bad_inputs import time_limit
 
 TORCH = FIXTURES / "torch" / "own_tiny_prefill_T128_B1.json.gz"
 NSYS = FIXTURES / "nsys" / "seed_microbench.sqlite"
@@ -536,3 +536,32 @@ def test_torch_trace_with_one_bad_literal_is_salvaged(tmp_path, capsys, case):
     code, _, err = run(["report", good, "-o", tmp_path / "g.json", "-q"], capsys)
     intact = json.loads((tmp_path / "g.json").read_text())["overhead"]["kernels"]
     assert report["overhead"]["kernels"] == intact - (case == "nan")
+
+
+def test_nsys_string_ids_that_would_multiply_rows(tmp_path, capsys):
+    p = _nsys_copy(tmp_path)
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE s2 (id INTEGER, value TEXT)")
+    con.execute("INSERT INTO s2 SELECT id, value FROM StringIds")
+    con.execute("INSERT INTO s2 SELECT id, value || 'x' FROM StringIds")
+    con.execute("DROP TABLE StringIds")
+    con.execute("ALTER TABLE s2 RENAME TO StringIds")
+    con.commit()
+    con.close()
+    code, _, err = run(["report", p, "-o", tmp_path / "r.json"], capsys)
+    assert "duplicate ids" in one_line_error(code, err, 3)
+
+
+@pytest.mark.parametrize("key,value", [("metadata", [1, 2]), ("strings", 5),
+                                       ("buffer_records", [1]), ("agents", "x")])
+def test_rocprofv3_json_with_wrong_container_types(tmp_path, capsys, key, value):
+    src = FIXTURES / "rocprof" / "v3_json" / "908_results_first400.json.gz"
+    doc = json.loads(gzip.decompress(src.read_bytes()))
+    doc["rocprofiler-sdk-tool"][0][key] = value
+    p = tmp_path / "v3.json"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(["report", p, "-o", tmp_path / "r.json", "-q"], capsys)
+    if code:
+        one_line_error(code, err, 3, 4)
+    else:
+        assert json.loads((tmp_path / "r.json").read_text())["schema_version"]

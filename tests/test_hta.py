@@ -62,9 +62,9 @@ def test_our_idle_split_agrees_with_htas_on_the_eager_decode():
 
 
 def test_hta_failure_is_a_visible_warning(monkeypatch):
-    from helpers import FIXTURES
-
     import hta.trace_analysis as ta
+
+    from helpers import FIXTURES
 
     class Broken:
         def __init__(self, *a, **k):

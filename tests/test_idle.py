@@ -12,13 +12,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FIXTURES, diagnosed, shared_or_skip
 
 import profdiag
 from profdiag import schema
 from profdiag.diagnosis.idle import load_idle_rules
 from profdiag.rules_path import rules_dir
 from profdiag.trace import Trace, TraceMeta
+
+from helpers import FIXTURES, diagnosed, shared_or_skip
 
 if sys.version_info >= (3, 11):
     import tomllib

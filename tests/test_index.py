@@ -13,11 +13,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from helpers import diagnose_shared
 from profdiag import history
 from profdiag.cli import main
 from profdiag.index_site import DATA_ID, build_site, build_view, entries_from_db
 from profdiag.renderers import render
+
+from helpers import diagnose_shared
 
 TRACES = [
     ("own_tiny_decode_ctx512_B1_steps8.json.gz", {"commit": "c1", "model": "tiny"}),

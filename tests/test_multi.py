@@ -1,6 +1,5 @@
 """Directories of traces: parallel diagnosis, per-rank summary, `profdiag report DIR`."""
 
-import gzip
 import json
 import shutil
 
@@ -9,29 +8,16 @@ import pytest
 from profdiag.cli import main
 from profdiag.multi import TraceFailure, TraceResult, diagnose_many, rank_summary
 
-
-def _with_rank(src, dst, rank, slow=1.0):
-    """Copy a real trace, setting distributedInfo.rank and stretching its time axis."""
-    doc = json.loads(gzip.decompress(src.read_bytes()))
-    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": 3}
-    if slow != 1.0:
-        t0 = min(e["ts"] for e in doc["traceEvents"] if "ts" in e)
-        for e in doc["traceEvents"]:
-            if "ts" in e:
-                e["ts"] = t0 + (e["ts"] - t0) * slow
-            if "dur" in e:
-                e["dur"] = e["dur"] * slow
-    dst.write_bytes(gzip.compress(json.dumps(doc).encode()))
-    return dst
+from helpers import rank_copy
 
 
 @pytest.fixture(scope="module")
 def rank_dir(tmp_path_factory, tiny_decode):
     d = tmp_path_factory.mktemp("ranks")
     # file order differs from rank order on purpose; rank 1 is 1.5x slower
-    _with_rank(tiny_decode, d / "a_worker.json.gz", 2)
-    _with_rank(tiny_decode, d / "b_worker.json.gz", 1, slow=1.5)
-    _with_rank(tiny_decode, d / "c_worker.json.gz", 0)
+    rank_copy(tiny_decode, d / "a_worker.json.gz", 2, 3, pg_count=None)
+    rank_copy(tiny_decode, d / "b_worker.json.gz", 1, 3, slow=1.5, pg_count=None)
+    rank_copy(tiny_decode, d / "c_worker.json.gz", 0, 3, pg_count=None)
     (d / "notes.txt").write_text("not a trace\n")
     return d
 
@@ -98,8 +84,9 @@ def test_directory_where_every_trace_fails(tmp_path, capsys):
 
 
 def test_rocprofv3_folder_is_not_fanned_out(tmp_path):
-    from helpers import shared_or_skip
     from profdiag.multi import fan_out_paths
+
+    from helpers import shared_or_skip
 
     src = shared_or_skip("samples", "rocprof", "v3", "csv_docs_rocm-systems_2025-08")
     d = tmp_path / "rocprof_out"

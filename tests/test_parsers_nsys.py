@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import FIXTURES, shared_or_skip
 from profdiag import schema
 from profdiag.errors import MissingDependencyError, TraceFormatError
-from profdiag.parsers import detect, nsys_sqlite
-from profdiag.parsers import parse as parse_any
+from profdiag.parsers import detect, nsys_sqlite, parse as parse_any
+
+from helpers import FIXTURES, shared_or_skip
 
 NSYS = FIXTURES / "nsys"
 SEED = NSYS / "seed_microbench.sqlite"
@@ -116,6 +116,17 @@ def test_saxpy_2022_2_export_without_enum_tables():
     assert trace.meta.options["nsys_version"].startswith("2022.2")
     # pipit's ALTER-added RUNTIME.name column (all NULL) does not replace the StringIds names
     assert trace.of_kind("runtime")["name"].notna().all()
+
+
+def test_saxpy_kernels_classify_as_elementwise():
+    """The worked example of docs/architecture.md: rule elementwise.axpy (rules/kernels.toml)
+    turns the five unclassified saxpy kernels of this real trace into elementwise work."""
+    from profdiag.classify import classify, load_rules
+
+    out = classify(parsed(str(SAXPY)).kernels, load_rules())
+    assert len(out) == 5
+    assert set(out["rule_id"]) == {"elementwise.axpy"}
+    assert set(out["category"]) == {"elementwise"} and set(out["class"]) == {"elementwise"}
 
 
 @pytest.mark.parametrize("path", [SEED, CLOVERLEAF, SAXPY])

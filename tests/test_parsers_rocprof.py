@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, shared_or_skip
 from profdiag import schema
 from profdiag.errors import TraceFormatError
-from profdiag.parsers import detect, rocprof
-from profdiag.parsers import parse as parse_any
+from profdiag.parsers import detect, parse as parse_any, rocprof
+
+from helpers import FIXTURES, shared_or_skip
 
 R = FIXTURES / "rocprof"
 LLAMA = R / "v1_llamacpp_gfx1201"

@@ -15,14 +15,12 @@ import pandas as pd
 import pytest
 
 import profdiag
-from profdiag.diagnosis import _rows_by_step, _steps, resolve_spec
-from profdiag.diagnosis import idle as idle_mod
-from profdiag.diagnosis import per_step
+from profdiag.classify import load_rules
+from profdiag.diagnosis import _rows_by_step, _steps, idle as idle_mod, per_step, resolve_spec
 from profdiag.diagnosis.breakdown import breakdown
 from profdiag.diagnosis.context import build, thresholds
 from profdiag.diagnosis.mode import annotate, detect
 from profdiag.diagnosis.model import Breakdown
-from profdiag.classify import load_rules
 
 from helpers import FIXTURES, shared_or_skip
 

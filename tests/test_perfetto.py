@@ -11,9 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, diagnosed, run_cli_isolated
 
 from profdiag import perfetto as pf
+
+from helpers import FIXTURES, diagnosed, run_cli_isolated
 
 PHASES = {"X", "M", "i", "I", "s", "f", "t", "B", "E", "C", "b", "e", "n"}
 

@@ -10,10 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from profdiag.renderers import html as html_r, markdown as md_r, text as text_r
+
 from helpers import diagnosed, shared_or_skip
-from profdiag.renderers import html as html_r
-from profdiag.renderers import markdown as md_r
-from profdiag.renderers import text as text_r
 
 SAMPLES = {
     "eager_decode": "own_tiny_decode_ctx512_B1_steps8.json.gz",

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import profdiag
-from helpers import FIXTURES, diagnosed, shared_or_skip
 from profdiag.renderers import html as html_r, markdown as md_r, text as text_r
 from profdiag.roofline import GEMM_OPS, _shape_of
+
+from helpers import FIXTURES, diagnosed, shared_or_skip
 
 
 def _rendered(path: Path, **kw: object) -> tuple[dict, str, str, str]:

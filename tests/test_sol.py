@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import FIXTURES, SHARED, diagnosed, shared_or_skip
 from profdiag import hardware, roofline as rl
 from profdiag.diagnosis.sol import speed_of_light
 from profdiag.errors import UsageError
 from profdiag.modelspec import ModelSpec, from_hf_config, merge, read_hf_config
+
+from helpers import FIXTURES, SHARED, diagnosed, shared_or_skip
 
 H100 = hardware.get("h100-sxm")
 PEAK = 989.5e12  # H100 SXM dense bf16 (rules/hardware.toml)
@@ -126,7 +127,8 @@ def test_every_shared_trace_config_equals_manifest() -> None:
 
 def test_cuda_graph_trace_without_manifest_says_why() -> None:
     path = shared_or_skip("traces", "torch", "own_tiny_decode_ctx512_B1_steps8_cudagraph.json.gz")
-    s = _sol(path, model_config=str(SHARED / "traces/configs/llama_tiny.json"), use_manifest=False)
+    cfg = shared_or_skip("traces", "configs", "llama_tiny.json")  # fixtures/ holds a copy
+    s = _sol(path, model_config=str(cfg), use_manifest=False)
     assert s["available"] is False
     assert "no attention/GEMM shapes" in s["reason"]  # not a silent batch of 1
 

@@ -12,8 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import (PRESETS, CaptureOptions, MemoryEstimate, ModelConfig, estimate_memory,
-                     load_hf_config, resolve_config)
+from .config import (
+    PRESETS,
+    CaptureOptions,
+    MemoryEstimate,
+    ModelConfig,
+    estimate_memory,
+    load_hf_config,
+    resolve_config,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import CaptureResult
@@ -22,7 +29,7 @@ __all__ = ["PRESETS", "CaptureOptions", "MemoryEstimate", "ModelConfig", "captur
            "estimate_memory", "load_hf_config", "resolve_config"]
 
 
-def capture(opts: CaptureOptions, progress: Any = None) -> "CaptureResult":
+def capture(opts: CaptureOptions, progress: Any = None) -> CaptureResult:
     """Run a capture (see profdiag.capture.run.capture); return a CaptureResult."""
     from .run import capture as _capture
 

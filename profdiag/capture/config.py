@@ -11,13 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import UsageError
+from ..hardware import dtype_size
 from ..modelspec import ModelSpec, read_hf_config
 
 PHASES = ("prefill", "decode", "generate")
 DTYPES = ("float32", "bfloat16", "float16")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# bytes per element of each capture dtype, from the one table (hardware.DTYPE_BYTES)
+DTYPE_BYTES = {d: int(dtype_size(d) or 0) for d in DTYPES}
 GIB = 1024**3
 
 # Fixed slack for the allocator, the profiler's own buffers and the runtime (why: a capture

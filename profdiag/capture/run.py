@@ -11,16 +11,24 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
 from ..errors import MissingDependencyError, OutputError, UsageError
-from .config import (CaptureOptions, available_ram_bytes, check_memory, estimate_memory,
-                     gemms_per_forward, gemms_per_layer, manifest_config)
+from .config import (
+    CaptureOptions,
+    available_ram_bytes,
+    check_memory,
+    estimate_memory,
+    gemms_per_forward,
+    gemms_per_layer,
+    manifest_config,
+)
 
 TORCH_MISSING = "torch is not installed: pip install 'profdiag[capture]'"
 MANIFEST_VERSION = 1

@@ -7,8 +7,9 @@ torch is not imported here: the library imports it when a capture runs, so `--he
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

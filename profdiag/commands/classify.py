@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
+from .textout import echo
 
 
 @click.command("classify")
@@ -23,11 +23,10 @@ from ..textsafe import echo
 def command(trace: str | None, unmatched: bool, explain_name: str | None, op_name: str | None,
             check: bool, rules: tuple[str, ...], trace_format: str | None, limit: int) -> None:
     """Classify the GPU events of TRACE by the rule files (rules/kernels*.toml + --rules)."""
-    from ..classify import classify, explain, iter_examples, load_rules, unmatched as unmatched_of
-    from ..errors import UsageError
-
     import os
 
+    from ..classify import classify, explain, iter_examples, load_rules, unmatched as unmatched_of
+    from ..errors import UsageError
     from ..io import check_input
 
     for rules_file in rules:

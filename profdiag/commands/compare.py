@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
-
 from .options import diagnosis_options, prepare, run_diagnosis
+from .textout import echo
 
 
 @click.command("compare")
@@ -33,11 +32,11 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
     (compared point by point). Times are per forward, or per prefill
     token when both are prefills of known length; step times are medians per phase.
     """
-    from .. import compare as cmp_mod
-    from .. import gate as g
+    from .. import compare as cmp_mod, gate as g
     from ..io import write_atomic
+    from ..renderers import compare_text
 
-    fmt = cmp_mod.format_for(output, fmt)
+    fmt = compare_text.format_for(output, fmt)
     prepare(opts, inputs=(base, new), outputs=(output,))
     from ..sweep import compare as sweep_cmp
 
@@ -53,7 +52,7 @@ def command(base: str, new: str, output: str | None, fmt: str | None, threshold_
         b = g.load_profile(base, diagnose)
         n = g.load_profile(new, diagnose)
         result = cmp_mod.compare(b, n, threshold_pct=threshold_pct)
-        text = cmp_mod.render(result, fmt)
+        text = compare_text.render(result, fmt)
     if output is None:
         echo(text, nl=False)
         return

@@ -14,9 +14,8 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
-
 from .options import diagnosis_options, maybe_record, prepare, record_options, run_diagnosis
+from .textout import echo
 
 
 @click.command("gate")
@@ -57,13 +56,12 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
     """
     from .. import gate as g
     from ..io import write_atomic
-    from ..renderers import gate_markdown, gate_text
-    from ..renderers import junit as junit_r
+    from ..renderers import gate_markdown, gate_text, junit as junit_r
     from ..renderers.json_ import dumps
 
     prepare({**opts, "policy": policy}, inputs=(trace, baseline),
             outputs=(junit, json_out, markdown))
-    pol = g.Policy.load(policy)
+    pol = g.Policy.load(policy, rules=tuple(opts.get("rules") or ()))
 
     def diagnose(path: str) -> Any:
         return run_diagnosis(path, opts)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from ..textsafe import echo
+from .textout import echo
 
 F = Callable[..., Any]
 
@@ -151,9 +152,8 @@ def _gemm_text(r: dict[str, Any]) -> str:
 def show_cmd(run_id: int, fmt: str | None, output: str | None, db: str | None) -> None:
     """Show run RUN_ID: its labels and a summary, or the full report re-rendered."""
     from .. import history
-    from ..renderers import format_for, render
-
     from ..io import check_outputs, protect
+    from ..renderers import format_for, render
 
     protect(history.resolve_db(db), role="history")
     check_outputs(output)
@@ -234,8 +234,10 @@ def compare_cmd(before: int, after: int, fmt: str | None, output: str | None,
               f"({fmt_labels(b['labels'])})")
     cmp_mod = _compare_module()
     if cmp_mod is not None:
-        fmt = cmp_mod.format_for(output, fmt)
-        text = cmp_mod.render(cmp_mod.compare(a["diagnosis"], b["diagnosis"]), fmt)
+        from ..renderers import compare_text
+
+        fmt = compare_text.format_for(output, fmt)
+        text = compare_text.render(cmp_mod.compare(a["diagnosis"], b["diagnosis"]), fmt)
     else:  # profdiag.compare not installed: the minimal diff of history.diff
         fmt = fmt or ("json" if output and output.lower().endswith(".json") else "txt")
         if fmt not in ("txt", "json"):

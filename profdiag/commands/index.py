@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..textsafe import echo
+from .textout import echo
 
 
 @click.command("index")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -130,7 +131,6 @@ def record_options(f: F) -> F:
 def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
     """KEY=VALUE strings -> dict; a malformed label is a usage error."""
     from ..errors import UsageError
-
     from ..textsafe import has_control
 
     out: dict[str, str] = {}

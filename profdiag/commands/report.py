@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from ..textsafe import echo
-
 from .options import diagnosis_options, maybe_record, prepare, record_options, run_diagnosis
+from .textout import echo
 
 
 @click.command("report")

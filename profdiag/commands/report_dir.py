@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-from ..textsafe import echo
-
 from .options import maybe_record
+from .textout import echo
 
 
 def report_directory(trace: str, files: list[str], output: str | None, fmt: str, quiet: bool,

@@ -137,10 +137,14 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
                  dtype: str | None, warmup: int, record_shapes: bool, seed: int, repeat: int,
                  threads: int | None, gpu: str | None, gpu_spec: str | None,
                  progress: Any) -> tuple[list, dict]:
-    from .. import hardware
-    from .. import sweep as sw
-    from ..capture.run import device_memory, device_name, import_torch, resolve_device, \
-        resolve_dtype
+    from .. import hardware, sweep as sw
+    from ..capture.run import (
+        device_memory,
+        device_name,
+        import_torch,
+        resolve_device,
+        resolve_dtype,
+    )
     from ..errors import UsageError
     from ..sweep import local
 
@@ -186,13 +190,12 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
 def _server_sweep(url: str, points: list[Any], config: Any, out: Path, model: str | None,
                   timeout: float, profile: bool, trace_dir: str | None, gpu: str | None,
                   gpu_spec: str | None, dtype: str | None, progress: Any) -> tuple[list, dict]:
-    from .. import hardware
-    from .. import sweep as sw
+    from .. import hardware, sweep as sw
     from ..sweep import server as srv
 
     dt = dtype or "bfloat16"
     dkey = hardware.normalize_dtype(dt) or "bf16"
-    dbytes = {"float32": 4, "bfloat16": 2, "float16": 2}[dt]
+    dbytes = hardware.DTYPE_BYTES[dkey]
     client = srv.Client(url, model=model, timeout=timeout)
     settings = {"server": client.base, "model": client.model, "model_name": config.name,
                 "config": config.to_dict(), "dtype": dt, "profile": profile}
@@ -249,8 +252,13 @@ class _Progress:
         self.task: Any = None
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("sweep {task.description}"), BarColumn(),
                                 MofNCompleteColumn(), TextColumn("~{task.fields[eta]} left"),

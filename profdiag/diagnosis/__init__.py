@@ -7,30 +7,33 @@ classified event table; nothing here renders or prints.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .. import engines
+from .. import engines, thresholds as typed_thresholds
 from ..classify import load_rules
 from ..errors import RulesError, UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
 from ..trace import Trace, device_label
-from . import communication as comm_mod
-from . import counts as counts_mod
-from . import health as health_mod
-from . import idle as idle_mod
-from . import overhead as overhead_mod
-from . import per_step
+from . import (
+    communication as comm_mod,
+    counts as counts_mod,
+    health as health_mod,
+    idle as idle_mod,
+    overhead as overhead_mod,
+    per_step,
+)
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
 from .hotspots import hotspots
-from .step_detail import step_detail
 from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Verdict
+from .step_detail import step_detail
 from .verdict import bottleneck, recommendations
 
 __all__ = ["run", "Diagnosis"]
@@ -73,6 +76,7 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     kernel_rules = [p for p in rules if is_rule_file[str(p)]]
     threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
     limits = thresholds(threshold_files)
+    typed = typed_thresholds.from_mapping(limits)  # validated when loaded
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
     # Trace health first: impossible events must not reach the verdict.
@@ -126,7 +130,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                                for p in phases])
     else:
         names = ctx.annotations["name"].astype(str).unique().tolist()
-        mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]))
+        mode = detect(work, names, prefill_min_m, float(mode_cfg["prefill_gemm_share"]),
+                      limits=typed)
         phases.append(_phase(mode.value, mode, overall_bd, work, limits, verdict_min_m,
                              pd.Series([], dtype="int64")))
     if ctx.spec.phase and ctx.spec.run_source == "manifest":
@@ -137,7 +142,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
 
     # Overall overhead and bottleneck: of the dominant phase when mixed (by wall time).
     main = max(phases, key=lambda p: p.breakdown.window_ns)
-    ov_evidence = overhead_mod.host_evidence(ctx.host, work, window, max(nsteps, 1))
+    ov_evidence = overhead_mod.host_evidence(ctx.host, work, window, max(nsteps, 1),
+                                             int(typed.overhead.short_kernel_us * 1000))
     checks: list[Check] = []
     for p in phases:
         checks.append(overhead_mod.check(
@@ -163,7 +169,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     hot = hotspots(work, overall_bd.busy_ns, kc.get("forwards"), kc.get("layers"),
                    int(limits["hotspots"]["top"]),
                    phase_forwards={k: v["forwards"] for k, v in (kc.get("phases") or {}).items()},
-                   step_phase={i: m.value for i, m in enumerate(step_modes)})
+                   step_phase={i: m.value for i, m in enumerate(step_modes)},
+                   notes=typed.hotspots)
     checks.append(_mode_check(mode))
     checks.append(_busy_check(overall_bd))
     checks.extend(_pattern_checks(overall_bd, mode.value, limits))
@@ -171,7 +178,8 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     main_m = stated_m.get(main.name)
     recs = recommendations(verdict.value, main.breakdown, ov_evidence, trace.meta.options, kc,
                            hot.to_dict("records"), main_m if main_m is not None
-                           else shapes.median_m, main.overhead_share, main.mode.value)
+                           else shapes.median_m, main.overhead_share, main.mode.value,
+                           limits=typed)
     recs = idle_mod.merge_recommendations(recs, idle, idle_rules, verdict.value,
                                           overall_bd.window_ns)
     comm = _communication(ctx, window, gpu, gpu_spec)
@@ -346,9 +354,10 @@ def _steps(ctx: Context, prefill_min_m: int,
     rows_of = _rows_by_step(idx)
     kv_write = engines.kv_write_mask(work["name"])
     empty = np.array([], dtype=np.int64)
+    typed = typed_thresholds.from_mapping(ctx.thresholds)
     records = st.to_dict("records")
     detected = per_step.detect_steps(work, idx, [s["name"] for s in records], prefill_min_m,
-                                     prefill_gemm_share)
+                                     prefill_gemm_share, limits=typed)
     modes = [engines.step_mode(s, d) for s, d in zip(records, detected)]
     for i, s, mode in zip(st.index, records, modes):
         mask = rows_of.get(i, empty)  # positional rows of this step
@@ -396,7 +405,8 @@ def _phase(name: str, mode: ModeResult, bd: Breakdown, work: pd.DataFrame,
     # The tokens an engine annotation states are every linear GEMM's M (graph replays have no
     # shapes; an eager lm_head over the sampled rows alone would mislead).
     m = stated_m if stated_m is not None else shape_evidence(work).median_m
-    verdict = bottleneck(bd, mode.value, share, limit, m, prefill_min_m)
+    verdict = bottleneck(bd, mode.value, share, limit, m, prefill_min_m,
+                         typed_thresholds.from_mapping(limits).verdict.compute_share_min)
     return Phase(name=name, mode=mode, breakdown=bd, bottleneck=verdict, overhead_share=share,
                  steps=len(wall), median_step_ns=int(wall.median()) if len(wall) else None)
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import engines, schema
+from .. import engines, schema, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
+from ..gemm import CPU_COMPUTE_OPS
 from ..modelspec import ModelSpec
 from ..rules_path import rules_dir
 from ..trace import Trace
@@ -32,7 +33,8 @@ SYNC_RE = re.compile(r"Synchronize|StreamWait|EventSynchronize|hipDeviceSynchron
 ALLOC_RE = re.compile(r"(?:cuda|hip|cu)(?:Malloc|Free|MemAlloc|MemFree|HostAlloc|MallocAsync)", re.I)
 LAUNCH_RE = re.compile(r"Launch|hipExtModuleLaunch|ModuleLaunch", re.I)
 # Leaf CPU ops that are device work when a trace has no GPU at all (CPU inference).
-CPU_COMPUTE_OP = re.compile(r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|linear|matmul)")
+# (the op set is gemm.CPU_COMPUTE_OPS: the GEMM ops plus baddbmm and SDPA)
+CPU_COMPUTE_OP = re.compile("^(?:" + "|".join(map(re.escape, CPU_COMPUTE_OPS)) + ")")
 
 
 @lru_cache(maxsize=4)
@@ -46,6 +48,11 @@ def _load_thresholds(extra: tuple[str, ...]) -> dict[str, Any]:
         for section, values in loaded.items():
             if isinstance(values, dict):
                 data.setdefault(section, {}).update(values)
+    try:
+        typed_thresholds.from_mapping(data)  # the one validation of every number
+    except RulesError as exc:
+        raise RulesError(exc.message, extra[-1] if extra else
+                         str(rules_dir() / "thresholds.toml")) from None
     return data
 
 

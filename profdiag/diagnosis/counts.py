@@ -219,7 +219,7 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
     dur["phase"] = (dur["step"].map(pos) if has_steps else
                     pd.Series(next(iter(pos.values()), "all"), index=dur.index))
     total_of = dur.groupby(["phase", "sig"])["dur_ns"].sum().to_dict()
-    phase_of_step = {}
+    phase_of_step: dict[Any, Any] = {}
     extra: list[dict[str, Any]] = []
     by_shape: list[dict[str, Any]] = []
     for (phase, sig), n in sorted(sig_obs.items(), key=lambda kv: -kv[1]):
@@ -345,7 +345,7 @@ def _how(per_phase: dict[str, dict[str, Any]], gpl: int, lm_head: int, summ: dic
 
 def _config_notes(spec: ModelSpec, summ: dict[str, Any], layers: int, gpl: int,
                   fixed: bool) -> list[str]:
-    notes = []
+    notes: list[str] = []
     if spec.source != "config":
         return notes
     if spec.layers and spec.layers != layers:

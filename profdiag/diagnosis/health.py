@@ -62,7 +62,7 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
             if len(work) + len(h_s) >= 10 and dur[longest] > hi - lo > 0:
                 bad.setdefault(longest, "longer_than_trace")
     positions = np.array(sorted(bad), dtype=np.int64)
-    excluded = []
+    excluded: list[dict[str, Any]] = []
     for p in positions[:20]:
         r = work.iloc[int(p)]
         excluded.append({"name": str(r["name"]), "start_ns": int(r["start_ns"]),

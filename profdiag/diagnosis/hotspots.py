@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
+
+from ..thresholds import Hotspots, load
 
 HOTSPOT_COLUMNS = ["name", "short_name", "class", "category", "calls", "total_ns", "mean_ns",
                    "share", "calls_per_forward", "note"]
@@ -10,7 +14,8 @@ HOTSPOT_COLUMNS = ["name", "short_name", "class", "category", "calls", "total_ns
 
 def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int | None,
              top: int, phase_forwards: dict[str, int] | None = None,
-             step_phase: dict[int, str] | None = None) -> pd.DataFrame:
+             step_phase: dict[int, str] | None = None,
+             notes: Hotspots | None = None) -> pd.DataFrame:
     """Top kernels by total time: calls, total, mean, share of busy time and a verdict note.
 
     With ``phase_forwards`` (forwards per phase) and ``step_phase`` (each step's phase), a
@@ -34,18 +39,21 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
         # a kernel of both phases: its count per forward in the phase that runs it most
         per_name = n.groupby("name")["per"].max()
         g["calls_per_forward"] = g["name"].astype(str).map(per_name).astype("float64")
-    g["note"] = [_note(r, layers) for r in g.to_dict("records")]
+    cfg = notes if notes is not None else load().hotspots
+    g["note"] = [_note(r, layers, cfg) for r in g.to_dict("records")]
     return g[HOTSPOT_COLUMNS]
 
 
-def _note(row: dict, layers: int | None) -> str:
+def _note(row: dict[str, Any], layers: int | None, cfg: Hotspots) -> str:
+    """The hotspot note; limits from thresholds [hotspots] (see rules/thresholds.toml)."""
     cpf = row["calls_per_forward"]
     mean_us = row["mean_ns"] / 1000
-    if cpf == cpf and layers and cpf > 2 * layers and mean_us < 10:
+    if (cpf == cpf and layers and cpf > cfg.often_calls_per_layer * layers
+            and mean_us < cfg.often_max_us):
         return (f"called often: {cpf:g} calls per forward ({cpf / layers:.1f} per layer) at "
                 f"{mean_us:.1f} us each; fusion or graphs cut launches")
-    if mean_us >= 50:
+    if mean_us >= cfg.costly_min_us:
         return f"inherently costly: {mean_us:.0f} us per call"
-    if mean_us < 5:
+    if mean_us < cfg.short_max_us:
         return f"short kernel ({mean_us:.1f} us): launch cost matters"
     return f"{mean_us:.1f} us per call"

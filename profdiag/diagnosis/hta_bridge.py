@@ -8,7 +8,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import MissingDependencyError
 from ..trace import Trace

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -291,7 +292,7 @@ class _HostIndex:
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> "_HostIndex":
+    def of(cls, events: pd.DataFrame) -> _HostIndex:
         ev = events[["name", "kind", "start_ns", "dur_ns", "tid"]].sort_values(
             "start_ns", kind="stable")
         start = ev["start_ns"].to_numpy(dtype=np.int64)
@@ -315,7 +316,7 @@ class _HostIndex:
                    short_max=long_cut, short_start=start[dur < long_cut], name_code=codes,
                    unique_names=unique_names, structural=structural[codes])
 
-    def hits(self, cause: "Cause") -> np.ndarray:
+    def hits(self, cause: Cause) -> np.ndarray:
         """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
         got = self._hits.get(cause.id)
         if got is None:
@@ -509,10 +510,12 @@ def summarise(table: pd.DataFrame, steps_df: pd.DataFrame, rules: IdleRules) -> 
     by_step = []
     if len(steps_df) and len(table):
         per = table.groupby("step")[["host_wait_ns", "kernel_wait_ns"]].sum()
+        host_of = per["host_wait_ns"].to_dict()
+        kern_of = per["kernel_wait_ns"].to_dict()
         for r in steps_df[["step", "phase"]].to_dict("records"):
             s = int(r["step"])
-            hw_s = int(per.at[s, "host_wait_ns"]) if s in per.index else 0
-            kw_s = int(per.at[s, "kernel_wait_ns"]) if s in per.index else 0
+            hw_s = int(host_of.get(s, 0))
+            kw_s = int(kern_of.get(s, 0))
             by_step.append({"step": s, "phase": r["phase"], "host_wait_ns": hw_s,
                             "kernel_wait_ns": kw_s})
     by_phase: dict[str, dict[str, int]] = {}

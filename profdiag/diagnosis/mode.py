@@ -11,29 +11,23 @@ import orjson
 import pandas as pd
 
 from ..classify import GEMM_CLASSES
+from ..gemm import TOKEN_GEMM_OPS, gemm_rows
+from ..thresholds import Thresholds, load
 from .context import DECODE_HINT, PREFILL_HINT
 from .model import ModeResult
 
-_GEMM_OPS = {"aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "aten::_scaled_mm"}
 _ATTN_PREFIX = ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::_cudnn_attention",
                 "aten::_flash_attention", "aten::_efficient_attention")
 
 
 def gemm_m(op: str, dims_json: str) -> int | None:
-    """Rows M (= batch x tokens) of a GEMM op from its Input Dims, or None."""
+    """Rows M (= batch x tokens) of a token GEMM op from its Input Dims, or None
+    (the one GEMM-shape parser: profdiag/gemm.py)."""
     try:
         dims = orjson.loads(dims_json)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(dims, list):
-        return None
-    a = dims[1] if op == "aten::addmm" and len(dims) > 1 else (dims[0] if dims else None)
-    if not isinstance(a, list) or len(a) < 2 or not all(isinstance(x, int) for x in a):
-        return None
-    m = 1
-    for x in a[:-1]:
-        m *= x
-    return m
+    return gemm_rows(op, dims) if isinstance(dims, list) else None
 
 
 def attention_q_len(dims_json: str) -> int | None:
@@ -88,7 +82,7 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     def shape_of(op: str, dims_json: str) -> tuple[float, float]:
         if not op:
             return (np.nan, np.nan)
-        m = gemm_m(op, dims_json) if op in _GEMM_OPS else None
+        m = gemm_m(op, dims_json) if op in TOKEN_GEMM_OPS else None
         tq = attention_q_len(dims_json) if op.startswith(_ATTN_PREFIX) else None
         return (float(m) if m else np.nan, float(tq) if tq else np.nan)
 
@@ -116,8 +110,11 @@ def shape_evidence(work: pd.DataFrame) -> ShapeEvidence:
 
 
 def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
-           prefill_gemm_share: float) -> ModeResult:
-    """Mode of one stretch of work (a step or a phase), strongest evidence first."""
+           prefill_gemm_share: float, limits: Thresholds | None = None) -> ModeResult:
+    """Mode of one stretch of work (a step or a phase), strongest evidence first.
+
+    The vote weights and the Tq / GEMV limits come from ``limits`` (thresholds [mode] and
+    [mode_votes]; the shipped ones when None)."""
     if "_m" not in work.columns:
         work = annotate(work)
     klass = work["class"].astype(str)
@@ -127,56 +124,59 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
     dec_t = work.loc[work["_decode_name"], "dur_ns"].sum()
     pre_t = work.loc[work["_prefill_name"], "dur_ns"].sum()
     return decide(shape_evidence(work), annotation_names, gemm_t, gemv_t, total_t,
-                  bool(work["_splitkv"].any()), dec_t, pre_t, prefill_min_m, prefill_gemm_share)
+                  bool(work["_splitkv"].any()), dec_t, pre_t, prefill_min_m, prefill_gemm_share,
+                  limits)
 
 
 def decide(shapes: ShapeEvidence, annotation_names: list[str], gemm_t: Any, gemv_t: Any,
            total_t: Any, splitkv: bool, dec_t: Any, pre_t: Any, prefill_min_m: int,
-           prefill_gemm_share: float) -> ModeResult:
+           prefill_gemm_share: float, limits: Thresholds | None = None) -> ModeResult:
     """The vote of detect() over one stretch's evidence (shapes, times per kernel kind)."""
+    t = limits if limits is not None else load()
+    w, mc = t.mode_votes, t.mode
     votes: list[tuple[str, float, str]] = []  # (mode, confidence, evidence)
     total_t = total_t or 1
     tq, m = shapes.attention_tq, shapes.median_m
     if tq is not None:
-        mode = "decode" if tq <= 8 else "prefill"
+        mode = "decode" if tq <= mc.decode_max_q_len else "prefill"
         text = (f"attention query length Tq = {tq} "
                 f"({'one token per sequence: decode' if mode == 'decode' else 'many tokens: prefill'})")
         if m is not None and m % tq == 0:
             # M = batch x Tq: the GEMM rows agree with the attention shape, and give the batch
             text += f"; median GEMM M = {m} = batch {m // tq} x {tq} tokens"
             m = None
-        votes.append((mode, 0.95, text))
+        votes.append((mode, w.attention_q_len, text))
     if m is not None:
         mode = "prefill" if m >= prefill_min_m else "decode"
-        votes.append((mode, 0.9, f"median GEMM M = {m} over "
+        votes.append((mode, w.gemm_m, f"median GEMM M = {m} over "
                       f"{shapes.gemm_calls_with_shapes} GEMM calls "
                       f"({'>=' if mode == 'prefill' else '<'} {prefill_min_m}: {mode})"))
     pre = [n for n in annotation_names if PREFILL_HINT.search(n)]
     dec = [n for n in annotation_names if DECODE_HINT.search(n)]
     if pre and not dec:
-        votes.append(("prefill", 0.85, f"annotation {pre[0]!r}"))
+        votes.append(("prefill", w.annotation, f"annotation {pre[0]!r}"))
     elif dec and not pre:
-        votes.append(("decode", 0.85, f"annotation {dec[0]!r}" + (
+        votes.append(("decode", w.annotation, f"annotation {dec[0]!r}" + (
             f" and {len(dec) - 1} more" if len(dec) > 1 else "")))
     if gemm_t:
         gemv_frac = gemv_t / gemm_t
-        if gemv_frac >= 0.5:
-            votes.append(("decode", 0.7, f"{gemv_frac:.0%} of GEMM time is in skinny GEMV "
+        if gemv_frac >= mc.gemv_decode_share:
+            votes.append(("decode", w.gemv_share, f"{gemv_frac:.0%} of GEMM time is in skinny GEMV "
                           "kernels (M <= 8 tiles)"))
-        elif gemv_frac <= 0.1:
-            votes.append(("prefill", 0.6, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
+        elif gemv_frac <= mc.gemv_prefill_share:
+            votes.append(("prefill", w.full_tiles, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
                           "kernels: full tiles"))
     if splitkv:
-        votes.append(("decode", 0.65, "decode attention kernels (split-KV / paged attention)"))
+        votes.append(("decode", w.split_kv, "decode attention kernels (split-KV / paged attention)"))
     # Kernels named for a phase (hand-written or framework kernels): the one with more time.
     if dec_t or pre_t:
         named = "decode" if dec_t >= pre_t else "prefill"
         both = " (kernels of both phases present)" if dec_t and pre_t else ""
-        votes.append((named, 0.55 if both else 0.65,
+        votes.append((named, w.kernel_names_both if both else w.kernel_names,
                       f"{named} appears in the names of the kernels holding most phase-named "
                       f"time ({max(dec_t, pre_t) / 1e6:.3f} ms){both}"))
     share = gemm_t / total_t
-    votes.append(("prefill" if share > prefill_gemm_share else "decode", 0.4,
+    votes.append(("prefill" if share > prefill_gemm_share else "decode", w.gemm_time_share,
                   f"GEMM/GEMV is {share:.0%} of kernel time "
                   f"({'>' if share > prefill_gemm_share else '<='} {prefill_gemm_share:.0%})"))
     best = max(votes, key=lambda v: v[1])

@@ -7,15 +7,16 @@ from typing import Any
 
 import pandas as pd
 
+from ..thresholds import from_mapping
 from .context import ALLOC_RE, LAUNCH_RE, SYNC_RE
 from .model import FAIL, PASS, WARN, Check
 
-SHORT_KERNEL_NS = 10_000
-
 
 def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int],
-                  steps: int) -> dict[str, Any]:
-    """Counts and time of launch, sync and allocation calls inside the window."""
+                  steps: int, short_kernel_ns: int) -> dict[str, Any]:
+    """Counts and time of launch, sync and allocation calls inside the window.
+
+    ``short_kernel_ns``: thresholds ``overhead.short_kernel_us`` (the shipped 10 us)."""
     w0, w1 = window
     h = host[(host["start_ns"] >= w0) & (host["start_ns"] < w1)]
     # A few hundred distinct API names at most: match each once, then map to the rows.
@@ -30,7 +31,7 @@ def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int
     alloc = h[matches(ALLOC_RE)]
     launch = h[matches(LAUNCH_RE)]
     graph = h[matches("GraphLaunch")]
-    short = int((work["dur_ns"] < SHORT_KERNEL_NS).sum())
+    short = int((work["dur_ns"] < short_kernel_ns).sum())
     return {
         "launch_calls": len(launch),
         "launch_calls_per_step": round(len(launch) / steps, 1) if steps else None,
@@ -44,13 +45,14 @@ def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int
         "kernels_per_step": round(len(work) / steps, 1) if steps else None,
         "mean_kernel_ns": int(work["dur_ns"].mean()) if len(work) else None,
         "short_kernel_share": round(short / len(work), 4) if len(work) else 0.0,
+        "short_kernel_ns": int(short_kernel_ns),  # the limit the share counts under
         "graph_replayed_share": round(float(work["graph_launch"].fillna(False).mean()), 4)
         if len(work) else 0.0,
     }
 
 
 def limit_for(mode: str, limits: dict[str, Any]) -> float:
-    return float(limits["overhead"].get(f"{mode}_max", limits["overhead"]["unknown_max"]))
+    return from_mapping(limits).overhead.limit(mode)
 
 
 def check(share: float, mode: str, limits: dict[str, Any], evidence: dict[str, Any],

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..classify import GEMM_CLASSES
+from ..thresholds import Thresholds
 from .mode import ShapeEvidence, annotate, decide
 from .model import Breakdown, ModeResult
 
@@ -29,8 +30,9 @@ def _sum_by_step(step: np.ndarray, values: np.ndarray, nsteps: int) -> np.ndarra
 
 
 def detect_steps(work: pd.DataFrame, step_of_row: np.ndarray, step_names: list[Any],
-                 prefill_min_m: int, prefill_gemm_share: float) -> list[ModeResult]:
-    """``mode.detect(work rows of step i, [name of step i], ...)`` for every step i."""
+                 prefill_min_m: int, prefill_gemm_share: float,
+                 limits: Thresholds | None = None) -> list[ModeResult]:
+    """``mode.detect(work rows of step i, [name of step i], ..., limits)`` for every step i."""
     n = len(step_names)
     if "_m" not in work.columns:
         work = annotate(work)
@@ -60,7 +62,7 @@ def detect_steps(work: pd.DataFrame, step_of_row: np.ndarray, step_names: list[A
                                attention_tq=int(tq) if tq is not None else None)
         out.append(decide(shapes, [step_names[i]], gemm_t[i], gemv_t[i], total_t[i],
                           bool(splitkv[i]), dec_t[i], pre_t[i], prefill_min_m,
-                          prefill_gemm_share))
+                          prefill_gemm_share, limits))
     return out
 
 

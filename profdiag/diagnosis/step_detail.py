@@ -76,7 +76,7 @@ def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None,
     if causes is not None and len(causes):
         mid = (start + end) // 2
         i = int(np.searchsorted(causes["start_ns"].to_numpy(), mid, side="right")) - 1
-        if i >= 0 and causes["end_ns"].iat[i] >= mid:
+        if i >= 0 and int(causes["end_ns"].to_numpy(dtype=np.int64)[i]) >= mid:
             row = causes.iloc[i]
             dur = float(row["dur_ns"]) or 1.0
             host = length * min(max(float(row.get("host_wait_ns", dur)) / dur, 0.0), 1.0)
@@ -122,6 +122,11 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
     graph = work["graph_launch"].fillna(False).to_numpy(dtype=bool) \
         if "graph_launch" in work else np.zeros(len(work), dtype=bool)
     step_of = work["step"].to_numpy()
+    # per-step columns as arrays, looked up by the step table's row position
+    pos = {label: p for p, label in enumerate(steps.index)}
+    w0s, w1s = steps["_w0"].to_numpy(dtype=np.int64), steps["_w1"].to_numpy(dtype=np.int64)
+    step_ids = steps["step"].to_numpy(dtype=np.int64)
+    busy_ns = steps["gpu_busy_ns"].to_numpy(dtype=np.float64)
     out: dict[str, Any] = {}
     for phase, rows in steps.groupby("phase", sort=True):
         picks = [rows.index[i] for i in median_steps(rows["wall_ns"].to_numpy())]
@@ -129,10 +134,11 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
         idle: dict[str, float] = {}
         wall = busy = 0.0
         for i in picks:
-            w0, w1 = int(steps.at[i, "_w0"]), int(steps.at[i, "_w1"])
-            mask = np.nonzero(step_of == steps.at[i, "step"])[0]
+            p = pos[i]
+            w0, w1 = int(w0s[p]), int(w1s[p])
+            mask = np.nonzero(step_of == step_ids[p])[0]
             clipped = np.clip(ends[mask], w0, w1) - np.clip(starts[mask], w0, w1)
-            step_busy = float(steps.at[i, "gpu_busy_ns"])
+            step_busy = float(busy_ns[p])
             total = float(clipped.sum())
             scale = step_busy / total if total > 0 else 0.0
             sub = work.iloc[mask]
@@ -151,7 +157,7 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
         kernels = sorted(({**r, "calls": round(r["calls"] / k, 3), "ns": round(r["ns"] / k, 1)}
                           for r in parts.values()), key=lambda r: (-r["ns"], r["kernel"]))
         out[str(phase)] = {
-            "steps": [int(steps.at[i, "step"]) for i in picks],
+            "steps": [int(step_ids[pos[i]]) for i in picks],
             "wall_ns": round(wall / k, 1), "busy_ns": round(busy / k, 1),
             "idle_ns": round((wall - busy) / k, 1),
             "idle": {c: round(v / k, 1) for c, v in sorted(idle.items(), key=lambda x: -x[1])},

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..rules_path import rules_dir
+from ..thresholds import Thresholds, load
 from .model import Breakdown, Recommendation, Verdict
 
 if sys.version_info >= (3, 11):
@@ -26,7 +27,8 @@ def advice() -> dict[str, dict[str, str]]:
 
 
 def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: float,
-               median_m: int | None, prefill_min_m: int) -> Verdict:
+               median_m: int | None, prefill_min_m: int,
+               compute_share_min: float | None = None) -> Verdict:
     """overhead when the idle share breaks the mode's limit; else compute vs memory."""
     if bd.busy_ns == 0:
         return Verdict("unknown", ["no device busy time"])
@@ -55,7 +57,9 @@ def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: 
         if bw:
             evidence.append(f"KV-cache, copy and transfer kernels are {bw:.0%} of busy time")
         return Verdict("memory", evidence or ["decode: one token per sequence per weight pass"])
-    if share >= 0.5:
+    if compute_share_min is None:
+        compute_share_min = load().verdict.compute_share_min
+    if share >= compute_share_min:
         return Verdict("compute", evidence)
     bw = sum(cls.get(c, 0) for c in _BANDWIDTH_CLASSES) + sum(
         v for k, v in bd.category_ns.items() if k in ("elementwise", "normalization"))
@@ -64,10 +68,10 @@ def bottleneck(bd: Breakdown, mode: str, overhead_share: float, overhead_limit: 
     return Verdict("memory", evidence)
 
 
-def _low_precision(counts: dict[str, Any]) -> str:
+def _low_precision(counts: dict[str, Any], share_min: float) -> str:
     """'GEMMs run MXFP4 (88% of GEMM time) ...' when most GEMM time is already below 16 bits."""
     prec = counts.get("gemm_precision") or {}
-    if prec.get("low_precision_share", 0) < 0.5:
+    if prec.get("low_precision_share", 0) < share_min:
         return ""
     shares = prec["shares"]
     low = [(k, v) for k, v in shares.items() if k not in ("unmarked",)]
@@ -103,24 +107,30 @@ def _rec(key: str, evidence: str, kernels: tuple[str, ...] = (),
 
 def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: dict[str, Any],
                     counts: dict[str, Any], hot: list[dict[str, Any]], median_m: int | None,
-                    overhead_share: float, mode: str) -> list[Recommendation]:
-    """Recommendations for the verdict's class, each with the numbers behind it."""
+                    overhead_share: float, mode: str,
+                    limits: Thresholds | None = None) -> list[Recommendation]:
+    """Recommendations for the verdict's class, each with the numbers behind it.
+
+    Each fires on a share in thresholds [verdict] (``limits``; the shipped ones when None)."""
+    t = limits if limits is not None else load()
+    lim = t.verdict
+    short_us = t.overhead.short_kernel_us
     recs: list[Recommendation] = []
     busy = bd.busy_ns or 1
     short_names = tuple(h["name"] for h in hot if "launch" in h["note"] or "often" in h["note"])[:3]
     if verdict == "overhead":
-        if ov.get("graph_replayed_share", 0) < 0.5:
+        if ov.get("graph_replayed_share", 0) < lim.graph_replayed_share_max:
             recs.append(_rec("overhead.cuda_graphs",
                              f"GPU idle {overhead_share:.0%} of the window; "
                              f"{ov.get('launch_calls_per_step') or ov['launch_calls']} launches per step, "
                              f"mean kernel {(ov['mean_kernel_ns'] or 0) / 1000:.1f} us",
                              short_names, mode=mode))
-        if ov["short_kernel_share"] >= 0.5:
+        if ov["short_kernel_share"] >= lim.short_kernel_share_min:
             recs.append(_rec("overhead.fusion",
                              f"{ov['short_kernel_share']:.0%} of {ov['kernels']} kernels run "
-                             f"< 10 us; {ov.get('kernels_per_step') or ov['kernels']} kernels per step",
+                             f"< {short_us:g} us; {ov.get('kernels_per_step') or ov['kernels']} kernels per step",
                              short_names))
-        if ov["sync_calls"] and ov["sync_ns"] > 0.01 * bd.window_ns:
+        if ov["sync_calls"] and ov["sync_ns"] > lim.sync_window_share_min * bd.window_ns:
             recs.append(_rec("overhead.sync", f"{ov['sync_calls']} synchronising calls take "
                              f"{ov['sync_ns'] / 1e6:.2f} ms ({ov['sync_ns'] / bd.window_ns:.0%} of the window)"))
         if ov["alloc_calls"]:
@@ -133,7 +143,7 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
     elif verdict == "memory":
         gem = sum(bd.class_ns.get(c, 0) for c in ("gemv", "gemm", "gemm_reduce")) / busy
         top = tuple(h["name"] for h in hot if h["class"] in ("gemv", "gemm"))[:3]
-        low = _low_precision(counts)
+        low = _low_precision(counts, lim.low_precision_share_min)
         if low:
             recs.append(_rec("memory.already_quantized", f"weight GEMMs/GEMVs are {gem:.0%} of "
                              f"busy time in {mode}; {low}", top))
@@ -143,23 +153,23 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
         if median_m is not None and median_m < 64:
             recs.append(_rec("memory.batch", f"median GEMM M = {median_m} rows per weight pass"))
         kv = sum(bd.class_ns.get(c, 0) for c in ("attention", "kv_cache")) / busy
-        if kv >= 0.15:
-            att = tuple(h["name"] for h in hot if h["class"] in ("attention", "kv_cache"))[:3]
+        if kv >= lim.kv_share_min:
+            top_attn = tuple(h["name"] for h in hot if h["class"] in ("attention", "kv_cache"))[:3]
             recs.append(_rec("memory.kv_layout", f"attention + KV cache are {kv:.0%} of busy time",
-                             att))
+                             top_attn))
         ew = sum(bd.category_ns.get(c, 0) for c in ("elementwise", "normalization")) / busy + sum(
             bd.class_ns.get(c, 0) for c in ("copy", "memcpy", "memset")) / busy
-        if ew >= 0.2:
+        if ew >= lim.elementwise_share_min:
             recs.append(_rec("memory.elementwise", f"elementwise, norm and copy kernels are "
                              f"{ew:.0%} of busy time"))
     elif verdict == "compute":
         g = (bd.class_ns.get("gemm", 0) + bd.class_ns.get("gemm_reduce", 0)) / busy
-        top = tuple(h["name"] for h in hot if h["class"] == "gemm")[:3]
-        recs.append(_rec("compute.gemm_tiling", f"GEMMs are {g:.0%} of busy time", top))
+        top_gemms = tuple(h["name"] for h in hot if h["class"] == "gemm")[:3]
+        recs.append(_rec("compute.gemm_tiling", f"GEMMs are {g:.0%} of busy time", top_gemms))
         att = (bd.class_ns.get("attention", 0) + bd.class_ns.get("softmax", 0)) / busy
-        if att >= 0.15:
+        if att >= lim.attention_share_min:
             recs.append(_rec("compute.attention", f"attention + softmax are {att:.0%} of busy time"))
-        low = _low_precision(counts)
+        low = _low_precision(counts, lim.low_precision_share_min)
         if not low:
             recs.append(_rec("compute.fp8", f"GEMMs are {g:.0%} of busy time at M = {median_m}"))
     diff = (counts.get("observed_gemm_calls") or 0) - (counts.get("expected_gemm_calls") or 0)
@@ -172,7 +182,7 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
         recs.append(_rec("counts.fuse_projections", separate))
     moe = counts.get("moe_time") or {}
     if moe and busy and moe.get("moe_expert_ns", 0) + moe.get("moe_routing_ns", 0) + moe.get(
-            "moe_combine_ns", 0) >= 0.3 * busy:
+            "moe_combine_ns", 0) >= lim.moe_share_min * busy:
         total = moe["moe_expert_ns"] + moe["moe_routing_ns"] + moe["moe_combine_ns"]
         side = moe["moe_routing_ns"] + moe["moe_combine_ns"]
         recs.append(_rec("moe.expert_gemms",
@@ -180,7 +190,7 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
                          f"{moe['moe_expert_ns'] / busy:.0%} ({moe['moe_expert_calls']} calls), "
                          f"routing and combine {side / busy:.0%}",
                          tuple(h["name"] for h in hot if h["class"] == "gemm")[:3]))
-        if side >= 0.15 * total:
+        if side >= lim.moe_side_share_min * total:
             recs.append(_rec("moe.routing", f"routing and combine kernels take {side / total:.0%} "
                              f"of the MoE time ({side / 1e6:.2f} ms)"))
     if counts.get("slow_layers"):

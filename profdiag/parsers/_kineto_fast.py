@@ -699,7 +699,8 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
 
     # 3. the rest: last events, the array's end and the top-level keys after it
     rest = bytes(buf[pos:])
-    del buf
+    # free the buffer (fill() closes over it, so clear it rather than `del` the name)
+    buf.clear()
     salvaged = _finish(rest, ex, top, is_array, warnings)
     return StreamResult(ex, top, warnings, salvaged)
 

@@ -29,8 +29,8 @@ import sqlite3
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import OutputError, TraceFormatError
 
@@ -52,7 +52,7 @@ class SafeConnection(sqlite3.Connection):
     work_seconds = WORK_SECONDS_MIN
 
 
-def _progress_handler(con: SafeConnection) -> "callable[[], int]":  # type: ignore[valid-type]
+def _progress_handler(con: SafeConnection) -> callable[[], int]:  # type: ignore[valid-type]
     deadline = time.monotonic() + con.work_seconds
 
     def handler() -> int:
@@ -74,7 +74,8 @@ def connect(path: Path, *, immutable: bool = True, size_hint: int = 0) -> SafeCo
         with contextlib.suppress(sqlite3.Error):
             con.execute(pragma)
     with contextlib.suppress(AttributeError, sqlite3.Error):
-        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        # Connection.setlimit is Python >= 3.11 (the AttributeError above covers 3.10)
+        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)  # type: ignore[attr-defined,unused-ignore]
     con.set_progress_handler(_progress_handler(con), _TICK)
     return con
 

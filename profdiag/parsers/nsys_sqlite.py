@@ -24,8 +24,7 @@ from .. import schema
 from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
 from . import _coerce
-from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
-    bound_message, columns, connect, open_db, sqlite_file, table_names)
+from ._sqlite import bound_message, columns, connect, open_db, sqlite_file, table_names  # noqa: F401 (re-exported for the rocprof parser)
 
 FORMAT = "nsys"
 
@@ -210,6 +209,14 @@ def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
     has_strings = db.has("StringIds")
     if not has_strings:
         warnings.append("no StringIds table: kernel and API names are unavailable")
+    elif not {"id", "value"} <= db.cols("StringIds"):
+        has_strings = False
+        warnings.append("StringIds has no id/value columns: kernel and API names are "
+                        "unavailable")
+    elif not _unique_string_ids(db):
+        # every name is a join on StringIds.id: duplicate ids would multiply the rows
+        raise TraceFormatError("StringIds holds duplicate ids: not an intact Nsight Systems "
+                               "export", str(path))
 
     parts = [
         _kernels(db, warnings, has_strings),
@@ -223,6 +230,14 @@ def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
     events = schema.concat(parts)
     meta = _meta(db, path, warnings)
     return Trace(events, meta)
+
+
+def _unique_string_ids(db: _Db) -> bool:
+    info = db.con.execute('PRAGMA table_info("StringIds")').fetchall()
+    if [r[1] for r in info if r[5]] == ["id"]:
+        return True  # id is the primary key (every real export): unique by construction
+    return db.con.execute("SELECT 1 FROM StringIds GROUP BY id HAVING COUNT(*) > 1 "
+                          "LIMIT 1").fetchone() is None
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -23,8 +24,7 @@ import pandas as pd
 from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
-from . import _coerce
-from . import nsys_sqlite as _sql
+from . import _coerce, nsys_sqlite as _sql
 from .torch_json import short_name as _short_name
 
 FORMAT = "rocprof"
@@ -467,6 +467,21 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """The typed step for rocprofv3 JSON: an object where one is expected, else empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _key(value: Any) -> Any:
+    """A handle usable as a dict key (a list or object from a hostile file is not)."""
+    return value if isinstance(value, (int, str, float, type(None))) else None
+
+
+def _arr(value: Any) -> list[Any]:
+    """An array where one is expected, else empty."""
+    return value if isinstance(value, list) else []
+
+
 def _parse_v3_json(path: Path, runs: list[Any]) -> Trace:
     warnings: list[str] = []
     frames: list[pd.DataFrame] = []
@@ -475,46 +490,47 @@ def _parse_v3_json(path: Path, runs: list[Any]) -> Trace:
     for run in runs:
         if not isinstance(run, dict):
             continue
-        meta = run.get("metadata") or {}
-        pid = meta.get("pid")
-        agents = run.get("agents") or []
+        meta = _obj(run.get("metadata"))
+        pid = _coerce.int_or_none(meta.get("pid"))
+        agents = _arr(run.get("agents"))
         gpu_of: dict[Any, int] = {}
         for a in agents:
             if not isinstance(a, dict) or a.get("type") != 2:
                 continue
-            handle = (a.get("id") or {}).get("handle")
+            handle = _obj(a.get("id")).get("handle")
             idx = a.get("gpu_index")
             idx = int(idx) if isinstance(idx, int) and idx >= 0 else len(gpu_of)
-            gpu_of[handle] = idx
+            gpu_of[_key(handle)] = idx
             if not any(d.index == idx for d in devices):
                 devices.append(DeviceInfo(index=idx, name=str(a.get("product_name") or a.get("name")
                                                                or ""),
-                                          sm_count=a.get("cu_count"),
-                                          compute_capability=a.get("name"), vendor="amd"))
+                                          sm_count=_coerce.int_or_none(a.get("cu_count")),
+                                          compute_capability=_coerce.text(a.get("name")), vendor="amd"))
         symbols: dict[int, str] = {}
-        for s in run.get("kernel_symbols") or []:
-            if isinstance(s, dict) and "kernel_id" in s:
-                symbols[int(s["kernel_id"])] = str(
+        for s in _arr(run.get("kernel_symbols")):
+            kid = _coerce.int_or_none(s.get("kernel_id")) if isinstance(s, dict) else None
+            if kid is not None:
+                symbols[kid] = str(
                     s.get("formatted_kernel_name") or s.get("demangled_kernel_name")
                     or s.get("kernel_name") or "")
-        strings = run.get("strings") or {}
-        kinds = strings.get("buffer_records") or []
-        records = run.get("buffer_records") or {}
-        frames.append(_v3_json_kernels(records.get("kernel_dispatch") or [], symbols, gpu_of,
+        strings = _obj(run.get("strings"))
+        kinds = _arr(strings.get("buffer_records"))
+        records = _obj(run.get("buffer_records"))
+        frames.append(_v3_json_kernels(_arr(records.get("kernel_dispatch")), symbols, gpu_of,
                                        pid, warnings))
-        frames.append(_v3_json_copies(records.get("memory_copy") or [], kinds, gpu_of, pid))
+        frames.append(_v3_json_copies(_arr(records.get("memory_copy")), kinds, gpu_of, pid))
         for key in ("hip_api", "hsa_api", "rccl_api"):
-            frames.append(_v3_json_api(records.get(key) or [], kinds, pid,
+            frames.append(_v3_json_api(_arr(records.get(key)), kinds, pid,
                                        schema.KIND_RUNTIME, {}))
         markers = {}
-        for m in strings.get("marker_api") or []:
+        for m in _arr(strings.get("marker_api")):
             if isinstance(m, dict) and "key" in m:
-                markers[m["key"]] = m.get("value")
-        frames.append(_v3_json_api(records.get("marker_api") or [], kinds, pid,
+                markers[_key(m["key"])] = m.get("value")
+        frames.append(_v3_json_api(_arr(records.get("marker_api")), kinds, pid,
                                    schema.KIND_ANNOTATION, markers))
         if "init_time" in meta:
             options["init_time_ns"] = meta["init_time"]
-        if meta.get("command"):
+        if isinstance(meta.get("command"), list):
             options["command"] = " ".join(map(str, meta["command"]))
     devices.sort(key=lambda d: d.index)
     return _finish(frames, "rocprofv3", path, devices, warnings, options)
@@ -533,15 +549,20 @@ def _v3_json_kernels(recs: list[Any], symbols: dict[int, str], gpu_of: dict[Any,
         return None
     rows = []
     for r in recs:
-        di = r.get("dispatch_info") or {}
-        wg = di.get("workgroup_size") or {}
-        gs = di.get("grid_size") or {}
+        if not isinstance(r, dict):
+            continue
+        di = _obj(r.get("dispatch_info"))
+        wg = _obj(di.get("workgroup_size"))
+        gs = _obj(di.get("grid_size"))
         rows.append((
-            symbols.get(di.get("kernel_id"), ""), r.get("start_timestamp"), r.get("end_timestamp"),
-            gpu_of.get((di.get("agent_id") or {}).get("handle")),
-            (r.get("stream_id") or {}).get("handle", (di.get("queue_id") or {}).get("handle")),
-            r.get("thread_id"), (r.get("correlation_id") or {}).get("internal"),
+            symbols.get(_coerce.int_or_none(di.get("kernel_id")), ""),
+            r.get("start_timestamp"), r.get("end_timestamp"),
+            gpu_of.get(_key(_obj(di.get("agent_id")).get("handle"))),
+            _obj(r.get("stream_id")).get("handle", _obj(di.get("queue_id")).get("handle")),
+            r.get("thread_id"), _obj(r.get("correlation_id")).get("internal"),
             gs.get("x"), gs.get("y"), gs.get("z"), wg.get("x"), wg.get("y"), wg.get("z")))
+    if not rows:
+        return None
     df = pd.DataFrame(rows, columns=["name", "start", "end", "dev", "stream", "tid", "corr",
                                      "gx", "gy", "gz", "wx", "wy", "wz"])
     unknown = int((df["name"] == "").sum())
@@ -564,12 +585,16 @@ def _v3_json_copies(recs: list[Any], kinds: list[Any], gpu_of: dict[Any, int],
         return None
     rows = []
     for r in recs:
-        src = gpu_of.get((r.get("src_agent_id") or {}).get("handle"))
-        dst = gpu_of.get((r.get("dst_agent_id") or {}).get("handle"))
+        if not isinstance(r, dict):
+            continue
+        src = gpu_of.get(_key(_obj(r.get("src_agent_id")).get("handle")))
+        dst = gpu_of.get(_key(_obj(r.get("dst_agent_id")).get("handle")))
         rows.append((_kind_op(kinds, r.get("kind"), r.get("operation")), r.get("start_timestamp"),
                      r.get("end_timestamp"), dst if dst is not None else src,
-                     r.get("thread_id"), (r.get("correlation_id") or {}).get("internal"),
-                     r.get("bytes"), (r.get("stream_id") or {}).get("handle")))
+                     r.get("thread_id"), _obj(r.get("correlation_id")).get("internal"),
+                     r.get("bytes"), _obj(r.get("stream_id")).get("handle")))
+    if not rows:
+        return None
     df = pd.DataFrame(rows, columns=["dir", "start", "end", "dev", "tid", "corr", "bytes",
                                      "stream"])
     start, dur, _ = _times(df["start"], df["end"])
@@ -587,11 +612,16 @@ def _v3_json_api(recs: list[Any], kinds: list[Any], pid: Any, kind: str,
         return None
     rows = []
     for r in recs:
-        corr = (r.get("correlation_id") or {}).get("internal")
-        name = markers.get(corr) if markers else None
+        if not isinstance(r, dict):
+            continue
+        corr = _obj(r.get("correlation_id")).get("internal")
+        name = markers.get(_key(corr)) if markers else None
         rows.append((name or _kind_op(kinds, r.get("kind"), r.get("operation")),
                      r.get("start_timestamp"), r.get("end_timestamp"), r.get("thread_id"), corr))
+    if not rows:
+        return None
     df = pd.DataFrame(rows, columns=["name", "start", "end", "tid", "corr"])
+    df["name"] = df["name"].map(_coerce.text)
     start, dur, _ = _times(df["start"], df["end"])
     return _frame(kind, len(df), name=pd.array(df["name"], dtype="string"), start_ns=start,
                   dur_ns=dur, pid=_int_array(pd.Series(pid, index=df.index)),
@@ -676,7 +706,7 @@ def _parse_v3_csv(path: Path, files: dict[str, Path]) -> Trace:
     for key, p in files.items():
         run, kind = key.rsplit("|", 1)
         runs.setdefault(run, {})[kind] = p
-    for run, parts in sorted(runs.items()):
+    for _run, parts in sorted(runs.items()):
         info = _read_csv(parts["agent_info"]) if "agent_info" in parts else None
         mapping, run_devices = _agent_map(info)
         if not devices:

@@ -13,8 +13,9 @@ delimit vLLM V1's steps when it writes no step annotation (see rules/engines.tom
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson

@@ -1,8 +1,8 @@
 """The gate result for a terminal: a plain fixed-width table (or a rich table on a TTY),
 and GitHub Actions annotations. Each function takes ``GateResult.to_dict()``."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: this module defines a public function
+# called annotations(), which that import would shadow for type checkers.
 from typing import Any
 
 STATUS_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}

@@ -7,16 +7,13 @@ trace is untrusted input) turns it into HTML. Chart data goes in a JSON script e
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import jinja2
-import orjson
 from markupsafe import Markup
 
-from . import json_
-from . import idle_view
-from . import text as t
+from . import idle_view, json_, text as t
+from .templating import environment, script_json
 
 # Category colours, the same in every chart and table (Tableau 10, readable on white).
 CATEGORY_COLORS = {
@@ -30,17 +27,9 @@ CHART_DATA_ID = "profdiag-chart-data"
 NAME_CHARS = 90  # hotspot names longer than this are shortened in the table (full in title)
 
 
-@lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("profdiag.renderers", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(ns=lambda v: t.fmt_ns(v, "µs"), ms=t.fmt_ms, us=t.fmt_us, pct=t.fmt_pct,
-                       si=t.fmt_si, num=t.fmt_num, trunc=t.truncate, opts=t.options_text,
-                       short=t.short_kernel_name)
-    env.globals.update(cat_color=category_color, phase_color=phase_color)
-    return env
+    """The shared environment (renderers/templating.py): one for every template."""
+    return environment()
 
 
 def _asset(name: str) -> Markup:
@@ -57,13 +46,6 @@ def category_color(cat: str) -> str:
 
 def phase_color(phase: str | None) -> str:
     return PHASE_COLORS.get(phase or "unknown", PHASE_COLORS["unknown"])
-
-
-def script_json(obj: Any) -> Markup:
-    """JSON for a <script type="application/json"> element: every '<' escaped as \\u003c, so
-    no '</script>' or '<!--' in a kernel name can end the element early; parses back as-is."""
-    raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
-    return Markup(raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def _category_view(shares: dict[str, Any], bd: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,7 +74,7 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     roof = data.get("roofline") or {}
     gpu = roof.get("gpu") or {}
     points = roof.get("points") or [] if roof.get("available") else []
-    outliers = idle_view.outliers(data)
+    outliers: dict[Any, dict[str, Any]] = idle_view.outliers(data)
     return {
         "category_colors": CATEGORY_COLORS,
         "phase_colors": PHASE_COLORS,

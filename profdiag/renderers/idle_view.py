@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from . import text as t
 from ..diagnosis.idle import step_ranges
+from . import text as t
 
 HOST_COLOR = "#e15759"
 GPU_COLOR = "#f1ce63"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .html import _env, script_json
+from . import templating
+from .templating import script_json
 
 REGIME_COLORS = {"compute": "#4e79a7", "memory": "#f28e2b", "overhead": "#e15759",
                  "unknown": "#bab0ac", None: "#eceff3"}
@@ -142,4 +143,4 @@ def view(rep: dict[str, Any]) -> dict[str, Any]:
 
 def render(rep: dict[str, Any]) -> str:
     """Return the sweep report as HTML."""
-    return _env().get_template("sweep.html.j2").render(**view(rep))
+    return templating.render("sweep.html.j2", **view(rep))

@@ -116,10 +116,9 @@ def render(cmp: dict[str, Any], fmt: str) -> str:
              f"{r['decode_base_regime'] or '-'} -> {r['decode_new_regime'] or '-'}"]
             for r in cmp["points"]]
     if fmt == "html":
-        from ..renderers.html import _env
+        from ..renderers.templating import render
 
-        return _env().get_template("sweep_compare.html.j2").render(cmp=cmp, head=head,
-                                                                  body=body)
+        return render("sweep_compare.html.j2", cmp=cmp, head=head, body=body)
     lines = [f"sweep compare: {cmp['base']['path']} -> {cmp['new']['path']}"]
     lines += [f"  {h}" for h in cmp["headline"]]
     if fmt == "md":

@@ -6,17 +6,24 @@ torch is imported lazily (inside functions), as by profdiag.capture.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from .. import roofline
-from ..capture.config import CaptureOptions, ModelConfig, check_memory, estimate_memory
+from ..capture.config import (
+    DTYPE_BYTES,
+    CaptureOptions,
+    ModelConfig,
+    check_memory,
+    estimate_memory,
+)
 from ..errors import ProfdiagError, UsageError
 from ..hardware import GpuSpec, normalize_dtype
 from .grid import Point, atomic_write, dump
 
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_DTYPE_BYTES = DTYPE_BYTES  # from the one table (hardware.DTYPE_BYTES)
 
 
 def capture_options(point: Point, config: ModelConfig, out: Path, settings: dict[str, Any]

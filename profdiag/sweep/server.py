@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ProfdiagError, UsageError
@@ -134,7 +134,7 @@ class Client:
                     arrivals.append(time.perf_counter())
                 if choices and choices[0].get("finish_reason") is not None:
                     finished = True  # some servers end the stream without [DONE]
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise RequestFailed(f"stalled: no data for {self.timeout:g} s after "
                                 f"{len(arrivals)} token(s)") from None
         except (OSError, http.client.HTTPException) as exc:

@@ -46,6 +46,7 @@ class State:
         self.cfg = resolve_config(args.preset, None, layers=args.layers, hidden=args.hidden,
                                   heads=args.heads, kv_heads=args.kv_heads, ffn=args.ffn,
                                   vocab=args.vocab)
+        self.vocab: int = int(self.cfg.vocab or 0)  # resolve_config always sets it
         self.max_len = args.max_len
         self.model = Llama(self.cfg, batch=1, max_len=args.max_len,
                            device=torch.device("cpu"), dtype=torch.float32).eval()
@@ -176,9 +177,9 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return
             prompt = req.get("prompt")
             if isinstance(prompt, str):
-                prompt = [b % state.cfg.vocab for b in prompt.encode()] or [1]
+                prompt = [b % state.vocab for b in prompt.encode()] or [1]
             if (not isinstance(prompt, list) or not prompt
-                    or not all(isinstance(t, int) and 0 <= t < state.cfg.vocab for t in prompt)):
+                    or not all(isinstance(t, int) and 0 <= t < state.vocab for t in prompt)):
                 self._json(400, {"error": {"message": "prompt must be token ids < vocab"}})
                 return
             max_tokens = int(req.get("max_tokens") or 16)

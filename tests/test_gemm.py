@@ -1,0 +1,81 @@
+"""One GEMM-shape parser (profdiag/gemm.py) and one dtype-size table (hardware.DTYPE_BYTES):
+the roofline, the mode vote, the classifier's shape check and the CPU-trace op filter use
+the same op sets, and agree on every shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profdiag import classify, gemm, hardware, roofline as rl, schema
+from profdiag.capture import config as capture_config
+from profdiag.diagnosis import context
+from profdiag.diagnosis.mode import gemm_m
+
+# (op, Input Dims, batch, m, k, n) worked out by hand from each op's signature
+CASES = [
+    ("aten::mm", [[8, 16], [16, 32]], 1, 8, 16, 32),
+    ("aten::addmm", [[32], [8, 16], [16, 32], [], []], 1, 8, 16, 32),  # bias first
+    ("aten::linear", [[2, 4, 16], [32, 16], [32]], 1, 8, 16, 32),  # weight [n, k]
+    ("aten::matmul", [[2, 4, 16], [16, 32]], 1, 8, 16, 32),  # leading dims fold into m
+    ("aten::matmul", [[3, 8, 16], [1, 16, 32]], 3, 8, 16, 32),  # broadcast batch
+    ("aten::bmm", [[3, 8, 16], [3, 16, 32]], 3, 8, 16, 32),
+    ("aten::_scaled_mm", [[128, 64], [64, 32], [], []], 1, 128, 64, 32),  # FP8 + scales
+]
+
+
+@pytest.mark.parametrize("op, dims, batch, m, k, n", CASES)
+def test_one_parser_for_roofline_and_mode(op, dims, batch, m, k, n):
+    shape = gemm.gemm_shape(op, dims)
+    assert shape is not None and (shape.batch, shape.m, shape.k, shape.n) == (batch, m, k, n)
+    assert shape.flops == 2 * batch * m * k * n
+    # the mode vote's M is batch x rows of the same shape, except for bmm (activation x
+    # activation in eager attention: B*H*Tq is not a token count)
+    want = None if op == "aten::bmm" else batch * m
+    assert gemm_m(op, json.dumps(dims)) == want
+    assert gemm.gemm_rows(op, dims) == want
+
+
+def test_op_sets_agree():
+    assert gemm.TOKEN_GEMM_OPS == gemm.GEMM_OPS - {"aten::bmm"}
+    assert {"aten::bmm", "aten::_scaled_mm"} <= gemm.GEMM_OPS
+    assert {op for op, *_ in CASES} == gemm.GEMM_OPS  # every op has a parser case above
+    # the CPU-trace filter matches every GEMM op (and baddbmm / SDPA), nothing else
+    for op in [*gemm.GEMM_OPS, "aten::baddbmm", "aten::_scaled_dot_product_flash_attention"]:
+        assert context.CPU_COMPUTE_OP.match(op), op
+    for op in ("aten::add", "aten::softmax", "aten::copy_"):
+        assert not context.CPU_COMPUTE_OP.match(op)
+    assert "_GEMM_OPS" not in vars(classify)  # the classifier uses gemm.GEMM_OPS
+
+
+def test_malformed_dims_are_no_gemm():
+    assert gemm.gemm_shape("aten::mm", [[8, 16], [15, 32]]) is None  # inner dims differ
+    assert gemm.gemm_shape("aten::bmm", [[3, 8, 16], [2, 16, 32]]) is None
+    assert gemm.gemm_shape("aten::add", [[8, 16], [8, 16]]) is None
+    assert gemm_m("aten::linear", "[[16], [32, 16]]") is None  # rank-1 activation
+    assert gemm_m("aten::mm", "not json") is None
+
+
+def test_scaled_mm_reaches_the_roofline_in_fp8():
+    cols = {"name": ["nvjet_fp8"], "kind": ["kernel"], "start_ns": [0], "dur_ns": [1000],
+            "device": [0], "external_id": [7], "op_name": ["aten::_scaled_mm"],
+            "input_dims": [json.dumps([[128, 64], [64, 32], [], []])],
+            "input_types": [json.dumps(["c10::Float8_e4m3fn", "c10::Float8_e4m3fn",
+                                        "float", "float"])]}
+    t = rl.gemm_table(schema.from_columns(cols), hardware.get("h100-sxm"))
+    assert len(t) == 1
+    row = t.iloc[0]
+    assert row["dtype"] == "fp8" and not row["dtype_assumed"]
+    assert row["flops"] == 2 * 128 * 64 * 32 == 524_288
+    # A [128,64] + B [64,32] read once, C [128,32] written once, 1 byte each
+    assert row["bytes"] == 128 * 64 + 64 * 32 + 128 * 32 == 14_336
+
+
+def test_one_dtype_table():
+    assert hardware.dtype_size("c10::BFloat16") == hardware.dtype_size("bfloat16") == 2
+    assert hardware.dtype_size("c10::Float8_e4m3fn") == 1
+    assert hardware.dtype_size("no-such-type") is None
+    assert capture_config.DTYPE_BYTES == {"float32": 4, "bfloat16": 2, "float16": 2}
+    assert all(capture_config.DTYPE_BYTES[d] == hardware.DTYPE_BYTES[hardware.normalize_dtype(d)]
+               for d in capture_config.DTYPES)
