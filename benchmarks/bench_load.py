@@ -82,11 +82,12 @@ def run_child(code: str, path: Path, timeout: float) -> dict:
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
         return {"error": f"exit {proc.returncode}: {tail[0][:120]}", "wall_s": wall}
     result = json.loads(out.decode().strip().splitlines()[-1])
-    result.update(wall_s=wall, rss_mb=rss_mb)
+    result.update(wall_s=wall, rss_mb=rss_mb, cpu_s=_last_cpu.get(proc.pid))
     return result
 
 
 _last_rusage: dict[int, float] = {}
+_last_cpu: dict[int, float] = {}  # pid -> user + sys CPU seconds of that child
 
 
 def _install_wait4_hook() -> None:
@@ -97,6 +98,7 @@ def _install_wait4_hook() -> None:
         got, status, usage = os.wait4(pid, options)
         if got:
             _last_rusage[got] = usage.ru_maxrss / 1024  # KiB -> MiB on Linux
+            _last_cpu[got] = usage.ru_utime + usage.ru_stime
         return got, status
 
     subprocess.os.waitpid = waitpid  # type: ignore[attr-defined]

@@ -339,6 +339,11 @@ def diagnose_many(paths: Sequence[str | os.PathLike[str]], options: dict[str, An
     jobs = default_jobs(len(names)) if not jobs else max(1, jobs)
     if jobs == 1 or len(names) <= 1:
         return [_diagnose_one(p, options) for p in names]
+    # Import the parsers and the diagnosis (pandas, numpy, the rules) once, before the pool
+    # forks: each worker would otherwise pay the ~1-2 CPU s of imports again, cold.
+    from . import diagnosis, load  # noqa: F401
+    from .parsers import nsys_sqlite, torch_json  # noqa: F401
+
     with ProcessPoolExecutor(max_workers=min(jobs, len(names))) as pool:
         futures = [pool.submit(_diagnose_one, p, options) for p in names]
         out: list[TraceResult | TraceFailure] = []

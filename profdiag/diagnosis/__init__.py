@@ -26,6 +26,7 @@ from . import (
     health as health_mod,
     idle as idle_mod,
     overhead as overhead_mod,
+    per_step,
 )
 from .breakdown import breakdown, window_of
 from .context import Context, assign, build, thresholds, union_ns
@@ -104,14 +105,15 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     phases: list[Phase] = []
     phase_work: dict[str, pd.DataFrame] = {}
     rows_of = _rows_by_step(work["step"].to_numpy())
-    no_rows = np.array([], dtype=np.int64)
+    if nsteps:
+        step_w0, step_w1 = steps_df["_w0"].to_numpy(), steps_df["_w1"].to_numpy()
+        step_busy = steps_df["gpu_busy_ns"].to_numpy(dtype=np.int64)
     stated_m: dict[str, int | None] = {}  # per phase: GEMM rows = tokens the steps state
     if nsteps:
         for value in _ordered_unique([m.value for m in step_modes]):
             idx = [i for i, m in enumerate(step_modes) if m.value == value]
             sub = work[work["step"].isin(idx)]
-            bd = _sum_breakdowns([breakdown(work.iloc[rows_of.get(i, no_rows)],
-                                            _step_window(steps_df, i)) for i in idx])
+            bd = per_step.phase_breakdown(work, rows_of, idx, step_w0, step_w1, step_busy)
             confs = [step_modes[i].confidence for i in idx]
             evid = _merge_evidence([step_modes[i] for i in idx])
             mode = ModeResult(value, float(np.mean(confs)), evid)
@@ -345,7 +347,7 @@ def _steps(ctx: Context, prefill_min_m: int,
         return engines.typed_steps(pd.DataFrame(columns=cols)), []
     idx = assign(work["launch_ns"].to_numpy(), st["start_ns"].to_numpy(), st["end_ns"].to_numpy())
     work["step"] = idx
-    rows, modes = [], []
+    rows = []
     ends = (work["start_ns"] + work["dur_ns"]).to_numpy()
     starts = work["start_ns"].to_numpy()
     prev_gpu_end: int | None = None
@@ -353,11 +355,12 @@ def _steps(ctx: Context, prefill_min_m: int,
     kv_write = engines.kv_write_mask(work["name"])
     empty = np.array([], dtype=np.int64)
     typed = typed_thresholds.from_mapping(ctx.thresholds)
-    for i, s in st.iterrows():
+    records = st.to_dict("records")
+    detected = per_step.detect_steps(work, idx, [s["name"] for s in records], prefill_min_m,
+                                     prefill_gemm_share, limits=typed)
+    modes = [engines.step_mode(s, d) for s, d in zip(records, detected)]
+    for i, s, mode in zip(st.index, records, modes):
         mask = rows_of.get(i, empty)  # positional rows of this step
-        mode = engines.step_mode(s, detect(work.iloc[mask], [s["name"]], prefill_min_m,
-                                           prefill_gemm_share, limits=typed))
-        modes.append(mode)
         if len(mask):
             # Device-side window: from where the previous step's GPU work ended (the host
             # may run ahead, so host ranges overlap the GPU's) to this step's last GPU end.
@@ -369,12 +372,13 @@ def _steps(ctx: Context, prefill_min_m: int,
             busy = union_ns(np.clip(starts[mask], w0, w1), np.clip(ends[mask], w0, w1))
         else:
             w0, w1, busy = int(s["start_ns"]), int(s["end_ns"]), 0
+        kv = kv_write[mask]
         rows.append({"step": int(i), "name": s["name"], "phase": mode.value,
                      "start_ns": int(s["start_ns"]), "host_ns": int(s["end_ns"] - s["start_ns"]),
                      "gpu_busy_ns": busy, "wall_ns": w1 - w0, "kernels": int(len(mask)),
                      **engines.composition_of(s),
-                     engines.KV_WRITTEN: engines.kv_write_tokens(kv_write[mask],
-                                                                 work["grid"].iloc[mask]),
+                     engines.KV_WRITTEN: engines.kv_write_tokens(kv, work["grid"].iloc[mask])
+                     if kv.any() else None,
                      "_w0": w0, "_w1": w1})
     return engines.typed_steps(pd.DataFrame(rows)), modes
 
@@ -384,26 +388,6 @@ def _rows_by_step(step_of_row: np.ndarray) -> dict[int, np.ndarray]:
     order = np.argsort(step_of_row, kind="stable")
     keys, first = np.unique(step_of_row[order], return_index=True)
     return {int(k): part for k, part in zip(keys, np.split(order, first[1:]))}
-
-
-def _step_window(steps_df: pd.DataFrame, i: int) -> tuple[int, int]:
-    return int(steps_df.at[i, "_w0"]), int(steps_df.at[i, "_w1"])
-
-
-def _sum_breakdowns(parts: list[Breakdown]) -> Breakdown:
-    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for d in dicts:
-            for k, v in d.items():
-                out[k] = out.get(k, 0) + v
-        return out
-
-    return Breakdown(window_ns=sum(p.window_ns for p in parts), busy_ns=sum(p.busy_ns for p in parts),
-                     idle_ns=sum(p.idle_ns for p in parts),
-                     category_ns=add([p.category_ns for p in parts]),
-                     class_ns=add([p.class_ns for p in parts]),
-                     kernel_sum_ns=sum(p.kernel_sum_ns for p in parts),
-                     class_category={k: v for p in parts for k, v in p.class_category.items()})
 
 
 def _merge_evidence(modes: list[ModeResult]) -> list[str]:

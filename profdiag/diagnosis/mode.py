@@ -115,12 +115,27 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
 
     The vote weights and the Tq / GEMV limits come from ``limits`` (thresholds [mode] and
     [mode_votes]; the shipped ones when None)."""
-    t = limits if limits is not None else load()
-    w, mc = t.mode_votes, t.mode
     if "_m" not in work.columns:
         work = annotate(work)
+    klass = work["class"].astype(str)
+    gemm_t = work.loc[klass.isin(GEMM_CLASSES), "dur_ns"].sum()
+    gemv_t = work.loc[klass == "gemv", "dur_ns"].sum()
+    total_t = work["dur_ns"].sum()
+    dec_t = work.loc[work["_decode_name"], "dur_ns"].sum()
+    pre_t = work.loc[work["_prefill_name"], "dur_ns"].sum()
+    return decide(shape_evidence(work), annotation_names, gemm_t, gemv_t, total_t,
+                  bool(work["_splitkv"].any()), dec_t, pre_t, prefill_min_m, prefill_gemm_share,
+                  limits)
+
+
+def decide(shapes: ShapeEvidence, annotation_names: list[str], gemm_t: Any, gemv_t: Any,
+           total_t: Any, splitkv: bool, dec_t: Any, pre_t: Any, prefill_min_m: int,
+           prefill_gemm_share: float, limits: Thresholds | None = None) -> ModeResult:
+    """The vote of detect() over one stretch's evidence (shapes, times per kernel kind)."""
+    t = limits if limits is not None else load()
+    w, mc = t.mode_votes, t.mode
     votes: list[tuple[str, float, str]] = []  # (mode, confidence, evidence)
-    shapes = shape_evidence(work)
+    total_t = total_t or 1
     tq, m = shapes.attention_tq, shapes.median_m
     if tq is not None:
         mode = "decode" if tq <= mc.decode_max_q_len else "prefill"
@@ -143,10 +158,6 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
     elif dec and not pre:
         votes.append(("decode", w.annotation, f"annotation {dec[0]!r}" + (
             f" and {len(dec) - 1} more" if len(dec) > 1 else "")))
-    klass = work["class"].astype(str)
-    gemm_t = work.loc[klass.isin(GEMM_CLASSES), "dur_ns"].sum()
-    gemv_t = work.loc[klass == "gemv", "dur_ns"].sum()
-    total_t = work["dur_ns"].sum() or 1
     if gemm_t:
         gemv_frac = gemv_t / gemm_t
         if gemv_frac >= mc.gemv_decode_share:
@@ -155,11 +166,9 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
         elif gemv_frac <= mc.gemv_prefill_share:
             votes.append(("prefill", w.full_tiles, f"only {gemv_frac:.0%} of GEMM time is in GEMV "
                           "kernels: full tiles"))
-    if work["_splitkv"].any():
+    if splitkv:
         votes.append(("decode", w.split_kv, "decode attention kernels (split-KV / paged attention)"))
     # Kernels named for a phase (hand-written or framework kernels): the one with more time.
-    dec_t = work.loc[work["_decode_name"], "dur_ns"].sum()
-    pre_t = work.loc[work["_prefill_name"], "dur_ns"].sum()
     if dec_t or pre_t:
         named = "decode" if dec_t >= pre_t else "prefill"
         both = " (kernels of both phases present)" if dec_t and pre_t else ""

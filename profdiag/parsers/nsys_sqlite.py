@@ -51,6 +51,7 @@ _SYNC_TYPE = {0: "Unknown", 1: "Event sync", 2: "Stream wait sync", 3: "Stream s
 _NVTX_RANGE_TYPES = (59, 60)
 _NA_STREAM = 0xFFFFFFFF
 # columns of the activity queries that must hold integers (checked by _coerce)
+_API_VERSION = re.compile(r"_v[0-9]+\Z")
 _INT_COLUMNS = ("start", "end", "deviceId", "streamId", "correlationId", "globalPid",
                 "globalTid", "tid", "bytes", "copyKind", "srcKind", "dstKind", "memKind",
                 "syncType", "graphId", "graph")
@@ -158,15 +159,28 @@ class _Db:
 
     path: Path | str = "?"
 
-    def query(self, sql: str) -> pd.DataFrame:
+    def query(self, sql: str, ids: tuple[str, ...] = ()) -> pd.DataFrame:
         """Run ``sql`` and pass the frame through the typed coercion step: integer columns
         are checked (a bad value is an error naming the file, table, column and row) and
-        names made text."""
+        names made text (except the ``ids`` columns: StringIds ids the caller maps)."""
         df = pd.read_sql_query(sql, self.con)
         m = re.search(r"\bFROM\s+(\w+)", sql)
         table = m.group(1) if m else "query"
         _coerce.int_columns(df, _INT_COLUMNS, self.path, table)
-        return _coerce.text_columns(df, ("name", "short_name", "grid", "block"))
+        return _coerce.text_columns(df, tuple(c for c in ("name", "short_name", "grid", "block")
+                                              if c not in ids))
+
+    def id_names(self, table: str, alias: str, col: str) -> dict[Any, str | None]:
+        """{raw value of ``table.col``: its StringIds text} for each distinct value, by the
+        same LEFT JOIN the row queries used to run per row (so SQLite's comparison rules
+        still decide what matches), but over distinct ids only. NULL ids are _NULL_ID."""
+        sql = (f'SELECT DISTINCT COALESCE({alias}.{col}, {_NULL_ID}) AS id, s.value AS value '
+               f'FROM {table} {alias} LEFT JOIN StringIds s ON s.id = {alias}.{col}')
+        out: dict[Any, str | None] = {}
+        for raw, value in self.con.execute(sql):
+            out.setdefault(raw, _coerce.text(value))
+        out[_NULL_ID] = None
+        return out
 
     def enum(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
         """ENUM_* table as {id: label} when present, else the built-in map."""
@@ -227,6 +241,36 @@ def _unique_string_ids(db: _Db) -> bool:
 
 
 # ---------------------------------------------------------------------------- helpers
+# NULL ids are read as this value (so the id column stays integer, not float with NaN)
+_NULL_ID = -(2**63)
+
+
+def _id_expr(alias: str, col: str) -> str:
+    return f"COALESCE({alias}.{col}, {_NULL_ID})"
+
+
+def _mapped_names(ids: pd.Series, names: dict[Any, str | None],
+                  transform: Any = None) -> pd.api.extensions.ExtensionArray:
+    """The string column of ``ids`` looked up in ``names`` (then ``transform``ed), built from
+    one entry per distinct id: millions of rows of a few thousand names cost a dictionary
+    lookup per distinct id, not a string object per row."""
+    import numpy as np
+    import pyarrow as pa
+
+    codes, uniques = pd.factorize(ids, use_na_sentinel=True)
+    values = [names.get(u) for u in (uniques.tolist() if hasattr(uniques, "tolist")
+                                     else list(uniques))]
+    if transform is not None:
+        values = [transform(v) if v is not None else None for v in values]
+    codes = np.asarray(codes)
+    valid = np.array([v is not None for v in values] + [False], dtype=bool)[codes]
+    index = pa.array(codes.astype(np.int32), mask=~valid)
+    text = pa.array([v if v is not None else "" for v in values], type=pa.string())
+    arr = pa.DictionaryArray.from_arrays(index, text).dictionary_decode()
+    return pd.array(pd.arrays.ArrowStringArray(pa.chunked_array([arr], type=pa.string())),
+                    dtype="string")
+
+
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
     """``expr AS name`` when the column exists, else ``NULL AS name``."""
     return f"{expr or f'{alias}.{name}'} AS {name}" if name in cols else f"NULL AS {name}"
@@ -289,13 +333,9 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
     name_col = "demangledName" if "demangledName" in c else "shortName" if "shortName" in c else None
     if name_col != "demangledName":
         warnings.append(f"{K_KERNEL} has no demangledName: kernel names are short names")
-    joins, name_expr, short_expr = "", "NULL", "NULL"
-    if strings and name_col:
-        joins += f" LEFT JOIN StringIds d ON d.id = k.{name_col}"
-        name_expr = "d.value"
-    if strings and "shortName" in c:
-        joins += " LEFT JOIN StringIds s ON s.id = k.shortName"
-        short_expr = "s.value"
+    # names: ids read here, mapped once per distinct id (no StringIds join per row)
+    name_expr = _id_expr("k", name_col) if strings and name_col else "NULL"
+    short_expr = _id_expr("k", "shortName") if strings and "shortName" in c else "NULL"
     grid = ("k.gridX || ',' || k.gridY || ',' || k.gridZ"
             if {"gridX", "gridY", "gridZ"} <= c else "NULL")
     block = ("k.blockX || ',' || k.blockY || ',' || k.blockZ"
@@ -307,8 +347,13 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
                {_col(c, 'k', 'globalPid', _pid('k.globalPid'))},
                {grid} AS grid, {block} AS block,
                {'k.graphNodeId IS NOT NULL' if 'graphNodeId' in c else '0'} AS graph
-        FROM {K_KERNEL} k {joins}"""
-    df = db.query(sql)
+        FROM {K_KERNEL} k"""
+    df = db.query(sql, ids=("name", "short_name"))
+    if strings and name_col:
+        df["name"] = _mapped_names(df["name"], db.id_names(K_KERNEL, "k", name_col))
+    if strings and "shortName" in c:
+        df["short_name"] = _mapped_names(df["short_name"],
+                                         db.id_names(K_KERNEL, "k", "shortName"))
     cols = _base(df, schema.KIND_KERNEL, df["name"])
     cols.update(
         short_name=pd.array(df["short_name"], dtype="string"),
@@ -438,9 +483,10 @@ def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
     c = db.cols(K_RUNTIME)
     if not _require(K_RUNTIME, c, ("start", "end"), warnings):
         return None
-    name_join, name_expr = "", "NULL"
-    if strings and "nameId" in c:
-        name_join, name_expr = " LEFT JOIN StringIds n ON n.id = r.nameId", "n.value"
+    name_expr = "NULL"
+    mapped = strings and "nameId" in c
+    if mapped:
+        name_expr = _id_expr("r", "nameId")
     else:
         warnings.append(f"{K_RUNTIME} names are unavailable (no nameId/StringIds)")
     sql = f"""
@@ -448,11 +494,17 @@ def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
                {_col(c, 'r', 'correlationId')},
                {_col(c, 'r', 'globalTid', _pid('r.globalTid'))},
                {'(r.globalTid & 16777215)' if 'globalTid' in c else 'NULL'} AS tid
-        FROM {K_RUNTIME} r {name_join}"""
-    df = db.query(sql)
+        FROM {K_RUNTIME} r"""
+    df = db.query(sql, ids=("name",) if mapped else ())
     if not len(df):
         return None
-    name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True)
+    if mapped:
+        # the _vNN suffix dropped once per distinct API name (as str.replace(r"_v\d+$")
+        # did per row: RE2's \d and $ are ASCII digits and the very end)
+        name = _mapped_names(df["name"], db.id_names(K_RUNTIME, "r", "nameId"),
+                             lambda v: _API_VERSION.sub("", v))
+    else:
+        name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True)
     cols = _base(df, schema.KIND_RUNTIME, name)
     cols.update(pid=_ints(df, "globalTid"), tid=_ints(df, "tid"),
                 correlation=_ints(df, "correlationId"))

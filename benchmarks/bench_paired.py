@@ -1,0 +1,149 @@
+"""Paired benchmark: every contender in its own process, in alternation, medians and ratios.
+
+    python benchmarks/bench_paired.py [--repeat 3] [--source ../shared] [--dir /tmp/profdiag-bench]
+                                      [--input nsys] [--input steps] [--steps 8000] [--kernels 1M]
+
+Inputs (built when absent, never inside the repository):
+
+- ``nsys``: benchmarks/make_big_nsys.py's replicated Nsight Systems export (1M kernels
+  from ../shared/traces/nsys/nsys_1b_T512_decode64.sqlite.gz). Floor: pandas ``read_sql``
+  of the kernel and runtime tables joined to StringIds (what issue 18 measures against).
+- ``steps``: benchmarks/make_many_steps.py's trace of N ProfilerStep annotations. Floor:
+  ``orjson.loads`` of the file.
+
+Round r runs contender 1, 2, ... of an input, then round r + 1 again, so that load on a
+shared machine hits every contender alike. Reported per contender: the median CPU seconds
+(user + sys of the whole process and its children, from os.wait4), the median work seconds
+timed inside the child after its imports, the ratio of both to the floor's, and the largest
+peak RSS. The load average before and after is printed: on a busy machine compare CPU
+seconds, not wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_load import _install_wait4_hook, run_child  # noqa: E402
+
+DEFAULT_SOURCE = HERE.parents[1] / "shared"
+
+REPORT = ("import sys, time, json, tempfile, os\n"
+          "from profdiag.cli import main\n"
+          "out = os.path.join(tempfile.mkdtemp(), 'r.json')\n"
+          "t = time.perf_counter()\n"
+          "try:\n"
+          "    main(['report', sys.argv[1], '-f', 'json', '-q', '-o', out])\n"
+          "except SystemExit as e:\n"
+          "    assert not e.code, e.code\n"
+          "print(json.dumps({'work_s': time.perf_counter() - t}))\n")
+LOAD = ("import sys, time, json\nimport profdiag, pandas\n"
+        "t = time.perf_counter()\ntr = profdiag.load(sys.argv[1])\n"
+        "print(json.dumps({'work_s': time.perf_counter() - t, 'events': len(tr.events)}))\n")
+READ_SQL = (
+    "import sys, time, json, sqlite3\nimport pandas as pd\n"
+    "t = time.perf_counter()\ncon = sqlite3.connect(sys.argv[1])\n"
+    "k = pd.read_sql_query('SELECT k.start, k.end, k.deviceId, k.streamId, k.correlationId, "
+    "k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY, k.blockZ, s.value AS name "
+    "FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s ON s.id = k.shortName', con)\n"
+    "r = pd.read_sql_query('SELECT r.start, r.end, r.globalTid, r.correlationId, "
+    "s.value AS name FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s ON s.id = r.nameId', con)\n"
+    "print(json.dumps({'work_s': time.perf_counter() - t, 'rows': len(k) + len(r)}))\n")
+ORJSON = ("import sys, time, json, orjson\n"
+          "t = time.perf_counter()\ndoc = orjson.loads(open(sys.argv[1], 'rb').read())\n"
+          "print(json.dumps({'work_s': time.perf_counter() - t}))\n")
+
+# input -> [(contender, child code)], the floor first
+CONTENDERS: dict[str, list[tuple[str, str]]] = {
+    "nsys": [("pandas read_sql kernel+runtime+StringIds (floor)", READ_SQL),
+             ("profdiag report -f json", REPORT), ("profdiag.load", LOAD)],
+    "steps": [("orjson.loads (floor)", ORJSON), ("profdiag report -f json", REPORT),
+              ("profdiag.load", LOAD)],
+}
+
+
+def build_input(kind: str, args: argparse.Namespace) -> Path:
+    if kind == "steps":
+        import make_many_steps
+
+        path = args.dir / f"many_steps_{args.steps}.json"
+        if not path.exists():
+            args.dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(make_many_steps.document(args.steps))
+        return path
+    import make_big_nsys
+
+    source = args.source / "traces" / "nsys" / "nsys_1b_T512_decode64.sqlite.gz"
+    if not source.exists():
+        out = args.dir / f"big_{args.kernels // 1000}Kkernels.sqlite"
+        if out.exists():
+            return out
+        sys.exit(f"bench_paired: the nsys input is built from {source}, which is absent: pass "
+                 "--source PATH to a shared/ directory (with traces/nsys/), or --input steps")
+    return make_big_nsys.build(source, args.dir, args.kernels)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def bench(kind: str, path: Path, repeat: int, timeout: float) -> str:
+    runs: dict[str, list[dict]] = {name: [] for name, _ in CONTENDERS[kind]}
+    before = loadavg()
+    for r in range(repeat):
+        for name, code in CONTENDERS[kind]:
+            print(f"  [{kind} {r + 1}/{repeat}] {name} ...", file=sys.stderr, flush=True)
+            runs[name].append(run_child(code, path, timeout))
+    lines = [f"### {kind}: {path.name} ({path.stat().st_size / 2**20:.1f} MiB), {repeat} "
+             f"alternating runs; {os.cpu_count()} CPUs, load average {before} before, "
+             f"{loadavg()} after", "",
+             "| contender | CPU s (median) | work s (median) | CPU vs floor | work vs floor "
+             "| peak RSS MiB |", "|---|---:|---:|---:|---:|---:|"]
+    floor = None
+    for name, _ in CONTENDERS[kind]:
+        ok = [x for x in runs[name] if "error" not in x]
+        if not ok:
+            lines.append(f"| {name} | – | – | – | – | {runs[name][0]['error']} |")
+            continue
+        cpu = statistics.median(x["cpu_s"] for x in ok)
+        work = statistics.median(x["work_s"] for x in ok)
+        rss = max(x["rss_mb"] for x in ok)
+        if floor is None:
+            floor = (cpu, work)
+        lines.append(f"| {name} | {cpu:.2f} | {work:.2f} | {cpu / floor[0]:.2f}x | "
+                     f"{work / floor[1]:.2f}x | {rss:.0f} |")
+    return "\n".join(lines + [""])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--input", action="append", choices=sorted(CONTENDERS))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
+                    help="the shared/ directory (traces/nsys/ is the nsys input's source)")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/profdiag-bench"))
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--kernels", type=int, default=1_000_000)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--out", type=Path, help="also write the markdown tables here")
+    args = ap.parse_args(argv)
+    _install_wait4_hook()
+    tables = [bench(kind, build_input(kind, args), args.repeat, args.timeout)
+              for kind in (args.input or ["steps", "nsys"])]
+    text = "\n".join(tables)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
