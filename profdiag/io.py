@@ -182,6 +182,20 @@ def check_site_dir(path: str | os.PathLike[str]) -> None:
 NAME_MAX = 255
 
 
+def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the output directory ``path`` (and parents) if needed; an error when it cannot
+    be created or written to."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory: {exc.strerror or exc}",
+                          str(out)) from None
+    if not os.access(out, os.W_OK):
+        raise OutputError("output directory is not writable", str(out))
+    return out
+
+
 def _temp_prefix(name: str) -> str:
     """A temp-file prefix for ``name`` short enough that prefix + 8 random + '.tmp' fits
     NAME_MAX bytes (a 250-character report name still gets a temp file beside it)."""

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import MissingDependencyError, OutputError, UsageError
+from ..io import ensure_output_dir
 from .config import (
     CaptureOptions,
     available_ram_bytes,
@@ -114,13 +115,7 @@ def capture(opts: CaptureOptions, progress: ProgressFn | None = None) -> Capture
     check_memory(est, free, where)
 
     out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory: {exc.strerror or exc}",
-                          str(out)) from None
-    if not os.access(out, os.W_OK):
-        raise OutputError("output directory is not writable", str(out))
+    ensure_output_dir(out)
 
     torch.manual_seed(opts.seed)
     dtype = getattr(torch, dtype_name)

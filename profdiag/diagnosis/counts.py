@@ -222,7 +222,8 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
     phase_of_step: dict[Any, Any] = {}
     extra: list[dict[str, Any]] = []
     by_shape: list[dict[str, Any]] = []
-    for (phase, sig), n in sorted(sig_obs.items(), key=lambda kv: -kv[1]):
+    # ties broken by (phase, signature): the order must not depend on the string hash seed
+    for (phase, sig), n in sorted(sig_obs.items(), key=lambda kv: (-kv[1], kv[0])):
         fw = phases[phase]["forwards"]
         e = sig_exp.get((phase, sig), 0)
         info = sig_info.get((phase, sig), {})

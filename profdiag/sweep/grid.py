@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from ..errors import OutputError, UsageError
+from ..io import ensure_output_dir
 
 SWEEP_VERSION = 1
 MANIFEST = "sweep.json"
@@ -116,13 +117,7 @@ def read_json(path: Path) -> Any:
 def open_folder(out: Path, target: str, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Create ``out`` or check that the sweep it holds has the same settings; return the
     results already there ({point id: point result}) so that those points are not redone."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory: {exc.strerror or exc}",
-                          str(out)) from None
-    if not os.access(out, os.W_OK):
-        raise OutputError("output directory is not writable", str(out))
+    ensure_output_dir(out)
     mpath = out / MANIFEST
     if not mpath.exists():
         return {}
