@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -26,7 +26,7 @@ from .errors import EXIT_GATE_FAILED, EXIT_OK, RulesError, TraceFormatError, Usa
 try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover (python < 3.11)
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SEVERITIES = ("fail", "warn", "off")
@@ -41,7 +41,8 @@ REPORT_SNIFF_BYTES = 1 << 20  # a JSON report is small; a trace shows "traceEven
 
 # ------------------------------------------------------------------------------------ policy
 
-def _number(x: Any) -> bool:
+def _number(x: Any) -> TypeGuard[int | float]:
+    """A real number (not a bool); narrows the type for the checks that use it."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -828,7 +829,7 @@ def _top_kernels(base: Profile, new: Profile, reg: Mapping[str, Any], out: _Chec
                    f"more than {threshold:g}%: " + "; ".join(
                        f"{short_name(s[0], 50)} {_ns(s[2])} -> {_ns(s[3])} ({s[1]:+.1f}%)"
                        for s in sorted(slower, key=lambda s: -s[1])[:3]) + note)
-        observed = worst[1]
+        observed: float | None = worst[1]
     else:
         changes = [r["change_pct"] for r in rows if r["change_pct"] is not None]
         worst_change = max(changes) if changes else None

@@ -80,7 +80,8 @@ def reference(path: str | Path, batch: int | None = None) -> Reference:
         if not isinstance(e, dict) or e.get("ph") != "X":
             continue
         cat = e.get("cat")
-        args = e.get("args") if isinstance(e.get("args"), dict) else {}
+        raw_args = e.get("args")
+        args: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
         ext = args.get("External id", args.get("external id"))
         if cat == "cpu_op":
             dims = args.get("Input Dims", args.get("Input dims"))

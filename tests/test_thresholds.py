@@ -155,3 +155,17 @@ def test_gate_default_overhead_limits_are_the_thresholds(tmp_path):
     policy = _rules(tmp_path, "[overhead]\nmax_share = { decode = 0.3 }\n", "policy.toml")
     merged = gate.Policy.load(policy, rules=(rules,)).get("overhead", "max_share")
     assert merged["decode"] == 0.3 and merged["prefill"] == 0.15
+
+
+def test_advice_picks_launch_bound_kernels_by_note_kind():
+    d = diagnosed(DECODE)
+    rows = d.hotspots.to_dict("records")
+    prefix = {"often": "called often", "short": "short kernel", "costly": "inherently costly"}
+    for r in rows:  # the kind is the note that fired
+        kind = r["_note_kind"]
+        assert r["note"].startswith(prefix[kind]) if kind in prefix else kind == "plain"
+    launch_bound = tuple(r["name"] for r in rows if r["_note_kind"] in ("often", "short"))[:3]
+    graphs = next(r for r in d.recommendations if r.id == "overhead.cuda_graphs")
+    assert graphs.kernels == launch_bound and len(launch_bound) == 3
+    assert "_note_kind" not in d.to_dict()["hotspots"][0]  # not part of the JSON contract
+    assert "_note_kind" not in d.tables()["hotspots"].columns

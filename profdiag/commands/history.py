@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -83,20 +83,20 @@ def fmt_step_ms(row: Any) -> str:
     return f"{row['step_ms']:.2f}" if _present(row.get("step_ms")) else "-"
 
 
-def sparkline(values: list[float | None]) -> str:
+def sparkline(values: Sequence[float | None]) -> str:
     """One unicode block per value, scaled from the smallest to the largest (gaps as spaces)."""
-    nums = [v for v in values if _present(v)]
+    nums = [v for v in values if v is not None and _present(v)]
     if not nums:
         return ""
     lo, hi = min(nums), max(nums)
     out = []
     for v in values:
-        if not _present(v):
+        if v is None or not _present(v):
             out.append(" ")
         elif hi == lo:
             out.append(SPARK_BLOCKS[len(SPARK_BLOCKS) // 2 - 1])
         else:
-            idx = int(round((v - lo) / (hi - lo) * (len(SPARK_BLOCKS) - 1)))  # type: ignore[operator]
+            idx = int(round((v - lo) / (hi - lo) * (len(SPARK_BLOCKS) - 1)))
             out.append(SPARK_BLOCKS[idx])
     return "".join(out)
 
@@ -137,9 +137,9 @@ def list_cmd(**opts: Any) -> None:
 
 def _gemm_text(r: dict[str, Any]) -> str:
     obs, exp = r.get("observed_gemm_calls"), r.get("expected_gemm_calls")
-    if not _present(obs):
+    if obs is None or not _present(obs):
         return "-"
-    return f"{int(obs)}/{int(exp)}" if _present(exp) else f"{int(obs)}"
+    return f"{int(obs)}/{int(exp)}" if exp is not None and _present(exp) else f"{int(obs)}"
 
 
 @command.command("show")

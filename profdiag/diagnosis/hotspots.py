@@ -9,7 +9,10 @@ import pandas as pd
 from ..thresholds import Hotspots, load
 
 HOTSPOT_COLUMNS = ["name", "short_name", "class", "category", "calls", "total_ns", "mean_ns",
-                   "share", "calls_per_forward", "note"]
+                   "share", "calls_per_forward", "note", "_note_kind"]
+# _note_kind (not serialised, not exported): which note fired -- "often", "costly", "short"
+# or "plain" -- so advice picks kernels by kind, not by searching the note's words.
+LAUNCH_BOUND_KINDS = ("often", "short")
 
 
 def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int | None,
@@ -40,20 +43,22 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
         per_name = n.groupby("name")["per"].max()
         g["calls_per_forward"] = g["name"].astype(str).map(per_name).astype("float64")
     cfg = notes if notes is not None else load().hotspots
-    g["note"] = [_note(r, layers, cfg) for r in g.to_dict("records")]
+    notes_kinds = [_note(r, layers, cfg) for r in g.to_dict("records")]
+    g["note"] = [n for n, _ in notes_kinds]
+    g["_note_kind"] = [k for _, k in notes_kinds]
     return g[HOTSPOT_COLUMNS]
 
 
-def _note(row: dict[str, Any], layers: int | None, cfg: Hotspots) -> str:
+def _note(row: dict[str, Any], layers: int | None, cfg: Hotspots) -> tuple[str, str]:
     """The hotspot note; limits from thresholds [hotspots] (see rules/thresholds.toml)."""
     cpf = row["calls_per_forward"]
     mean_us = row["mean_ns"] / 1000
     if (cpf == cpf and layers and cpf > cfg.often_calls_per_layer * layers
             and mean_us < cfg.often_max_us):
         return (f"called often: {cpf:g} calls per forward ({cpf / layers:.1f} per layer) at "
-                f"{mean_us:.1f} us each; fusion or graphs cut launches")
+                f"{mean_us:.1f} us each; fusion or graphs cut launches", "often")
     if mean_us >= cfg.costly_min_us:
-        return f"inherently costly: {mean_us:.0f} us per call"
+        return f"inherently costly: {mean_us:.0f} us per call", "costly"
     if mean_us < cfg.short_max_us:
-        return f"short kernel ({mean_us:.1f} us): launch cost matters"
-    return f"{mean_us:.1f} us per call"
+        return f"short kernel ({mean_us:.1f} us): launch cost matters", "short"
+    return f"{mean_us:.1f} us per call", "plain"

@@ -162,25 +162,30 @@ def _annotation(row: pd.Series) -> StepInputs | None:
     if not all(c in row.index for c in ANNOTATION_COLUMNS[:1]):
         return None
 
-    def ok(v: Any) -> bool:
-        return v is not None and v is not pd.NA and not (isinstance(v, float) and np.isnan(v))
+    def num(v: Any) -> float | None:
+        """The value as a float, None when absent (None, NA, NaN)."""
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            return None
+        return float(v)
 
-    pre = float(vals["prefill_tokens"]) if ok(vals["prefill_tokens"]) else None
-    dec = float(vals["decode_tokens"]) if ok(vals["decode_tokens"]) else None
+    pre = num(vals["prefill_tokens"])
+    dec = num(vals["decode_tokens"])
     if pre is None and dec is None:
         return None
     tokens = (pre or 0.0) + (dec or 0.0)
     if tokens <= 0:
         return None
-    req = float(vals["requests"]) if ok(vals["requests"]) and float(vals["requests"]) > 0 else None
+    stated = num(vals["requests"])
+    req = stated if stated is not None and stated > 0 else None
     if req is None:
         # Every decode token is one sequence; a prefill chunk is counted as one more.
         req = (dec or 0.0) + (1.0 if pre else 0.0)
     inp = StepInputs(batch=req, query_tokens=tokens / req)
     src = "engine annotation"
     inp.sources = {"tokens": src, "batch": src}
-    if ok(vals["kv_tokens"]):
-        inp.context = max(float(vals["kv_tokens"]) / req, inp.query_tokens or 0.0)
+    kv = num(vals["kv_tokens"])
+    if kv is not None:
+        inp.context = max(kv / req, inp.query_tokens or 0.0)
         inp.sources["context_tokens"] = src
     return inp
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..rules_path import rules_dir
 from ..thresholds import Thresholds, load
+from .hotspots import LAUNCH_BOUND_KINDS
 from .model import Breakdown, Recommendation, Verdict
 
 if sys.version_info >= (3, 11):
@@ -117,7 +118,9 @@ def recommendations(verdict: str, bd: Breakdown, ov: dict[str, Any], options: di
     short_us = t.overhead.short_kernel_us
     recs: list[Recommendation] = []
     busy = bd.busy_ns or 1
-    short_names = tuple(h["name"] for h in hot if "launch" in h["note"] or "often" in h["note"])[:3]
+    # the launch-bound hotspots ("called often" or "short kernel" notes), by the note's kind
+    short_names = tuple(h["name"] for h in hot
+                        if h.get("_note_kind") in LAUNCH_BOUND_KINDS)[:3]
     if verdict == "overhead":
         if ov.get("graph_replayed_share", 0) < lim.graph_replayed_share_max:
             recs.append(_rec("overhead.cuda_graphs",

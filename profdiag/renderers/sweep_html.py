@@ -81,7 +81,7 @@ def _ms(ns: Any) -> float | None:
 def view(rep: dict[str, Any]) -> dict[str, Any]:
     """Return the template's view of a sweep report (charts computed here, tested directly)."""
     charts: dict[str, Any] = {}
-    series = []
+    series: list[dict[str, Any]] = []
     for i, c in enumerate(rep["prefill_curves"]):
         col = SERIES_COLORS[i % len(SERIES_COLORS)]
         pts = c["points"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import roofline
+from ..errors import UsageError
 from ..hardware import GpuSpec
 from .analysis import analyse, flat_rows
 from .grid import MANIFEST, Point, SweepManifest, atomic_write, dump, grid, open_folder, parse_axis
@@ -34,14 +35,22 @@ def spec_meta(spec: GpuSpec | None, dtype: str, dtype_bytes: float) -> dict[str,
             "source": spec.source}
 
 
+def _dim(value: int | None, name: str) -> int:
+    if value is None:
+        raise UsageError(f"the model shape lacks {name}")
+    return int(value)
+
+
 def model_meta(cfg: dict[str, int]) -> dict[str, Any]:
     """Return the model shape with its parameter counts and the FLOP-model crossover: the
     prompt length at which causal attention FLOPs (2·L·T²·d·h) reach the projections'
     (2·N_body·T, lm_head excluded): T = N_body / (L·d·h)."""
     c = roofline.ModelConfig.from_dict(cfg)
-    body = roofline.compute_params(c) - c.vocab * c.hidden
+    vocab, hidden, layers = _dim(c.vocab, "vocab"), _dim(c.hidden, "hidden"), _dim(c.layers, "layers")
+    d, heads = _dim(c.d, "head_dim"), _dim(c.heads, "heads")
+    body = roofline.compute_params(c) - vocab * hidden
     # Where prefill_attention_flops(causal) == prefill_linear_flops(body): solve 2LdhT² = 2NT.
-    cross = body / (c.layers * c.d * c.heads)
+    cross = body / (layers * d * heads)
     return {**cfg, "params": roofline.model_params(c), "compute_params": roofline.compute_params(c),
             "crossover_tokens": cross}
 

@@ -139,7 +139,8 @@ def point_result(point: Point, data: dict[str, Any], config: ModelConfig,
     return res
 
 
-def _phase_result(times: list[int], context: Any, phase: str, batch: int, cfg: dict[str, int],
+def _phase_result(times: list[int], context: Any, phase: str, batch: int,
+                  cfg: dict[str, int | None],
                   spec: GpuSpec | None, dtype_bytes: float, dtype: str,
                   regime: str | None) -> dict[str, Any]:
     import numpy as np
@@ -147,7 +148,8 @@ def _phase_result(times: list[int], context: Any, phase: str, batch: int, cfg: d
     out: dict[str, Any] = {"steps": len(times), "median_step_ns": int(np.median(times)),
                            "regime": regime}
     ctxs = context if isinstance(context, list) else [context] * len(times)
-    per_step = [{"context": int(c), "measured_ns": int(t)} for c, t in zip(ctxs, times)]
+    per_step: list[dict[str, Any]] = [{"context": int(c), "measured_ns": int(t)}
+                                      for c, t in zip(ctxs, times)]
     if spec is not None and spec.has_peak(dtype):
         sol = roofline.speed_of_light_steps(times, cfg, batch, context, spec, dtype_bytes,
                                             phase, dtype=dtype)  # type: ignore[arg-type]
