@@ -18,13 +18,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_load import _install_wait4_hook, _last_rusage  # noqa: E402
+from bench_load import _install_wait4_hook, run_child  # noqa: E402
 from make_big_trace import DEFAULT_SOURCE, build, parse_size, size_label  # noqa: E402
 
 CONTENDERS: dict[str, str] = {
@@ -83,27 +82,14 @@ def make_ranks(out_dir: Path, ranks: int, size: int, source: Path) -> list[Path]
 
 
 def run(code: str, folder: Path, workers: int, timeout: float) -> dict:
-    import subprocess
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder), str(workers)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"error": f"timeout after {timeout:.0f} s"}
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-        return {"error": f"exit {proc.returncode}: {tail[0][:120]}", "wall_s": wall}
-    res = json.loads(out.decode().strip().splitlines()[-1])
-    # the largest descendant's peak RSS (ProcessPool / Dask workers are grandchildren)
+    """bench_load.run_child with the worker count, and the peak RSS of the largest
+    descendant (ProcessPool / Dask workers are grandchildren)."""
     import resource
 
-    res.update(wall_s=wall, rss_mb=max(_last_rusage.get(proc.pid, 0.0),
-                                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+    res = run_child(code, folder, timeout, str(workers))
+    if "error" not in res:
+        res["rss_mb"] = max(res.get("rss_mb") or 0.0,
+                            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return res
 
 

@@ -64,11 +64,12 @@ CONTENDERS: dict[str, str] = {
 BASELINE, HTA = "simdjson parse (bare)", "HTA TraceAnalysis loader"
 
 
-def run_child(code: str, path: Path, timeout: float) -> dict:
-    """Run ``code`` on ``path`` in a fresh interpreter: work_s, wall_s, rss_mb (or error)."""
+def run_child(code: str, path: Path, timeout: float, *args: str) -> dict:
+    """Run ``code`` on ``path`` (then ``args``) in a fresh interpreter: work_s, wall_s, rss_mb,
+    cpu_s (or error)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
