@@ -388,26 +388,15 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
             # No step ranges but several forwards: one forward per `layers` anchors.
             t = a["start_ns"].to_numpy()
             cuts = [t[i] for i in range(spec.layers, len(t), spec.layers)]
-            bounds = [-np.inf, *cuts, np.inf]
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                seg = segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
-                              a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
-                if seg:
-                    segs.append(seg)
-            continue
-        cuts = _lm_head_cuts(c, len(a)) if step < 0 else []
-        if cuts:
+        else:
             # No step ranges: one forward ends after each lm_head (the widest GEMM).
-            bounds = [-np.inf, *cuts, np.inf]
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                seg = segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
-                              a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
-                if seg:
-                    segs.append(seg)
-            continue
-        seg = segment(c, a, phase)
-        if seg:
-            segs.append(seg)
+            cuts = _lm_head_cuts(c, len(a)) if step < 0 else []
+        bounds = [-np.inf, *cuts, np.inf]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            seg = segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
+                          a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
+            if seg:
+                segs.append(seg)
     if not segs:
         return {}
     all_layers = [ly for f in segs for ly in f.layers]
