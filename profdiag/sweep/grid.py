@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,29 @@ def read_json(path: Path) -> Any:
         raise UsageError("not found", str(path)) from None
     except (OSError, orjson.JSONDecodeError) as exc:
         raise UsageError(f"not a sweep file: {exc}", str(path)) from None
+
+
+def run_grid(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
+             measure: Callable[[Point], dict[str, Any]],
+             on_point: Callable[[Point, dict[str, Any]], None] | None = None
+             ) -> list[dict[str, Any]]:
+    """Measure every point not in ``done`` (its result kept as it is), timing each and
+    writing points/<id>.json as soon as it is measured; return all results in grid order."""
+    results: list[dict[str, Any]] = []
+    for p in points:
+        if p.id in done:
+            results.append(done[p.id])
+            if on_point:
+                on_point(p, {**done[p.id], "_resumed": True})
+            continue
+        t0 = time.perf_counter()
+        res = measure(p)
+        res["wall_s"] = round(time.perf_counter() - t0, 3)
+        atomic_write(out / "points" / f"{p.id}.json", dump(res))
+        results.append(res)
+        if on_point:
+            on_point(p, res)
+    return results
 
 
 def open_folder(out: Path, target: str, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:

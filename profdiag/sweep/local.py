@@ -21,7 +21,7 @@ from ..capture.config import (
 )
 from ..errors import ProfdiagError, UsageError
 from ..hardware import GpuSpec, normalize_dtype
-from .grid import Point, atomic_write, dump
+from .grid import Point, atomic_write, dump, run_grid
 
 _DTYPE_BYTES = DTYPE_BYTES  # from the one table (hardware.DTYPE_BYTES)
 
@@ -184,14 +184,8 @@ def run_points(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
     dtype = settings["dtype"]
     dtype_bytes = _DTYPE_BYTES[dtype]
     dkey = normalize_dtype(dtype) or "fp32"
-    results: list[dict[str, Any]] = []
-    for p in points:
-        if p.id in done:
-            results.append(done[p.id])
-            if on_point:
-                on_point(p, {**done[p.id], "_resumed": True})
-            continue
-        t0 = time.perf_counter()
+
+    def measure(p: Point) -> dict[str, Any]:
         try:
             cap, data, tries = _best_of(p, config, out, settings, diagnosis, load, capture)
             atomic_write(out / "reports" / f"{p.id}.report.json", dump(data))
@@ -202,12 +196,9 @@ def run_points(points: list[Point], done: dict[str, dict[str, Any]], out: Path,
                 res["tries_wall_ns"] = tries
         except ProfdiagError as exc:
             res = {**p.to_dict(), "status": "failed", "error": str(exc)}
-        res["wall_s"] = round(time.perf_counter() - t0, 3)
-        atomic_write(out / "points" / f"{p.id}.json", dump(res))
-        results.append(res)
-        if on_point:
-            on_point(p, res)
-    return results
+        return res
+
+    return run_grid(points, done, out, measure, on_point)
 
 
 def _steps_wall_ns(data: dict[str, Any]) -> int:

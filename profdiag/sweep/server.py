@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ProfdiagError, UsageError
 from ..hardware import GpuSpec
-from .grid import Point, atomic_write, dump
+from .grid import Point, atomic_write, dump, run_grid
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".pt.trace.json", ".pt.trace.json.gz")
 
@@ -213,14 +213,8 @@ def run_points(client: Client, points: list[Point], done: dict[str, dict[str, An
 
     cfg = {"layers": config.layers, "hidden": config.hidden, "heads": config.heads,
            "kv_heads": config.kv_heads, "ffn": config.ffn, "vocab": config.vocab}
-    results: list[dict[str, Any]] = []
-    for p in points:
-        if p.id in done:
-            results.append(done[p.id])
-            if on_point:
-                on_point(p, {**done[p.id], "_resumed": True})
-            continue
-        t0 = time.perf_counter()
+
+    def measure(p: Point) -> dict[str, Any]:
         before = ({q for q in trace_dir.rglob("*") if q.is_file()}
                   if trace_dir and trace_dir.is_dir() else set())
         profiled = client.profile("start") if profile else False
@@ -251,12 +245,9 @@ def run_points(client: Client, points: list[Point], done: dict[str, dict[str, An
             for ph, regime in (res.get("server_regimes") or {}).items():
                 if isinstance(res.get(ph), dict):
                     res[ph]["regime"] = regime
-        res["wall_s"] = round(time.perf_counter() - t0, 3)
-        atomic_write(out / "points" / f"{p.id}.json", dump(res))
-        results.append(res)
-        if on_point:
-            on_point(p, res)
-    return results
+        return res
+
+    return run_grid(points, done, out, measure, on_point)
 
 
 def _diagnose_new(trace_dir: Path, before: set[Path], out: Path, p: Point) -> dict[str, Any]:
