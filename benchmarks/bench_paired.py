@@ -30,22 +30,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_load import _install_wait4_hook, run_child  # noqa: E402
+from bench_load import CONTENDERS, _install_wait4_hook, run_child  # noqa: E402
 
 DEFAULT_SOURCE = HERE.parents[1] / "shared"
 
-REPORT = ("import sys, time, json, tempfile, os\n"
-          "from profdiag.cli import main\n"
-          "out = os.path.join(tempfile.mkdtemp(), 'r.json')\n"
-          "t = time.perf_counter()\n"
-          "try:\n"
-          "    main(['report', sys.argv[1], '-f', 'json', '-q', '-o', out])\n"
-          "except SystemExit as e:\n"
-          "    assert not e.code, e.code\n"
-          "print(json.dumps({'work_s': time.perf_counter() - t}))\n")
-LOAD = ("import sys, time, json\nimport profdiag, pandas\n"
-        "t = time.perf_counter()\ntr = profdiag.load(sys.argv[1])\n"
-        "print(json.dumps({'work_s': time.perf_counter() - t, 'events': len(tr.events)}))\n")
+# the same child programs as bench_load's contenders
+REPORT = CONTENDERS["profdiag report -f json -q"]
+LOAD = CONTENDERS["profdiag.load"]
 READ_SQL = (
     "import sys, time, json, sqlite3\nimport pandas as pd\n"
     "t = time.perf_counter()\ncon = sqlite3.connect(sys.argv[1])\n"
