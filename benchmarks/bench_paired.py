@@ -10,6 +10,10 @@ Inputs (built when absent, never inside the repository):
   of the kernel and runtime tables joined to StringIds (what issue 18 measures against).
 - ``steps``: benchmarks/make_many_steps.py's trace of N ProfilerStep annotations. Floor:
   ``orjson.loads`` of the file.
+- ``ranks``: bench_fleet.py's folder of ``--ranks`` rank traces of ``--rank-size`` JSON each
+  (8 x 60 MB). ``profdiag report DIR --jobs 1`` is the floor, ``--jobs 2`` is compared to it:
+  read the wall ratio, and only when the load average printed beside it is well under the
+  number of CPUs (the issue's 1.7x target is for an idle machine).
 
 Round r runs contender 1, 2, ... of an input, then round r + 1 again, so that load on a
 shared machine hits every contender alike. Reported per contender: the median CPU seconds
@@ -30,7 +34,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_fleet import CONTENDERS as FLEET, make_ranks  # noqa: E402, I001
 from bench_load import CONTENDERS, _install_wait4_hook, run_child  # noqa: E402
+from make_big_trace import DEFAULT_SOURCE as RANK_SOURCE, parse_size  # noqa: E402
 
 DEFAULT_SOURCE = HERE.parents[1] / "shared"
 
@@ -50,12 +56,16 @@ ORJSON = ("import sys, time, json, orjson\n"
           "t = time.perf_counter()\ndoc = orjson.loads(open(sys.argv[1], 'rb').read())\n"
           "print(json.dumps({'work_s': time.perf_counter() - t}))\n")
 
-# input -> [(contender, child code)], the floor first
-CONTENDERS: dict[str, list[tuple[str, str]]] = {
-    "nsys": [("pandas read_sql kernel+runtime+StringIds (floor)", READ_SQL),
-             ("profdiag report -f json", REPORT), ("profdiag.load", LOAD)],
-    "steps": [("orjson.loads (floor)", ORJSON), ("profdiag report -f json", REPORT),
-              ("profdiag.load", LOAD)],
+JOBS = FLEET["profdiag report DIR --jobs {w}"]
+
+# input -> [(contender, child code, extra argv)], the floor first
+CONTENDERS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "nsys": [("pandas read_sql kernel+runtime+StringIds (floor)", READ_SQL, ()),
+             ("profdiag report -f json", REPORT, ()), ("profdiag.load", LOAD, ())],
+    "steps": [("orjson.loads (floor)", ORJSON, ()), ("profdiag report -f json", REPORT, ()),
+              ("profdiag.load", LOAD, ())],
+    "ranks": [("profdiag report DIR --jobs 1 (floor)", JOBS, ("1",)),
+              ("profdiag report DIR --jobs 2", JOBS, ("2",))],
 }
 
 
@@ -68,6 +78,12 @@ def build_input(kind: str, args: argparse.Namespace) -> Path:
             args.dir.mkdir(parents=True, exist_ok=True)
             path.write_bytes(make_many_steps.document(args.steps))
         return path
+    if kind == "ranks":
+        source = args.source / "traces" / "torch" / RANK_SOURCE.name
+        if not source.exists():
+            sys.exit(f"bench_paired: the ranks input is built from {source}, which is absent: "
+                     "pass --source PATH to a shared/ directory (with traces/torch/)")
+        return make_ranks(args.dir, args.ranks, args.rank_size, source)[0].parent
     import make_big_nsys
 
     source = args.source / "traces" / "nsys" / "nsys_1b_T512_decode64.sqlite.gz"
@@ -88,30 +104,35 @@ def loadavg() -> str:
 
 
 def bench(kind: str, path: Path, repeat: int, timeout: float) -> str:
-    runs: dict[str, list[dict]] = {name: [] for name, _ in CONTENDERS[kind]}
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in CONTENDERS[kind]}
     before = loadavg()
     for r in range(repeat):
-        for name, code in CONTENDERS[kind]:
+        for name, code, extra in CONTENDERS[kind]:
             print(f"  [{kind} {r + 1}/{repeat}] {name} ...", file=sys.stderr, flush=True)
-            runs[name].append(run_child(code, path, timeout))
-    lines = [f"### {kind}: {path.name} ({path.stat().st_size / 2**20:.1f} MiB), {repeat} "
+            runs[name].append(run_child(code, path, timeout, *extra))
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    size = sum(f.stat().st_size for f in files) / 2**20
+    what = f"{len(files)} files" if path.is_dir() else ""
+    lines = [f"### {kind}: {path.name} ({what}{', ' if what else ''}{size:.1f} MiB), {repeat} "
              f"alternating runs; {os.cpu_count()} CPUs, load average {before} before, "
              f"{loadavg()} after", "",
-             "| contender | CPU s (median) | work s (median) | CPU vs floor | work vs floor "
-             "| peak RSS MiB |", "|---|---:|---:|---:|---:|---:|"]
+             "| contender | CPU s (median) | work s (median) | wall s (median) | CPU vs floor "
+             "| work vs floor | wall vs floor | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     floor = None
-    for name, _ in CONTENDERS[kind]:
+    for name, _, _ in CONTENDERS[kind]:
         ok = [x for x in runs[name] if "error" not in x]
         if not ok:
-            lines.append(f"| {name} | – | – | – | – | {runs[name][0]['error']} |")
+            lines.append(f"| {name} | – | – | – | – | – | – | {runs[name][0]['error']} |")
             continue
         cpu = statistics.median(x["cpu_s"] for x in ok)
         work = statistics.median(x["work_s"] for x in ok)
+        wall = statistics.median(x["wall_s"] for x in ok)
         rss = max(x["rss_mb"] for x in ok)
         if floor is None:
-            floor = (cpu, work)
-        lines.append(f"| {name} | {cpu:.2f} | {work:.2f} | {cpu / floor[0]:.2f}x | "
-                     f"{work / floor[1]:.2f}x | {rss:.0f} |")
+            floor = (cpu, work, wall)
+        lines.append(f"| {name} | {cpu:.2f} | {work:.2f} | {wall:.2f} | {cpu / floor[0]:.2f}x | "
+                     f"{work / floor[1]:.2f}x | {wall / floor[2]:.2f}x | {rss:.0f} |")
     return "\n".join(lines + [""])
 
 
@@ -124,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/profdiag-bench"))
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--kernels", type=int, default=1_000_000)
+    ap.add_argument("--ranks", type=int, default=8, help="rank traces of the ranks input")
+    ap.add_argument("--rank-size", type=parse_size, default=60 * 10**6,
+                    help="JSON per rank trace of the ranks input (60MB)")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--out", type=Path, help="also write the markdown tables here")
     args = ap.parse_args(argv)
