@@ -47,6 +47,9 @@ def build(source: Path, out_dir: Path, target: int, level: int = 6) -> tuple[Pat
     plain, packed = out_dir / f"big_{label}.json", out_dir / f"big_{label}.json.gz"
     if plain.exists() and packed.exists() and abs(plain.stat().st_size - target) < 0.05 * target:
         return plain, packed
+    if not source.is_file():
+        raise SystemExit(f"source trace not found: {source} (pass --source PATH to a Kineto "
+                         "trace, or check out ../shared beside the repository)")
     raw = source.read_bytes()
     doc = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
     events = doc.pop("traceEvents")
