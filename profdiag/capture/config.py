@@ -32,6 +32,17 @@ ModelConfig = ModelSpec
 _SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")
 
 
+def dense_ffn(cfg: ModelSpec) -> int:
+    """Return the MLP width of the capture's dense model: ``--ffn`` (intermediate_size).
+
+    Also for a config that describes experts, which the capture model does not build: there
+    ``cfg.dims().ffn`` is one expert's width (moe_intermediate_size), not this one.
+    """
+    if cfg.ffn is None:
+        raise UsageError("model config lacks 'ffn'")
+    return cfg.ffn
+
+
 def gemms_per_layer(cfg: ModelSpec, fused_qkv: bool = False) -> int:
     """Return the linear layers per block: q,k,v,o + gate,up,down = 7, or 5 with fused qkv."""
     return 5 if fused_qkv else 7
