@@ -411,6 +411,19 @@ def test_memory_estimate_kv_formula() -> None:
     assert est.total == est.weights + est.kv_cache + est.activations
 
 
+def test_memory_estimate_activations_by_hand() -> None:
+    # tiny: hidden 512, 8 heads of 64, 8 kv heads, ffn 1536, vocab 32000; fp32 (4 bytes);
+    # decode at batch 2, context 100, 4 steps: kv_len 104, one token per sequence.
+    opts = CaptureOptions(out=Path("."), config=resolve_config("tiny"), phase="decode",
+                          batch=2, context=100, steps=4)
+    est = estimate_memory(opts, "float32")
+    per_token = 4 * 512 + 3 * 1536 + (8 + 2 * 8) * 64  # hidden x4, gate/up/down, q/k/v = 8192
+    scores = 2 * 8 * 1 * 104 * 4  # batch x heads x tokens x kv_len x bytes
+    logits = 2 * 32000 * 4 * 2
+    assert est.activations == 2 * 1 * per_token * 4 + scores + logits + 256 * 1024**2
+    assert est.kv_cache == 2 * 4 * 2 * 104 * 8 * 64 * 4
+
+
 def test_check_memory_message() -> None:
     est = MemoryEstimate(weights=2 * GIB, kv_cache=3 * GIB, activations=GIB)
     check_memory(est, 7 * GIB, "GPU 0")
