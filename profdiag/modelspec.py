@@ -46,6 +46,25 @@ ARCH_FIELDS = (
 RUN_FIELDS = ("forwards", "phase", "batch", "tokens", "context")
 
 
+@dataclass(frozen=True, slots=True)
+class ModelDims:
+    """The shape fields of a :class:`ModelSpec` that the FLOP/byte formulas multiply, all known.
+
+    Not a second model-shape class: only :meth:`ModelSpec.dims` builds one, after checking
+    that every field is set, so the arithmetic works on ``int`` instead of ``int | None``.
+    """
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int  # MLP width: the dense MLP's, or one routed expert's (``expert_ffn``) for MoE
+    vocab: int
+    head_dim: int  # resolved (``ModelSpec.d``)
+    experts: int  # routed experts per layer; 1 when dense
+    experts_per_tok: int  # routed experts each token goes through; 1 when dense
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A decoder's shape and, when known, what one capture of it ran.
@@ -102,7 +121,14 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         """Return True when the config describes routed experts."""
-        return bool(self.experts and self.experts > 1 and self.experts_per_tok)
+        return self._routing() is not None
+
+    def _routing(self) -> tuple[int, int] | None:
+        """Return (experts, experts_per_tok) of a mixture of experts; None when dense."""
+        experts, top_k = self.experts, self.experts_per_tok
+        if experts and experts > 1 and top_k:
+            return experts, top_k
+        return None
 
     @property
     def expert_ffn(self) -> int | None:
@@ -157,6 +183,25 @@ class ModelSpec:
                 "kv_heads": self.kv_heads, "ffn": self.expert_ffn if self.is_moe else self.ffn,
                 "vocab": self.vocab}
         return [k for k, v in need.items() if v is None]
+
+    def dims(self) -> ModelDims:
+        """Return the shape fields as ints; UsageError naming the first one this spec lacks
+        (the order and message of :meth:`missing_shape`)."""
+
+        def need(name: str, value: int | None) -> int:
+            if value is None:
+                raise UsageError(f"model config lacks {name!r}")
+            return value
+
+        routing = self._routing()
+        layers = need("layers", self.layers)
+        hidden = need("hidden", self.hidden)
+        heads = need("heads", self.heads)
+        kv_heads = need("kv_heads", self.kv_heads)
+        ffn = need("ffn", self.expert_ffn if routing else self.ffn)
+        vocab = need("vocab", self.vocab)
+        experts, top_k = routing or (1, 1)
+        return ModelDims(layers, hidden, heads, kv_heads, ffn, vocab, self.d, experts, top_k)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (head_dim resolved, quantization copied)."""

@@ -12,6 +12,7 @@ embedding table, the KV cache and attention FLOPs) must be given. See docs/sweep
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from . import roofline
@@ -48,7 +49,12 @@ def napkin(spec: GpuSpec, dtype: str = "bf16", *, params: float | None = None,
     d = normalize_dtype(dtype) or dtype
     if d not in DTYPE_BYTES:
         raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPE_BYTES)})")
-    if (params is None) == (config is None):
+    model: float | roofline.ConfigLike
+    if params is not None and config is None:
+        model = params
+    elif config is not None and params is None:
+        model = config
+    else:
         raise UsageError("give the model as --params N or --model-config FILE (one of them)")
     _positive("batch", batch)
     _positive("tokens", tokens)
@@ -59,34 +65,35 @@ def napkin(spec: GpuSpec, dtype: str = "bf16", *, params: float | None = None,
     ridge = roofline.ridge_point(spec, d)
 
     shape: dict[str, Any] | None = None
-    if params is not None:
-        if not (params > 0 and math.isfinite(params)):
-            raise UsageError(f"--params must be a positive number, got {params!r}")
-        n_compute = float(params)
-        weight_bytes = float(params) * s  # the lab: every parameter streamed once per step
-        total_params = float(params)
+    if not isinstance(model, (roofline.ModelConfig, Mapping)):  # a parameter count
+        if not (model > 0 and math.isfinite(model)):
+            raise UsageError(f"--params must be a positive number, got {model!r}")
+        n_compute = float(model)
+        weight_bytes = float(model) * s  # the lab: every parameter streamed once per step
+        total_params = float(model)
         kv_per_position = None
         attn_decode = 0.0
         attn_prefill = 0.0
         kv_read = 0.0
         kv_prefill = 0.0
     else:
-        c = (config if isinstance(config, roofline.ModelConfig)
-             else roofline.ModelConfig.from_dict(config))
+        c = (model if isinstance(model, roofline.ModelConfig)
+             else roofline.ModelConfig.from_dict(model))
+        m = c.dims()  # UsageError naming the first shape field the config lacks
         n_compute = float(roofline.compute_params(c))
         weight_bytes = roofline.streamed_weight_bytes(c, s)
         total_params = float(roofline.model_params(c))
-        kv_per_position = roofline.kv_bytes_per_token(c.layers, 1, c.d, c.kv_heads, s)
-        kv_read = roofline.kv_bytes_per_token(c.layers, context, c.d, c.kv_heads, s)
-        kv_prefill = roofline.kv_bytes_per_token(c.layers, tokens, c.d, c.kv_heads, s)
-        attn_decode = roofline.decode_attention_flops(c.layers, context, c.d, c.heads)
+        L, hd, kvh = m.layers, m.head_dim, m.kv_heads
+        kv_per_position = roofline.kv_bytes_per_token(L, 1, hd, kvh, s)
+        kv_read = roofline.kv_bytes_per_token(L, context, hd, kvh, s)
+        kv_prefill = roofline.kv_bytes_per_token(L, tokens, hd, kvh, s)
+        attn_decode = roofline.decode_attention_flops(L, context, hd, m.heads)
         # A prompt of T tokens after `context` cached ones: causal T² part + T·context part.
-        attn_prefill = (roofline.prefill_attention_flops(c.layers, tokens, c.d, c.heads,
-                                                         causal=True)
-                        + tokens * roofline.decode_attention_flops(c.layers, context, c.d,
-                                                                   c.heads))
-        shape = {"layers": c.layers, "hidden": c.hidden, "heads": c.heads,
-                 "kv_heads": c.kv_heads, "head_dim": c.d, "ffn": c.ffn, "vocab": c.vocab}
+        attn_prefill = (roofline.prefill_attention_flops(L, tokens, hd, m.heads, causal=True)
+                        + tokens * roofline.decode_attention_flops(L, context, hd, m.heads))
+        shape = {"layers": m.layers, "hidden": m.hidden, "heads": m.heads,
+                 "kv_heads": m.kv_heads, "head_dim": m.head_dim, "ffn": c.ffn,
+                 "vocab": m.vocab}
 
     flops_per_token = roofline.prefill_linear_flops(n_compute, 1)  # 2·N
     # Decode step: B tokens share one trip through the weights; each reads its own KV.

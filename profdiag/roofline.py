@@ -46,7 +46,7 @@ from .gemm import (
     prod as _prod,
 )
 from .hardware import DTYPE_BYTES, GpuSpec, normalize_dtype
-from .modelspec import ModelSpec
+from .modelspec import ModelDims, ModelSpec
 
 Bound = Literal["memory", "compute"]
 
@@ -201,9 +201,7 @@ ConfigLike = ModelSpec | Mapping[str, Any]
 def _cfg(config: ConfigLike | Any) -> ModelSpec:
     """Accept a ModelSpec, a mapping of short keys or a Hugging Face dict (strict)."""
     if isinstance(config, ModelSpec):
-        missing = config.missing_shape()
-        if missing:
-            raise UsageError(f"model config lacks {missing[0]!r}")
+        config.dims()  # UsageError naming the first shape field it lacks
         return config
     if not isinstance(config, Mapping) and hasattr(config, "to_dict"):
         config = config.to_dict()
@@ -216,34 +214,29 @@ def model_params_breakdown(config: ConfigLike) -> dict[str, int]:
     for MoE every expert, the shared expert and the router), norms (2 per layer + final),
     embedding, lm_head (0 when tied to the embedding)."""
     c = _cfg(config)
-    q_dim = c.heads * c.d
-    kv_dim = c.kv_heads * c.d
-    attn = c.hidden * q_dim + 2 * c.hidden * kv_dim + q_dim * c.hidden
+    m = c.dims()
+    q_dim = m.heads * m.head_dim
+    kv_dim = m.kv_heads * m.head_dim
+    attn = m.hidden * q_dim + 2 * m.hidden * kv_dim + q_dim * m.hidden
+    per_expert, fixed = _mlp_parts(c, m)
     return {
-        "attention": c.layers * attn,
-        "mlp": c.layers * _mlp_params(c, active=False),
-        "norms": (2 * c.layers + 1) * c.hidden,
-        "embedding": c.vocab * c.hidden,
-        "lm_head": 0 if c.tie_embeddings else c.vocab * c.hidden,
+        "attention": m.layers * attn,
+        "mlp": m.layers * (m.experts * per_expert + fixed),
+        "norms": (2 * m.layers + 1) * m.hidden,
+        "embedding": m.vocab * m.hidden,
+        "lm_head": 0 if c.tie_embeddings else m.vocab * m.hidden,
     }
 
 
-def _mlp_params(c: ModelSpec, *, active: bool, tokens: float | None = None) -> float:
-    """MLP weights of one layer: all of them (``active=False``), those one token multiplies
-    (``active=True``: top-k experts + shared), or, with ``tokens``, the experts a step of that
-    many tokens is expected to touch (min(experts, tokens·k)) — what it must read."""
+def _mlp_parts(c: ModelSpec, m: ModelDims) -> tuple[int, int]:
+    """MLP weights of one layer: (one routed expert's gate, up, down, or the dense MLP's;
+    what every token uses besides the routed experts: the shared expert and the router, 0
+    for a dense MLP). A layer counting n experts holds n·first + second (dense: n = 1)."""
+    per_expert = 3 * m.hidden * m.ffn
     if not c.is_moe:
-        return 3 * c.hidden * c.ffn  # type: ignore[operator]
-    per_expert = 3 * c.hidden * c.expert_ffn  # type: ignore[operator]
-    shared = 3 * c.hidden * c.shared_expert_ffn if c.shared_expert_ffn else 0
-    router = c.hidden * c.experts  # type: ignore[operator]
-    if active:
-        n = c.experts_per_tok
-    elif tokens is not None:
-        n = min(c.experts, tokens * c.experts_per_tok)  # type: ignore[operator]
-    else:
-        n = c.experts
-    return n * per_expert + shared + router  # type: ignore[operator]
+        return per_expert, 0
+    shared = 3 * m.hidden * c.shared_expert_ffn if c.shared_expert_ffn else 0
+    return per_expert, shared + m.hidden * m.experts
 
 
 def model_params(config: ConfigLike) -> int:
@@ -262,21 +255,27 @@ def compute_params(config: ConfigLike) -> int:
     experts (and the shared expert) of each layer count."""
     b = model_params_breakdown(config)
     c = _cfg(config)
-    mlp = b["mlp"] if not c.is_moe else int(c.layers * _mlp_params(c, active=True))
-    return b["attention"] + mlp + b["norms"] + c.vocab * c.hidden
+    m = c.dims()
+    per_expert, fixed = _mlp_parts(c, m)
+    mlp = m.layers * (m.experts_per_tok * per_expert + fixed)  # dense: top-1 of 1, = b["mlp"]
+    return b["attention"] + mlp + b["norms"] + m.vocab * m.hidden
 
 
 def streamed_weight_bytes(config: ConfigLike, dtype_bytes: float,
                           tokens: float | None = None) -> float:
     """Return the weight bytes one step must read from DRAM: every matrix once (lm_head
     included), but not the embedding table, of which a step gathers only its tokens' rows.
-    For MoE, the experts ``tokens`` tokens touch (all experts when ``tokens`` is None)."""
+    For MoE, the experts ``tokens`` tokens are expected to touch, min(experts, tokens·k) per
+    layer (all experts when ``tokens`` is None)."""
     c = _cfg(config)
     if not c.is_moe:
         return compute_params(c) * float(dtype_bytes)
+    m = c.dims()
     b = model_params_breakdown(c)
-    mlp = c.layers * _mlp_params(c, active=False, tokens=tokens)
-    return (b["attention"] + mlp + b["norms"] + c.vocab * c.hidden) * float(dtype_bytes)
+    per_expert, fixed = _mlp_parts(c, m)
+    touched = m.experts if tokens is None else min(m.experts, tokens * m.experts_per_tok)
+    mlp = m.layers * (touched * per_expert + fixed)
+    return (b["attention"] + mlp + b["norms"] + m.vocab * m.hidden) * float(dtype_bytes)
 
 
 # --------------------------------------------------------------------------- trace GEMM table
@@ -707,29 +706,30 @@ def step_speed_of_light(
       ideal   = max(FLOPs / peak(dtype), bytes / bandwidth)
     """
     c = _cfg(config)
+    m = c.dims()
     s = dtype_bytes if dtype_bytes is not None else DTYPE_BYTES.get(normalize_dtype(dtype) or dtype, 2)
     s_kv = kv_dtype_bytes if kv_dtype_bytes is not None else s
     tokens = float(batch) * float(query_tokens)
     head_tokens = float(batch) if lm_head_tokens is None else float(lm_head_tokens)
-    lm = c.vocab * c.hidden  # type: ignore[operator]
+    lm = m.vocab * m.hidden
     body = compute_params(c) - lm
     linear = prefill_linear_flops(body, tokens)
     head = prefill_linear_flops(lm, head_tokens)
     n_sw = sliding_layers(c)
-    n_full = int(c.layers) - n_sw  # type: ignore[arg-type]
-    attn = attention_flops(n_full, c.heads, c.d, batch, query_tokens, context, causal)  # type: ignore[arg-type]
+    window = float(c.sliding_window or 0)  # n_sw > 0 only with a window
+    n_full = m.layers - n_sw
+    attn = attention_flops(n_full, m.heads, m.head_dim, batch, query_tokens, context, causal)
     if n_sw:
-        w = float(c.sliding_window)  # type: ignore[arg-type]
-        attn += (4.0 * n_sw * c.heads * c.d * batch * query_tokens  # type: ignore[operator]
-                 * _window_keys(query_tokens, context, causal, w))
+        attn += (4.0 * n_sw * m.heads * m.head_dim * batch * query_tokens
+                 * _window_keys(query_tokens, context, causal, window))
     flops = linear + head + attn
-    per_pos = kv_bytes_per_token(c.layers, 1, c.d, c.kv_heads, s_kv)  # type: ignore[arg-type]
+    per_pos = kv_bytes_per_token(m.layers, 1, m.head_dim, m.kv_heads, s_kv)
     cached = max(float(context) - float(query_tokens), 0.0)
     kv_read = float(batch) * cached * per_pos
     if n_sw:
         # A windowed layer reads at most its last W positions of the cache.
-        per_layer = per_pos / float(c.layers)  # type: ignore[arg-type]
-        kv_read -= float(batch) * n_sw * per_layer * max(cached - float(c.sliding_window), 0.0)  # type: ignore[arg-type]
+        per_layer = per_pos / float(m.layers)
+        kv_read -= float(batch) * n_sw * per_layer * max(cached - window, 0.0)
     kv_write = float(batch) * float(query_tokens) * per_pos
     # Quantized weights (quantization_config) stream at their own width, not the activations'.
     w = streamed_weight_bytes(c, c.weight_bytes_per_param or s, tokens)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -410,6 +411,19 @@ def test_memory_estimate_kv_formula() -> None:
     assert est.total == est.weights + est.kv_cache + est.activations
 
 
+def test_memory_estimate_activations_by_hand() -> None:
+    # tiny: hidden 512, 8 heads of 64, 8 kv heads, ffn 1536, vocab 32000; fp32 (4 bytes);
+    # decode at batch 2, context 100, 4 steps: kv_len 104, one token per sequence.
+    opts = CaptureOptions(out=Path("."), config=resolve_config("tiny"), phase="decode",
+                          batch=2, context=100, steps=4)
+    est = estimate_memory(opts, "float32")
+    per_token = 4 * 512 + 3 * 1536 + (8 + 2 * 8) * 64  # hidden x4, gate/up/down, q/k/v = 8192
+    scores = 2 * 8 * 1 * 104 * 4  # batch x heads x tokens x kv_len x bytes
+    logits = 2 * 32000 * 4 * 2
+    assert est.activations == 2 * 1 * per_token * 4 + scores + logits + 256 * 1024**2
+    assert est.kv_cache == 2 * 4 * 2 * 104 * 8 * 64 * 4
+
+
 def test_check_memory_message() -> None:
     est = MemoryEstimate(weights=2 * GIB, kv_cache=3 * GIB, activations=GIB)
     check_memory(est, 7 * GIB, "GPU 0")
@@ -481,6 +495,24 @@ def test_graph_step_matches_eager_decode(kv_heads: int) -> None:
     graphed = [model(tokens, pos_t=pos_t), model(tokens, pos_t=pos_t + 1)]
     for a, b in zip(eager, graphed):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.torch
+def test_model_is_dense_for_a_config_with_experts() -> None:
+    """A Qwen-MoE-style config (intermediate_size 256, moe_intermediate_size 32, 8 experts)
+    builds the capture's dense Llama with the 256-wide MLP, as ``--ffn`` says."""
+    torch = _torch()
+    from profdiag.capture.model import Llama
+
+    cfg = replace(resolve_config("tiny", **SMALL), moe_ffn=32, experts=8, experts_per_tok=2)
+    assert cfg.dims().ffn == 32  # the roofline's width: one expert
+    model = Llama(cfg, batch=1, max_len=4, device=torch.device("cpu"), dtype=torch.float32)
+    block = model.layers[0]
+    assert (block.gate_proj.out_features, block.up_proj.out_features,
+            block.down_proj.in_features) == (256, 256, 256)
+    # q/k/v/o of head_dim 128 / 8 = 16: q 8 x 16 = 128 wide, k/v 8 x 16 = 128 (tiny: 8 kv heads)
+    assert (block.q_proj.out_features, block.k_proj.out_features) == (128, 128)
+    assert tuple(model.k_cache.shape) == (2, 1, 8, 4, 16)  # layers, batch, kv_heads, len, d
 
 
 @pytest.mark.torch

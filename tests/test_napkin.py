@@ -122,3 +122,24 @@ def test_bad_input_message(capsys: pytest.CaptureFixture[str]) -> None:
         main(["roofline", "--gpu", A100, "--params", "8e9", "--dtype", "fp8"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no peak for dtype 'fp8'" in err
+
+
+def test_library_call_model_arguments() -> None:
+    from profdiag.errors import UsageError
+    from profdiag.modelspec import ModelSpec
+
+    spec = hardware.get(A100)
+    with pytest.raises(UsageError, match="one of them"):
+        napkin.napkin(spec, "fp16")
+    with pytest.raises(UsageError, match="one of them"):
+        napkin.napkin(spec, "fp16", params=8e9, config={"layers": 1})
+    # A numpy scalar is a parameter count too: 8e9 weights x 2 bytes streamed per step.
+    np = pytest.importorskip("numpy")
+    d = napkin.napkin(spec, "fp16", params=np.int64(8_000_000_000))
+    assert d["model"]["weight_bytes_per_step"] == 16e9 and d["model"]["shape"] is None
+    with pytest.raises(UsageError, match="model config lacks 'heads'"):
+        napkin.napkin(spec, "fp16", config=ModelSpec(layers=2, hidden=64, ffn=128, vocab=10))
+    # A mapping of short keys: L=2, d=64/4=16, h_kv=4, s=2 -> 2*2*1*16*4*2 = 512 B/position.
+    d = napkin.napkin(spec, "fp16", config={"layers": 2, "hidden": 64, "heads": 4,
+                                            "ffn": 128, "vocab": 10})
+    assert d["kv_bytes_per_token"] == 512 and d["model"]["shape"]["head_dim"] == 16

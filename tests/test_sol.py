@@ -201,6 +201,25 @@ def test_one_class_and_readers() -> None:
     assert spec.name == "llama_1b" and spec.d == 64
 
 
+def test_dims_are_the_checked_shape_fields() -> None:
+    # Dense Llama 1b: head_dim falls back to hidden / heads = 2048 / 32 = 64; one "expert".
+    dense = read_hf_config(FIXTURES / "configs" / "llama_1b.json", strict=True).dims()
+    assert (dense.layers, dense.hidden, dense.heads, dense.kv_heads, dense.ffn, dense.vocab,
+            dense.head_dim, dense.experts, dense.experts_per_tok) == (
+        L, HID, HEADS, KVH, FFN, VOCAB, D, 1, 1)
+    # MoE: the MLP width is one expert's (moe_intermediate_size 32, not intermediate_size).
+    moe = ModelSpec(1, 64, 4, 4, 256, 100, moe_ffn=32, experts=8, experts_per_tok=2).dims()
+    assert (moe.ffn, moe.experts, moe.experts_per_tok, moe.head_dim) == (32, 8, 2, 16)
+    # 8 experts but no top-k: not a mixture of experts, so the dense width and 1 expert.
+    odd = ModelSpec(1, 64, 4, 4, 256, 100, moe_ffn=32, experts=8).dims()
+    assert (odd.ffn, odd.experts, odd.experts_per_tok) == (256, 1, 1)
+    # The first missing field, in missing_shape()'s order, as one UsageError.
+    partial = ModelSpec(layers=2, hidden=64, ffn=128)
+    assert partial.missing_shape() == ["heads", "kv_heads", "vocab"]
+    with pytest.raises(UsageError, match="model config lacks 'heads'"):
+        partial.dims()
+
+
 def test_config_never_erases_what_ran() -> None:
     arch = ModelSpec(16, 2048, 32, 8, 8192, 128256, source="config")
     run = ModelSpec(4, 512, 8, 8, 1536, 32000, batch=32, tokens=1, context=1024, phase="decode",

@@ -95,6 +95,18 @@ def test_sentences_name_where_the_curve_leaves_the_roof() -> None:
     assert cell["regime"] == "overhead" and cell["ratio"] == pytest.approx(4e6 / 0.53e6)
 
 
+def test_ratio_sentence_skips_unknown_ratios_like_the_median() -> None:
+    # Three decode ratios: NaN (an ideal time of 0), 1.02e6/0.51e6 = 2 and 4e6/0.5e6 = 8; and
+    # one point without a roofline (no ratio at all). Range and median are over 2 and 8 only.
+    res = [_fake(128, 1, 10e6, 1e6, 5e6, 0.5e6), _fake(128, 8, 80e6, 1.02e6, 40e6, 0.51e6),
+           _fake(128, 32, 320e6, 4e6, 160e6, 0.5e6), _fake(128, 64, 640e6, 8e6, 320e6, 1e6)]
+    res[0]["decode"]["ratio"] = float("nan")
+    del res[3]["decode"]["ratio"]
+    rep = analysis.analyse(res, {"target": "local", "settings": {}, "spec": None})
+    assert rep["median_ratio"]["decode"] == pytest.approx((2 + 8) / 2)
+    assert "Decode runs at 2x to 8x the speed-of-light time (median 5x)." in rep["sentences"]
+
+
 def test_chart_maps_points_to_pixels() -> None:
     from profdiag.renderers import sweep_html as sh
 

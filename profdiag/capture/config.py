@@ -32,6 +32,17 @@ ModelConfig = ModelSpec
 _SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")
 
 
+def dense_ffn(cfg: ModelSpec) -> int:
+    """Return the MLP width of the capture's dense model: ``--ffn`` (intermediate_size).
+
+    Also for a config that describes experts, which the capture model does not build: there
+    ``cfg.dims().ffn`` is one expert's width (moe_intermediate_size), not this one.
+    """
+    if cfg.ffn is None:
+        raise UsageError("model config lacks 'ffn'")
+    return cfg.ffn
+
+
 def gemms_per_layer(cfg: ModelSpec, fused_qkv: bool = False) -> int:
     """Return the linear layers per block: q,k,v,o + gate,up,down = 7, or 5 with fused qkv."""
     return 5 if fused_qkv else 7
@@ -66,14 +77,13 @@ def validate(cfg: ModelSpec) -> None:
         v = getattr(cfg, f)
         if v is None or v <= 0:
             raise UsageError(f"--{f.replace('_', '-')} must be positive, got {v}")
-    assert cfg.heads is not None and cfg.kv_heads is not None and cfg.hidden is not None
-    if cfg.head_dim is None and cfg.hidden % cfg.heads:
-        raise UsageError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
-    if cfg.heads % cfg.kv_heads:
-        raise UsageError(f"heads ({cfg.heads}) must be a multiple of kv_heads "
-                         f"({cfg.kv_heads})")
-    if cfg.d % 2:
-        raise UsageError(f"head_dim ({cfg.d}) must be even for RoPE")
+    m = cfg.dims()  # every field is set now
+    if cfg.head_dim is None and m.hidden % m.heads:
+        raise UsageError(f"hidden ({m.hidden}) must be a multiple of heads ({m.heads})")
+    if m.heads % m.kv_heads:
+        raise UsageError(f"heads ({m.heads}) must be a multiple of kv_heads ({m.kv_heads})")
+    if m.head_dim % 2:
+        raise UsageError(f"head_dim ({m.head_dim}) must be even for RoPE")
 
 
 def _preset(name: str, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int,
@@ -126,7 +136,12 @@ def resolve_config(preset: str = "tiny", model_config: str | Path | None = None,
     if given:
         # A new width or head count invalidates a head_dim derived from the old ones.
         keep_hd = cfg.head_dim if not ({"hidden", "heads"} & set(given)) else None
-        cfg = replace(cfg, **given, head_dim=keep_hd)
+        cfg = replace(cfg, layers=given.get("layers", cfg.layers),
+                      hidden=given.get("hidden", cfg.hidden),
+                      heads=given.get("heads", cfg.heads),
+                      kv_heads=given.get("kv_heads", cfg.kv_heads),
+                      ffn=given.get("ffn", cfg.ffn), vocab=given.get("vocab", cfg.vocab),
+                      head_dim=keep_hd)
     if model_config is None and cfg != base:
         name = "custom"
     cfg = replace(cfg, name=name)
@@ -272,14 +287,16 @@ def estimate_memory(opts: CaptureOptions, dtype: str) -> MemoryEstimate:
     fixed runtime margin.
     """
     c = opts.config
+    m = c.dims()
     s = DTYPE_BYTES[dtype]
     weights = param_count(c) * s
-    kv = 2 * c.layers * opts.batch * opts.kv_len * c.kv_heads * c.d * s
+    kv = 2 * m.layers * opts.batch * opts.kv_len * m.kv_heads * m.head_dim * s
     t = opts.tokens_per_forward if opts.phase != "generate" else opts.tokens
     rows = opts.batch * t
-    per_token = 4 * c.hidden + 3 * c.ffn + (c.heads + 2 * c.kv_heads) * c.d
-    scores = opts.batch * c.heads * t * opts.kv_len * s
-    logits = opts.batch * c.vocab * 4 * 2
+    per_token = (4 * m.hidden + 3 * dense_ffn(c)
+                 + (m.heads + 2 * m.kv_heads) * m.head_dim)
+    scores = opts.batch * m.heads * t * opts.kv_len * s
+    logits = opts.batch * m.vocab * 4 * 2
     act = rows * per_token * s + scores + logits + _RUNTIME_MARGIN_BYTES
     return MemoryEstimate(weights, kv, act)
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from .config import ModelConfig
+from .config import ModelConfig, dense_ffn
 
 _ROPE_THETA = 500000.0
 _EPS = 1e-5
@@ -64,21 +64,26 @@ class Block(nn.Module):
                  dtype: torch.dtype, extra_gemm: bool = False) -> None:
         super().__init__()
         self.extra_gemm = extra_gemm
-        d, hd = cfg.hidden, cfg.d
-        self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, hd
-        self.q_dim, self.kv_dim = cfg.heads * hd, cfg.kv_heads * hd
-        kw = {"bias": False, "device": device, "dtype": dtype}
+        m = cfg.dims()
+        d, hd = m.hidden, m.head_dim
+        self.heads, self.kv_heads, self.head_dim = m.heads, m.kv_heads, hd
+        self.q_dim, self.kv_dim = m.heads * hd, m.kv_heads * hd
+        ffn = dense_ffn(cfg)  # a dense MLP even for a config with experts
+
+        def linear(n_in: int, n_out: int) -> nn.Linear:
+            return nn.Linear(n_in, n_out, bias=False, device=device, dtype=dtype)
+
         self.fused_qkv = fused_qkv
         if fused_qkv:
-            self.qkv_proj = nn.Linear(d, self.q_dim + 2 * self.kv_dim, **kw)
+            self.qkv_proj = linear(d, self.q_dim + 2 * self.kv_dim)
         else:
-            self.q_proj = nn.Linear(d, self.q_dim, **kw)
-            self.k_proj = nn.Linear(d, self.kv_dim, **kw)
-            self.v_proj = nn.Linear(d, self.kv_dim, **kw)
-        self.o_proj = nn.Linear(self.q_dim, d, **kw)
-        self.gate_proj = nn.Linear(d, cfg.ffn, **kw)
-        self.up_proj = nn.Linear(d, cfg.ffn, **kw)
-        self.down_proj = nn.Linear(cfg.ffn, d, **kw)
+            self.q_proj = linear(d, self.q_dim)
+            self.k_proj = linear(d, self.kv_dim)
+            self.v_proj = linear(d, self.kv_dim)
+        self.o_proj = linear(self.q_dim, d)
+        self.gate_proj = linear(d, ffn)
+        self.up_proj = linear(d, ffn)
+        self.down_proj = linear(ffn, d)
         self.input_norm = RMSNorm(d, device, dtype)
         self.post_attn_norm = RMSNorm(d, device, dtype)
 
@@ -148,15 +153,17 @@ class Llama(nn.Module):
         self.cfg = cfg
         self.batch = batch
         self.max_len = max_len
-        self.embed = nn.Embedding(cfg.vocab, cfg.hidden, device=device, dtype=dtype)
+        m = cfg.dims()
+        self.hidden = m.hidden
+        self.embed = nn.Embedding(m.vocab, m.hidden, device=device, dtype=dtype)
         self.layers = nn.ModuleList(Block(cfg, fused_qkv, device, dtype, extra_gemm)
-                                    for _ in range(cfg.layers))
-        self.norm = RMSNorm(cfg.hidden, device, dtype)
-        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False, device=device, dtype=dtype)
-        shape = (cfg.layers, batch, cfg.kv_heads, max_len, cfg.d)
+                                    for _ in range(m.layers))
+        self.norm = RMSNorm(m.hidden, device, dtype)
+        self.lm_head = nn.Linear(m.hidden, m.vocab, bias=False, device=device, dtype=dtype)
+        shape = (m.layers, batch, m.kv_heads, max_len, m.head_dim)
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
-        hd = cfg.d
+        hd = m.head_dim
         self.inv_freq = 1.0 / (_ROPE_THETA ** (
             torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
         self.reset_parameters()
@@ -193,7 +200,7 @@ class Llama(nn.Module):
         device tensor, for a CUDA-graph decode step of seq 1).
         """
         batch, seq = tokens.shape
-        hidden = self.cfg.hidden
+        hidden = self.hidden
         device = tokens.device
         mask = None
         if pos_t is None:

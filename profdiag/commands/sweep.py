@@ -136,7 +136,7 @@ def command(out: str, tokens: str | None, new_tokens: str, batch: str, context: 
 def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_graphs: bool,
                  dtype: str | None, warmup: int, record_shapes: bool, seed: int, repeat: int,
                  threads: int | None, gpu: str | None, gpu_spec: str | None,
-                 progress: Any) -> tuple[list, dict]:
+                 progress: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from .. import hardware, sweep as sw
     from ..capture.run import (
         device_memory,
@@ -189,7 +189,8 @@ def _local_sweep(points: list[Any], config: Any, out: Path, device: str, cuda_gr
 
 def _server_sweep(url: str, points: list[Any], config: Any, out: Path, model: str | None,
                   timeout: float, profile: bool, trace_dir: str | None, gpu: str | None,
-                  gpu_spec: str | None, dtype: str | None, progress: Any) -> tuple[list, dict]:
+                  gpu_spec: str | None, dtype: str | None,
+                  progress: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from .. import hardware, sweep as sw
     from ..sweep import server as srv
 

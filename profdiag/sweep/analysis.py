@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,9 +51,20 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     return {"intercept": float(intercept), "slope": float(slope)}
 
 
-def _median(vals: Sequence[float]) -> float | None:
-    vals = [v for v in vals if v is not None and v == v]
-    return float(np.median(vals)) if vals else None
+def _known(vals: Iterable[float | None]) -> list[float]:
+    """The values that are numbers: None (no roofline, or NaN once through JSON) and NaN out."""
+    return [v for v in vals if v is not None and v == v]
+
+
+def _median(vals: Iterable[float | None]) -> float | None:
+    """Median of the known values; None when there is none."""
+    known = _known(vals)
+    return float(np.median(known)) if known else None
+
+
+def _median_ns(vals: Sequence[float]) -> float:
+    """Median of measured times (never empty, always integers: local/server point_result)."""
+    return float(np.median(vals))
 
 
 def _round(x: Any, nd: int = 4) -> Any:
@@ -102,16 +113,17 @@ def analyse(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, An
             by_bt[r["batch"]][r["tokens"]].append(r["prefill"])
     prefill_curves = []
     for b in sorted(by_bt):
-        pts = []
+        pts: list[dict[str, Any]] = []
+        meas: list[float] = []
         for tok in sorted(by_bt[b]):
             ph = by_bt[b][tok]
-            pts.append({"tokens": tok, "measured_ns": _median([p["median_step_ns"] for p in ph]),
-                        "ideal_ns": _median([p.get("ideal_ns") for p in ph]),
-                        "regime": ph[0].get("regime"), "limit": ph[0].get("limit")})
-        meas = [p["measured_ns"] for p in pts]
-        fit = fit_prefill([p["tokens"] for p in pts], meas)
-        for p in pts:
-            p["ratio"] = (p["measured_ns"] / p["ideal_ns"]) if p.get("ideal_ns") else None
+            measured = _median_ns([p["median_step_ns"] for p in ph])
+            ideal_ns = _median([p.get("ideal_ns") for p in ph])
+            meas.append(measured)
+            pts.append({"tokens": tok, "measured_ns": measured, "ideal_ns": ideal_ns,
+                        "regime": ph[0].get("regime"), "limit": ph[0].get("limit"),
+                        "ratio": measured / ideal_ns if ideal_ns else None})
+        fit = fit_prefill(sorted(by_bt[b]), meas)
         prefill_curves.append({
             "batch": b, "points": pts, "fit": fit,
             "monotone": all(x < y for x, y in zip(meas, meas[1:])),
@@ -133,10 +145,10 @@ def analyse(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, An
         grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for s in rows:
             grouped[s["context"]].append(s)
-        pts = [{"context": c, "measured_ns": _median([s["measured_ns"] for s in g]),
-                "ideal_ns": _median([s.get("ideal_ns") for s in g])}
-               for c, g in sorted(grouped.items())]
-        decode_vs_context.append({"batch": b, "points": pts, "fit_measured": fit_m,
+        ctx_pts = [{"context": c, "measured_ns": _median_ns([s["measured_ns"] for s in g]),
+                    "ideal_ns": _median([s.get("ideal_ns") for s in g])}
+                   for c, g in sorted(grouped.items())]
+        decode_vs_context.append({"batch": b, "points": ctx_pts, "fit_measured": fit_m,
                                   "fit_ideal": fit_i})
 
     # Decode step time vs batch at each length (prompt tokens, or context for decode points).
@@ -148,16 +160,16 @@ def analyse(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, An
             by_len[key][r["batch"]].append(r["decode"])
     decode_vs_batch = []
     for (axis, length) in sorted(by_len):
-        pts = []
+        batch_pts: list[dict[str, Any]] = []
         for b in sorted(by_len[(axis, length)]):
             ds = by_len[(axis, length)][b]
-            m = _median([d["median_step_ns"] for d in ds])
+            m = _median_ns([d["median_step_ns"] for d in ds])
             i = _median([d.get("ideal_ns") for d in ds])
-            pts.append({"batch": b, "measured_ns": m, "ideal_ns": i,
-                        "measured_ns_per_token": m / b if m else None,
-                        "ratio": m / i if (m and i) else None,
-                        "regime": ds[0].get("regime"), "limit": ds[0].get("limit")})
-        decode_vs_batch.append({"axis": axis, "length": length, "points": pts})
+            batch_pts.append({"batch": b, "measured_ns": m, "ideal_ns": i,
+                              "measured_ns_per_token": m / b if m else None,
+                              "ratio": m / i if (m and i) else None,
+                              "regime": ds[0].get("regime"), "limit": ds[0].get("limit")})
+        decode_vs_batch.append({"axis": axis, "length": length, "points": batch_pts})
 
     regime_map = _regime_map(ok)
     sentences = _sentences(prefill_curves, decode_vs_context, decode_vs_batch, ok, failed, meta)
@@ -199,9 +211,9 @@ def _regime_map(ok: list[dict[str, Any]]) -> dict[str, Any]:
         batches = sorted({b for b, _ in cells})
         lengths = sorted({ln for _, ln in cells},
                          key=lambda s: (s.startswith("ctx"), int(s.split()[1])))
-        grid = []
+        grid: list[list[dict[str, Any] | None]] = []
         for b in batches:
-            row = []
+            row: list[dict[str, Any] | None] = []
             for ln in lengths:
                 ds = cells.get((b, ln))
                 if not ds:
@@ -211,7 +223,7 @@ def _regime_map(ok: list[dict[str, Any]]) -> dict[str, Any]:
                 row.append({"regime": max(set(regimes), key=regimes.count) if regimes else None,
                             "limit": ds[0].get("limit"),
                             "ratio": _median([d.get("ratio") for d in ds]),
-                            "measured_ns": _median([d["median_step_ns"] for d in ds])})
+                            "measured_ns": _median_ns([d["median_step_ns"] for d in ds])})
             grid.append(row)
         out[ph] = {"batches": batches, "lengths": lengths, "cells": grid}
     return out
@@ -278,8 +290,7 @@ def _sentences(prefill_curves: list[dict[str, Any]], vs_ctx: list[dict[str, Any]
             s += f" measured, {i:.3g} ns ideal (its KV bytes over the bandwidth)"
         out.append(s + ".")
     for ph, word in (("prefill", "Prefill"), ("decode", "Decode")):
-        rs = [(r.get(ph) or {}).get("ratio") for r in ok]
-        rs = [x for x in rs if x is not None]
+        rs = _known((r.get(ph) or {}).get("ratio") for r in ok)
         if rs:
             out.append(f"{word} runs at {min(rs):.3g}x to {max(rs):.3g}x the speed-of-light "
                        f"time (median {float(np.median(rs)):.3g}x).")
