@@ -61,7 +61,7 @@ def thresholds(extra: tuple[str, ...] = ()) -> dict[str, Any]:
     return _load_thresholds(tuple(str(p) for p in extra))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     trace: Trace
     work: pd.DataFrame  # classified device work of the primary device, sorted by start
