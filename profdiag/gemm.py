@@ -9,6 +9,10 @@ both read shapes here, so they agree on which ops are GEMMs:
   activations ([B*H, Tq, d] x [B*H, d, Tk]) and its batch x rows is B*H*Tq, not tokens.
 - ``CPU_COMPUTE_OPS``: the GEMM ops plus baddbmm and SDPA, the leaf CPU ops counted as
   device work in a CPU-only trace (diagnosis/context.py).
+
+``weight_kn`` gives a token GEMM's weight dimensions (K, N): the lm_head search of
+diagnosis/context.py (largest N) and the layer structure of diagnosis/structure.py
+(GEMM signatures by K and N) read them here. ``dims_of`` parses Input Dims text.
 """
 
 from __future__ import annotations
@@ -123,6 +127,44 @@ def gemm_shape(op: str, dims: list[Any]) -> Shape | None:
         elems = prod(a) + prod(b) + batch * m * n
         return Shape("gemm", batch, m, k, n, gemm_flops(m, k, n, batch), elems)
     return None
+
+
+def dims_of(dims_json: Any) -> list[Any] | None:
+    """Input Dims from their JSON text (a trace's ``input_dims``), None unless a JSON list."""
+    import orjson
+
+    if not isinstance(dims_json, (str, bytes)):
+        return None
+    try:
+        dims = orjson.loads(dims_json)
+    except orjson.JSONDecodeError:
+        return None
+    return dims if isinstance(dims, list) else None
+
+
+def _ints(dims: Any) -> bool:
+    return isinstance(dims, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in dims)
+
+
+def weight_kn(op: Any, dims: list[Any] | None) -> tuple[int, int] | None:
+    """(K, N) of a token GEMM: activations [..., K] x weight [K, N] (linear stores its weight
+    transposed, [N, K]; addmm's bias comes first).
+
+    None: not a TOKEN_GEMM_OPS op; an activation of rank < 2 or a weight that is not a 2-D
+    matrix (a batched matmul multiplies activations, not weights); dims that are not ints;
+    inner dims that differ."""
+    if op not in TOKEN_GEMM_OPS or not dims:
+        return None
+    mats = [d for d in dims if isinstance(d, list)]
+    first = 1 if op == "aten::addmm" else 0
+    if len(mats) < first + 2:
+        return None
+    act, weight = mats[first], mats[first + 1]
+    if len(act) < 2 or len(weight) != 2 or not (_ints(act) and _ints(weight)):
+        return None
+    shape = gemm_shape(op, dims)
+    return None if shape is None else (int(shape.k), int(shape.n))
 
 
 def gemm_rows(op: str, dims: list[Any]) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -46,9 +47,9 @@ def test_idle_gaps_are_the_complement_of_the_busy_union():
 
 
 def test_idle_gaps_from_the_diagnosis_win_when_present():
-    diag = profdiag.diagnose(_synthetic())
-    diag.idle_gaps = pd.DataFrame({"start_ns": [60, 30], "dur_ns": [40, 20], "step": [-1, -1],
-                                   "cause": ["host_launch", "sync"], "op": [None, "aten::mm"]})
+    diag = replace(profdiag.diagnose(_synthetic()), idle_gaps=pd.DataFrame(
+        {"start_ns": [60, 30], "dur_ns": [40, 20], "step": [-1, -1],
+         "cause": ["host_launch", "sync"], "op": [None, "aten::mm"]}))
     gaps = diag.tables()["idle_gaps"]
     assert gaps["cause"].tolist() == ["sync", "host_launch"]  # sorted by start
     assert gaps["end_ns"].tolist() == [50, 100]

@@ -79,3 +79,56 @@ def test_one_dtype_table():
     assert capture_config.DTYPE_BYTES == {"float32": 4, "bfloat16": 2, "float16": 2}
     assert all(capture_config.DTYPE_BYTES[d] == hardware.DTYPE_BYTES[hardware.normalize_dtype(d)]
                for d in capture_config.DTYPES)
+
+
+# (op, Input Dims, (K, N) of the weight or None) by hand: the lm_head search
+# (context.infer_steps: largest N) and the layer structure (structure.py: K and N) read these
+WEIGHT_CASES = [
+    ("aten::mm", [[8, 16], [16, 32]], (16, 32)),
+    ("aten::addmm", [[32], [8, 16], [16, 32], [], []], (16, 32)),  # bias first, then x, W
+    ("aten::linear", [[2, 4, 16], [32, 16], [32]], (16, 32)),  # weight stored [N, K]
+    ("aten::linear", [[8, 16], [32, 16], []], (16, 32)),  # no bias
+    ("aten::matmul", [[2, 4, 16], [16, 32]], (16, 32)),
+    ("aten::_scaled_mm", [[128, 64], [64, 32], [], []], (64, 32)),  # FP8 + scales
+    ("aten::bmm", [[3, 8, 16], [3, 16, 32]], None),  # activations x activations
+    ("aten::matmul", [[3, 8, 16], [3, 16, 32]], None),  # batched: no weight matrix
+    ("aten::mm", [[8, 16], [15, 32]], None),  # inner dims differ (no K check before)
+    ("aten::linear", [[8, 16], [32, 15], [32]], None),  # x's K 16 vs W's K 15
+    ("aten::linear", [[16], [32, 16]], None),  # rank-1 activation
+    ("aten::addmm", [[32], [8, 16]], None),  # no weight
+    ("aten::mm", [[8, 16], [16, 32.5]], None),  # not ints
+    ("aten::add", [[8, 16], [16, 32]], None),  # not a GEMM op
+]
+
+
+@pytest.mark.parametrize("op, dims, kn", WEIGHT_CASES)
+def test_weight_kn_of_each_op_form(op, dims, kn):
+    assert gemm.weight_kn(op, dims) == kn
+    # from the trace's JSON text, as context.py and structure.py read it
+    assert gemm.weight_kn(op, gemm.dims_of(json.dumps(dims))) == kn
+    if kn is not None:  # the same K and N as the roofline's parser
+        shape = gemm.gemm_shape(op, dims)
+        assert shape is not None and (shape.k, shape.n) == kn
+
+
+def test_dims_of_rejects_what_is_no_dims_list():
+    assert gemm.dims_of("[[8, 16], [16, 32]]") == [[8, 16], [16, 32]]
+    assert gemm.dims_of("not json") is None
+    assert gemm.dims_of('{"a": 1}') is None
+    assert gemm.dims_of(None) is None
+    assert gemm.dims_of(float("nan")) is None  # a missing input_dims cell
+
+
+def test_lm_head_inference_reads_weight_kn():
+    import pandas as pd
+
+    # two forwards of one layer: x W_q (N 16) then lm_head (N 100), the lm_head as
+    # _scaled_mm (FP8) in the second forward, which the old parser's op set left out
+    ops = ["aten::linear", "aten::mm", "aten::linear", "aten::_scaled_mm"]
+    dims = [[[1, 16], [16, 16], []], [[1, 16], [16, 100]], [[1, 16], [16, 16], []],
+            [[1, 16], [16, 100], [], []]]
+    work = pd.DataFrame({"op_name": ops, "input_dims": [json.dumps(d) for d in dims],
+                         "external_id": [1, 2, 3, 4], "launch_ns": [0, 10, 20, 30]})
+    steps = context.infer_steps(work)
+    # lm_head calls at 10 and 30: forward 0 = [0, 11), forward 1 = [11, 31)
+    assert steps[["start_ns", "end_ns"]].values.tolist() == [[0, 11], [11, 31]]

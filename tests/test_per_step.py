@@ -8,15 +8,16 @@ prefill and decode steps.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import profdiag
+from profdiag import thresholds as thresholds_mod
 from profdiag.classify import load_rules
-from profdiag.diagnosis import _rows_by_step, _steps, idle as idle_mod, per_step, resolve_spec
+from profdiag.diagnosis import idle as idle_mod, per_step, pipeline, resolve_spec
 from profdiag.diagnosis.breakdown import breakdown
 from profdiag.diagnosis.context import build, thresholds
 from profdiag.diagnosis.mode import annotate, detect
@@ -29,7 +30,7 @@ def _context(path):
     trace = profdiag.load(path)
     limits = thresholds(())
     ctx = build(trace, resolve_spec(trace), load_rules([]), limits)
-    ctx.work = annotate(ctx.work.reset_index(drop=True))
+    ctx = replace(ctx, work=annotate(ctx.work.reset_index(drop=True)))
     return ctx, limits
 
 
@@ -53,13 +54,17 @@ def _check(path) -> None:
     ctx, limits = _context(path)
     min_m = int(limits["mode"]["prefill_min_m"])
     share = float(limits["mode"]["prefill_gemm_share"])
-    steps_df, modes = _steps(ctx, min_m, share)
+    run = pipeline.Run(trace=ctx.trace, ctx=ctx, limits=limits,
+                       typed=thresholds_mod.from_mapping(limits),
+                       idle_rules=idle_mod.load_idle_rules())
     work = ctx.work
+    steps = pipeline.steps(run, pipeline.Work(work, (), 0))
+    steps_df, modes = steps.table, steps.modes
     assert len(steps_df) >= 2
-    rows_of = _rows_by_step(work["step"].to_numpy())
+    rows_of = pipeline.rows_by_step(steps.step_of_row)
     empty = np.array([], dtype=np.int64)
     names = ctx.steps["name"].tolist()
-    batched = per_step.detect_steps(work, work["step"].to_numpy(), names, min_m, share)
+    batched = per_step.detect_steps(work, steps.step_of_row, names, min_m, share)
     for i, got in enumerate(batched):
         want = detect(work.iloc[rows_of.get(i, empty)], [names[i]], min_m, share)
         assert asdict(got) == asdict(want), i

@@ -142,17 +142,16 @@ def test_report_html_links_hotspots_and_gaps_to_their_timestamps(torch_export):
 
 
 def test_gap_causes_name_the_gap_slices(tiny_decode):
+    from dataclasses import replace
+
     import pandas as pd
 
     diag = diagnosed(str(tiny_decode))
     own = diag.tables()["idle_gaps"]
-    try:
-        diag.idle_gaps = pd.DataFrame({"start_ns": own["start_ns"], "dur_ns": own["dur_ns"],
-                                       "step": own["step"], "cause": "host_launch",
-                                       "op": own["op"]})
-        doc = pf.build(diag)
-    finally:
-        del diag.idle_gaps
+    # a Diagnosis is frozen: a copy with other idle gaps, the cached one untouched
+    doc = pf.build(replace(diag, idle_gaps=pd.DataFrame(
+        {"start_ns": own["start_ns"], "dur_ns": own["dur_ns"], "step": own["step"],
+         "cause": "host_launch", "op": own["op"]})))
     gaps = _tracks(doc)[pf.TRACK_GAPS]
     assert len(gaps) == len(own) and {g["name"] for g in gaps} == {"idle: host_launch"}
 

@@ -15,7 +15,7 @@ import pandas as pd
 from .. import engines, schema, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
-from ..gemm import CPU_COMPUTE_OPS
+from ..gemm import CPU_COMPUTE_OPS, TOKEN_GEMM_OPS, dims_of, weight_kn
 from ..modelspec import ModelSpec
 from ..rules_path import rules_dir
 from ..trace import Trace
@@ -61,7 +61,7 @@ def thresholds(extra: tuple[str, ...] = ()) -> dict[str, Any]:
     return _load_thresholds(tuple(str(p) for p in extra))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     trace: Trace
     work: pd.DataFrame  # classified device work of the primary device, sorted by start
@@ -204,28 +204,6 @@ def union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     return int((e[last] - s[first]).sum())
 
 
-_LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
-
-
-def gemm_n(op: str, dims_json: str) -> int | None:
-    """Output columns N of a GEMM op from its Input Dims, or None."""
-    import orjson
-
-    try:
-        dims = orjson.loads(dims_json)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(dims, list) or len(dims) < 2:
-        return None
-    if op == "aten::addmm" and len(dims) > 2:
-        b = dims[2]
-        return b[-1] if isinstance(b, list) and len(b) == 2 else None
-    b = dims[1]
-    if not isinstance(b, list) or len(b) != 2 or not all(isinstance(x, int) for x in b):
-        return None
-    return b[0] if op == "aten::linear" else b[1]
-
-
 def infer_steps(work: pd.DataFrame) -> pd.DataFrame:
     """Forwards delimited by the lm_head GEMM (largest N) when the trace has no step ranges.
 
@@ -233,12 +211,12 @@ def infer_steps(work: pd.DataFrame) -> pd.DataFrame:
     just after its own; work after the last lm_head (sampling) joins the last step.
     """
     cols = ["step", "name", "start_ns", "end_ns"]
-    gem = work[work["op_name"].isin(_LINEAR_OPS) & work["input_dims"].notna()]
+    gem = work[work["op_name"].isin(TOKEN_GEMM_OPS) & work["input_dims"].notna()]
     if gem.empty:
         return pd.DataFrame(columns=cols)
     calls = gem.drop_duplicates("external_id")
-    ns = pd.Series([gemm_n(o, d) for o, d in zip(calls["op_name"], calls["input_dims"])],
-                   index=calls.index, dtype="float64")
+    kn = [weight_kn(o, dims_of(d)) for o, d in zip(calls["op_name"], calls["input_dims"])]
+    ns = pd.Series([k[1] if k else None for k in kn], index=calls.index, dtype="float64")
     if ns.isna().all():
         return pd.DataFrame(columns=cols)
     vocab = ns.max()

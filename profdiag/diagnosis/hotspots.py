@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..thresholds import Hotspots, load
@@ -18,10 +19,12 @@ LAUNCH_BOUND_KINDS = ("often", "short")
 def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int | None,
              top: int, phase_forwards: dict[str, int] | None = None,
              step_phase: dict[int, str] | None = None,
-             notes: Hotspots | None = None) -> pd.DataFrame:
+             notes: Hotspots | None = None,
+             step_of_row: np.ndarray | None = None) -> pd.DataFrame:
     """Top kernels by total time: calls, total, mean, share of busy time and a verdict note.
 
-    With ``phase_forwards`` (forwards per phase) and ``step_phase`` (each step's phase), a
+    With ``phase_forwards`` (forwards per phase), ``step_phase`` (each step's phase) and
+    ``step_of_row`` (the step index of each row of ``work``), a
     kernel's calls per forward are counted per phase (a prefill GEMM kernel divided by the
     decode steps too would give fractions such as 0.125); the phase that runs it most wins.
     """
@@ -34,8 +37,8 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
     g["mean_ns"] = (g["total_ns"] / g["calls"]).round().astype("int64")
     g["share"] = g["total_ns"] / (busy_ns or 1)
     g["calls_per_forward"] = g["calls"] / forwards if forwards else float("nan")
-    if phase_forwards and step_phase and len(phase_forwards) > 1 and "step" in work:
-        ph = work["step"].map(step_phase)
+    if phase_forwards and step_phase and len(phase_forwards) > 1 and step_of_row is not None:
+        ph = pd.Series(step_of_row, index=work.index).map(step_phase)
         seen = pd.DataFrame({"name": work["name"].astype(str), "phase": ph}).dropna()
         n = seen.groupby(["name", "phase"]).size().reset_index(name="calls")
         n["per"] = n["calls"] / n["phase"].map(phase_forwards).where(lambda x: x > 0)

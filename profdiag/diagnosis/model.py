@@ -32,7 +32,7 @@ class Recommendation:
     bottleneck: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModeResult:
     value: str  # prefill | decode | mixed | unknown
     confidence: float
@@ -43,7 +43,7 @@ class ModeResult:
                 "evidence": list(self.evidence)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
     value: str  # compute | memory | overhead | unknown
     evidence: list[str]
@@ -52,7 +52,7 @@ class Verdict:
         return {"value": self.value, "evidence": list(self.evidence)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Breakdown:
     """Time accounting over an analysed window of one device."""
 
@@ -88,7 +88,7 @@ class Breakdown:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Phase:
     name: str  # "prefill" | "decode" | "all"
     mode: ModeResult
@@ -108,7 +108,7 @@ class Phase:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Diagnosis:
     source: dict[str, Any]
     mode: ModeResult

@@ -12,12 +12,18 @@ from .. import hardware, roofline
 from ..errors import RulesError
 from ..trace import device_label
 from .context import Context
-from .model import Diagnosis
 
 MAX_POINTS = 300
-def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
+
+
+def roofline_section(ctx: Context, work: pd.DataFrame, steps: pd.DataFrame,
+                     step_of_row: np.ndarray, mode: str, gpu: str | None,
                      gpu_spec: str | Path | None) -> dict[str, Any]:
-    """JSON-ready roofline figures; {'available': False, 'reason': ...} when it cannot apply."""
+    """JSON-ready roofline figures; {'available': False, 'reason': ...} when it cannot apply.
+
+    ``work``: the analysed device work; ``step_of_row``: its rows' step indices (-1 outside
+    every step); ``steps``: the steps table (step, phase, ...); ``mode``: the trace's mode,
+    the phase of work outside every step."""
     if ctx.cpu_only:
         return {"available": False, "reason": "CPU trace: no GPU roofline"}
     dev = ctx.trace.meta.device_info(ctx.device)[0]  # the GPU the kernels ran on
@@ -31,16 +37,16 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
         return {"available": False,
                 "reason": f"GPU {device_label(dev) or '(unnamed)'!r} is not in the hardware "
                           "table; pass --gpu NAME or --gpu-spec FILE"}
-    work = ctx.work
-    phase_of_step = dict(zip(diag.steps["step"], diag.steps["phase"])) if len(diag.steps) else {}
+    phase_of_step = dict(zip(steps["step"], steps["phase"])) if len(steps) else {}
     # Attention FLOPs causal where Tq == Tk (a prompt attending to itself, which a decoder
     # masks; flash kernels skip the masked half): the efficiency is then the real one.
     table = roofline.gemm_table(work, spec, causal_attention=True)
     if len(table):
-        step_of = work.drop_duplicates("external_id").set_index("external_id")["step"]
-        steps = table["external_id"].map(step_of)
-        table["phase"] = [phase_of_step.get(s, diag.mode.value) if s == s else diag.mode.value
-                          for s in steps]
+        # each op call's step: its first kernel's
+        calls = pd.DataFrame({"external_id": work["external_id"], "step": step_of_row})
+        step_of = calls.drop_duplicates("external_id").set_index("external_id")["step"]
+        call_step = table["external_id"].map(step_of)
+        table["phase"] = [phase_of_step.get(s, mode) if s == s else mode for s in call_step]
     out: dict[str, Any] = {
         "available": True,
         "gpu": {"key": spec.key, "name": spec.name, "bandwidth_bytes_s": spec.bandwidth,
@@ -61,7 +67,7 @@ def roofline_section(diag: Diagnosis, ctx: Context, gpu: str | None,
                        for p, g in table.groupby("phase")} if len(table) else {}
     out["suspect_calls"] = int(table["suspect"].sum()) if len(table) else 0
     out["points"] = _points(table)
-    out["speed_of_light"] = _speed_of_light(diag, ctx, spec)
+    out["speed_of_light"] = _speed_of_light(steps, work, step_of_row, ctx, spec)
     return out
 
 
@@ -82,7 +88,8 @@ def _points(table: pd.DataFrame) -> list[dict[str, Any]]:
              for k, v in r.items()} for r in g.to_dict("records")]
 
 
-def _speed_of_light(diag: Diagnosis, ctx: Context, spec: hardware.GpuSpec) -> dict[str, Any]:
+def _speed_of_light(steps: pd.DataFrame, work: pd.DataFrame, step_of_row: np.ndarray,
+                    ctx: Context, spec: hardware.GpuSpec) -> dict[str, Any]:
     from .sol import speed_of_light
 
-    return speed_of_light(diag.steps, ctx.work, ctx.spec, spec)
+    return speed_of_light(steps, work, ctx.spec, spec, step_of_row)

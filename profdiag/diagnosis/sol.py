@@ -71,17 +71,21 @@ def _dims(text: Any) -> list[Any] | None:
     return d if isinstance(d, list) else None
 
 
-def shape_facts(work: pd.DataFrame, vocab: int | None) -> dict[int, dict[str, Any]]:
-    """Per step index: GEMM token count, lm_head tokens, attention B/Tq/Tk, causal, dtype."""
-    need = {"op_name", "input_dims", "step"}
-    if work is None or work.empty or not need.issubset(work.columns):
+def shape_facts(work: pd.DataFrame, step_of_row: np.ndarray | None,
+                vocab: int | None) -> dict[int, dict[str, Any]]:
+    """Per step index: GEMM token count, lm_head tokens, attention B/Tq/Tk, causal, dtype.
+
+    ``step_of_row``: the step index of each row of ``work`` (None: no steps, no facts)."""
+    need = {"op_name", "input_dims"}
+    if (work is None or work.empty or step_of_row is None
+            or not need.issubset(work.columns)):
         return {}
     ops = work["op_name"].astype("string")
     gemm_ops = roofline.GEMM_OPS
     att_ops = roofline.ATTENTION_OPS
     mask = (ops.isin(gemm_ops | set(att_ops)).fillna(False).to_numpy(dtype=bool)
             & work["input_dims"].notna().to_numpy(dtype=bool))
-    rows = work[mask]
+    rows = work[mask].assign(step=np.asarray(step_of_row)[mask])
     if rows.empty:
         return {}
     key = rows["external_id"] if "external_id" in rows.columns else pd.Series(range(len(rows)))
@@ -275,14 +279,16 @@ def step_inputs(steps: pd.DataFrame, phases: list[str], facts: dict[int, dict[st
 
 
 def speed_of_light(steps: pd.DataFrame, work: pd.DataFrame, spec: ModelSpec,
-                   gpu: hardware.GpuSpec) -> dict[str, Any]:
-    """The ``roofline.speed_of_light`` section of the JSON contract."""
+                   gpu: hardware.GpuSpec, step_of_row: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """The ``roofline.speed_of_light`` section of the JSON contract; ``step_of_row``: the
+    step index of each row of ``work`` (None: no per-step shapes)."""
     if not spec.has_shape:
         return {"available": False, "reason": "needs the model shape (--model-config or a "
                 "capture manifest); lacks " + ", ".join(spec.missing_shape())}
     if steps is None or steps.empty:
         return {"available": False, "reason": "no step annotations to time"}
-    facts = shape_facts(work, spec.vocab)
+    facts = shape_facts(work, step_of_row, spec.vocab)
     phases = [str(p) for p in steps["phase"]]
     inputs = step_inputs(steps, phases, facts, spec)
     result: dict[str, Any] = {"available": True, "batch": None, "phases": {}}

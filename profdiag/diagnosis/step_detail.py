@@ -108,11 +108,12 @@ def _text(v: Any) -> str:
 
 def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
                 idle_gaps: pd.DataFrame | None = None,
-                cause_titles: dict[str, str] | None = None) -> dict[str, Any]:
+                cause_titles: dict[str, str] | None = None, *,
+                step_of_row: np.ndarray) -> dict[str, Any]:
     """Per phase, the parts of its median step (see the module docstring).
 
     ``steps`` is the per-step table with the device windows ``_w0``/``_w1`` and ``phase``;
-    ``work`` the classified device work with its ``step`` column.
+    ``work`` the classified device work, ``step_of_row`` the step index of each of its rows.
     """
     if steps is None or not len(steps) or "_w0" not in steps:
         return {}
@@ -121,7 +122,7 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
     ends = starts + work["dur_ns"].to_numpy(dtype=np.int64)
     graph = work["graph_launch"].fillna(False).to_numpy(dtype=bool) \
         if "graph_launch" in work else np.zeros(len(work), dtype=bool)
-    step_of = work["step"].to_numpy()
+    step_of = np.asarray(step_of_row)
     # per-step columns as arrays, looked up by the step table's row position
     pos = {label: p for p, label in enumerate(steps.index)}
     w0s, w1s = steps["_w0"].to_numpy(dtype=np.int64), steps["_w1"].to_numpy(dtype=np.int64)

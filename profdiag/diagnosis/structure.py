@@ -27,6 +27,7 @@ import orjson
 import pandas as pd
 
 from ..classify import GEMM_CLASSES
+from ..gemm import dims_of, weight_kn
 from ..modelspec import ModelSpec
 
 _ANCHOR_CLASSES = ("attention", "linear_attention")
@@ -83,26 +84,6 @@ def raw_config(spec: ModelSpec) -> dict[str, Any]:
         return {}
     text = data.get("text_config")
     return {**data, **text} if isinstance(text, dict) else data
-
-
-def gemm_kn(op: Any, dims_json: Any) -> tuple[int, int] | None:
-    """(K, N) of a 2-D GEMM op from its Input Dims, or None."""
-    if not isinstance(op, str) or not isinstance(dims_json, str):
-        return None
-    try:
-        dims = orjson.loads(dims_json)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(dims, list) or len(dims) < 2:
-        return None
-    a, b = (dims[1], dims[2]) if op == "aten::addmm" and len(dims) > 2 else (dims[0], dims[1])
-    if not (isinstance(a, list) and isinstance(b, list) and len(b) == 2 and len(a) >= 2):
-        return None
-    if not all(isinstance(x, int) for x in (*a, *b)):
-        return None
-    if op == "aten::linear":
-        return int(b[1]), int(b[0])
-    return int(b[0]), int(b[1])
 
 
 def signature(op: Any, dims_json: Any, name: str) -> str:
@@ -169,23 +150,28 @@ def anchors(work: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).sort_values("start_ns", ignore_index=True)
 
 
+def _missing(v: Any) -> bool:
+    """A table cell with no value (None, NaN, <NA>)."""
+    return bool(pd.isna(v))
+
+
 def _gemms(rows: pd.DataFrame) -> list[Gemm]:
     out = []
     for r in rows.itertuples(index=False):
-        expert = not pd.isna(r.role) and str(r.role) == "moe_expert"
-        kn = None if expert else gemm_kn(r.op_name, r.input_dims)
+        expert = not _missing(r.role) and str(r.role) == "moe_expert"
+        kn = None if expert else weight_kn(r.op_name, dims_of(r.input_dims))
         # An expert GEMM carries its MoE op's shapes (tokens x hidden), not its own: use its name.
         sig = str(r.name) if expert else signature(r.op_name, r.input_dims, str(r.name))
         out.append(Gemm(sig=sig, name=str(r.name),
                         k=kn[0] if kn else None, n=kn[1] if kn else None,
-                        role="" if pd.isna(r.role) else str(r.role),
-                        dtype="" if pd.isna(r.kernel_dtype) else str(r.kernel_dtype)))
+                        role="" if _missing(r.role) else str(r.role),
+                        dtype="" if _missing(r.kernel_dtype) else str(r.kernel_dtype)))
     return out
 
 
 def _lm_head_cuts(calls: pd.DataFrame, anchors: int) -> list[float]:
     """Start times just after each lm_head call when the window holds several forwards."""
-    kn = [gemm_kn(o, d) for o, d in zip(calls["op_name"], calls["input_dims"])]
+    kn = [weight_kn(o, dims_of(d)) for o, d in zip(calls["op_name"], calls["input_dims"])]
     ns = np.array([k[1] if k else -1 for k in kn])
     if not len(ns) or ns.max() <= 0:
         return []
@@ -467,9 +453,10 @@ def summary(structure: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
     shapes = any(g.k is not None for ly in layers for g in ly.gemms)
     att_layers = [ly for ly in layers if ly.anchor == "attention"]
     fwd = max(len(segs), 1)
-    attention = {"full": round(sum(not ly.sliding for ly in att_layers) / fwd, 3),
-                 "sliding_window": round(sum(ly.sliding for ly in att_layers) / fwd, 3),
-                 "mixer": round(sum(ly.anchor == "mixer" for ly in layers) / fwd, 3)}
+    attention: dict[str, Any] = {
+        "full": round(sum(not ly.sliding for ly in att_layers) / fwd, 3),
+        "sliding_window": round(sum(ly.sliding for ly in att_layers) / fwd, 3),
+        "mixer": round(sum(ly.anchor == "mixer" for ly in layers) / fwd, 3)}
     cfg_types = structure.get("config", {}).get("layer_types")
     if isinstance(cfg_types, list) and cfg_types:
         tc = Counter(str(x) for x in cfg_types)
