@@ -265,10 +265,10 @@ class CollectiveType(_Section, frozen=True):
 
 class Communication(_Section, frozen=True):
     calls: int | None = None
-    total_ns: Number | None = None
-    busy_ns: Number | None = None
-    exposed_ns: Number | None = None
-    overlapped_ns: Number | None = None
+    total_ns: int | None = None
+    busy_ns: int | None = None
+    exposed_ns: int | None = None
+    overlapped_ns: int | None = None
     exposed_share: Number | None = None
     overlapped_share: Number | None = None
     world_size: int | None = None
