@@ -605,6 +605,7 @@ def get(db: str | os.PathLike[str] | None, run_id: int) -> dict[str, Any]:
         except (zlib.error, orjson.JSONDecodeError, TypeError):
             raise TraceFormatError(f"run {run_id}: stored diagnosis is corrupt",
                                    str(resolve_db(db))) from None
+    _check_stored(diagnosis, run_id, db)
     return {"id": int(row[0]), "recorded_at": row[1], "kind": row[2], "labels": labels,
             "trace_path": row[3], "content_hash": row[4], "diagnosis": diagnosis}
 
@@ -648,10 +649,21 @@ def diagnoses(db: str | os.PathLike[str] | None = None,
         except (zlib.error, orjson.JSONDecodeError, TypeError):
             raise TraceFormatError(f"run {run_id}: stored diagnosis is corrupt",
                                    str(resolve_db(db))) from None
-        if not isinstance(data, dict):
-            raise TraceFormatError(f"run {run_id}: stored diagnosis is not a report",
-                                   str(resolve_db(db)))
+        _check_stored(data, run_id, db)
         yield int(run_id), data
+
+
+def _check_stored(data: Any, run_id: int, db: str | os.PathLike[str] | None) -> None:
+    """A stored diagnosis every reader can decode (report_model.load: older minors load),
+    else one line naming the database, the run and the JSON path."""
+    if not isinstance(data, dict):
+        raise TraceFormatError(f"run {run_id}: stored diagnosis is not a report",
+                               str(resolve_db(db)))
+    try:
+        report_model.load(data)
+    except TraceFormatError as exc:
+        raise TraceFormatError(f"run {run_id}: stored diagnosis: {exc.message}",
+                               str(resolve_db(db))) from None
 
 
 @dataclass

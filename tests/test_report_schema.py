@@ -251,3 +251,22 @@ def test_the_docs_table_matches_the_model():
         if gone:
             missing[f.encode_name] = gone
     assert missing == {}, f"fields of the model not named in docs/json-schema.md: {missing}"
+
+
+def test_a_stored_run_with_a_bad_value_is_one_line(reports, tmp_path, capsys):
+    import zlib
+
+    from profdiag import history
+
+    db = tmp_path / "h.db"
+    bad = copy.deepcopy(reports["torch"])
+    run_id = history.record(bad, None, db=db)
+    import sqlite3
+
+    bad["mode"]["confidence"] = "high"
+    with sqlite3.connect(db) as conn:  # a run written by a broken tool, not by profdiag
+        conn.execute("UPDATE runs SET diagnosis = ? WHERE id = ?",
+                     (zlib.compress(dumps(bad).encode()), run_id))
+    code, out, err = run_cli(["history", "show", str(run_id), "--db", str(db)], capsys)
+    assert code == 3 and err.count("\n") == 1
+    assert f"run {run_id}: stored diagnosis" in err and "$.mode.confidence" in err
