@@ -27,6 +27,7 @@ from .gate import (
     phase_unit,
     step_stats,
 )
+from .report_model import Report
 
 SCHEMA_VERSION = 1
 DEFAULT_THRESHOLD_PCT = 5.0  # a kernel or class within +-5% is "same"
@@ -49,16 +50,15 @@ def _status(base: float, new: float, change: float | None, threshold: float) -> 
 def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> dict[str, Any]:
     """The comparison of ``base`` and ``new`` as a plain dict (see module docstring)."""
     b, n = as_profile(base, "base"), as_profile(new, "new")
-    bd, nd = b.data, n.data
+    bd, nd = b.report, n.report
     db, dn, unit = kernel_unit(bd, nd)
     notes: list[str] = []
 
     def side(p: Profile, divisor: float) -> dict[str, Any]:
-        d = p.data
+        d = p.report
         return {"path": p.path, "kind": p.kind, "mode": mode_of(d),
-                "bottleneck": (d.get("bottleneck") or {}).get("value", "unknown"),
-                "forwards": forwards_of(d), "divisor": divisor,
-                "device": (d.get("source") or {}).get("device")}
+                "bottleneck": d.bottleneck.value, "forwards": forwards_of(d),
+                "divisor": divisor, "device": d.source.device}
 
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "threshold_pct": threshold_pct,
                            "unit": unit, "base": side(b, db), "new": side(n, dn)}
@@ -73,12 +73,11 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
     out["overhead_share"] = {"base": _r(ob), "new": _r(on),
                              "delta_points": _r((on - ob) * 100, 3) if ob is not None
                              and on is not None else None}
-    busy_b = (bd.get("breakdown") or {}).get("busy_share")
-    busy_n = (nd.get("breakdown") or {}).get("busy_share")
+    busy_b, busy_n = bd.breakdown.busy_share, nd.breakdown.busy_share
     out["busy_share"] = {"base": busy_b, "new": busy_n,
                          "delta_points": _r((busy_n - busy_b) * 100, 3)
                          if busy_b is not None and busy_n is not None else None}
-    cb, cn = bd.get("categories") or {}, nd.get("categories") or {}
+    cb, cn = bd.categories, nd.categories
     out["categories"] = [
         {"category": c, "base": _r(cb.get(c, 0.0)), "new": _r(cn.get(c, 0.0)),
          "delta_points": _r((float(cn.get(c, 0) or 0) - float(cb.get(c, 0) or 0)) * 100, 3)}
@@ -87,8 +86,8 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
     out["kernels"] = _kernels(b, n, db, dn, threshold_pct)
     if out["kernels"]["source"] == "hotspots":
         notes.append(out["kernels"]["note"])
-    gb = float((bd.get("overhead") or {}).get("graph_replayed_share") or 0)
-    gn = float((nd.get("overhead") or {}).get("graph_replayed_share") or 0)
+    gb = float(bd.overhead.graph_replayed_share or 0)
+    gn = float(nd.overhead.graph_replayed_share or 0)
     if (gb > 0.5) != (gn > 0.5):
         notes.append("one profile replays CUDA graphs and the other does not: graph replays "
                      "carry no CPU-op links, so some kernels are classified by name only and "
@@ -97,7 +96,7 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
     out["steps"] = _steps(bd, nd)
     from .attribution import attribute
 
-    out["attribution"] = attribute(bd, nd)
+    out["attribution"] = attribute(b.data, n.data)
     _mark_reclassified(out)
     if out["attribution"].get("reason"):
         notes.append(f"no attribution: {out['attribution']['reason']}")
@@ -106,12 +105,10 @@ def compare(base: Any, new: Any, threshold_pct: float = DEFAULT_THRESHOLD_PCT) -
     return out
 
 
-def _classes(bd: dict[str, Any], nd: dict[str, Any], db: float, dn: float,
+def _classes(bd: Report, nd: Report, db: float, dn: float,
              threshold: float) -> list[dict[str, Any]]:
-    kb = (bd.get("breakdown") or {}).get("class_ns") or {}
-    kn = (nd.get("breakdown") or {}).get("class_ns") or {}
-    cat = {**((bd.get("breakdown") or {}).get("class_category") or {}),
-           **((nd.get("breakdown") or {}).get("class_category") or {})}
+    kb, kn = bd.breakdown.class_ns, nd.breakdown.class_ns
+    cat = {**bd.breakdown.class_category, **nd.breakdown.class_category}
     rows = []
     for cls in set(kb) | set(kn):
         vb, vn = float(kb.get(cls, 0)) / db, float(kn.get(cls, 0)) / dn
@@ -135,16 +132,16 @@ def _mark_reclassified(out: dict[str, Any]) -> None:
             row["status"] += " (reclassified: " + ", ".join(sorted(other)) + ")"
 
 
-def _detail_table(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _detail_table(data: Report) -> dict[str, dict[str, Any]]:
     """Per kernel name over the median step of every phase (from the report's step_detail)."""
     table: dict[str, dict[str, Any]] = {}
-    for detail in (data.get("step_detail") or {}).values():
-        for k in detail.get("kernels") or []:
-            row = table.setdefault(str(k.get("kernel")), {
-                "class": str(k.get("class") or ""), "category": str(k.get("category") or ""),
+    for detail in data.step_detail.values():
+        for k in detail.kernels:
+            row = table.setdefault(str(k.kernel), {
+                "class": k.class_ or "", "category": k.category or "",
                 "calls": 0.0, "total_ns": 0.0})
-            row["calls"] += float(k.get("calls") or 0)
-            row["total_ns"] += float(k.get("ns") or 0)
+            row["calls"] += float(k.calls or 0)
+            row["total_ns"] += float(k.ns or 0)
     return table
 
 
@@ -152,9 +149,9 @@ def _kernels(b: Profile, n: Profile, db: float, dn: float, threshold: float) -> 
     tb, src_b = kernel_table(b)
     tn, src_n = kernel_table(n)
     complete = src_b == src_n == "events"
-    if not complete and b.data.get("step_detail") and n.data.get("step_detail"):
+    if not complete and b.report.step_detail and n.report.step_detail:
         # a stored report on one side: both sides from the median steps, every kernel aligned
-        tb, tn = _detail_table(b.data), _detail_table(n.data)
+        tb, tn = _detail_table(b.report), _detail_table(n.report)
         rows = _kernel_rows(tb, tn, 1.0, 1.0, threshold, True)
         return {"source": "step_detail", "unit": "per median step (all phases)",
                 "note": "per-kernel rows from the median step of each phase (a JSON report "
@@ -201,27 +198,26 @@ def _kernel_rows(tb: dict[str, dict[str, Any]], tn: dict[str, dict[str, Any]], d
     return rows
 
 
-def _counts(bd: dict[str, Any], nd: dict[str, Any]) -> dict[str, Any]:
-    kb, kn = bd.get("kernel_counts") or {}, nd.get("kernel_counts") or {}
-    ob, on = bd.get("overhead") or {}, nd.get("overhead") or {}
+def _counts(bd: Report, nd: Report) -> dict[str, Any]:
+    kb, kn = bd.kernel_counts, nd.kernel_counts
+    ob, on = bd.overhead, nd.overhead
     out = {}
-    for key, vb, vn in (
-            ("gemm_calls_per_forward", kb.get("gemm_calls_per_forward"),
-             kn.get("gemm_calls_per_forward")),
-            ("observed_gemm_calls", kb.get("observed_gemm_calls"), kn.get("observed_gemm_calls")),
-            ("expected_gemm_calls", kb.get("expected_gemm_calls"), kn.get("expected_gemm_calls")),
-            ("kernels_per_step", ob.get("kernels_per_step"), on.get("kernels_per_step")),
-            ("launch_calls_per_step", ob.get("launch_calls_per_step"),
-             on.get("launch_calls_per_step")),
-            ("graph_launches", ob.get("graph_launches"), on.get("graph_launches")),
-            ("sync_calls", ob.get("sync_calls"), on.get("sync_calls"))):
+    pairs: tuple[tuple[str, Any, Any], ...] = (
+        ("gemm_calls_per_forward", kb.gemm_calls_per_forward, kn.gemm_calls_per_forward),
+        ("observed_gemm_calls", kb.observed_gemm_calls, kn.observed_gemm_calls),
+        ("expected_gemm_calls", kb.expected_gemm_calls, kn.expected_gemm_calls),
+        ("kernels_per_step", ob.kernels_per_step, on.kernels_per_step),
+        ("launch_calls_per_step", ob.launch_calls_per_step, on.launch_calls_per_step),
+        ("graph_launches", ob.graph_launches, on.graph_launches),
+        ("sync_calls", ob.sync_calls, on.sync_calls))
+    for key, vb, vn in pairs:
         delta = (_r(vn - vb, 3) if isinstance(vb, (int, float)) and isinstance(vn, (int, float))
                  else None)
         out[key] = {"base": vb, "new": vn, "delta": delta}
     return out
 
 
-def _steps(bd: dict[str, Any], nd: dict[str, Any]) -> list[dict[str, Any]]:
+def _steps(bd: Report, nd: Report) -> list[dict[str, Any]]:
     sb, sn = step_stats(bd), step_stats(nd)
     rows = []
     for phase in sorted(set(sb) | set(sn)):

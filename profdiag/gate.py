@@ -17,11 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any, TypeGuard
+from typing import Any, TypeAlias, TypeGuard
 
+import msgspec
 import orjson
 
+from . import report_model
 from .errors import EXIT_GATE_FAILED, EXIT_OK, RulesError, TraceFormatError, UsageError
+from .report_model import Report, Step
 
 try:
     import tomllib
@@ -215,18 +218,31 @@ class Policy:
 
 # ---------------------------------------------------------------------------------- profiles
 
+ReportLike: TypeAlias = "Report | Mapping[str, Any]"
+
+
 @dataclass
 class Profile:
-    """A diagnosis to gate or compare: from a trace (with its events) or from a JSON report."""
+    """A diagnosis to gate or compare: from a trace (with its events) or from a JSON report.
+
+    ``data`` is the report dict (what renderers and attribution take); ``report`` is the same
+    report typed (``report_model.load``), decoded once when the Profile is made so that a bad
+    report fails here, on one line naming its path.
+    """
 
     path: str
     kind: str  # "trace" | "report"
     data: dict[str, Any]
     events: Any = None  # pandas DataFrame of classified device work, traces only
+    report: Report = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.report is None:
+            self.report = report_model.load(self.data, self.path)
 
     @property
     def mode(self) -> str:
-        return mode_of(self.data)
+        return mode_of(self.report)
 
 
 def read_report(path: str | Path) -> dict[str, Any] | None:
@@ -234,6 +250,8 @@ def read_report(path: str | Path) -> dict[str, Any] | None:
 
     Detected by content: a JSON object with ``schema_version`` and ``mode`` (and no
     ``traceEvents``). Gzipped files and files showing ``"traceEvents"`` early are traces.
+    A report this version cannot read (newer schema, a value of the wrong type) raises
+    TraceFormatError naming the file and the JSON path.
     """
     p = Path(path)
     try:
@@ -251,14 +269,11 @@ def read_report(path: str | Path) -> dict[str, Any] | None:
         return None
     if "traceEvents" in data:
         return None
-    from .diagnosis.model import SCHEMA_VERSION
-
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise TraceFormatError(f"report schema_version {version!r} is newer than this "
-                               f"profdiag reads ({SCHEMA_VERSION}); upgrade profdiag", str(p))
     if not isinstance(data.get("mode"), dict):
-        raise TraceFormatError("JSON report has no mode object", str(p))
+        version = data.get("schema_version")
+        if isinstance(version, int) and version <= report_model.SCHEMA_VERSION:
+            raise TraceFormatError("JSON report has no mode object", str(p))
+    report_model.load(data, str(p))  # newer schema or a wrong value: one line, the JSON path
     return data
 
 
@@ -282,66 +297,69 @@ def load_profile(path: str | Path, diagnose: Callable[[str], Any] | None = None)
 
 
 def as_profile(obj: Any, path: str = "<memory>") -> Profile:
-    """A Profile from a Profile, a Diagnosis or a diagnosis dict."""
+    """A Profile from a Profile, a Diagnosis, a typed Report or a diagnosis dict."""
     if isinstance(obj, Profile):
         return obj
+    if isinstance(obj, Report):
+        return Profile(obj.source.path or path, "report", msgspec.to_builtins(obj), report=obj)
     if hasattr(obj, "to_dict"):
         return Profile(path, "trace", obj.to_dict(), getattr(obj, "events", None))
     if isinstance(obj, Mapping):
-        return Profile(str((obj.get("source") or {}).get("path") or path), "report", dict(obj))
+        rep = report_model.load(obj, path)
+        return Profile(str(rep.source.path or path), "report", dict(obj), report=rep)
     raise TypeError(f"cannot gate or compare a {type(obj).__name__}")
 
 
 # ------------------------------------------------------------------------- derived figures
+# Each takes a typed Report or a report dict (decoded by report_model.load).
 
-def mode_of(data: Mapping[str, Any]) -> str:
-    mode = data.get("mode")
-    value = mode.get("value") if isinstance(mode, Mapping) else mode
-    return str(value or "unknown")
+def mode_of(data: ReportLike) -> str:
+    if isinstance(data, Mapping) and isinstance(data.get("mode"), str):
+        return str(data["mode"] or "unknown")  # a gate result's mode, already a string
+    return report_model.load(data).mode.value or "unknown"
 
 
-def overhead_share(data: Mapping[str, Any]) -> float | None:
-    oh = data.get("overhead") or {}
-    if _number(oh.get("overhead_share")):
-        return float(oh["overhead_share"])
-    cat = (data.get("categories") or {}).get("overhead")
+def overhead_share(data: ReportLike) -> float | None:
+    rep = report_model.load(data)
+    if rep.overhead.overhead_share is not None:
+        return float(rep.overhead.overhead_share)
+    cat = rep.categories.get("overhead")
     return float(cat) if _number(cat) else None
 
 
-def forwards_of(data: Mapping[str, Any]) -> int:
+def forwards_of(data: ReportLike) -> int:
     """Forward passes in the profile: from the kernel counts, the model, else the steps."""
-    for value in ((data.get("kernel_counts") or {}).get("forwards"),
-                  (data.get("model") or {}).get("forwards")):
+    rep = report_model.load(data)
+    for value in (rep.kernel_counts.forwards, rep.model.forwards):
         if isinstance(value, int) and value > 0:
             return value
-    return max(len(data.get("steps") or []), 1)
+    return max(len(rep.steps), 1)
 
 
-def prefill_tokens(data: Mapping[str, Any]) -> int | None:
+def prefill_tokens(data: ReportLike) -> int | None:
     """Tokens in one prefill forward (prompt length x batch), when the model says; else the
     median prefill tokens the prefill steps' engine annotations state."""
-    model = data.get("model") or {}
-    tokens, batch = model.get("tokens"), model.get("batch") or 1
-    if model.get("phase") in ("prefill", "generate") and isinstance(tokens, int) and tokens > 0 \
-            and isinstance(batch, int) and batch > 0:
+    rep = report_model.load(data)
+    model = rep.model
+    tokens, batch = model.tokens, model.batch or 1
+    if model.phase in ("prefill", "generate") and isinstance(tokens, int) and tokens > 0 \
+            and batch > 0:
         return tokens * batch
-    stated = sorted(int(r["prefill_tokens"]) for r in data.get("steps") or []
-                    if r.get("phase") == "prefill" and isinstance(r.get("prefill_tokens"), int)
-                    and r["prefill_tokens"] > 0)
+    stated = sorted(s.prefill_tokens for s in rep.steps
+                    if s.phase == "prefill" and s.prefill_tokens is not None
+                    and s.prefill_tokens > 0)
     return stated[len(stated) // 2] if stated else None
 
 
-def step_stats(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def step_stats(data: ReportLike) -> dict[str, dict[str, Any]]:
     """Per phase: number of steps, median wall_ns and median gpu_busy_ns over its steps."""
-    by_phase: dict[str, list[Mapping[str, Any]]] = {}
-    for row in data.get("steps") or []:
-        phase = row.get("phase")
-        phase = phase if isinstance(phase, str) and phase else "all"
-        by_phase.setdefault(phase, []).append(row)
+    by_phase: dict[str, list[Step]] = {}
+    for row in report_model.load(data).steps:
+        by_phase.setdefault(row.phase or "all", []).append(row)
     out: dict[str, dict[str, Any]] = {}
     for phase, rows in sorted(by_phase.items()):
-        wall = [float(r["wall_ns"]) for r in rows if _number(r.get("wall_ns"))]
-        busy = [float(r["gpu_busy_ns"]) for r in rows if _number(r.get("gpu_busy_ns"))]
+        wall = [float(r.wall_ns) for r in rows if r.wall_ns is not None]
+        busy = [float(r.gpu_busy_ns) for r in rows if r.gpu_busy_ns is not None]
         out[phase] = {"steps": len(rows),
                       "median_wall_ns": median(wall) if wall else None,
                       "median_gpu_busy_ns": median(busy) if busy else None,
@@ -367,8 +385,8 @@ def beyond_noise(vb: float, vn: float, iqr_b: float | None, iqr_n: float | None)
     return abs(vn - vb) > max(iqr_b, iqr_n)
 
 
-def phase_unit(phase: str, base: Mapping[str, Any] | None,
-               new: Mapping[str, Any]) -> tuple[int, int, str]:
+def phase_unit(phase: str, base: ReportLike | None,
+               new: ReportLike) -> tuple[int, int, str]:
     """(base divisor, new divisor, unit label) for one phase's step figures.
 
     Prefill is compared per token when both prompt lengths are known, else per step.
@@ -382,7 +400,7 @@ def phase_unit(phase: str, base: Mapping[str, Any] | None,
     return 1, 1, f"per {phase} step" if phase != "all" else "per step"
 
 
-def kernel_unit(base: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[float, float, str]:
+def kernel_unit(base: ReportLike, new: ReportLike) -> tuple[float, float, str]:
     """(base divisor, new divisor, label) for whole-profile kernel times: per prefill token
     when both are prefill with known prompt lengths, else per forward."""
     if mode_of(base) == mode_of(new) == "prefill":
@@ -412,11 +430,9 @@ def kernel_table(profile: Profile) -> tuple[dict[str, dict[str, Any]], str]:
                                 "calls": int(row["calls"]), "total_ns": int(row["total_ns"])}
         return table, "events"
     table = {}
-    for h in profile.data.get("hotspots") or []:
-        table[str(h.get("name"))] = {"class": str(h.get("class") or ""),
-                                     "category": str(h.get("category") or ""),
-                                     "calls": int(h.get("calls") or 0),
-                                     "total_ns": int(h.get("total_ns") or 0)}
+    for h in profile.report.hotspots:
+        table[h.name] = {"class": h.class_, "category": h.category, "calls": h.calls,
+                         "total_ns": h.total_ns}
     return table, "hotspots"
 
 
@@ -569,14 +585,14 @@ def evaluate(trace: Any, policy: Policy | None = None, baseline: Any = None,
         if base.mode != mode and not allowed:
             raise UsageError(f"cannot compare a {mode} profile against a {base.mode} baseline "
                              f"({base.path}); pass --allow-mode-change to compare anyway")
-    _absolute(new.data, policy, out)
+    _absolute(new.report, policy, out)
     if base is not None:
         _regression(base, new, policy, out)
     return GateResult(out.items, new.path, mode, base.path if base else None,
                       base.mode if base else None, list(policy.sources))
 
 
-def _absolute(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None:
+def _absolute(data: Report, policy: Policy, out: _Checks) -> None:
     mode = mode_of(data)
     # overhead share, limit by mode
     limits = policy.get("overhead", "max_share") or {}
@@ -594,7 +610,7 @@ def _absolute(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None:
     # GPU busy share
     min_busy = float(policy.get("gpu_busy", "min_share", 0.0) or 0.0)
     if min_busy > 0:
-        busy = (data.get("breakdown") or {}).get("busy_share")
+        busy = data.breakdown.busy_share
         if not _number(busy):
             out.skip("gpu_busy", "gpu_busy", "the profile has no GPU busy share")
         else:
@@ -603,7 +619,7 @@ def _absolute(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None:
                       f"GPU busy {_pct(busy)} of the window is {word} the minimum "
                       f"{_pct(min_busy)}", busy, min_busy)
     # category share limits
-    shares = data.get("categories") or {}
+    shares = data.categories
     for bound in ("max", "min"):
         for cat, lim in sorted((policy.get("categories", bound) or {}).items()):
             share = float(shares.get(cat, 0.0) or 0.0)
@@ -616,15 +632,15 @@ def _absolute(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None:
     _kernel_count(data, policy, out)
 
 
-def _kernel_count(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None:
+def _kernel_count(data: Report, policy: Policy, out: _Checks) -> None:
     kc_policy = policy.data.get("kernel_count") or {}
     mode = kc_policy.get("mode", "exact")
     if mode == "off":
         out.items.append(GateCheck("kernel_count", SKIP, "off",
                                    "kernel count check off by policy (kernel_count.mode)"))
         return
-    kc = data.get("kernel_counts") or {}
-    observed, expected = kc.get("observed_gemm_calls"), kc.get("expected_gemm_calls")
+    kc = data.kernel_counts
+    observed, expected = kc.observed_gemm_calls, kc.expected_gemm_calls
     if not isinstance(expected, int) or not isinstance(observed, int):
         reason = ("no expected GEMM count: give --model-config (a config.json or capture "
                   "manifest) or --layers")
@@ -643,9 +659,9 @@ def _kernel_count(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None
         tol = float(tol_spec)
         tol_text = f"{int(tol)} calls"
     diff = observed - expected
-    forwards = kc.get("forwards") or 0
-    how = (f"({kc.get('layers')} layers x {kc.get('gemms_per_layer')} + "
-           f"{kc.get('lm_head_per_forward', 1)} lm_head) x {forwards} "
+    forwards = kc.forwards or 0
+    how = (f"({kc.layers} layers x {kc.gemms_per_layer} + "
+           f"{kc.lm_head_per_forward} lm_head) x {forwards} "
            f"forward{'' if forwards == 1 else 's'}")
     if diff == 0:
         summary = f"{observed} GEMM calls = the {expected} expected {how}"
@@ -665,19 +681,19 @@ def _kernel_count(data: Mapping[str, Any], policy: Policy, out: _Checks) -> None
               suspects=_suspects(data))
 
 
-def _suspects(data: Mapping[str, Any]) -> list[str]:
+def _suspects(data: Report) -> list[str]:
     """The GEMM shape groups the diagnosis names as the likely extra calls."""
     out = []
-    for row in (data.get("kernel_counts") or {}).get("extra") or []:
-        sig = row.get("signature") or short_name(str(row.get("kernel", "?")), 50)
-        per = row.get("calls_per_forward")
+    for row in data.kernel_counts.extra:
+        sig = row.signature or short_name(str(row.kernel), 50)
+        per = row.calls_per_forward
         out.append(f"{sig} x {per:g}/forward" if _number(per) else str(sig))
     return out
 
 
 def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> None:
     reg = policy.data.get("regression") or {}
-    b, n = base.data, new.data
+    b, n = base.report, new.report
     if base.mode != new.mode:
         out.judge("mode_change", "regression.mode", True,
                   f"mode changed from {base.mode} (baseline) to {new.mode}: only phases in "
@@ -688,7 +704,7 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
     require_noise = bool(reg.get("require_beyond_noise", False))
     from .attribution import attribute, top_contributors
 
-    att = attribute(b, n)
+    att = attribute(base.data, new.data)
     phases = sorted(set(sb) & set(sn))
     if not phases:
         out.skip("step_time", "regression.step_time",
@@ -751,7 +767,7 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
                   f"overhead share {_pct(ob)} -> {_pct(on)} ({delta:+.1f} points, limit "
                   f"+{threshold:g})", on, ob + threshold / 100, ob, delta_points=delta)
     # category shares moving either way (the profile changed shape)
-    cb, cn = b.get("categories") or {}, n.get("categories") or {}
+    cb, cn = b.categories, n.categories
     threshold = float(reg.get("category_share_abs", 10.0))
     moves = {c: (float(cn.get(c, 0) or 0) - float(cb.get(c, 0) or 0)) * 100
              for c in sorted(set(cb) | set(cn))}
@@ -769,8 +785,7 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
     out.judge("category_share", "regression.category_share", bool(big), summary,
               largest[1], threshold, None, moves_points=moves)
     # GEMM calls per forward
-    kb, kn = b.get("kernel_counts") or {}, n.get("kernel_counts") or {}
-    gb, gn = kb.get("gemm_calls_per_forward"), kn.get("gemm_calls_per_forward")
+    gb, gn = b.kernel_counts.gemm_calls_per_forward, n.kernel_counts.gemm_calls_per_forward
     if not _number(gb) or not _number(gn):
         out.skip("kernel_count_delta", "regression.kernel_count",
                  "GEMM calls per forward not known in both profiles")
@@ -781,8 +796,7 @@ def _regression(base: Profile, new: Profile, policy: Policy, out: _Checks) -> No
                   f"GEMM calls per forward {gb:g} -> {gn:g} ({delta:+g}, allowed +{allowed})",
                   gn, gb + allowed, gb, delta=delta)
     # launched kernels per step
-    pb_k = (b.get("overhead") or {}).get("kernels_per_step")
-    pn_k = (n.get("overhead") or {}).get("kernels_per_step")
+    pb_k, pn_k = b.overhead.kernels_per_step, n.overhead.kernels_per_step
     if not _number(pb_k) or not _number(pn_k) or not pb_k:
         out.skip("kernels_per_step", "regression.kernels_per_step",
                  "kernels per step not known in both profiles")
@@ -803,7 +817,7 @@ def _top_kernels(base: Profile, new: Profile, reg: Mapping[str, Any], out: _Chec
     threshold = float(reg.get("top_kernel_time_pct", 10.0))
     tb, src_b = kernel_table(base)
     tn, src_n = kernel_table(new)
-    db, dn, unit = kernel_unit(base.data, new.data)
+    db, dn, unit = kernel_unit(base.report, new.report)
     top = sorted(tb.items(), key=lambda kv: -kv[1]["total_ns"])[:top_n]
     if not top:
         out.skip("top_kernel_time", "regression.top_kernels", "no kernels in the baseline")

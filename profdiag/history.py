@@ -28,7 +28,11 @@ from typing import Any, TypeVar
 
 import orjson
 
+from . import report_model
 from .errors import TraceFormatError, UsageError
+from .report_model import Report
+
+ReportLike = Report | Mapping[str, Any]
 
 SCHEMA_VERSION = 1
 APP_ID = "profdiag"
@@ -270,65 +274,71 @@ def _median_ms(values: list[Any]) -> float | None:
     return round(statistics.median(nums) / 1e6, 6) if nums else None
 
 
-def step_ms_by_phase(data: Mapping[str, Any]) -> dict[str, float]:
+def _report(data: ReportLike) -> Report:
+    """The typed report of a stored diagnosis (report_model.load: a gate run's extra "gate"
+    key, and keys a newer minor version added, are ignored; missing keys read as unknown)."""
+    return report_model.load(data)
+
+
+def step_ms_by_phase(data: ReportLike) -> dict[str, float]:
     """Median step wall time in ms: '' over all steps, and one entry per phase."""
-    steps = [s for s in data.get("steps") or [] if isinstance(s, Mapping)]
+    rep = _report(data)
+    steps = rep.steps
     out: dict[str, float] = {}
-    overall = _median_ms([s.get("wall_ns") for s in steps])
+    overall = _median_ms([s.wall_ns for s in steps])
     if overall is not None:
         out[""] = overall
-    for phase in sorted({str(s.get("phase")) for s in steps if s.get("phase")}):
-        med = _median_ms([s.get("wall_ns") for s in steps if s.get("phase") == phase])
+    for phase in sorted({s.phase for s in steps if s.phase}):
+        med = _median_ms([s.wall_ns for s in steps if s.phase == phase])
         if med is not None:
             out[phase] = med
-    for ph in data.get("phases") or []:  # mixed traces: the phase summary when steps lack one
-        if isinstance(ph, Mapping) and ph.get("name") and ph["name"] not in out:
-            med = _median_ms([ph.get("median_step_ns")])
+    for ph in rep.phases:  # mixed traces: the phase summary when steps lack one
+        if ph.name and ph.name not in out:
+            med = _median_ms([ph.median_step_ns])
             if med is not None:
-                out[str(ph["name"])] = med
+                out[ph.name] = med
     return out
 
 
-def _status(data: Mapping[str, Any]) -> str | None:
+def _status(data: ReportLike) -> str | None:
     """The worst check status (fail > warn > pass), or a gate's own pass/fail."""
-    gate = data.get("gate")
+    # the gate result a `gate --record` run stores beside the report is not part of it
+    gate = data.get("gate") if isinstance(data, Mapping) else None
     if isinstance(gate, Mapping):
         if isinstance(gate.get("status"), str):
             return str(gate["status"])
         if isinstance(gate.get("passed"), bool):
             return "pass" if gate["passed"] else "fail"
-    statuses = {c.get("status") for c in data.get("checks") or [] if isinstance(c, Mapping)}
+    statuses = {c.status for c in _report(data).checks}
     for s in ("fail", "warn", "pass"):
         if s in statuses:
             return s
     return None
 
 
-def summarize(data: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(data: ReportLike) -> dict[str, Any]:
     """The per-run columns kept beside the stored diagnosis (what listings and filters use)."""
-    source = data.get("source") or {}
-    counts = data.get("kernel_counts") or {}
-    overhead = data.get("overhead") or {}
-    breakdown = data.get("breakdown") or {}
-    steps = step_ms_by_phase(data)
-    overhead_share = _num(overhead.get("overhead_share"))
+    rep = _report(data)
+    steps = step_ms_by_phase(rep)
+    overhead_share = _num(rep.overhead.overhead_share)
     if overhead_share is None:
-        overhead_share = _num((data.get("categories") or {}).get("overhead"))
+        overhead_share = _num(rep.categories.get("overhead"))
+    stated_schema = not isinstance(data, Mapping) or "schema_version" in data
     return {
-        "format": source.get("format"),
-        "device": source.get("device"),
-        "mode": (data.get("mode") or {}).get("value"),
-        "mode_confidence": _num((data.get("mode") or {}).get("confidence")),
-        "bottleneck": (data.get("bottleneck") or {}).get("value"),
+        "format": rep.source.format,
+        "device": rep.source.device,
+        "mode": rep.mode.value,
+        "mode_confidence": _num(rep.mode.confidence),
+        "bottleneck": rep.bottleneck.value,
         "status": _status(data),
         "overhead_share": overhead_share,
-        "busy_share": _num(breakdown.get("busy_share")),
+        "busy_share": _num(rep.breakdown.busy_share),
         "step_ms": steps.get(""),
         "step_ms_prefill": steps.get("prefill"),
         "step_ms_decode": steps.get("decode"),
-        "observed_gemm_calls": _int(counts.get("observed_gemm_calls")),
-        "expected_gemm_calls": _int(counts.get("expected_gemm_calls")),
-        "diagnosis_schema": _int(data.get("schema_version")),
+        "observed_gemm_calls": _int(rep.kernel_counts.observed_gemm_calls),
+        "expected_gemm_calls": _int(rep.kernel_counts.expected_gemm_calls),
+        "diagnosis_schema": rep.schema_version if stated_schema else None,
     }
 
 
@@ -337,8 +347,9 @@ def _int(x: Any) -> int | None:
     return int(v) if v is not None else None
 
 
-def metrics_of(data: Mapping[str, Any]) -> dict[str, float]:
+def metrics_of(data: ReportLike) -> dict[str, float]:
     """Mode-independent numeric metrics of one diagnosis, by name (see docs/history.md)."""
+    rep = _report(data)
     s = summarize(data)
     out: dict[str, Any] = {
         "overhead_share": s["overhead_share"],
@@ -347,39 +358,41 @@ def metrics_of(data: Mapping[str, Any]) -> dict[str, float]:
         "gemm_calls": s["observed_gemm_calls"],
         "gemm_calls.expected": s["expected_gemm_calls"],
     }
-    counts = data.get("kernel_counts") or {}
-    out["gemm_calls.missing"] = counts.get("missing")
-    for phase, ms in step_ms_by_phase(data).items():
+    out["gemm_calls.missing"] = rep.kernel_counts.missing
+    for phase, ms in step_ms_by_phase(rep).items():
         out["step_ms" + (f".{phase}" if phase else "")] = ms
-    for cat, share in (data.get("categories") or {}).items():
+    for cat, share in rep.categories.items():
         out[f"category.{cat}"] = share
-    breakdown = data.get("breakdown") or {}
-    for key in ("window_ns", "busy_ns", "idle_ns"):
-        v = _num(breakdown.get(key))
-        out[key.replace("_ns", "_ms")] = round(v / 1e6, 6) if v is not None else None
-    overhead = data.get("overhead") or {}
-    for key in ("kernels", "kernels_per_step", "launch_calls_per_step", "launch_api_mean_ns",
-                "mean_kernel_ns", "short_kernel_share", "graph_replayed_share", "sync_calls"):
-        out[f"overhead.{key}"] = overhead.get(key)
-    checks = [c for c in data.get("checks") or [] if isinstance(c, Mapping)]
-    out["checks.fail"] = sum(1 for c in checks if c.get("status") == "fail")
-    out["checks.warn"] = sum(1 for c in checks if c.get("status") == "warn")
-    comm = data.get("communication") or {}
-    if isinstance(comm, Mapping) and comm.get("calls"):
-        for key in ("exposed_share", "overlapped_share"):
-            out[f"communication.{key}"] = comm.get(key)
-        v = _num(comm.get("exposed_ns"))
+    bd = rep.breakdown
+    for key, ns in (("window_ms", bd.window_ns), ("busy_ms", bd.busy_ns),
+                    ("idle_ms", bd.idle_ns)):
+        v = _num(ns)
+        out[key] = round(v / 1e6, 6) if v is not None else None
+    oh = rep.overhead
+    for key, value in (("kernels", oh.kernels), ("kernels_per_step", oh.kernels_per_step),
+                       ("launch_calls_per_step", oh.launch_calls_per_step),
+                       ("launch_api_mean_ns", oh.launch_api_mean_ns),
+                       ("mean_kernel_ns", oh.mean_kernel_ns),
+                       ("short_kernel_share", oh.short_kernel_share),
+                       ("graph_replayed_share", oh.graph_replayed_share),
+                       ("sync_calls", oh.sync_calls)):
+        out[f"overhead.{key}"] = value
+    out["checks.fail"] = sum(1 for c in rep.checks if c.status == "fail")
+    out["checks.warn"] = sum(1 for c in rep.checks if c.status == "warn")
+    comm = rep.communication
+    if comm.calls:
+        out["communication.exposed_share"] = comm.exposed_share
+        out["communication.overlapped_share"] = comm.overlapped_share
+        v = _num(comm.exposed_ns)
         out["communication.exposed_ms"] = round(v / 1e6, 6) if v is not None else None
-        for kind, row in (comm.get("by_type") or {}).items():
-            if isinstance(row, Mapping):
-                out[f"communication.{kind}.busbw_gbps"] = (
-                    round(row["busbw_bytes_per_s"] / 1e9, 3)
-                    if _num(row.get("busbw_bytes_per_s")) is not None else None)
-    roof = data.get("roofline") or {}
-    if isinstance(roof, Mapping) and roof.get("available"):
-        for cls, row in (roof.get("summary") or {}).items():
-            if isinstance(row, Mapping):
-                out[f"roofline.{cls}.median_efficiency"] = row.get("median_efficiency")
+        for kind, row in comm.by_type.items():
+            busbw = _num(row.busbw_bytes_per_s)
+            out[f"communication.{kind}.busbw_gbps"] = (
+                round(busbw / 1e9, 3) if busbw is not None else None)
+    roof = rep.roofline
+    if roof is not None and roof.available:
+        for cls, summary in roof.summary.items():
+            out[f"roofline.{cls}.median_efficiency"] = summary.median_efficiency
     return {k: float(v) for k, v in sorted(out.items()) if _num(v) is not None}
 
 
@@ -592,6 +605,7 @@ def get(db: str | os.PathLike[str] | None, run_id: int) -> dict[str, Any]:
         except (zlib.error, orjson.JSONDecodeError, TypeError):
             raise TraceFormatError(f"run {run_id}: stored diagnosis is corrupt",
                                    str(resolve_db(db))) from None
+    _check_stored(diagnosis, run_id, db)
     return {"id": int(row[0]), "recorded_at": row[1], "kind": row[2], "labels": labels,
             "trace_path": row[3], "content_hash": row[4], "diagnosis": diagnosis}
 
@@ -635,10 +649,21 @@ def diagnoses(db: str | os.PathLike[str] | None = None,
         except (zlib.error, orjson.JSONDecodeError, TypeError):
             raise TraceFormatError(f"run {run_id}: stored diagnosis is corrupt",
                                    str(resolve_db(db))) from None
-        if not isinstance(data, dict):
-            raise TraceFormatError(f"run {run_id}: stored diagnosis is not a report",
-                                   str(resolve_db(db)))
+        _check_stored(data, run_id, db)
         yield int(run_id), data
+
+
+def _check_stored(data: Any, run_id: int, db: str | os.PathLike[str] | None) -> None:
+    """A stored diagnosis every reader can decode (report_model.load: older minors load),
+    else one line naming the database, the run and the JSON path."""
+    if not isinstance(data, dict):
+        raise TraceFormatError(f"run {run_id}: stored diagnosis is not a report",
+                               str(resolve_db(db)))
+    try:
+        report_model.load(data)
+    except TraceFormatError as exc:
+        raise TraceFormatError(f"run {run_id}: stored diagnosis: {exc.message}",
+                               str(resolve_db(db))) from None
 
 
 @dataclass
@@ -703,7 +728,7 @@ def open(db: str | os.PathLike[str] | None = None) -> History:  # noqa: A001 (th
 # ---------------------------------------------------------------------------------------------
 # a minimal diff of two stored diagnoses (used when profdiag.compare is not available)
 
-def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+def diff(before: ReportLike, after: ReportLike) -> dict[str, Any]:
     """What changed from ``before`` to ``after``: mode, bottleneck, shares, step ms, counts."""
     def pair(a: Any, b: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"before": a, "after": b}
@@ -715,26 +740,24 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
         return out
 
     sa, sb = summarize(before), summarize(after)
-    cats = sorted(set(before.get("categories") or {}) | set(after.get("categories") or {}))
-    steps_a, steps_b = step_ms_by_phase(before), step_ms_by_phase(after)
-    ka, kb = before.get("kernel_counts") or {}, after.get("kernel_counts") or {}
-    oa, ob = before.get("overhead") or {}, after.get("overhead") or {}
+    ra, rb = _report(before), _report(after)
+    cats = sorted(set(ra.categories) | set(rb.categories))
+    steps_a, steps_b = step_ms_by_phase(ra), step_ms_by_phase(rb)
+    ka, kb = ra.kernel_counts, rb.kernel_counts
+    oa, ob = ra.overhead, rb.overhead
     return {
         "mode": pair(sa["mode"], sb["mode"]),
         "bottleneck": pair(sa["bottleneck"], sb["bottleneck"]),
         "status": pair(sa["status"], sb["status"]),
         "overhead_share": pair(sa["overhead_share"], sb["overhead_share"]),
         "busy_share": pair(sa["busy_share"], sb["busy_share"]),
-        "categories": {c: pair((before.get("categories") or {}).get(c),
-                               (after.get("categories") or {}).get(c)) for c in cats},
+        "categories": {c: pair(ra.categories.get(c), rb.categories.get(c)) for c in cats},
         "step_ms": {(p or "all"): pair(steps_a.get(p), steps_b.get(p))
                     for p in sorted(set(steps_a) | set(steps_b))},
         "kernel_counts": {
-            "observed_gemm_calls": pair(ka.get("observed_gemm_calls"),
-                                        kb.get("observed_gemm_calls")),
-            "expected_gemm_calls": pair(ka.get("expected_gemm_calls"),
-                                        kb.get("expected_gemm_calls")),
-            "kernels": pair(oa.get("kernels"), ob.get("kernels")),
-            "kernels_per_step": pair(oa.get("kernels_per_step"), ob.get("kernels_per_step")),
+            "observed_gemm_calls": pair(ka.observed_gemm_calls, kb.observed_gemm_calls),
+            "expected_gemm_calls": pair(ka.expected_gemm_calls, kb.expected_gemm_calls),
+            "kernels": pair(oa.kernels, ob.kernels),
+            "kernels_per_step": pair(oa.kernels_per_step, ob.kernels_per_step),
         },
     }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import report_model
 from .errors import NoGpuEventsError, ProfdiagError, UsageError
 
 DATA_ID = "profdiag-index-data"
@@ -125,6 +126,7 @@ def entries_from_dir(directory: str | os.PathLike[str], warn: Callable[[str], No
             report = _read_report(path)
             if report is not None:
                 data = report["diagnosis"]
+                report_model.load(data, rel)  # a wrong value: skipped, with its JSON path
                 labels = {str(k): str(v) for k, v in (report.get("labels") or {}).items()}
                 stamp = report.get("recorded_at")
             else:
@@ -175,10 +177,11 @@ def build_view(entries: list[Entry], title: str = "profdiag index") -> dict[str,
     rows = []
     series: dict[str, list[dict[str, Any]]] = {m: [] for m, _, _ in CHARTS}
     for order, e in enumerate(entries):
-        s = summarize(e.data)
-        metrics = metrics_of(e.data)
+        rep = report_model.load(e.data, e.source or e.id)
+        s = summarize(e.data)  # the raw document: a gate run's status is beside the report
+        metrics = metrics_of(rep)
         labels_text = " ".join(f"{k}={v}" for k, v in sorted(e.labels.items()))
-        src = (e.data.get("source") or {}).get("path") or e.source or ""
+        src = rep.source.path or e.source or ""
         obs, exp = s["observed_gemm_calls"], s["expected_gemm_calls"]
         step = {"step_ms": s["step_ms"], "step_prefill_ms": s["step_ms_prefill"],
                 "step_decode_ms": s["step_ms_decode"]}

@@ -21,6 +21,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from . import report_model
 from .errors import EXIT_BAD_INPUT, ProfdiagError
 
 
@@ -369,20 +370,17 @@ def rank_summary(results: list[TraceResult | TraceFailure]) -> RankSummary:
         if isinstance(res, TraceFailure):
             rows.append(RankRow(rank, res.path, error=res.message))
             continue
-        d = res.data
-        steps = [s.get("wall_ns") for s in d.get("steps") or [] if s.get("wall_ns")]
-        bd = d.get("breakdown") or {}
-        comm = d.get("communication") or {}
+        d = report_model.load(res.data, res.path)
+        steps = [s.wall_ns for s in d.steps if s.wall_ns]
+        comm = d.communication
         rows.append(RankRow(
-            rank=rank, path=res.path,
-            mode=(d.get("mode") or {}).get("value"),
-            bottleneck=(d.get("bottleneck") or {}).get("value"),
+            rank=rank, path=res.path, mode=d.mode.value, bottleneck=d.bottleneck.value,
             steps=len(steps),
             median_step_ns=int(median(steps)) if steps else None,
-            busy_ns=bd.get("busy_ns"), window_ns=bd.get("window_ns"),
-            kernels=(d.get("overhead") or {}).get("kernels"),
-            comm_ns=comm.get("total_ns") if comm.get("calls") else None,
-            exposed_comm_ns=comm.get("exposed_ns") if comm.get("calls") else None,
+            busy_ns=d.breakdown.busy_ns, window_ns=d.breakdown.window_ns,
+            kernels=d.overhead.kernels,
+            comm_ns=comm.total_ns if comm.calls else None,
+            exposed_comm_ns=comm.exposed_ns if comm.calls else None,
             step_wall_ns=[int(x) for x in steps],
         ))
     rows.sort(key=lambda r: r.rank)

@@ -22,3 +22,12 @@ def tiny_graph() -> Path:
 @pytest.fixture(scope="session")
 def tiny_prefill() -> Path:
     return FIXTURES / "torch" / "own_tiny_prefill_T128_B1.json.gz"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reports_validate_against_the_schema():
+    """Every report a test produces validates against `profdiag schema` (schema_guard.py)."""
+    from schema_guard import install
+
+    with install():
+        yield

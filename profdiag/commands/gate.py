@@ -96,7 +96,7 @@ def command(trace: str, baseline: str | None, policy: str | None, allow_mode_cha
             echo(gate_text.render(data), nl=False)
         if run_id is not None:
             echo(f"recorded as run {run_id}")
-        for warning in new.data.get("warnings") or []:
+        for warning in new.report.warnings:
             echo(f"warning: {warning}", err=True)
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
