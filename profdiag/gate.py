@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import msgspec
 import orjson
@@ -237,7 +237,8 @@ class Profile:
     report: Report = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.report is None:
+        # None (the default) until decoded here; typed as Report for every reader after
+        if cast("Report | None", self.report) is None:
             self.report = report_model.load(self.data, self.path)
 
     @property
