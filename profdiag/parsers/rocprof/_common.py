@@ -58,9 +58,14 @@ def clean_kernel_names(names: pd.Series) -> pd.Series:
     return s.str.replace(_KD_SUFFIX_RE, "", regex=True)
 
 
+def _strings(values: Any) -> Any:
+    """A pandas "string" array of ``values`` (a Series, a list, an array)."""
+    return pd.array(values, dtype="string")
+
+
 def _short_names(names: pd.Series) -> Any:
     uniq = {n: _short_name(n) for n in names.dropna().unique()}
-    return pd.array(names.map(uniq), dtype="string")
+    return _strings(names.map(uniq))
 
 
 def _num(df: pd.DataFrame, col: str | None) -> pd.Series:
@@ -71,7 +76,9 @@ def _num(df: pd.DataFrame, col: str | None) -> pd.Series:
 
 
 def _int_array(values: pd.Series) -> Any:
-    return pd.array(_coerce.finite_numbers(values).round(), dtype="Int64")
+    """Nullable int64: unknown (inf, text, missing) values become NA."""
+    rounded: Any = _coerce.finite_numbers(values).round()
+    return pd.array(rounded, dtype="Int64")
 
 
 def _dims(x: pd.Series, y: pd.Series, z: pd.Series) -> Any:
@@ -82,7 +89,7 @@ def _dims(x: pd.Series, y: pd.Series, z: pd.Series) -> Any:
     if ok.any():
         out[ok] = (x[ok].astype("int64").astype(str) + "," + y[ok].astype("int64").astype(str)
                    + "," + z[ok].astype("int64").astype(str))
-    return pd.array(out, dtype="string")
+    return _strings(out)
 
 
 def _blocks(grid: pd.Series, wg: pd.Series) -> pd.Series:

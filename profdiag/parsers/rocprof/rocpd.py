@@ -20,6 +20,7 @@ from ._common import (
     _memcpy_name,
     _num,
     _short_names,
+    _strings,
     _times,
     clean_kernel_names,
 )
@@ -59,7 +60,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
             grid, block = _grid_block(df["gx"], df["gy"], df["gz"], _num(df, "wx"),
                                       _num(df, "wy"), _num(df, "wz"))
             frames.append(_frame(
-                schema.KIND_KERNEL, len(df), name=pd.array(name, dtype="string"),
+                schema.KIND_KERNEL, len(df), name=_strings(name),
                 short_name=_short_names(name), start_ns=start, dur_ns=dur,
                 device=_int_array(df["agent"].map(gpu_of)),
                 stream=_int_array(df["stream"].fillna(df["queue"])),
@@ -83,7 +84,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
             start, dur, _ = _times(df["start"], df["end"])
             dev = df["dst"].map(gpu_of).fillna(df["src"].map(gpu_of))
             frames.append(_frame(
-                schema.KIND_MEMCPY, len(df), name=pd.array(_memcpy_name(df["dir"]), dtype="string"),
+                schema.KIND_MEMCPY, len(df), name=_strings(_memcpy_name(df["dir"])),
                 start_ns=start, dur_ns=dur, device=_int_array(dev),
                 stream=_int_array(df["stream"]), pid=_int_array(df["pid"]),
                 tid=_int_array(df["tid"]), correlation=_int_array(df["corr"]),
@@ -113,7 +114,7 @@ def _parse_rocpd(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
                     continue
                 start, dur, _ = _times(sub["start"], sub["end"])
                 frames.append(_frame(
-                    kind, len(sub), name=pd.array(sub["name"], dtype="string"),
+                    kind, len(sub), name=_strings(sub["name"]),
                     start_ns=start, dur_ns=dur, pid=_int_array(sub["pid"]),
                     tid=_int_array(sub["tid"]),
                     correlation=_int_array(sub["corr"]) if kind == schema.KIND_RUNTIME else None))

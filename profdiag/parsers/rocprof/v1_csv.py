@@ -17,6 +17,7 @@ from ._common import (
     _num,
     _read_csv,
     _short_names,
+    _strings,
     _sysinfo_devices,
     _times,
     clean_kernel_names,
@@ -45,7 +46,7 @@ def _v1_kernels(df: pd.DataFrame, path: Path, warnings: list[str],
     one = pd.Series(1.0, index=df.index)
     grid, block = _grid_block(_num(df, "grd"), one, one, _num(df, "wgr"), one, one)
     return _frame(
-        schema.KIND_KERNEL, len(df), name=pd.array(name, dtype="string"),
+        schema.KIND_KERNEL, len(df), name=_strings(name),
         short_name=_short_names(name), start_ns=start, dur_ns=dur,
         device=_int_array(_num(df, "gpu-id")), stream=_int_array(_num(df, "queue-id")),
         pid=_int_array(_num(df, "pid")), tid=_int_array(_num(df, "tid")),

@@ -19,6 +19,7 @@ from ._common import (
     _memcpy_name,
     _num,
     _short_names,
+    _strings,
     _sysinfo_devices,
     _times,
     clean_kernel_names,
@@ -40,9 +41,9 @@ def _v1_ops(df: pd.DataFrame, kind: str, warnings: list[str], table: str) -> pd.
         tid=_int_array(_num(df, "tid")), correlation=_int_array(_num(df, "Index")))
     if kind == schema.KIND_KERNEL:
         clean = clean_kernel_names(name)
-        cols.update(name=pd.array(clean, dtype="string"), short_name=_short_names(clean))
+        cols.update(name=_strings(clean), short_name=_short_names(clean))
     else:
-        cols.update(name=pd.array(_memcpy_name(name), dtype="string"))
+        cols.update(name=_strings(_memcpy_name(name)))
     return _frame(kind, len(df), **cols)
 
 
@@ -78,7 +79,7 @@ def _parse_v1_db(con: sqlite3.Connection, tables: set[str], path: Path) -> Trace
             start, dur, _ = _times(api["BeginNs"], api["EndNs"])
             frames.append(_frame(
                 schema.KIND_RUNTIME, len(api),
-                name=pd.array(api.get("Name", pd.Series("", index=api.index)), dtype="string"),
+                name=_strings(api.get("Name", pd.Series("", index=api.index))),
                 start_ns=start, dur_ns=dur, pid=_int_array(_num(api, "pid")),
                 tid=_int_array(_num(api, "tid")),
                 correlation=_int_array(_num(api, "Index")) if table == "HIP" else None))

@@ -19,6 +19,7 @@ from ._common import (
     _memcpy_name,
     _num,
     _short_names,
+    _strings,
     _sysinfo_devices,
     _times,
     clean_kernel_names,
@@ -56,12 +57,15 @@ def _parse_v1_json(path: Path, doc: dict[str, Any]) -> Trace:
             kind = schema.KIND_ANNOTATION
         else:
             continue
-        args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
+        raw_args = ev.get("args")
+        args: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
         begin, end = args.get("BeginNs"), args.get("EndNs")
         if begin is None or end is None:  # fall back on the µs strings
+            ts: Any = ev.get("ts")
+            dur: Any = ev.get("dur", 0)
             try:
-                begin = int(float(ev.get("ts"))) * 1000
-                end = begin + int(float(ev.get("dur", 0))) * 1000
+                begin = int(float(ts)) * 1000
+                end = begin + int(float(dur)) * 1000
             except (TypeError, ValueError):
                 continue
         dev = args.get("gpu-id", args.get("dev-id"))
@@ -86,12 +90,12 @@ def _parse_v1_json(path: Path, doc: dict[str, Any]) -> Trace:
             clean = clean_kernel_names(df["name"])
             one = pd.Series(1.0, index=df.index)
             grid, block = _grid_block(_num(df, "grd"), one, one, _num(df, "wgr"), one, one)
-            cols.update(name=pd.array(clean, dtype="string"), short_name=_short_names(clean),
+            cols.update(name=_strings(clean), short_name=_short_names(clean),
                         grid=grid, block=block)
         elif kind == schema.KIND_MEMCPY:
-            cols.update(name=pd.array(_memcpy_name(df["name"]), dtype="string"))
+            cols.update(name=_strings(_memcpy_name(df["name"])))
         else:
-            cols.update(name=pd.array(df["name"].astype("string"), dtype="string"))
+            cols.update(name=_strings(df["name"].astype("string")))
         frames.append(_frame(kind, len(df), **cols))
     devices = _other_data_devices(doc.get("otherData"))
     if not devices:
@@ -109,7 +113,7 @@ def _other_data_devices(other: Any) -> list[DeviceInfo]:
         m = re.match(r"^Agent(\d+)\.(MarketingName|Name|DeviceType|ComputeUnit)$", str(key))
         if m:
             agents.setdefault(int(m.group(1)), {})[m.group(2)] = str(value)
-    devices = []
+    devices: list[DeviceInfo] = []
     for _, a in sorted(agents.items()):
         if a.get("DeviceType") != "GPU":
             continue

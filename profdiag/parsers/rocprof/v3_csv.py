@@ -23,6 +23,7 @@ from ._common import (
     _num,
     _read_csv,
     _short_names,
+    _strings,
     _times,
     clean_kernel_names,
 )
@@ -152,7 +153,7 @@ def _v3_csv_kernels(df: pd.DataFrame, path: Path, mapping: dict[int, int],
         grid, block = _grid_block(_num(df, "Grid_Size"), one, one, _num(df, "Workgroup_Size"),
                                   one, one)
     stream = _num(df, "Stream_Id") if "Stream_Id" in df.columns else _num(df, "Queue_Id")
-    return _frame(schema.KIND_KERNEL, len(df), name=pd.array(name, dtype="string"),
+    return _frame(schema.KIND_KERNEL, len(df), name=_strings(name),
                   short_name=_short_names(name), start_ns=start, dur_ns=dur, device=device,
                   stream=_int_array(stream),
                   pid=_int_array(_num(df, "Process_Id") if "Process_Id" in df.columns
@@ -177,7 +178,7 @@ def _v3_csv_copies(df: pd.DataFrame, path: Path, mapping: dict[int, int],
     if bytes_col is None:
         warnings.append("rocprofv3 memory copy CSV has no byte counts: copy sizes unknown")
     return _frame(schema.KIND_MEMCPY, len(df),
-                  name=pd.array(_memcpy_name(df["Direction"]), dtype="string"),
+                  name=_strings(_memcpy_name(df["Direction"])),
                   start_ns=start, dur_ns=dur, device=device,
                   stream=_int_array(_num(df, "Stream_Id")),
                   correlation=_int_array(_num(df, "Correlation_Id")),
@@ -189,7 +190,7 @@ def _v3_csv_api(df: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame | None:
     start, dur, _ = _times(df["Start_Timestamp"], df["End_Timestamp"])
     marker = kind == "marker_api_trace"
     out = _frame(schema.KIND_ANNOTATION if marker else schema.KIND_RUNTIME, len(df),
-                 name=pd.array(df["Function"], dtype="string"), start_ns=start, dur_ns=dur,
+                 name=_strings(df["Function"]), start_ns=start, dur_ns=dur,
                  pid=_int_array(_num(df, "Process_Id")), tid=_int_array(_num(df, "Thread_Id")),
                  correlation=None if marker else _int_array(_num(df, "Correlation_Id")))
     if marker:  # roctxMark rows are instants (start == end): not ranges

@@ -18,6 +18,7 @@ from ._common import (
     _memcpy_name,
     _num,
     _short_names,
+    _strings,
     _times,
     clean_kernel_names,
 )
@@ -40,7 +41,7 @@ def _arr(value: Any) -> list[Any]:
 
 def _parse_v3_json(path: Path, runs: list[Any]) -> Trace:
     warnings: list[str] = []
-    frames: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame | None] = []
     devices: list[DeviceInfo] = []
     options: dict[str, Any] = {}
     for run in runs:
@@ -110,8 +111,9 @@ def _v3_json_kernels(recs: list[Any], symbols: dict[int, str], gpu_of: dict[Any,
         di = _obj(r.get("dispatch_info"))
         wg = _obj(di.get("workgroup_size"))
         gs = _obj(di.get("grid_size"))
+        kid = _coerce.int_or_none(di.get("kernel_id"))
         rows.append((
-            symbols.get(_coerce.int_or_none(di.get("kernel_id")), ""),
+            symbols.get(kid, "") if kid is not None else "",
             r.get("start_timestamp"), r.get("end_timestamp"),
             gpu_of.get(_key(_obj(di.get("agent_id")).get("handle"))),
             _obj(r.get("stream_id")).get("handle", _obj(di.get("queue_id")).get("handle")),
@@ -128,7 +130,7 @@ def _v3_json_kernels(recs: list[Any], symbols: dict[int, str], gpu_of: dict[Any,
     start, dur, _ = _times(df["start"], df["end"])
     grid, block = _grid_block(df["gx"], df["gy"], df["gz"], _num(df, "wx"), _num(df, "wy"),
                               _num(df, "wz"))
-    return _frame(schema.KIND_KERNEL, len(df), name=pd.array(name, dtype="string"),
+    return _frame(schema.KIND_KERNEL, len(df), name=_strings(name),
                   short_name=_short_names(name), start_ns=start, dur_ns=dur,
                   device=_int_array(df["dev"]), stream=_int_array(df["stream"]),
                   pid=_int_array(pd.Series(pid, index=df.index)), tid=_int_array(df["tid"]),
@@ -155,7 +157,7 @@ def _v3_json_copies(recs: list[Any], kinds: list[Any], gpu_of: dict[Any, int],
                                      "stream"])
     start, dur, _ = _times(df["start"], df["end"])
     return _frame(schema.KIND_MEMCPY, len(df),
-                  name=pd.array(_memcpy_name(df["dir"]), dtype="string"),
+                  name=_strings(_memcpy_name(df["dir"])),
                   start_ns=start, dur_ns=dur, device=_int_array(df["dev"]),
                   stream=_int_array(df["stream"]),
                   pid=_int_array(pd.Series(pid, index=df.index)), tid=_int_array(df["tid"]),
@@ -179,7 +181,7 @@ def _v3_json_api(recs: list[Any], kinds: list[Any], pid: Any, kind: str,
     df = pd.DataFrame(rows, columns=["name", "start", "end", "tid", "corr"])
     df["name"] = df["name"].map(_coerce.text)
     start, dur, _ = _times(df["start"], df["end"])
-    return _frame(kind, len(df), name=pd.array(df["name"], dtype="string"), start_ns=start,
+    return _frame(kind, len(df), name=_strings(df["name"]), start_ns=start,
                   dur_ns=dur, pid=_int_array(pd.Series(pid, index=df.index)),
                   tid=_int_array(df["tid"]),
                   correlation=_int_array(df["corr"]) if kind == schema.KIND_RUNTIME else None)
