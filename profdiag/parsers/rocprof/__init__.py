@@ -19,7 +19,8 @@ import pandas as pd
 from ...errors import TraceFormatError
 from ...trace import Trace
 from .. import nsys_sqlite as _sql
-from ._common import _csv_flavour, _first_line, clean_kernel_names
+from .._io import Input
+from ._common import _csv_flavour, _first_line, _read_bytes, clean_kernel_names
 from .rocpd import _parse_rocpd
 from .v1_csv import _parse_v1_csv
 from .v1_db import _parse_v1_db
@@ -31,20 +32,21 @@ FORMAT = "rocprof"
 
 
 # ============================================================================ sniffing
-def sniff(path: Path, head: bytes) -> bool:
-    if path.is_dir():
-        return bool(_v3_files(path))
-    if _sql.looks_like_sqlite(head):
-        try:
-            with _sql.open_db(path) as con:
-                return _sqlite_flavour(_sql.table_names(con), con) is not None
-        except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
-            return False
+def sniff(source: Path | Input, head: bytes | None = None) -> bool:
+    with Input.using(source) as src:
+        if src.is_dir:
+            return bool(_v3_files(src.path))
+        head = src.head() if head is None else head
+        if _sql.looks_like_sqlite(head):
+            try:
+                with _sql.open_db(src) as con:
+                    return _sqlite_flavour(_sql.table_names(con), con) is not None
+            except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
+                return False
     text = head.lstrip()
     if text.startswith(b"{"):
         return b'"rocprofiler-sdk-tool"' in head or _is_v1_json_head(head)
     return _csv_flavour(_first_line(head)) is not None
-
 
 
 def _sqlite_flavour(tables: set[str], con: sqlite3.Connection) -> str | None:
@@ -57,39 +59,40 @@ def _sqlite_flavour(tables: set[str], con: sqlite3.Connection) -> str | None:
 
 
 # ============================================================================ parse
-def parse(path: Path) -> Trace:
-    path = Path(path)
+def parse(source: Path | Input) -> Trace:
+    path = source.path if isinstance(source, Input) else Path(source)
     if not path.exists():
         raise TraceFormatError("no such file or directory", str(path))
-    if path.is_dir():
+    with Input.using(source) as src:
+        return _parse(src)
+
+
+def _parse(src: Input) -> Trace:
+    path = src.path
+    if src.is_dir:
         files = _v3_files(path)
         if not files:
             raise TraceFormatError("directory holds no rocprofv3 *_kernel_trace.csv, "
                                    "*_memory_copy_trace.csv or *_api_trace.csv files", str(path))
         return _parse_v3_csv(path, files)
-    head = _read_head(path)
+    head = src.head()
     if _sql.looks_like_sqlite(head):
-        return _parse_sqlite(path)
+        return _parse_sqlite(src)
     if head.lstrip().startswith(b"{"):
-        return _parse_json(path)
+        return _parse_json(src)
     flavour = _csv_flavour(_first_line(head))
     if flavour == "v1":
-        return _parse_v1_csv(path)
+        return _parse_v1_csv(src)
     if flavour is not None:
-        return _parse_v3_csv(path, _v3_siblings(path))
+        return _parse_v3_csv(path, _v3_siblings(path), src)
     raise TraceFormatError("not a rocprof output (expected results.csv/.json/.db, a rocprofv3 "
                            "CSV/JSON or a rocpd database)", str(path))
 
 
-def _read_head(path: Path) -> bytes:
-    from .. import read_head
-    return read_head(path)
-
-
-
 # ============================================================================ JSON dispatch
-def _parse_json(path: Path) -> Trace:
-    raw = _read_bytes(path)
+def _parse_json(src: Input) -> Trace:
+    path = src.path
+    raw = _read_bytes(src)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -102,23 +105,11 @@ def _parse_json(path: Path) -> Trace:
                            "rocprof v1 ('traceEvents') output", str(path))
 
 
-def _read_bytes(path: Path) -> bytes:
-    from ...io import bounded_inflate
-
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        def truncated() -> None:
-            raise TraceFormatError("corrupt or truncated gzip stream", str(path))
-
-        return bounded_inflate(raw, path, on_truncated=truncated)
-    return raw
-
-
-
 # ============================================================================ SQLite: rocpd / v1
-def _parse_sqlite(path: Path) -> Trace:
+def _parse_sqlite(src: Input) -> Trace:
+    path = src.path
     try:
-        with _sql.open_db(path) as con:
+        with _sql.open_db(src) as con:
             tables = _sql.table_names(con)
             flavour = _sqlite_flavour(tables, con)
             if flavour == "rocpd":
@@ -129,7 +120,6 @@ def _parse_sqlite(path: Path) -> Trace:
                                    "rocprof v1 KERN/OPS table)", str(path))
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
         raise _sql._db_error(exc, path) from None
-
 
 
 __all__ = ["FORMAT", "sniff", "parse", "clean_kernel_names"]

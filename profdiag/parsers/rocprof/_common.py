@@ -4,6 +4,7 @@ frames, the CSV header flavour and the rocminfo dump beside v1 outputs."""
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +17,7 @@ from ... import schema
 from ...errors import TraceFormatError
 from ...trace import DeviceInfo, Trace, TraceMeta
 from .. import _coerce
+from .._io import Input
 from ..torch_json import short_name as _short_name
 
 _KD_SUFFIX_RE = re.compile(r"(\s*\[clone \.kd\]|\s*\(\.kd\)|\.kd)$")
@@ -149,13 +151,25 @@ def _missing_columns(path: Path, header: Iterable[str], required: Iterable[str],
         raise TraceFormatError(f"{what} is missing column(s) {', '.join(gone)}", str(path))
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                           skipinitialspace=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"unreadable CSV ({' '.join(str(exc).split())})",
-                               str(path)) from None
+def _read_bytes(src: Input) -> bytes:
+    """The whole content (bounded); a gzip stream that stops early is refused."""
+    def truncated() -> None:
+        raise TraceFormatError("corrupt or truncated gzip stream", str(src.path))
+
+    return src.read_bytes(on_truncated=truncated)
+
+
+def _read_csv(source: Path | Input) -> pd.DataFrame:
+    """A CSV file as strings; gzipped content is inflated by the input layer (bounded),
+    never by pandas (its compression inference is off)."""
+    with Input.using(source) as src:
+        data: Any = io.BytesIO(_read_bytes(src)) if src.compressed else src.path
+        try:
+            return pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""],
+                               skipinitialspace=False, compression=None)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise TraceFormatError(f"unreadable CSV ({' '.join(str(exc).split())})",
+                                   str(src.path)) from None
 
 
 def _sysinfo_devices(path: Path, warnings: list[str]) -> list[DeviceInfo]:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ... import schema
 from ...trace import Trace
+from .._io import Input
 from ._common import (
     _finish,
     _frame,
@@ -54,8 +55,9 @@ def _v1_kernels(df: pd.DataFrame, path: Path, warnings: list[str],
         grid=grid, block=block)
 
 
-def _parse_v1_csv(path: Path) -> Trace:
-    df = _read_csv(path)
+def _parse_v1_csv(src: Input) -> Trace:
+    path = src.path
+    df = _read_csv(src)
     warnings: list[str] = []
     kernels = _v1_kernels(df, path, warnings)
     devices = _sysinfo_devices(path, warnings)

@@ -12,6 +12,7 @@ import pandas as pd
 from ... import schema
 from ...errors import TraceFormatError
 from ...trace import DeviceInfo, Trace
+from .._io import Input
 from ._common import (
     _csv_flavour,
     _finish,
@@ -103,7 +104,9 @@ _V3_COPY_REQUIRED = ("Direction", "Start_Timestamp", "End_Timestamp")
 _V3_API_REQUIRED = ("Function", "Start_Timestamp", "End_Timestamp")
 
 
-def _parse_v3_csv(path: Path, files: dict[str, Path]) -> Trace:
+def _parse_v3_csv(path: Path, files: dict[str, Path], src: Input | None = None) -> Trace:
+    """The rocprofv3 CSVs ``files`` (keyed 'dir/prefix|kind'); ``src`` is the run's Input
+    when one of them is the file given."""
     warnings: list[str] = []
     frames: list[pd.DataFrame | None] = []
     devices: list[DeviceInfo] = []
@@ -119,7 +122,7 @@ def _parse_v3_csv(path: Path, files: dict[str, Path]) -> Trace:
         for kind, p in sorted(parts.items()):
             if kind == "agent_info":
                 continue
-            df = _read_csv(p)
+            df = _read_csv(src if src is not None and p == src.path else p)
             flavour = _csv_flavour(list(df.columns))
             if kind == "single":
                 kind = {"kernel_trace": "kernel_trace", "memory_copy_trace": "memory_copy_trace",
