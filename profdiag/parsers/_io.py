@@ -17,9 +17,15 @@ one ``Inflater`` (one pass of zlib over the compressed bytes, against the
 Only the rare Kineto layout the streamer hands back to the whole-document reader inflates a
 second time (the streamed blocks are not kept: memory stays bounded).
 
-How a damaged stream ends is the consumer's choice (a JSON trace is salvaged with a
-warning, an SQLite export is refused): the inflater records it (``truncated``, ``error``)
-and raises only when nothing at all could be inflated is decided by the caller too.
+How a damaged stream ends is each view's policy, kept from the readers it replaced: the
+inflater only records it (``truncated``, ``error``, ``produced``). ``blocks`` salvages with
+a warning (the Kineto streamer), ``read_bytes`` calls the caller's ``on_truncated`` (the
+torch parser warns, rocprof refuses), ``sqlite_file`` refuses, and a stream of which
+nothing inflates is a ``corrupt gzip stream`` error everywhere. The size bound
+(``InflateBudget``) is raised by the inflater itself, whichever view asked.
+
+``read_report_json`` is the one report sniffer (gate, compare, index): which JSON files may
+be a profdiag report rather than a trace.
 """
 
 from __future__ import annotations
