@@ -62,7 +62,7 @@ def test_a_compressed_trace_is_inflated_once_per_parse(path, fmt, inflations, pr
     assert list(private_tmp.iterdir()) == []  # the SQLite copy went with the parse
 
 
-@pytest.mark.parametrize("path", [TORCH_GZ, ROCPD_GZ], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [TORCH_GZ, NSYS_GZ, ROCPD_GZ], ids=lambda p: p.name)
 def test_one_inflation_for_a_whole_report_run(path, inflations, private_tmp, tmp_path, capsys):
     """Through the CLI (option checks, sniffing, parsing, diagnosis, writing): still one."""
     out = tmp_path / "r.json"
