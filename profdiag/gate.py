@@ -20,7 +20,6 @@ from statistics import median
 from typing import Any, TypeAlias, TypeGuard, cast
 
 import msgspec
-import orjson
 
 from . import report_model
 from .errors import EXIT_GATE_FAILED, EXIT_OK, RulesError, TraceFormatError, UsageError
@@ -39,7 +38,6 @@ CATEGORIES = ("compute", "memory", "normalization", "elementwise", "communicatio
 KERNEL_COUNT_MODES = ("exact", "tolerance", "off")
 POLICY_FILE = "policy.toml"
 RESULT_SCHEMA_VERSION = 1
-REPORT_SNIFF_BYTES = 1 << 20  # a JSON report is small; a trace shows "traceEvents" early
 
 
 # ------------------------------------------------------------------------------------ policy
@@ -250,22 +248,15 @@ def read_report(path: str | Path) -> dict[str, Any] | None:
     """The dict of a `profdiag report -f json` file, or None when ``path`` is not one.
 
     Detected by content: a JSON object with ``schema_version`` and ``mode`` (and no
-    ``traceEvents``). Gzipped files and files showing ``"traceEvents"`` early are traces.
+    ``traceEvents``), read by the one report sniffer (profdiag.parsers._io.read_report_json:
+    gzipped files, files showing ``"traceEvents"`` early and files past 64 MiB are traces).
     A report this version cannot read (newer schema, a value of the wrong type) raises
     TraceFormatError naming the file and the JSON path.
     """
+    from .parsers._io import read_report_json
+
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(REPORT_SNIFF_BYTES)
-    except OSError:
-        return None
-    if head[:2] == b"\x1f\x8b" or head.lstrip()[:1] != b"{" or b'"traceEvents"' in head:
-        return None
-    try:
-        data = orjson.loads(p.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
+    data = read_report_json(p)
     if not isinstance(data, dict) or "schema_version" not in data or "mode" not in data:
         return None
     if "traceEvents" in data:

@@ -49,6 +49,12 @@ def dtype_size(text: str | None) -> float | None:
     return None if key is None else DTYPE_BYTES[key]
 
 
+def dtype_of_size(size: float | None) -> str | None:
+    """The table's first dtype of ``size`` bytes per element (4 -> 'fp32', 2 -> 'bf16',
+    1 -> 'fp8', 0.5 -> 'fp4'), None when no dtype has that size."""
+    return next((k for k, v in DTYPE_BYTES.items() if v == size), None)
+
+
 # Spellings seen in traces (torch "Input type", numpy/torch dtype names) -> table dtype key.
 _DTYPE_ALIASES: dict[str, str] = {
     "c10::bfloat16": "bf16",

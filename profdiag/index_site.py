@@ -32,7 +32,6 @@ CHARTS: list[tuple[str, str, str]] = [
     ("category.compute", "Compute share", "%"),
 ]
 TRACE_SUFFIXES = (".json", ".json.gz", ".gz", ".sqlite", ".csv", ".nsys-rep")
-REPORT_SNIFF_MAX_BYTES = 64 << 20  # larger .json files are traces, not reports
 SIDECARS = {"manifest.json"}  # capture manifests beside traces: read by the diagnosis itself
 
 
@@ -95,14 +94,11 @@ def _candidates(directory: Path, exclude: Path | None) -> list[Path]:
 
 def _read_report(path: Path) -> dict[str, Any] | None:
     """A JSON report (or a history run with its `diagnosis`) if ``path`` is one, else None."""
-    if not path.name.lower().endswith(".json") or path.stat().st_size > REPORT_SNIFF_MAX_BYTES:
-        return None
-    import orjson
+    from .parsers._io import read_report_json
 
-    try:
-        obj = orjson.loads(path.read_bytes())
-    except (orjson.JSONDecodeError, OSError):
+    if not path.name.lower().endswith(".json"):
         return None
+    obj = read_report_json(path)
     if is_diagnosis(obj):
         return {"diagnosis": obj}
     if isinstance(obj, Mapping) and is_diagnosis(obj.get("diagnosis")):

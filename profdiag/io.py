@@ -8,7 +8,8 @@
   report is written whole (temporary file in the same directory, then rename) or not at all.
 * Inflation bounds (``InflateBudget``): gzip content is inflated against a size cap
   (``--max-inflated-size`` / ``$PROFDIAG_MAX_INFLATED_SIZE``) so a decompression bomb ends in
-  a one-line error instead of filling memory or the disk.
+  a one-line error instead of filling memory or the disk. The one inflater that counts
+  against it is ``profdiag.parsers._io.Inflater``, reached through the run's ``Input``.
 
 docs/security.md describes what profdiag trusts and what it bounds.
 """
@@ -21,7 +22,6 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from .errors import OutputError, ProfdiagError, TraceFormatError, UsageError
@@ -326,40 +326,3 @@ class InflateBudget:
                    "compressed size (a decompression bomb?)")
         return (f"gzip content inflates past {why}; if the trace is genuine, raise the bound "
                 "with --max-inflated-size (e.g. --max-inflated-size 64G)")
-
-
-def bounded_inflate(raw: bytes, path: str | os.PathLike[str],
-                    on_truncated: Callable[[], None] | None = None) -> bytes:
-    """Inflate a whole gzip file held in memory (all members) against an InflateBudget.
-
-    A truncated stream returns what could be inflated and calls ``on_truncated``; a stream
-    of which nothing inflates is a TraceFormatError."""
-    import zlib
-
-    budget = InflateBudget(path, len(raw))
-    out: list[bytes] = []
-    rest = raw
-    while rest[:2] == b"\x1f\x8b":
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        tail = rest
-        try:
-            while tail and not d.eof:
-                chunk = d.decompress(tail, 1 << 22)
-                budget.add(len(chunk))
-                out.append(chunk)
-                tail = d.unconsumed_tail
-        except zlib.error as exc:
-            if not out:
-                raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-            if on_truncated:
-                on_truncated()
-            break
-        if not d.eof:
-            if not any(out):
-                raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
-                                       str(path))
-            if on_truncated:
-                on_truncated()
-            break
-        rest = d.unused_data.lstrip(b"\x00")
-    return b"".join(out)

@@ -106,12 +106,17 @@ def _json_default(obj: Any) -> Any:
 def _load_original(path: str) -> dict[str, Any] | None:
     import orjson
 
+    from .errors import TraceFormatError
+    from .parsers._io import Input
+
+    def truncated() -> None:
+        raise TraceFormatError("truncated gzip stream", path)
+
     try:
-        raw = Path(path).read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with Input(path) as src:  # bounded, like every trace read
+            raw = src.read_bytes(on_truncated=truncated)
         doc = orjson.loads(raw)
-    except (OSError, EOFError, orjson.JSONDecodeError, gzip.BadGzipFile):
+    except (OSError, TraceFormatError, orjson.JSONDecodeError):
         return None
     if isinstance(doc, list):
         return {"traceEvents": doc}

@@ -45,7 +45,7 @@ from .gemm import (
     gemm_shape as _gemm_shape,
     prod as _prod,
 )
-from .hardware import DTYPE_BYTES, GpuSpec, normalize_dtype
+from .hardware import DTYPE_BYTES, GpuSpec, dtype_of_size, normalize_dtype
 from .modelspec import ModelDims, ModelSpec
 
 Bound = Literal["memory", "compute"]
@@ -624,9 +624,6 @@ def summarise(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- speed of light
 
-_BYTES_TO_DTYPE = {4: "fp32", 2: "bf16", 1: "fp8", 0.5: "fp4"}
-
-
 @dataclass(frozen=True)
 class StepLight:
     """The speed of light of one step (see :func:`step_speed_of_light`)."""
@@ -776,7 +773,7 @@ def speed_of_light_steps(
     ctxs = [int(context)] * len(times) if isinstance(context, (int, np.integer)) else list(context)
     if len(ctxs) != len(times):
         raise UsageError(f"{len(ctxs)} context values for {len(times)} steps")
-    dt = dtype or _BYTES_TO_DTYPE.get(dtype_bytes, "bf16")
+    dt = dtype or dtype_of_size(dtype_bytes) or "bf16"
 
     rows: list[dict[str, Any]] = []
     for i, (t_ns, ctx) in enumerate(zip(times, ctxs)):

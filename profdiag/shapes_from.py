@@ -12,7 +12,6 @@ every replayed step).
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,17 +56,23 @@ def reference(path: str | Path, batch: int | None = None) -> Reference:
     ``capture_<N>_...`` ranges, the one whose N equals ``batch`` (the replayed step's tokens)
     is used.
     """
+    from .parsers._io import Input
+
     p = Path(path)
+
+    def truncated() -> None:
+        raise TraceFormatError("truncated gzip stream", str(p))
+
     try:
-        raw = p.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with Input(p) as src:  # inflated against the --max-inflated-size bound
+            raw = src.read_bytes(on_truncated=truncated)
         doc = orjson.loads(raw)
     except OSError as exc:
         raise UsageError(f"cannot read --shapes-from trace: {exc.strerror}", str(p)) from None
-    except (orjson.JSONDecodeError, EOFError, gzip.BadGzipFile) as exc:
+    except (orjson.JSONDecodeError, TraceFormatError) as exc:
+        why = exc.message if isinstance(exc, TraceFormatError) else exc
         raise TraceFormatError("--shapes-from needs a PyTorch profiler JSON trace "
-                               f"(record_shapes=True): {exc}", str(p)) from None
+                               f"(record_shapes=True): {why}", str(p)) from None
     events = doc.get("traceEvents") if isinstance(doc, dict) else doc
     if not isinstance(events, list):
         raise TraceFormatError("--shapes-from needs a PyTorch profiler JSON trace "

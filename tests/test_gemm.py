@@ -132,3 +132,26 @@ def test_lm_head_inference_reads_weight_kn():
     steps = context.infer_steps(work)
     # lm_head calls at 10 and 30: forward 0 = [0, 11), forward 1 = [11, 31)
     assert steps[["start_ns", "end_ns"]].values.tolist() == [[0, 11], [11, 31]]
+
+
+def test_dtype_of_size_inverts_the_one_table():
+    """roofline's default dtype from a byte width is read from hardware.DTYPE_BYTES too
+    (it held its own {4: fp32, 2: bf16, 1: fp8, 0.5: fp4})."""
+    assert [hardware.dtype_of_size(s) for s in (4, 2, 1, 0.5, 8, 3, None)] == [
+        "fp32", "bf16", "fp8", "fp4", "fp64", None, None]
+    assert rl.dtype_of_size is hardware.dtype_of_size
+    assert all(hardware.DTYPE_BYTES[hardware.dtype_of_size(v)] == v
+               for v in hardware.DTYPE_BYTES.values())
+
+
+def test_no_second_dtype_size_table_in_the_code():
+    import re
+    from pathlib import Path
+
+    # {"bf16": 2, ...} or its inverse {2: "bf16", ...}
+    table = re.compile(r"""["'](?:bf16|bfloat16|fp16|float16|half)["']\s*:\s*2\b"""
+                       r"""|\b2\s*:\s*["'](?:bf16|bfloat16|fp16|float16|half)["']""")
+    root = Path(hardware.__file__).parent
+    found = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if p.name != "hardware.py" and table.search(p.read_text())]
+    assert found == []

@@ -14,12 +14,11 @@ are reported with ``StreamUnsupported`` so the caller can use the whole-document
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,9 +26,9 @@ import orjson
 
 from .. import schema
 from ..errors import TraceFormatError
+from ._io import Input
 
 CHUNK_BYTES = 16 << 20
-GZ_READ_BYTES = 1 << 20
 HEAD_SEARCH_LIMIT = 64 << 20
 MISS = -(2**63)  # "no value" in int64 columns (the Int64 mask is built from it)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -507,61 +506,7 @@ class Extractor:
 
 # ---------------------------------------------------------------------------------------
 # decompressed byte blocks
-
-def _plain_blocks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    while True:
-        block = fh.read(CHUNK_BYTES)
-        if not block:
-            return
-        if progress:
-            progress(len(block))
-        yield block
-
-
-def _gz_blocks(fh: BinaryIO, path: Path, warnings: list[str],
-               progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """Inflate a gzip file (one or several members) incrementally."""
-    from ..io import InflateBudget
-
-    budget = InflateBudget(path)
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    produced = False
-    comp = b""
-    while True:
-        if not comp:
-            comp = fh.read(GZ_READ_BYTES)
-            if progress and comp:
-                progress(len(comp))
-            if not comp:
-                if not d.eof:
-                    if not produced:
-                        raise TraceFormatError("corrupt gzip stream (nothing could be inflated)",
-                                               str(path))
-                    warnings.append("gzip stream is truncated; read what could be inflated")
-                return
-        try:
-            out = d.decompress(comp, CHUNK_BYTES)
-        except zlib.error as exc:
-            if not produced:
-                raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-            warnings.append(f"gzip stream is truncated or corrupt ({exc}); "
-                            "read what could be inflated")
-            return
-        comp = d.unconsumed_tail
-        if out:
-            budget.add(len(out))
-            produced = True
-            yield out
-        if d.eof:
-            rest = d.unused_data + comp
-            if not rest.strip(b"\x00"):
-                rest = fh.read(GZ_READ_BYTES)
-                if not rest.strip(b"\x00"):
-                    return
-            if rest[:2] != b"\x1f\x8b":
-                return  # trailing garbage after the gzip member: ignore like gzip(1)
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            comp = rest
+# (plain and gzipped files are read, and inflated once, by the run's _io.Input)
 
 
 # ---------------------------------------------------------------------------------------
@@ -594,18 +539,12 @@ def _last_boundaries(buf: bytearray, lo: int, limit: int = 4) -> list[re.Match[b
         window *= 4
 
 
-def stream(path: Path, progress: Callable[[int], None] | None = None) -> StreamResult:
+def stream(path: Path | Input, progress: Callable[[int], None] | None = None) -> StreamResult:
     """Parse the events of a Kineto JSON file piece by piece."""
     warnings: list[str] = []
-    fh = open(path, "rb")
-    try:
-        magic = fh.read(2)
-        fh.seek(0)
-        blocks = (_gz_blocks(fh, path, warnings, progress) if magic == b"\x1f\x8b"
-                  else _plain_blocks(fh, progress))
-        return _stream_blocks(blocks, path, warnings)
-    finally:
-        fh.close()
+    with Input.using(path) as src:
+        blocks = src.blocks(warnings, progress, CHUNK_BYTES)
+        return _stream_blocks(blocks, src.path, warnings)
 
 
 def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> StreamResult:

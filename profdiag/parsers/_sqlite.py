@@ -11,28 +11,23 @@ A trace's SQLite file is input from someone else, so it is read as data only:
   temporary directory and opened there, so the rows in the WAL are read and the user's
   directory is left untouched (``immutable=1`` would skip them);
 * a gzipped file is inflated against the InflateBudget of profdiag.io, once per
-  ``session()`` (profdiag.parsers.parse opens one around sniffing and parsing), into a
-  temporary file removed when the session ends, at exit and on SIGTERM; stale copies of dead
-  processes are removed on the next inflation.
+  ``_io.Input`` (profdiag.parsers.parse makes one for sniffing and parsing), into a
+  temporary file removed when the Input closes, at exit and on SIGTERM; stale copies of dead
+  processes are removed on the next inflation (the WAL copy and the inflation live in
+  ``_io``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import errno
-import glob
 import os
 import re
-import shutil
 import sqlite3
-import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import OutputError, TraceFormatError
+from ._io import Input
 
 # Longest string or blob a query may produce (a 1 MB kernel name is fine; a 1 GB
 # printf() is not).
@@ -42,7 +37,6 @@ MAX_VALUE_BYTES = 64 << 20
 _TICK = 100_000
 WORK_SECONDS_MIN = 120.0
 
-_TMP_PREFIX = "profdiag-"
 
 
 class SafeConnection(sqlite3.Connection):
@@ -148,177 +142,16 @@ def columns(con: sqlite3.Connection, table: str) -> set[str]:
 
 
 # ---------------------------------------------------------------- files: gzip and WAL
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _identity(path: Path) -> tuple[int, int, int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-# one materialised copy per process: identity of the source -> (plain path, cleanup path)
-_CACHE: dict[tuple[int, int, int, int], tuple[Path, Path]] = {}
-_ATEXIT = False
-
-
-def _drop_cache() -> None:
-    while _CACHE:
-        _, (_, victim) = _CACHE.popitem()
-        with contextlib.suppress(OSError):
-            if victim.is_dir():
-                shutil.rmtree(victim, ignore_errors=True)
-            else:
-                os.unlink(victim)
-
-
-def _remember(key: tuple[int, int, int, int], plain: Path, victim: Path) -> None:
-    global _ATEXIT
-    _drop_cache()
-    _CACHE[key] = (plain, victim)
-    if not _ATEXIT:
-        atexit.register(_drop_cache)
-        _ATEXIT = True
-
-
-def _clean_stale() -> None:
-    """Remove temp copies left by profdiag processes that died (SIGKILL, power loss)."""
-    for victim in glob.glob(os.path.join(tempfile.gettempdir(), _TMP_PREFIX + "*-*")):
-        m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", os.path.basename(victim))
-        if not m or int(m.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # still running
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        with contextlib.suppress(OSError):
-            if os.path.isdir(victim):
-                shutil.rmtree(victim, ignore_errors=True)
-            else:
-                os.unlink(victim)
-
-
-def _tmp_error(exc: OSError) -> OutputError:
-    where = tempfile.gettempdir()
-    if exc.errno == errno.ENOSPC:
-        return OutputError("no space left to inflate the trace into the temporary directory "
-                           "(set TMPDIR to a larger disk)", where)
-    return OutputError(f"cannot write a temporary copy: {exc.strerror or exc}", where)
-
-
-def _inflate(path: Path) -> Path:
-    from ..io import InflateBudget
-
-    _clean_stale()
-    budget = InflateBudget(path)
-    try:
-        fd, tmp = tempfile.mkstemp(suffix=".sqlite", prefix=f"{_TMP_PREFIX}{os.getpid()}-")
-    except OSError as exc:
-        raise _tmp_error(exc) from None
-    try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as fh:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            produced = 0
-            while not d.eof:
-                comp = d.unconsumed_tail or fh.read(1 << 20)
-                if not comp:
-                    raise TraceFormatError(
-                        "truncated gzip stream: the compressed SQLite export is incomplete "
-                        f"(inflated {produced} bytes before the end)", str(path))
-                try:
-                    chunk = d.decompress(comp, 1 << 22)
-                except zlib.error as exc:
-                    raise TraceFormatError(f"corrupt gzip stream ({exc})", str(path)) from None
-                budget.add(len(chunk))
-                produced += len(chunk)
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise _tmp_error(exc) from None
-            # bytes after the member (trailing junk, padding) are ignored like gzip(1) does
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return Path(tmp)
-
-
-def _wal_copy(path: Path) -> Path:
-    _clean_stale()
-    try:
-        folder = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-wal-"))
-    except OSError as exc:
-        raise _tmp_error(exc) from None
-    target = folder / "trace.sqlite"
-    try:
-        shutil.copyfile(path, target)
-        shutil.copyfile(str(path) + "-wal", str(target) + "-wal")
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise _tmp_error(exc) from None
-    return target
-
-
-def _has_wal(path: Path) -> bool:
-    try:
-        return os.path.getsize(str(path) + "-wal") > 0
-    except OSError:
-        return False
-
-
-_SESSION_DEPTH = 0
-
-
 @contextlib.contextmanager
-def session() -> Iterator[None]:
-    """Within a session (profdiag.parsers.parse: sniff, then parse) a gzipped file is
-    inflated once and its copy kept until the session ends; outside one, each use
-    inflates and removes its own copy."""
-    global _SESSION_DEPTH
-    _SESSION_DEPTH += 1
-    try:
-        yield
-    finally:
-        _SESSION_DEPTH -= 1
-        if _SESSION_DEPTH == 0:
-            _drop_cache()
-
-
-@contextlib.contextmanager
-def sqlite_file(path: Path) -> Iterator[tuple[Path, bool]]:
+def sqlite_file(path: Path | Input) -> Iterator[tuple[Path, bool]]:
     """Yield (plain SQLite path, immutable?) for ``path``: itself, a WAL copy, or the
-    (bounded) inflation of a gzipped file."""
-    path = Path(path)
-    gz = _is_gzip(path)
-    if not gz and not _has_wal(path):
-        yield path, True
-        return
-    key = _identity(path)
-    if key in _CACHE:
-        yield _CACHE[key][0], gz
-        return
-    plain = _inflate(path) if gz else _wal_copy(path)
-    victim = plain if gz else plain.parent
-    if _SESSION_DEPTH:
-        _remember(key, plain, victim)
-        yield plain, gz
-        return
-    try:
-        yield plain, gz
-    finally:
-        with contextlib.suppress(OSError):
-            if gz:
-                os.unlink(victim)
-            else:
-                shutil.rmtree(victim, ignore_errors=True)
+    (bounded) inflation of a gzipped file -- made once per Input (profdiag.parsers._io)."""
+    with Input.using(path) as src:
+        yield src.sqlite_file()
 
 
 @contextlib.contextmanager
-def open_db(path: Path) -> Iterator[SafeConnection]:
+def open_db(path: Path | Input) -> Iterator[SafeConnection]:
     with sqlite_file(path) as (plain, immutable):
         try:
             size = os.path.getsize(plain)

@@ -24,6 +24,7 @@ from .. import schema
 from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
 from . import _coerce
+from ._io import Input
 from ._sqlite import bound_message, columns, connect, open_db, sqlite_file, table_names  # noqa: F401 (re-exported for the rocprof parser)
 
 FORMAT = "nsys"
@@ -71,24 +72,30 @@ def _is_nsys_tables(tables: set[str]) -> bool:
 
 
 # ---------------------------------------------------------------------------- sniff
-def sniff(path: Path, head: bytes) -> bool:
+def sniff(source: Path | Input, head: bytes | None = None) -> bool:
     """SQLite with nsys tables (StringIds, CUPTI_ACTIVITY_KIND_*, TARGET_INFO_*), or a .nsys-rep."""
-    if looks_like_sqlite(head):
-        try:
-            with open_db(path) as con:
-                return _is_nsys_tables(table_names(con))
-        except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
-            return False
-    return path.suffix == ".nsys-rep" and path.is_file()
+    with Input.using(source) as src:
+        if looks_like_sqlite(src.head() if head is None else head):
+            try:
+                with open_db(src) as con:
+                    return _is_nsys_tables(table_names(con))
+            except (sqlite3.Error, OSError):  # a bomb or truncated gzip is reported
+                return False
+        return src.path.suffix == ".nsys-rep" and src.path.is_file()
 
 
 # ---------------------------------------------------------------------------- parse
-def parse(path: Path) -> Trace:
-    path = Path(path)
+def parse(source: Path | Input) -> Trace:
+    with Input.using(source) as src:
+        return _parse(src)
+
+
+def _parse(src: Input) -> Trace:
+    path = src.path
     if path.suffix == ".nsys-rep" and not _starts_with_sqlite(path):
         return _parse_report(path)
     try:
-        with open_db(path) as con:
+        with open_db(src) as con:
             return _parse_connection(con, path)
     except sqlite3.DatabaseError as exc:
         raise _db_error(exc, path) from None

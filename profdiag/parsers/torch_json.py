@@ -25,6 +25,7 @@ from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
 from . import _kineto_fast as _fast
+from ._io import Input
 
 FORMAT = "torch"
 
@@ -36,8 +37,11 @@ _TEMPLATE_RE = re.compile(r"^(?:void\s+)?([^<(]+)")
 _SALVAGE_TRIES = 400
 
 
-def sniff(path: Path, head: bytes) -> bool:
+def sniff(source: Path | Input, head: bytes | None = None) -> bool:
     """A JSON object holding "traceEvents", or a JSON array of Chrome trace events."""
+    if head is None:
+        with Input.using(source) as src:
+            head = src.head()
     text = head.lstrip()
     if text.startswith(b"{"):
         if _ROCPROF_V1_HEAD.match(text[:64]) and (b'"GPU' in head or b'"COPY"' in head
@@ -51,16 +55,11 @@ def sniff(path: Path, head: bytes) -> bool:
     return False
 
 
-def _read_bytes(path: Path) -> tuple[bytes, list[str]]:
+def _read_bytes(src: Input) -> tuple[bytes, list[str]]:
     """Whole decompressed content (bounded, see profdiag.io.InflateBudget); a truncated
     gzip stream yields what could be read."""
-    from ..io import bounded_inflate
-
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw, []
     warnings: list[str] = []
-    data = bounded_inflate(raw, path, on_truncated=lambda: warnings.append(
+    data = src.read_bytes(on_truncated=lambda: warnings.append(
         "gzip stream is truncated; read what could be inflated"))
     return data, warnings
 
@@ -82,9 +81,10 @@ def _salvage(data: bytes) -> Any | None:
     return None
 
 
-def _load_json(path: Path) -> tuple[Any, list[str], bool]:
+def _load_json(src: Input) -> tuple[Any, list[str], bool]:
     """(document, warnings, salvaged)."""
-    data, warnings = _read_bytes(path)
+    path = src.path
+    data, warnings = _read_bytes(src)
     if data[:3] == b"\xef\xbb\xbf":
         data = data[3:]  # a UTF-8 byte order mark
     if not data.strip():
@@ -157,7 +157,7 @@ def short_name(name: str) -> str:
     return m.group(1).strip() if m else name
 
 
-def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
+def parse(path: Path | Input, progress: Callable[[int], None] | None = None) -> Trace:
     """Parse a Kineto trace into the canonical table; raise TraceFormatError if it is not one.
 
     ``progress`` (default: the active profdiag.progress reporter, if any) is called with the
@@ -167,12 +167,14 @@ def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
         from ..progress import current_callback
 
         progress = current_callback()
-    try:
-        result = _fast.stream(path, progress)
-        extractor, top, warnings, salvaged = (
-            result.extractor, result.top, result.warnings, result.salvaged)
-    except _fast.StreamUnsupported:
-        extractor, top, warnings, salvaged = _parse_document(path)
+    with Input.using(path) as src:
+        path = src.path
+        try:
+            result = _fast.stream(src, progress)
+            extractor, top, warnings, salvaged = (
+                result.extractor, result.top, result.warnings, result.salvaged)
+        except _fast.StreamUnsupported:
+            extractor, top, warnings, salvaged = _parse_document(src)
     cols = extractor.cols
     if cols.bad:
         warnings.append(f"{cols.bad} events without a usable ts/dur were skipped")
@@ -187,9 +189,10 @@ def parse(path: Path, progress: Callable[[int], None] | None = None) -> Trace:
     return Trace(frame, meta)
 
 
-def _parse_document(path: Path) -> tuple[_fast.Extractor, dict[str, Any], list[str], bool]:
+def _parse_document(src: Input) -> tuple[_fast.Extractor, dict[str, Any], list[str], bool]:
     """Whole-document path for layouts the streamer does not handle (and hostile input)."""
-    doc, warnings, salvaged = _load_json(path)
+    path = src.path
+    doc, warnings, salvaged = _load_json(src)
     if isinstance(doc, list):
         events, top = doc, {}
     elif isinstance(doc, dict) and isinstance(doc.get("traceEvents"), list):
