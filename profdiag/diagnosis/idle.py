@@ -338,6 +338,49 @@ class _HostIndex:
         return np.concatenate((li, si))
 
 
+    def overlapping_many(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """overlapping(a[i], b[i]) of every stretch at once, as (offsets, positions): the
+        positions of stretch i are ``positions[offsets[i]:offsets[i + 1]]``, in the order
+        overlapping gives (long events, then short ones, each by position).
+
+        Events are taken in classes of duration (powers of two): an event of a class can only
+        overlap [a, b) when it starts in [a - the class's longest duration, b), a range found
+        by a sorted search per class and stretch; the candidates are then kept when they end
+        after a. The work is the candidates', not a pass over the events per stretch."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        dur = self.end - self.start
+        klass = np.zeros(len(dur), dtype=np.int64)
+        klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
+        gap_of: list[np.ndarray] = []
+        pos_of: list[np.ndarray] = []
+        for k in np.unique(klass):
+            members = np.flatnonzero(klass == k)  # by position: by start
+            starts = self.start[members]
+            longest = int(dur[members].max())
+            lo = np.searchsorted(starts, a - longest, "left")
+            hi = np.searchsorted(starts, b, "left")
+            n = hi - lo
+            if not n.sum():
+                continue
+            gap = np.repeat(np.arange(len(a)), n)
+            at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+            cand = members[at]
+            keep = self.end[cand] > a[gap]
+            gap_of.append(gap[keep])
+            pos_of.append(cand[keep])
+        if not gap_of:
+            return np.zeros(len(a) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        gap = np.concatenate(gap_of)
+        pos = np.concatenate(pos_of)
+        is_short = dur[pos] < self.short_max
+        order = np.lexsort((pos, is_short, gap))
+        gap, pos = gap[order], pos[order]
+        offsets = np.zeros(len(a) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(gap, minlength=len(a)), out=offsets[1:])
+        return offsets, pos
+
+
 def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
     for c in rules.causes:
         if c.pattern is not None and (c.inside or not inside) and c.pattern.search(name):
@@ -346,9 +389,13 @@ def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
 
 
 def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
-              cover: float) -> tuple[str, str, str]:
-    """(cause, op, context) of the host-wait stretch [a, b)."""
-    pos = hix.overlapping(a, b)
+              cover: float, pos: np.ndarray | None = None) -> tuple[str, str, str]:
+    """(cause, op, context) of the host-wait stretch [a, b); ``pos``: the host events
+    overlapping it when already known (overlapping_many)."""
+    if pos is None:
+        pos = hix.overlapping(a, b)
+    if not len(pos):
+        return "unexplained", "", ""
     if tid >= 0:
         same = pos[(hix.tid[pos] == tid) | (hix.tid[pos] < 0)]
         pos = same if len(same) else pos
@@ -442,18 +489,26 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g_kw = g["kernel_wait_ns"].to_numpy().copy()
     g_tid = g["launch_tid"].to_numpy()
     blocking = {c.id for c in rules.causes if c.blocking}
-    for i in np.flatnonzero(want):
+    chosen = np.flatnonzero(want)
+    # the host events overlapping every stretch, found for all of them at once
+    offsets, flat = hix.overlapping_many(g_start[chosen], g_start[chosen] + g_hw[chosen])
+    for j, i in enumerate(chosen.tolist()):
         a = int(g_start[i])
         b = a + int(g_hw[i])
-        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover,
+                                            flat[offsets[j]:offsets[j + 1]])
         if cause[i] == "unexplained" and b - a < unexplained_min:
             cause[i] = "launch_gaps"  # host work between launches that the trace does not name
     # A long GPU-side wait while the host sat in a blocking call (the queued work waited on a
     # copy or event the host drives): host wait too, attributed to that call.
-    for i in np.flatnonzero((g_kw >= min_gap) & bool(blocking)):
+    chosen = np.flatnonzero((g_kw >= min_gap) & bool(blocking))
+    offsets, flat = hix.overlapping_many(g_start[chosen] + g_hw[chosen],
+                                         g_start[chosen] + g_hw[chosen] + g_kw[chosen])
+    for j, i in enumerate(chosen.tolist()):
         a = int(g_start[i] + g_hw[i])
         b = a + int(g_kw[i])
-        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover,
+                            flat[offsets[j]:offsets[j + 1]])
         if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
             cause[i], op[i], ctx[i] = c, o, x
             g_hw[i] += g_kw[i]
