@@ -36,6 +36,9 @@ ALL_KINDS = (
     KIND_PYTHON,
 )
 
+# the dtype of the kind column
+KIND_DTYPE = pd.CategoricalDtype(list(ALL_KINDS))
+
 # column -> (dtype, description). Order is the canonical column order.
 COLUMNS: dict[str, tuple[str, str]] = {
     "name": ("string", "event name; for kernels the demangled name"),
@@ -97,7 +100,7 @@ def _missing(dtype: str, n: int) -> Any:
     if dtype == "boolean":
         return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
     if dtype == "category":
-        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(ALL_KINDS))
+        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=KIND_DTYPE)
     return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype=dtype).array
 
 
@@ -162,7 +165,7 @@ def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
             data[col] = np.concatenate([np.asarray(a) for a in arrays])[order]
         elif dtype == "category":
             codes = np.concatenate([a.codes for a in arrays])[order]
-            data[col] = pd.Categorical.from_codes(codes, categories=list(ALL_KINDS))
+            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE)
         else:
             data[col] = type(arrays[0])._concat_same_type(arrays).take(order)
         del arrays

@@ -123,7 +123,7 @@ def _starts_with_sqlite(path: Path) -> bool:
         return fh.read(16) == SQLITE_MAGIC
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
 
@@ -311,8 +311,9 @@ def _coded_strings(codes: np.ndarray, values: list[str | None]
     index = pa.array(codes.astype(np.int32), mask=~valid)
     text = pa.array([v if v is not None else "" for v in values], type=pa.string())
     arr = pa.DictionaryArray.from_arrays(index, text).dictionary_decode()
-    return pd.array(pd.arrays.ArrowStringArray(pa.chunked_array([arr], type=pa.string())),
-                    dtype="string")
+    out: pd.api.extensions.ExtensionArray = pd.arrays.ArrowStringArray(
+        pa.chunked_array([arr], type=pa.string()))
+    return out
 
 
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
@@ -329,7 +330,7 @@ def _tid(expr: str) -> str:
 
 
 def _ints(df: pd.DataFrame, col: str) -> Any:
-    return pd.array(pd.to_numeric(df[col], errors="coerce"), dtype="Int64") if len(df) else []
+    return pd.to_numeric(df[col], errors="coerce").astype("Int64").array if len(df) else []
 
 
 def _base(df: pd.DataFrame, kind: str, name: Any) -> dict[str, Any]:
@@ -405,14 +406,14 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
                                          db.id_names(K_KERNEL, "k", "shortName"))
     cols = _base(df, schema.KIND_KERNEL, df["name"])
     cols.update(
-        short_name=pd.array(df["short_name"], dtype="string"),
+        short_name=df["short_name"].astype("string").array,
         device=_ints(df, "deviceId"),
         stream=_stream(df),
         pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"),
-        grid=pd.array(df["grid"], dtype="string"),
-        block=pd.array(df["block"], dtype="string"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        grid=df["grid"].astype("string").array,
+        block=df["block"].astype("string").array,
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     if len(df) and df["name"].isna().any():
         warnings.append(f"{int(df['name'].isna().sum())} kernels have no name in StringIds")
@@ -444,7 +445,7 @@ def _nullable(col: IntColumn, na: int | None = None) -> pd.arrays.IntegerArray:
 
 def _kind(kind: str, n: int) -> pd.Categorical:
     return pd.Categorical.from_codes(np.full(n, schema.ALL_KINDS.index(kind), dtype=np.int8),
-                                     categories=list(schema.ALL_KINDS))
+                                     dtype=schema.KIND_DTYPE)
 
 
 def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
@@ -608,7 +609,7 @@ def _memcpy(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
     cols.update(
         device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     return schema.from_columns(cols, n=len(df))
 
@@ -648,7 +649,7 @@ def _memset(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
     cols.update(
         device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     return schema.from_columns(cols, n=len(df))
 
@@ -684,7 +685,7 @@ def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
         name = _mapped_names(df["name"], db.id_names(K_RUNTIME, "r", "nameId"),
                              lambda v: _API_VERSION.sub("", v))
     else:
-        name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True)
+        name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True).array
     cols = _base(df, schema.KIND_RUNTIME, name)
     cols.update(pid=_ints(df, "globalTid"), tid=_ints(df, "tid"),
                 correlation=_ints(df, "correlationId"))
