@@ -292,29 +292,44 @@ class _HostIndex:
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> _HostIndex:
-        ev = events[["name", "kind", "start_ns", "dur_ns", "tid"]].sort_values(
-            "start_ns", kind="stable")
-        start = ev["start_ns"].to_numpy(dtype=np.int64)
-        end = start + ev["dur_ns"].to_numpy(dtype=np.int64)
+    def of(cls, events: pd.DataFrame, rows: np.ndarray | None = None) -> _HostIndex:
+        """The index of ``events`` (of its ``rows`` positions only, when given): read from the
+        table's columns, without a copy of its name strings."""
+        rows = np.arange(len(events)) if rows is None else np.asarray(rows, dtype=np.int64)
+        raw_start = events["start_ns"].to_numpy(dtype=np.int64)[rows]
+        order = np.argsort(raw_start, kind="stable")
+        pick = rows[order]
+        start = raw_start[order]
+        end = start + events["dur_ns"].to_numpy(dtype=np.int64)[pick]
         dur = end - start
         long_cut = 1_000_000
-        # names as str (as astype(str) gives them), one object per distinct name
-        codes, uniques = pd.factorize(ev["name"], use_na_sentinel=True)
-        na_text = pd.Series([None], dtype=ev["name"].dtype).astype(str).iloc[0]
-        unique_names = np.append(pd.Series(uniques, dtype=ev["name"].dtype).astype(str)
-                                 .to_numpy(dtype=object), np.array([na_text], dtype=object))
-        codes = np.where(codes < 0, len(unique_names) - 1, codes)
+        # names as str (as astype(str) gives them), one object per distinct name of the rows
+        all_codes, all_uniques = pd.factorize(events["name"], use_na_sentinel=True)
+        picked = all_codes[pick]
+        used, codes = np.unique(picked[picked >= 0], return_inverse=True)
+        name_dtype = events["name"].dtype
+        na_text = pd.Series([None], dtype=name_dtype).astype(str).iloc[0]
+        uniques = pd.Series(np.asarray(all_uniques, dtype=object)[used], dtype=name_dtype)
+        unique_names = np.append(uniques.astype(str).to_numpy(dtype=object),
+                                 np.array([na_text], dtype=object))
+        name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
+        name_code[picked >= 0] = codes
         # (a missing name stays missing, NaN: it matches nothing)
         structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
                                for n in unique_names], dtype=bool)
-        return cls(name=unique_names[codes], kind=ev["kind"].astype(str).to_numpy(),
-                   start=start, end=end,
-                   tid=ev["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
-                   .astype(np.int64),
+        kind = events["kind"]
+        if isinstance(kind.dtype, pd.CategoricalDtype):
+            # (code -1, a missing kind, reads "nan" as astype(str) writes it)
+            kind_text = np.append(np.asarray(kind.cat.categories.astype(str), dtype=object),
+                                  "nan")[kind.cat.codes.to_numpy()[pick]]
+        else:
+            kind_text = kind.astype(str).to_numpy(dtype=object)[pick]
+        tid = events["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[pick]
+        return cls(name=unique_names[name_code], kind=kind_text,
+                   start=start, end=end, tid=tid.astype(np.int64),
                    long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
-                   short_max=long_cut, short_start=start[dur < long_cut], name_code=codes,
-                   unique_names=unique_names, structural=structural[codes])
+                   short_max=long_cut, short_start=start[dur < long_cut], name_code=name_code,
+                   unique_names=unique_names, structural=structural[name_code])
 
     def hits(self, cause: Cause) -> np.ndarray:
         """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
@@ -476,10 +491,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
     # cost over a GB on a 1M-kernel nsys export
-    hosty = events.loc[events["kind"].astype(str).isin(
+    hosty = np.flatnonzero(events["kind"].astype(str).isin(
         (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
-         _PYTHON_KIND)).to_numpy(), ["name", "kind", "start_ns", "dur_ns", "tid"]]
-    hix = _HostIndex.of(hosty)
+         _PYTHON_KIND)).to_numpy())
+    hix = _HostIndex.of(events, hosty)
     cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
         if len(g) else np.array([], dtype=object)
     op = np.full(len(g), "", dtype=object)
