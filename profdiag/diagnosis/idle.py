@@ -534,9 +534,15 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g["op"] = op
     g["context"] = ctx
     nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
-    # names as str of the rows that follow a gap only (not a str object per work row)
-    nxt_names = work["name"].take(np.maximum(nxt, 0)).astype(str).to_numpy() if len(work) \
-        else np.full(len(nxt), "", dtype=object)
+    # names as str (as astype(str) writes each), one str object per distinct name: the
+    # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
+    # on a 1M-kernel export)
+    if len(work):
+        codes, uniques = pd.factorize(work["name"], use_na_sentinel=False)
+        as_str = pd.Series(uniques, dtype=work["name"].dtype).astype(str).to_numpy(dtype=object)
+        nxt_names = as_str[np.asarray(codes)[np.maximum(nxt, 0)]]
+    else:
+        nxt_names = np.full(len(nxt), "", dtype=object)
     g["next"] = [nm if p >= 0 else "" for p, nm in zip(nxt, nxt_names)]
     table = g[GAP_COLUMNS].reset_index(drop=True)
     return summarise(table, steps_df, rules), table
