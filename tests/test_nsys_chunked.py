@@ -187,3 +187,18 @@ def test_real_exports_read_the_same_by_both_paths(monkeypatch):
         assert fast.equals(slow), name
         assert fw == sw, name
         assert (fast["kind"] == "kernel").sum() > 0
+
+
+def test_string_columns_split_into_arrow_chunks_read_the_same(tmp_path, monkeypatch):
+    # a string column's Arrow offsets hold 2 GiB: longer text is split into chunks (here of
+    # 20 bytes), and the column reads the same
+    path = _export(tmp_path / "t.sqlite", KERNELS, RUNTIME, STRINGS)
+    whole = nsys_sqlite.parse(path).events
+    monkeypatch.setattr(nsys_sqlite, "_CHUNK_TEXT", 20)
+    split = nsys_sqlite.parse(path).events
+    assert split.equals(whole)
+    kernels = split[split["kind"] == "kernel"]
+    # five kernel names of up to 18 bytes, 20 bytes a chunk: more than one chunk
+    assert nsys_sqlite._coded_strings(np.array([0, 0, 0, 0, 0]), ["gemm_kernel<float>"]
+                                      )._pa_array.num_chunks == 5
+    assert kernels["name"].tolist()[0] == "gemm_kernel<float>"

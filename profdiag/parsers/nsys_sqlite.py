@@ -301,6 +301,10 @@ def _mapped_names(ids: pd.Series, names: dict[Any, str | None],
     return _coded_strings(np.asarray(codes), values)
 
 
+# most bytes of text in one Arrow chunk of a string column built here
+_CHUNK_TEXT = 1 << 30
+
+
 def _coded_strings(codes: np.ndarray, values: list[str | None]
                    ) -> pd.api.extensions.ExtensionArray:
     """The string column whose row i is ``values[codes[i]]`` (missing where that is None or
@@ -308,11 +312,22 @@ def _coded_strings(codes: np.ndarray, values: list[str | None]
     import pyarrow as pa
 
     valid = np.array([v is not None for v in values] + [False], dtype=bool)[codes]
-    index = pa.array(codes.astype(np.int32), mask=~valid)
     text = pa.array([v if v is not None else "" for v in values], type=pa.string())
-    arr = pa.DictionaryArray.from_arrays(index, text).dictionary_decode()
+    # rows split into chunks of at most _CHUNK_TEXT bytes of text: a string array's 32-bit
+    # offsets hold 2 GiB (10M kernels of 200-byte names are more)
+    size = np.array([len(v.encode("utf-8", "surrogatepass")) if v is not None else 0
+                     for v in values] + [0], dtype=np.int64)
+    ends = np.cumsum(size[codes]) if len(codes) else np.zeros(0, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = [0, *np.searchsorted(ends, np.arange(1, total // _CHUNK_TEXT + 1) * _CHUNK_TEXT,
+                                "right").tolist(), len(codes)]
+    chunks = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if hi > lo or len(cuts) == 2:
+            index = pa.array(codes[lo:hi].astype(np.int32), mask=~valid[lo:hi])
+            chunks.append(pa.DictionaryArray.from_arrays(index, text).dictionary_decode())
     out: pd.api.extensions.ExtensionArray = pd.arrays.ArrowStringArray(
-        pa.chunked_array([arr], type=pa.string()))
+        pa.chunked_array(chunks, type=pa.string()))
     return out
 
 
