@@ -543,7 +543,9 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         nxt_names = as_str[np.asarray(codes)[np.maximum(nxt, 0)]]
     else:
         nxt_names = np.full(len(nxt), "", dtype=object)
-    g["next"] = [nm if p >= 0 else "" for p, nm in zip(nxt, nxt_names)]
+    # an object column of those shared str (a text column would copy each name per gap)
+    g["next"] = pd.Series(np.where(nxt >= 0, nxt_names, ""), index=g.index, dtype=object) \
+        if len(g) else pd.Series([], index=g.index, dtype=object)
     table = g[GAP_COLUMNS].reset_index(drop=True)
     return summarise(table, steps_df, rules), table
 
