@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import RulesError
@@ -254,6 +255,25 @@ def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
     return _load_cached(tuple(paths))
 
 
+def _distinct_keys(events: pd.DataFrame, rows: np.ndarray
+                   ) -> tuple[list[tuple[Any, Any, Any]], np.ndarray]:
+    """The distinct (kind, name, op_name) of ``rows`` (missing values as None) and each row's
+    code into them, from per-column codes (no Python object per row)."""
+    parts = []
+    for col in ("kind", "name", "op_name"):
+        c, u = pd.factorize(events[col], use_na_sentinel=True)
+        values = [v if isinstance(v, str) or not pd.isna(v) else None
+                  for v in np.asarray(u, dtype=object).tolist()] + [None]
+        parts.append((np.asarray(c)[rows].astype(np.int64), values))
+    combined = np.zeros(int(rows.sum()), dtype=np.int64)
+    for c, values in parts:
+        combined, _ = pd.factorize(combined * len(values) + np.where(c < 0, len(values) - 1, c))
+        combined = np.asarray(combined, dtype=np.int64)
+    first = np.unique(combined, return_index=True)[1]
+    uniq = [tuple(values[c[i]] for c, values in parts) for i in first]
+    return uniq, combined
+
+
 def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame:
     """Return ``events`` with ``category``, ``class``, ``rule_id``, ``kernel_dtype``, ``role`` added.
 
@@ -263,7 +283,7 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
     and NA for cpu_op/annotations (they are not device work).
     """
     rules = rules or load_rules()
-    out = events.copy()
+    out = events.copy(deep=False)  # copy-on-write: the columns added are out's alone
     n = len(out)
     category = pd.Series(pd.NA, index=out.index, dtype="string")
     klass = pd.Series(pd.NA, index=out.index, dtype="string")
@@ -273,10 +293,7 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
     if n:
         gpu = out["kind"].isin(("kernel", "memcpy", "memset"))
         if gpu.any():
-            sub = out.loc[gpu, ["kind", "name", "op_name"]].astype(object)
-            sub = sub.where(sub.notna(), None)
-            keys = pd.MultiIndex.from_frame(sub)
-            uniq = keys.unique()
+            uniq, codes = _distinct_keys(out, gpu.to_numpy(dtype=bool))
             cat_map, cls_map, rid_map, dt_map, role_map = {}, {}, {}, {}, {}
             for key in uniq:
                 kind, name, op = key
@@ -286,7 +303,6 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
                 rid_map[key] = m.rule.id if m.rule else pd.NA
                 dt_map[key] = (m.rule.dtype or pd.NA) if m.rule else pd.NA
                 role_map[key] = (m.rule.role or pd.NA) if m.rule else pd.NA
-            codes = uniq.get_indexer(keys)
             category.loc[gpu] = pd.array([cat_map[u] for u in uniq], dtype="string")[codes]
             klass.loc[gpu] = pd.array([cls_map[u] for u in uniq], dtype="string")[codes]
             rule_id.loc[gpu] = pd.array([rid_map[u] for u in uniq], dtype="string")[codes]

@@ -443,11 +443,12 @@ def gemm_table(
     if kernels is None or len(kernels) == 0 or not need.issubset(kernels.columns):
         return empty_table()
     df = kernels
+    # one mask, one copy of the rows kept (not a copy of every kernel first)
+    keep = df["op_name"].astype("string").isin(GEMM_OPS | set(ATTENTION_OPS)).fillna(
+        False).to_numpy(dtype=bool) & df["input_dims"].notna().to_numpy(dtype=bool)
     if "kind" in df.columns:
-        df = df[df["kind"].astype("string") == "kernel"]
-    ops = df["op_name"].astype("string")
-    df = df[ops.isin(GEMM_OPS | set(ATTENTION_OPS)).fillna(False).to_numpy(dtype=bool)]
-    df = df[df["input_dims"].notna().to_numpy(dtype=bool)]
+        keep &= (df["kind"].astype("string") == "kernel").fillna(False).to_numpy(dtype=bool)
+    df = df[keep]
     if df.empty:
         return empty_table()
 

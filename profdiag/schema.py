@@ -36,6 +36,9 @@ ALL_KINDS = (
     KIND_PYTHON,
 )
 
+# the dtype of the kind column
+KIND_DTYPE = pd.CategoricalDtype(list(ALL_KINDS))
+
 # column -> (dtype, description). Order is the canonical column order.
 COLUMNS: dict[str, tuple[str, str]] = {
     "name": ("string", "event name; for kernels the demangled name"),
@@ -71,7 +74,8 @@ def empty_events() -> pd.DataFrame:
 def from_columns(columns: dict[str, Any], n: int | None = None) -> pd.DataFrame:
     """Build a canonical table from column lists/arrays; absent columns are filled with NA.
 
-    Every present column must have the same length ``n``.
+    Every present column must have the same length ``n``. The table takes the given
+    arrays over where they already have the column's dtype (no copy): pass fresh ones.
     """
     if n is None:
         n = len(next(iter(columns.values()))) if columns else 0
@@ -83,8 +87,8 @@ def from_columns(columns: dict[str, Any], n: int | None = None) -> pd.DataFrame:
         elif dtype == "category":
             data[col] = pd.Categorical(values, categories=list(ALL_KINDS))
         else:
-            data[col] = pd.array(values, dtype=dtype)
-    return pd.DataFrame(data)
+            data[col] = pd.array(values, dtype=dtype, copy=False)
+    return pd.DataFrame(data, copy=False)
 
 
 def _missing(dtype: str, n: int) -> Any:
@@ -96,7 +100,7 @@ def _missing(dtype: str, n: int) -> Any:
     if dtype == "boolean":
         return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
     if dtype == "category":
-        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(ALL_KINDS))
+        return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=KIND_DTYPE)
     return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype=dtype).array
 
 
@@ -120,10 +124,52 @@ def validate(events: pd.DataFrame) -> list[str]:
     return problems
 
 
-def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...]) -> pd.DataFrame:
-    """Canonical tables stacked and sorted by start time; a typed empty table when none has rows."""
+def _stackable(parts: list[pd.DataFrame]) -> bool:
+    """Canonical frames whose columns have one array type each (and the kinds' categories)."""
+    for f in parts:
+        if list(f.columns) != list(COLUMNS):
+            return False
+    for col, (dtype, _) in COLUMNS.items():
+        first = parts[0][col].array
+        for f in parts:
+            a = f[col].array
+            if str(a.dtype) != dtype or type(a) is not type(first):
+                return False
+            if dtype == "category" and list(a.categories) != list(ALL_KINDS):
+                return False
+    return True
+
+
+def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
+           consume: bool = False) -> pd.DataFrame:
+    """Canonical tables stacked and sorted by start time; a typed empty table when none has rows.
+
+    Canonical frames are stacked column by column straight into start order (one copy of
+    the events, not pd.concat's then sort_values' copies); with ``consume`` each column is
+    dropped from the given frames once stacked, so the stacked table replaces them column by
+    column instead of doubling the memory (the caller must not use them afterwards).
+    """
     parts = [f for f in frames if f is not None and len(f)]
     if not parts:
         return empty_events()
-    events = pd.concat(parts, ignore_index=True)
-    return events.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    if not _stackable(parts):
+        events = pd.concat(parts, ignore_index=True)
+        return events.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
+    order = np.argsort(start, kind="stable")
+    del start
+    data: dict[str, Any] = {}
+    for col, (dtype, _) in COLUMNS.items():
+        arrays = [f[col].array for f in parts]
+        if dtype in ("int64",):
+            data[col] = np.concatenate([np.asarray(a) for a in arrays])[order]
+        elif dtype == "category":
+            codes = np.concatenate([a.codes for a in arrays])[order]
+            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE)
+        else:
+            data[col] = type(arrays[0])._concat_same_type(arrays).take(order)
+        del arrays
+        if consume:
+            for f in parts:
+                del f[col]
+    return pd.DataFrame(data, copy=False)

@@ -424,11 +424,22 @@ def _signature(row: pd.Series) -> str:
     return structure_mod.signature(row["op_name"], row["input_dims"], str(row["name"]))
 
 
+def _signatures(calls: pd.DataFrame) -> pd.Series:
+    """_signature of every row, computed once per distinct (op, shapes, name): a GEMM-heavy
+    trace has millions of calls of a few hundred shapes."""
+    keys = ["op_name", "input_dims", "name"]
+    codes = calls.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]
+    sub = calls.iloc[first]
+    distinct = [_signature(r) for _, r in sub[keys].astype(object).iterrows()]
+    return pd.Series(np.array(distinct, dtype=object)[codes], index=calls.index)
+
+
 def _by_shape(calls: pd.DataFrame, forwards: int) -> list[dict[str, Any]]:
     """GEMM calls grouped by op + shape (or kernel name), with calls per forward."""
     if calls.empty:
         return []
-    sig = calls.apply(_signature, axis=1)
+    sig = _signatures(calls)
     g = calls.assign(signature=sig).groupby("signature", sort=False).agg(
         calls=("dur_ns", "size"), total_ns=("dur_ns", "sum"), kernel=("name", "first"))
     g = g.sort_values("calls", ascending=False)

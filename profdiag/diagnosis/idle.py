@@ -292,29 +292,44 @@ class _HostIndex:
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> _HostIndex:
-        ev = events[["name", "kind", "start_ns", "dur_ns", "tid"]].sort_values(
-            "start_ns", kind="stable")
-        start = ev["start_ns"].to_numpy(dtype=np.int64)
-        end = start + ev["dur_ns"].to_numpy(dtype=np.int64)
+    def of(cls, events: pd.DataFrame, rows: np.ndarray | None = None) -> _HostIndex:
+        """The index of ``events`` (of its ``rows`` positions only, when given): read from the
+        table's columns, without a copy of its name strings."""
+        rows = np.arange(len(events)) if rows is None else np.asarray(rows, dtype=np.int64)
+        raw_start = events["start_ns"].to_numpy(dtype=np.int64)[rows]
+        order = np.argsort(raw_start, kind="stable")
+        pick = rows[order]
+        start = raw_start[order]
+        end = start + events["dur_ns"].to_numpy(dtype=np.int64)[pick]
         dur = end - start
         long_cut = 1_000_000
-        # names as str (as astype(str) gives them), one object per distinct name
-        codes, uniques = pd.factorize(ev["name"], use_na_sentinel=True)
-        na_text = pd.Series([None], dtype=ev["name"].dtype).astype(str).iloc[0]
-        unique_names = np.append(pd.Series(uniques, dtype=ev["name"].dtype).astype(str)
-                                 .to_numpy(dtype=object), np.array([na_text], dtype=object))
-        codes = np.where(codes < 0, len(unique_names) - 1, codes)
+        # names as str (as astype(str) gives them), one object per distinct name of the rows
+        all_codes, all_uniques = pd.factorize(events["name"], use_na_sentinel=True)
+        picked = all_codes[pick]
+        used, codes = np.unique(picked[picked >= 0], return_inverse=True)
+        name_dtype = events["name"].dtype
+        na_text = pd.Series([None], dtype=name_dtype).astype(str).iloc[0]
+        uniques = pd.Series(np.asarray(all_uniques, dtype=object)[used], dtype=name_dtype)
+        unique_names = np.append(uniques.astype(str).to_numpy(dtype=object),
+                                 np.array([na_text], dtype=object))
+        name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
+        name_code[picked >= 0] = codes
         # (a missing name stays missing, NaN: it matches nothing)
         structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
                                for n in unique_names], dtype=bool)
-        return cls(name=unique_names[codes], kind=ev["kind"].astype(str).to_numpy(),
-                   start=start, end=end,
-                   tid=ev["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
-                   .astype(np.int64),
+        kind = events["kind"]
+        if isinstance(kind.dtype, pd.CategoricalDtype):
+            # (code -1, a missing kind, reads "nan" as astype(str) writes it)
+            kind_text = np.append(np.asarray(kind.cat.categories.astype(str), dtype=object),
+                                  "nan")[kind.cat.codes.to_numpy()[pick]]
+        else:
+            kind_text = kind.astype(str).to_numpy(dtype=object)[pick]
+        tid = events["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[pick]
+        return cls(name=unique_names[name_code], kind=kind_text,
+                   start=start, end=end, tid=tid.astype(np.int64),
                    long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
-                   short_max=long_cut, short_start=start[dur < long_cut], name_code=codes,
-                   unique_names=unique_names, structural=structural[codes])
+                   short_max=long_cut, short_start=start[dur < long_cut], name_code=name_code,
+                   unique_names=unique_names, structural=structural[name_code])
 
     def hits(self, cause: Cause) -> np.ndarray:
         """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
@@ -338,6 +353,49 @@ class _HostIndex:
         return np.concatenate((li, si))
 
 
+    def overlapping_many(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """overlapping(a[i], b[i]) of every stretch at once, as (offsets, positions): the
+        positions of stretch i are ``positions[offsets[i]:offsets[i + 1]]``, in the order
+        overlapping gives (long events, then short ones, each by position).
+
+        Events are taken in classes of duration (powers of two): an event of a class can only
+        overlap [a, b) when it starts in [a - the class's longest duration, b), a range found
+        by a sorted search per class and stretch; the candidates are then kept when they end
+        after a. The work is the candidates', not a pass over the events per stretch."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        dur = self.end - self.start
+        klass = np.zeros(len(dur), dtype=np.int64)
+        klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
+        gap_of: list[np.ndarray] = []
+        pos_of: list[np.ndarray] = []
+        for k in np.unique(klass):
+            members = np.flatnonzero(klass == k)  # by position: by start
+            starts = self.start[members]
+            longest = int(dur[members].max())
+            lo = np.searchsorted(starts, a - longest, "left")
+            hi = np.searchsorted(starts, b, "left")
+            n = hi - lo
+            if not n.sum():
+                continue
+            gap = np.repeat(np.arange(len(a)), n)
+            at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+            cand = members[at]
+            keep = self.end[cand] > a[gap]
+            gap_of.append(gap[keep])
+            pos_of.append(cand[keep])
+        if not gap_of:
+            return np.zeros(len(a) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        gap = np.concatenate(gap_of)
+        pos = np.concatenate(pos_of)
+        is_short = dur[pos] < self.short_max
+        order = np.lexsort((pos, is_short, gap))
+        gap, pos = gap[order], pos[order]
+        offsets = np.zeros(len(a) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(gap, minlength=len(a)), out=offsets[1:])
+        return offsets, pos
+
+
 def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
     for c in rules.causes:
         if c.pattern is not None and (c.inside or not inside) and c.pattern.search(name):
@@ -346,9 +404,13 @@ def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
 
 
 def attribute(a: int, b: int, tid: int, hix: _HostIndex, rules: IdleRules,
-              cover: float) -> tuple[str, str, str]:
-    """(cause, op, context) of the host-wait stretch [a, b)."""
-    pos = hix.overlapping(a, b)
+              cover: float, pos: np.ndarray | None = None) -> tuple[str, str, str]:
+    """(cause, op, context) of the host-wait stretch [a, b); ``pos``: the host events
+    overlapping it when already known (overlapping_many)."""
+    if pos is None:
+        pos = hix.overlapping(a, b)
+    if not len(pos):
+        return "unexplained", "", ""
     if tid >= 0:
         same = pos[(hix.tid[pos] == tid) | (hix.tid[pos] < 0)]
         pos = same if len(same) else pos
@@ -429,10 +491,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
     # cost over a GB on a 1M-kernel nsys export
-    hosty = events.loc[events["kind"].astype(str).isin(
+    hosty = np.flatnonzero(events["kind"].astype(str).isin(
         (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
-         _PYTHON_KIND)).to_numpy(), ["name", "kind", "start_ns", "dur_ns", "tid"]]
-    hix = _HostIndex.of(hosty)
+         _PYTHON_KIND)).to_numpy())
+    hix = _HostIndex.of(events, hosty)
     cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
         if len(g) else np.array([], dtype=object)
     op = np.full(len(g), "", dtype=object)
@@ -442,18 +504,26 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g_kw = g["kernel_wait_ns"].to_numpy().copy()
     g_tid = g["launch_tid"].to_numpy()
     blocking = {c.id for c in rules.causes if c.blocking}
-    for i in np.flatnonzero(want):
+    chosen = np.flatnonzero(want)
+    # the host events overlapping every stretch, found for all of them at once
+    offsets, flat = hix.overlapping_many(g_start[chosen], g_start[chosen] + g_hw[chosen])
+    for j, i in enumerate(chosen.tolist()):
         a = int(g_start[i])
         b = a + int(g_hw[i])
-        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover,
+                                            flat[offsets[j]:offsets[j + 1]])
         if cause[i] == "unexplained" and b - a < unexplained_min:
             cause[i] = "launch_gaps"  # host work between launches that the trace does not name
     # A long GPU-side wait while the host sat in a blocking call (the queued work waited on a
     # copy or event the host drives): host wait too, attributed to that call.
-    for i in np.flatnonzero((g_kw >= min_gap) & bool(blocking)):
+    chosen = np.flatnonzero((g_kw >= min_gap) & bool(blocking))
+    offsets, flat = hix.overlapping_many(g_start[chosen] + g_hw[chosen],
+                                         g_start[chosen] + g_hw[chosen] + g_kw[chosen])
+    for j, i in enumerate(chosen.tolist()):
         a = int(g_start[i] + g_hw[i])
         b = a + int(g_kw[i])
-        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover)
+        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover,
+                            flat[offsets[j]:offsets[j + 1]])
         if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
             cause[i], op[i], ctx[i] = c, o, x
             g_hw[i] += g_kw[i]
@@ -464,10 +534,18 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g["op"] = op
     g["context"] = ctx
     nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
-    # names as str of the rows that follow a gap only (not a str object per work row)
-    nxt_names = work["name"].take(np.maximum(nxt, 0)).astype(str).to_numpy() if len(work) \
-        else np.full(len(nxt), "", dtype=object)
-    g["next"] = [nm if p >= 0 else "" for p, nm in zip(nxt, nxt_names)]
+    # names as str (as astype(str) writes each), one str object per distinct name: the
+    # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
+    # on a 1M-kernel export)
+    if len(work):
+        codes, uniques = pd.factorize(work["name"], use_na_sentinel=False)
+        as_str = pd.Series(uniques, dtype=work["name"].dtype).astype(str).to_numpy(dtype=object)
+        nxt_names = as_str[np.asarray(codes)[np.maximum(nxt, 0)]]
+    else:
+        nxt_names = np.full(len(nxt), "", dtype=object)
+    # an object column of those shared str (a text column would copy each name per gap)
+    g["next"] = pd.Series(np.where(nxt >= 0, nxt_names, ""), index=g.index, dtype=object) \
+        if len(g) else pd.Series([], index=g.index, dtype=object)
     table = g[GAP_COLUMNS].reset_index(drop=True)
     return summarise(table, steps_df, rules), table
 

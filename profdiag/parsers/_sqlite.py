@@ -24,8 +24,11 @@ import os
 import re
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ._io import Input
 
@@ -162,3 +165,126 @@ def open_db(path: Path | Input) -> Iterator[SafeConnection]:
             yield con
         finally:
             con.close()
+
+
+# ------------------------------------------------------------- integer columns in chunks
+# Rows per query of read_int_columns: a few MB of text per column and query, whatever the
+# table's size.
+CHUNK_ROWS = 1 << 16
+# NULL is read as this value and told apart from a real INT64_MIN by SQLite's count(expr).
+_NULL_INT = -(2**63)
+
+
+class IntColumn:
+    """One integer result column: ``values`` (0 where NULL, int32 when every value fits)
+    and ``null`` (True where SQLite gave NULL)."""
+
+    __slots__ = ("null", "values")
+
+    def __init__(self, values: np.ndarray, null: np.ndarray) -> None:
+        self.values = values
+        self.null = null
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def int64(self) -> np.ndarray:
+        return self.values.astype(np.int64, copy=False)
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    if len(values) and values.min() >= -(2**31) and values.max() < 2**31:
+        return values.astype(np.int32)
+    return values
+
+
+def read_int_columns(con: sqlite3.Connection, table: str, alias: str, exprs: dict[str, str],
+                     *, chunk_rows: int = CHUNK_ROWS) -> dict[str, IntColumn] | None:
+    """``SELECT <exprs> FROM table alias`` in rowid order, read straight into integer numpy
+    columns, ``chunk_rows`` rows per query: SQLite writes each column of a chunk as one
+    comma-separated text (``group_concat``) that numpy parses in C, so no Python object is
+    made per row or value and the memory is the columns' plus one chunk's text.
+
+    None when the general path must read the table instead: a value that is not an integer
+    or NULL (text, real, blob: the caller's typed coercion reports or converts it), a real
+    INT64_MIN (the NULL marker), or a table without rowids. The work bound and value cap of
+    the connection apply to every chunk query as to any other."""
+    names = list(exprs)
+    quoted = f'"{table}"'
+    try:
+        lo, hi, total = con.execute(
+            f"SELECT min({alias}.rowid), max({alias}.rowid), count(*) FROM {quoted} {alias}"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            raise
+        return None  # no rowid (a WITHOUT ROWID table)
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    nulls: list[list[np.ndarray]] = [[] for _ in names]
+    if total:
+        if not isinstance(lo, int) or not isinstance(hi, int):
+            return None
+        # rowid ranges when the rowids are dense (every export); a keyset walk otherwise
+        dense = hi - lo <= 2 * total + chunk_rows
+        values = list(exprs.values()) if dense else [f"q.c{i}" for i in range(len(names))]
+        # per column: how many values are integers, and all of them as one text (NULL, and
+        # anything else, as the marker or its own text: the count check sends it away)
+        aggs = ", ".join(f"total(typeof({e}) = 'integer'), "
+                         f"group_concat(COALESCE({e}, {_NULL_INT}), ',')" for e in values)
+        if dense:
+            sql = (f"SELECT count(*), {aggs} FROM {quoted} {alias} "
+                   f"WHERE {alias}.rowid >= ? AND {alias}.rowid < ?")
+        else:
+            inner = ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs.values()))
+            sql = (f"SELECT count(*), {aggs}, max(q.rid) FROM "
+                   f"(SELECT {alias}.rowid AS rid, {inner} FROM {quoted} {alias} "
+                   f"WHERE {alias}.rowid > ? ORDER BY {alias}.rowid LIMIT ?) q")
+        at = lo if dense else lo - 1
+        factory = con.text_factory
+        con.text_factory = bytes  # texts parsed as bytes: a blob's bytes cannot fail decoding
+        try:
+            while True:
+                row = con.execute(sql, (at, at + chunk_rows) if dense else (at, chunk_rows)
+                                  ).fetchone()
+                count = int(row[0] or 0)
+                if count:
+                    for j in range(len(names)):
+                        col = _parse_ints(row[2 + 2 * j], count)
+                        if col is None:
+                            return None  # a real, or a text or blob that reads as no integer
+                        null = col == _NULL_INT
+                        if int(row[1 + 2 * j]) + int(null.sum()) != count:
+                            return None  # a text, real or blob value; or a real INT64_MIN
+                        col[null] = 0
+                        parts[j].append(_narrow(col))
+                        nulls[j].append(null)
+                if dense:
+                    at += chunk_rows
+                    if at > hi:
+                        break
+                elif not count:
+                    break
+                else:
+                    at = row[-1]
+        finally:
+            con.text_factory = factory
+    out: dict[str, IntColumn] = {}
+    for j, name in enumerate(names):
+        col_values = np.concatenate(parts[j]) if parts[j] else np.zeros(0, dtype=np.int32)
+        null = np.concatenate(nulls[j]) if nulls[j] else np.zeros(0, dtype=bool)
+        parts[j] = nulls[j] = []
+        out[name] = IntColumn(col_values, null)
+    return out
+
+
+def _parse_ints(text: object, count: int) -> np.ndarray | None:
+    """``count`` integers from SQLite's comma-separated text, else None."""
+    if not isinstance(text, (bytes, str)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            col = np.fromstring(text, dtype=np.int64, sep=",")
+        except ValueError:
+            return None
+    return col if len(col) == count else None

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import schema
@@ -25,7 +26,17 @@ from ..errors import MissingDependencyError, TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
 from . import _coerce
 from ._io import Input
-from ._sqlite import bound_message, columns, connect, open_db, sqlite_file, table_names  # noqa: F401 (re-exported for the rocprof parser)
+from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
+    CHUNK_ROWS,
+    IntColumn,
+    bound_message,
+    columns,
+    connect,
+    open_db,
+    read_int_columns,
+    sqlite_file,
+    table_names,
+)
 
 FORMAT = "nsys"
 
@@ -119,7 +130,7 @@ def _starts_with_sqlite(path: Path) -> bool:
         return fh.read(16) == SQLITE_MAGIC
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
 
@@ -165,6 +176,8 @@ class _Db:
         return self._cols[table]
 
     path: Path | str = "?"
+    # rows per chunk query of the integer reader (tests set a tiny one)
+    chunk_rows: int = CHUNK_ROWS
 
     def query(self, sql: str, ids: tuple[str, ...] = ()) -> pd.DataFrame:
         """Run ``sql`` and pass the frame through the typed coercion step: integer columns
@@ -186,6 +199,30 @@ class _Db:
         out: dict[Any, str | None] = {}
         for raw, value in self.con.execute(sql):
             out.setdefault(raw, _coerce.text(value))
+        out[_NULL_ID] = None
+        return out
+
+    def ints(self, table: str, alias: str, exprs: dict[str, str]) -> dict[str, IntColumn] | None:
+        """read_int_columns of ``exprs`` over ``table``, in chunks of ``chunk_rows``."""
+        return read_int_columns(self.con, table, alias, exprs, chunk_rows=self.chunk_rows)
+
+    def names_of(self, ids: np.ndarray, table: str, alias: str, col: str
+                 ) -> dict[Any, str | None]:
+        """{id: StringIds text} for the distinct integer ``ids`` read from ``table.col``:
+        looked up by primary key, a batch of ids per query, when StringIds.id is an INTEGER
+        PRIMARY KEY (every export: an integer then matches exactly as the row join did);
+        else by id_names' join over the table."""
+        info = self.con.execute('PRAGMA table_info("StringIds")').fetchall()
+        if not any(r[1] == "id" and r[5] and str(r[2]).upper() == "INTEGER" for r in info):
+            return self.id_names(table, alias, col)
+        out: dict[Any, str | None] = {}
+        wanted = [int(i) for i in ids if i != _NULL_ID]
+        for at in range(0, len(wanted), 500):
+            batch = wanted[at:at + 500]
+            marks = ", ".join("?" * len(batch))
+            for raw, value in self.con.execute(
+                    f"SELECT id, value FROM StringIds WHERE id IN ({marks})", batch):
+                out.setdefault(raw, _coerce.text(value))
         out[_NULL_ID] = None
         return out
 
@@ -234,7 +271,9 @@ def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
         _sync(db, warnings),
         _nvtx(db, warnings, has_strings),
     ]
-    events = schema.concat(parts)
+    # the stacked table replaces the parts column by column
+    events = schema.concat(parts, consume=True)
+    del parts
     meta = _meta(db, path, warnings)
     return Trace(events, meta)
 
@@ -261,21 +300,42 @@ def _mapped_names(ids: pd.Series, names: dict[Any, str | None],
     """The string column of ``ids`` looked up in ``names`` (then ``transform``ed), built from
     one entry per distinct id: millions of rows of a few thousand names cost a dictionary
     lookup per distinct id, not a string object per row."""
-    import numpy as np
-    import pyarrow as pa
-
     codes, uniques = pd.factorize(ids, use_na_sentinel=True)
     values = [names.get(u) for u in (uniques.tolist() if hasattr(uniques, "tolist")
                                      else list(uniques))]
     if transform is not None:
         values = [transform(v) if v is not None else None for v in values]
-    codes = np.asarray(codes)
+    return _coded_strings(np.asarray(codes), values)
+
+
+# most bytes of text in one Arrow chunk of a string column built here
+_CHUNK_TEXT = 1 << 30
+
+
+def _coded_strings(codes: np.ndarray, values: list[str | None]
+                   ) -> pd.api.extensions.ExtensionArray:
+    """The string column whose row i is ``values[codes[i]]`` (missing where that is None or
+    the code is -1), built by Arrow from the distinct values."""
+    import pyarrow as pa
+
     valid = np.array([v is not None for v in values] + [False], dtype=bool)[codes]
-    index = pa.array(codes.astype(np.int32), mask=~valid)
     text = pa.array([v if v is not None else "" for v in values], type=pa.string())
-    arr = pa.DictionaryArray.from_arrays(index, text).dictionary_decode()
-    return pd.array(pd.arrays.ArrowStringArray(pa.chunked_array([arr], type=pa.string())),
-                    dtype="string")
+    # rows split into chunks of at most _CHUNK_TEXT bytes of text: a string array's 32-bit
+    # offsets hold 2 GiB (10M kernels of 200-byte names are more)
+    size = np.array([len(v.encode("utf-8", "surrogatepass")) if v is not None else 0
+                     for v in values] + [0], dtype=np.int64)
+    ends = np.cumsum(size[codes]) if len(codes) else np.zeros(0, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = [0, *np.searchsorted(ends, np.arange(1, total // _CHUNK_TEXT + 1) * _CHUNK_TEXT,
+                                "right").tolist(), len(codes)]
+    chunks = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if hi > lo or len(cuts) == 2:
+            index = pa.array(codes[lo:hi].astype(np.int32), mask=~valid[lo:hi])
+            chunks.append(pa.DictionaryArray.from_arrays(index, text).dictionary_decode())
+    out: pd.api.extensions.ExtensionArray = pd.arrays.ArrowStringArray(
+        pa.chunked_array(chunks, type=pa.string()))
+    return out
 
 
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
@@ -292,7 +352,7 @@ def _tid(expr: str) -> str:
 
 
 def _ints(df: pd.DataFrame, col: str) -> Any:
-    return pd.array(pd.to_numeric(df[col], errors="coerce"), dtype="Int64") if len(df) else []
+    return pd.to_numeric(df[col], errors="coerce").astype("Int64").array if len(df) else []
 
 
 def _base(df: pd.DataFrame, kind: str, name: Any) -> dict[str, Any]:
@@ -347,6 +407,11 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
             if {"gridX", "gridY", "gridZ"} <= c else "NULL")
     block = ("k.blockX || ',' || k.blockY || ',' || k.blockZ"
              if {"blockX", "blockY", "blockZ"} <= c else "NULL")
+    fast = _kernels_fast(db, c, name_col if strings else None, strings and "shortName" in c)
+    if fast is not None:
+        if len(fast) and fast["name"].isna().any():
+            warnings.append(f"{int(fast['name'].isna().sum())} kernels have no name in StringIds")
+        return fast
     sql = f"""
         SELECT k.start AS start, k."end" AS "end", {name_expr} AS name, {short_expr} AS short_name,
                {_col(c, 'k', 'deviceId')}, {_col(c, 'k', 'streamId')},
@@ -363,18 +428,146 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
                                          db.id_names(K_KERNEL, "k", "shortName"))
     cols = _base(df, schema.KIND_KERNEL, df["name"])
     cols.update(
-        short_name=pd.array(df["short_name"], dtype="string"),
+        short_name=df["short_name"].astype("string").array,
         device=_ints(df, "deviceId"),
         stream=_stream(df),
         pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"),
-        grid=pd.array(df["grid"], dtype="string"),
-        block=pd.array(df["block"], dtype="string"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        grid=df["grid"].astype("string").array,
+        block=df["block"].astype("string").array,
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     if len(df) and df["name"].isna().any():
         warnings.append(f"{int(df['name'].isna().sum())} kernels have no name in StringIds")
     return schema.from_columns(cols, n=len(df))
+
+
+# ---------------------------------------------------------------------------- typed fast path
+# Kernels and runtime calls (all but a few rows of an export) are read by read_int_columns
+# into integer numpy columns, chunk by chunk; a table holding any value that is not an
+# integer or NULL takes the general read_sql path above, whose typed coercion reports or
+# converts it. Both build the same table.
+
+
+def _start_dur(cols: dict[str, IntColumn]) -> tuple[np.ndarray, np.ndarray]:
+    """start_ns and dur_ns as _base makes them: missing start 0, dur end - start clipped at
+    0, 0 when either is missing."""
+    start, end = cols["start"], cols["end"]
+    s = start.int64()
+    none = start.null | end.null
+    dur = np.where(none, 0, np.maximum(end.int64() - s, 0))
+    return np.where(start.null, 0, s), dur
+
+
+def _nullable(col: IntColumn, na: int | None = None) -> pd.arrays.IntegerArray:
+    values = col.int64()
+    mask = col.null if na is None else col.null | (values == na)
+    return pd.arrays.IntegerArray(values, mask)
+
+
+def _kind(kind: str, n: int) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.full(n, schema.ALL_KINDS.index(kind), dtype=np.int8),
+                                     dtype=schema.KIND_DTYPE)
+
+
+def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
+                transform: Any = None) -> pd.api.extensions.ExtensionArray:
+    """The names of StringIds ``ids``, mapped once per distinct id (NULL and unknown ids
+    missing), as _mapped_names makes them."""
+    raw = np.where(ids.null, _NULL_ID, ids.int64())
+    codes, uniques = pd.factorize(raw)
+    names = db.names_of(np.asarray(uniques), table, alias, col)
+    values = [names.get(u) for u in np.asarray(uniques).tolist()]
+    if transform is not None:
+        values = [transform(v) if v is not None else None for v in values]
+    return _coded_strings(np.asarray(codes), values)
+
+
+def _triples(x: IntColumn, y: IntColumn, z: IntColumn) -> pd.api.extensions.ExtensionArray:
+    """'x,y,z' per row (missing when any is NULL), as SQLite's ``x || ',' || y || ',' || z``
+    of integers writes it, built once per distinct triple."""
+    cx, ux = pd.factorize(x.values)
+    cy, uy = pd.factorize(y.values)
+    cz, uz = pd.factorize(z.values)
+    cxy, uxy = pd.factorize(cx.astype(np.int64) * len(uy) + cy)
+    code, uniq = pd.factorize(cxy.astype(np.int64) * len(uz) + cz)
+    uniq = np.asarray(uniq, dtype=np.int64)
+    pair = np.asarray(uxy, dtype=np.int64)[uniq // len(uz)]
+    xs = np.asarray(ux)[pair // len(uy)].tolist()
+    ys = np.asarray(uy)[pair % len(uy)].tolist()
+    zs = np.asarray(uz)[uniq % len(uz)].tolist()
+    values: list[str | None] = [f"{a},{b},{c}" for a, b, c in zip(xs, ys, zs)]
+    code = np.where(x.null | y.null | z.null, -1, code)
+    return _coded_strings(code, values)
+
+
+def _kernels_fast(db: _Db, c: set[str], name_col: str | None, short: bool
+                  ) -> pd.DataFrame | None:
+    exprs = {"start": "k.start", "end": 'k."end"'}
+    if name_col:
+        exprs["name"] = f"k.{name_col}"
+    if short:
+        exprs["short_name"] = "k.shortName"
+    for col in ("deviceId", "streamId", "correlationId"):
+        if col in c:
+            exprs[col] = f"k.{col}"
+    if "globalPid" in c:
+        exprs["globalPid"] = _pid("k.globalPid")
+    dims = {"grid": ("gridX", "gridY", "gridZ"), "block": ("blockX", "blockY", "blockZ")}
+    for axes in dims.values():
+        if set(axes) <= c:
+            exprs.update({a: f"k.{a}" for a in axes})
+    if "graphNodeId" in c:
+        exprs["graph"] = "k.graphNodeId IS NOT NULL"
+    got = db.ints(K_KERNEL, "k", exprs)
+    if got is None:
+        return None
+    n = len(got["start"])
+    start, dur = _start_dur(got)
+    cols: dict[str, Any] = {"kind": _kind(schema.KIND_KERNEL, n), "start_ns": start,
+                            "dur_ns": dur}
+    if "name" in got:
+        cols["name"] = _id_strings(db, got.pop("name"), K_KERNEL, "k", str(name_col))
+    if "short_name" in got:
+        cols["short_name"] = _id_strings(db, got.pop("short_name"), K_KERNEL, "k", "shortName")
+    for key, col in (("device", "deviceId"), ("pid", "globalPid"),
+                     ("correlation", "correlationId")):
+        if col in got:
+            cols[key] = _nullable(got.pop(col))
+    if "streamId" in got:
+        cols["stream"] = _nullable(got.pop("streamId"), _NA_STREAM)
+    for key, axes in dims.items():
+        if axes[0] in got:
+            cols[key] = _triples(*(got.pop(a) for a in axes))
+    graph = got["graph"].values != 0 if "graph" in got else np.zeros(n, dtype=bool)
+    cols["graph_launch"] = pd.arrays.BooleanArray(graph, np.zeros(n, dtype=bool))
+    return schema.from_columns(cols, n=n)
+
+
+def _runtime_fast(db: _Db, c: set[str], mapped: bool) -> pd.DataFrame | None:
+    exprs = {"start": "r.start", "end": 'r."end"'}
+    if mapped:
+        exprs["name"] = "r.nameId"
+    if "correlationId" in c:
+        exprs["correlationId"] = "r.correlationId"
+    if "globalTid" in c:
+        exprs["globalTid"] = _pid("r.globalTid")
+        exprs["tid"] = "(r.globalTid & 16777215)"
+    got = db.ints(K_RUNTIME, "r", exprs)
+    if got is None:
+        return None
+    n = len(got["start"])
+    start, dur = _start_dur(got)
+    cols: dict[str, Any] = {"kind": _kind(schema.KIND_RUNTIME, n), "start_ns": start,
+                            "dur_ns": dur}
+    if "name" in got:
+        # the _vNN suffix dropped once per distinct API name
+        cols["name"] = _id_strings(db, got.pop("name"), K_RUNTIME, "r", "nameId",
+                                   lambda v: _API_VERSION.sub("", v))
+    for key, col in (("pid", "globalTid"), ("tid", "tid"), ("correlation", "correlationId")):
+        if col in got:
+            cols[key] = _nullable(got.pop(col))
+    return schema.from_columns(cols, n=n)
 
 
 def _graph_launches(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
@@ -438,7 +631,7 @@ def _memcpy(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
     cols.update(
         device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     return schema.from_columns(cols, n=len(df))
 
@@ -478,7 +671,7 @@ def _memset(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
     cols.update(
         device=_ints(df, "deviceId"), stream=_stream(df), pid=_ints(df, "globalPid"),
         correlation=_ints(df, "correlationId"), bytes=_ints(df, "bytes"),
-        graph_launch=pd.array(df["graph"].astype(bool), dtype="boolean"),
+        graph_launch=df["graph"].astype(bool).astype("boolean").array,
     )
     return schema.from_columns(cols, n=len(df))
 
@@ -496,6 +689,9 @@ def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
         name_expr = _id_expr("r", "nameId")
     else:
         warnings.append(f"{K_RUNTIME} names are unavailable (no nameId/StringIds)")
+    fast = _runtime_fast(db, c, mapped)
+    if fast is not None:
+        return fast if len(fast) else None
     sql = f"""
         SELECT r.start AS start, r."end" AS "end", {name_expr} AS name,
                {_col(c, 'r', 'correlationId')},
@@ -511,7 +707,7 @@ def _runtime(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
         name = _mapped_names(df["name"], db.id_names(K_RUNTIME, "r", "nameId"),
                              lambda v: _API_VERSION.sub("", v))
     else:
-        name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True)
+        name = df["name"].astype("string").str.replace(r"_v\d+$", "", regex=True).array
     cols = _base(df, schema.KIND_RUNTIME, name)
     cols.update(pid=_ints(df, "globalTid"), tid=_ints(df, "tid"),
                 correlation=_ints(df, "correlationId"))
