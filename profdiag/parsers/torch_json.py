@@ -212,19 +212,40 @@ def _int64(parts: list[np.ndarray]) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(values, mask)
 
 
+def _arrow_strings(values: list[str], codes: np.ndarray) -> Any:
+    """The pyarrow-backed "string" array of values[codes] (-1: <NA>), or None when pandas'
+    "string" dtype is not pyarrow's here (pandas 2, or no pyarrow)."""
+    if pd.StringDtype().storage != "pyarrow":
+        return None
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pandas' pyarrow storage needs pyarrow
+        return None
+    typ = pa.large_string()
+    taken = (pa.array(values, type=typ).take(pa.array(codes, mask=codes < 0)) if values
+             else pa.nulls(len(codes), typ))
+    out = pd.arrays.ArrowStringArray(pa.chunked_array([taken], type=typ))
+    return out if out.dtype == pd.StringDtype() else None
+
+
+def _strings(table: _fast.Strings) -> Any:
+    """Codes + distinct values -> the "string" column pandas builds from the values, without
+    validating every element (a trace has a few thousand distinct names and shapes)."""
+    codes = table.concat()
+    out = _arrow_strings(table.values, codes)
+    if out is None:
+        out = pd.array(np.array(table.values + [None], dtype=object)[codes], dtype="string")
+    return out
+
+
 def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
     """Columns -> the canonical DataFrame (same dtypes as schema.from_columns)."""
     cols = extractor.cols
-    n = len(cols.name)
-    names: Any = cols.name
-    odd = {k: str(k) for k in extractor.names if not isinstance(k, str)}
-    if odd:
-        names = [odd.get(x, x) if not isinstance(x, str) else x for x in names]
-    cols.name = []
+    n = len(cols)
     data: dict[str, Any] = {}
     for col, (dtype, _) in schema.COLUMNS.items():
         if col == "name":
-            data[col] = pd.array(names, dtype="string")
+            data[col] = _strings(cols.name)
         elif col == "kind":
             codes = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
             data[col] = pd.Categorical.from_codes(codes, categories=list(schema.ALL_KINDS))
@@ -235,8 +256,7 @@ def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
         elif col in cols.ints:
             data[col] = _int64(cols.ints[col])
         elif col in cols.text:
-            data[col] = pd.array(cols.text[col], dtype="string")
-            cols.text[col] = []
+            data[col] = _strings(cols.text[col])
         elif dtype == "boolean":
             data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
         else:  # short_name, op_name: filled by _link_ops
