@@ -147,3 +147,32 @@ def test_string_fallback_without_arrow_storage(monkeypatch):
     table.parts.append(np.array([table.code_of(v) for v in ["x", None, "x"]], dtype=np.int32))
     built = torch_json._strings(table)
     assert pd.Series(built).equals(pd.Series(pd.array(["x", None, "x"], dtype="string")))
+
+
+def test_rare_keys_are_read_only_in_pieces_that_hold_them(tmp_path, monkeypatch):
+    """2021-era spellings ("external id", "Device", "Input dims"), copy sizes and an escaped
+    key in some pieces only: every piece gives what the per-event path gives."""
+    events = []
+    for i in range(80):
+        for ev in _events():
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            events.append(ev)
+    events[8 * 40]["args"] = {"external id": 7, "Input dims": [[2, 2]]}
+    kernel = next(i for i in range(8 * 60, len(events)) if events[i]["cat"] == "kernel")
+    events[kernel]["args"]["Device"] = 3
+    del events[kernel]["args"]["device"]
+    events[kernel]["args"]["bytes"] = 4096
+    body = orjson.dumps({"traceEvents": events})
+    # one escaped key: \u0045 is "E", so this is "External id" too
+    body = body.replace(b'"External id":8', b'"\\u0045xternal id":8', 1)
+    path = tmp_path / "rare.json"
+    path.write_bytes(body)
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    assert fast._rare_keys(b'[{"args":{"Device":1}}]') == {"device_upper"}
+    assert fast._rare_keys(b'[{"args":{"\\u0044evice":1}}]') == set(fast.RARE_KEYS)
+    streamed = profdiag.load(path).events
+    whole = torch_json._link_ops(torch_json._frame(torch_json._parse_document(path)[0]), [])
+    assert streamed.equals(whole)
+    assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
+    assert "[[2,2]]" in set(streamed["input_dims"].dropna())

@@ -354,6 +354,40 @@ def _take(seq: list[Any], idx: np.ndarray) -> list[Any]:
     return list(itemgetter(*idx.tolist())(seq))
 
 
+# Arg keys most traces never write (2021-era spellings, copy sizes): a field whose key is
+# nowhere in a piece's text is missing on every event of it, and needs no pass.
+RARE_KEYS = {"ext_lower": b'"external id"', "device_upper": b'"Device"',
+             "dims_lower": b'"Input dims"', "bytes": b'"bytes"'}
+
+
+def _rare_keys(piece: bytes | bytearray | memoryview) -> frozenset[str]:
+    """The RARE_KEYS fields whose key appears in the piece's text (escaped spellings of a key
+    are decoded as the key, so a backslash anywhere keeps every field)."""
+    data = bytes(piece) if isinstance(piece, memoryview) else piece
+    if data.find(b"\\") >= 0:
+        return frozenset(RARE_KEYS)
+    return frozenset(k for k, key in RARE_KEYS.items() if data.find(key) >= 0)
+
+
+def _int_array_or_none(values: list[Any]) -> np.ndarray | None:
+    """values as int64 when every one is an int that fits, else None."""
+    try:
+        arr = np.array(values)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return arr if arr.dtype == np.int64 and len(arr) == len(values) else None
+
+
+def _first_present_cols(n: int, *columns: list[Any] | None) -> np.ndarray:
+    """_first_present_int over the columns that are not None (None: MISS on every row)."""
+    cols = [c for c in columns if c is not None]
+    if not cols:
+        return np.full(n, MISS, np.int64)
+    if len(cols) == 1:
+        return _int_array(cols[0])
+    return _first_present_int(*cols)
+
+
 class Extractor:
     """Turns decoded pieces into Columns; keeps the string tables shared across pieces."""
 
@@ -363,7 +397,7 @@ class Extractor:
         self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
-    def add_structs(self, events: list[_Event]) -> None:
+    def add_structs(self, events: list[_Event], present: frozenset[str] = frozenset(RARE_KEYS)) -> None:
         code_by_cat = _CODE_BY_CAT
         suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
         n_all = len(events)
@@ -407,17 +441,32 @@ class Extractor:
 
         c = self.cols
         name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
-        ext = _first_present_int(ints("ext", args), ints("ext_lower", args))
+        n = len(sel)
+        ext = _first_present_cols(n, ints("ext", args),
+                                  ints("ext_lower", args) if "ext_lower" in present else None)
         corr = _int_array(ints("correlation", args))
         pid_raw = ints("pid", sel)
         tid_raw = ints("tid", sel)
-        pid = _int_array(pid_raw)
-        tid = _int_array(tid_raw)
-        device = _first_present_int(ints("device", args), ints("device_upper", args), pid_raw)
-        stream = _first_present_int(ints("stream", args), tid_raw)
-        nbytes = _int_array(ints("bytes", args))
+        pid_arr = _int_array_or_none(pid_raw)
+        tid_arr = _int_array_or_none(tid_raw)
+        pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
+        tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
+        dev_raw = ints("device", args)
+        dev_upper = ints("device_upper", args) if "device_upper" in present else None
+        dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
+        if dev_arr is not None and pid_arr is not None:
+            device = _first_present(dev_arr, pid_arr)
+        else:
+            device = _first_present_cols(n, dev_raw, dev_upper, pid_raw)
+        st_raw = ints("stream", args)
+        st_arr = _int_array_or_none(st_raw)
+        if st_arr is not None and tid_arr is not None:
+            stream = _first_present(st_arr, tid_arr)
+        else:
+            stream = _first_present_int(st_raw, tid_raw)
+        nbytes = (_int_array(ints("bytes", args)) if "bytes" in present
+                  else np.full(n, MISS, np.int64))
         miss = np.int64(MISS)
-        n = len(sel)
         c.rows += n
         c.name.parts.append(name_codes)
         c.kind.append(kind)
@@ -444,9 +493,10 @@ class Extractor:
                         a.correlation, lambda attr, _key, a=a: getattr(a, attr)))
         if len(host_idx):
             h_args = _take(args, host_idx)
-            upper = ints("dims", h_args)
-            lower = ints("dims_lower", h_args)
-            merged = [u if u is not _NULL_RAW else lo for u, lo in zip(upper, lower)]
+            merged = ints("dims", h_args)
+            if "dims_lower" in present:
+                merged = [u if u is not _NULL_RAW else lo
+                          for u, lo in zip(merged, ints("dims_lower", h_args))]
             codes["input_dims"][host_idx] = text["input_dims"].raw_codes(merged, json_text)
             codes["input_types"][host_idx] = text["input_types"].raw_codes(
                 ints("types", h_args), json_text)
@@ -536,7 +586,7 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                self.add_structs(_decode_events(piece))
+                self.add_structs(_decode_events(piece), _rare_keys(piece))
                 return
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
@@ -544,7 +594,7 @@ class Extractor:
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                self.add_structs(_decode_events(piece))
+                self.add_structs(_decode_events(piece), _rare_keys(piece))
         except msgspec.ValidationError:
             # unexpected field types somewhere in this piece: per-event slow path
             try:
@@ -625,6 +675,7 @@ _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
 _ARRAY_END = re.compile(rb"\}\s*\]")
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _WS = b" \t\r\n"
+_NON_WS = re.compile(rb"[^ \t\r\n]")
 
 
 @dataclass
@@ -721,7 +772,7 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
     while True:
         while not eof and len(buf) - pos < CHUNK_BYTES:
             fill()
-            if scan_from == pos and not buf[pos:].strip(_WS):
+            if scan_from == pos and _NON_WS.search(buf, pos) is None:
                 del buf[pos:]  # whitespace between events: drop it
         if eof:
             break
