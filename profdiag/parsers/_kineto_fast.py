@@ -122,6 +122,20 @@ def collective_row(correlation: Any, get: Callable[[str, str], Any]) -> dict[str
     return row
 
 
+def _struct_getter(args: _Args) -> Callable[[str, str], Any]:
+    """collective_row's field getter over decoded args (by attribute)."""
+    def get(attr: str, _key: str) -> Any:
+        return getattr(args, attr)
+    return get
+
+
+def _dict_getter(args: dict[str, Any]) -> Callable[[str, str], Any]:
+    """collective_row's field getter over an args dict (by JSON key)."""
+    def get(_attr: str, key: str) -> Any:
+        return args.get(key)
+    return get
+
+
 class _Event(msgspec.Struct, frozen=True, gc=False):
     ph: str | None = None
     cat: str | None = None
@@ -489,8 +503,7 @@ class Extractor:
                 codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
             for a in g_args:
                 if a.coll is not MISS:
-                    self.collectives.append(collective_row(
-                        a.correlation, lambda attr, _key, a=a: getattr(a, attr)))
+                    self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         if len(host_idx):
             h_args = _take(args, host_idx)
             merged = ints("dims", h_args)
@@ -550,8 +563,8 @@ class Extractor:
                 rows["tid"].append(None)
                 rows["bytes"].append(to_int(args.get("bytes")))
                 if "Collective name" in args:
-                    self.collectives.append(collective_row(
-                        args.get("correlation"), lambda _attr, key, a=args: a.get(key)))
+                    self.collectives.append(collective_row(args.get("correlation"),
+                                                           _dict_getter(args)))
                 text["grid"].append(c.text["grid"].code_of(dims3(args.get("grid"))))
                 text["block"].append(c.text["block"].code_of(dims3(args.get("block"))))
                 text["input_dims"].append(-1)

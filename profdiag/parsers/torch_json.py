@@ -247,8 +247,8 @@ def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
         if col == "name":
             data[col] = _strings(cols.name)
         elif col == "kind":
-            codes = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
-            data[col] = pd.Categorical.from_codes(codes, categories=list(schema.ALL_KINDS))
+            kinds: Any = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
+            data[col] = pd.Categorical.from_codes(kinds, categories=list(schema.ALL_KINDS))  # type: ignore[call-overload]
         elif col == "start_ns":
             data[col] = np.concatenate(cols.start) if cols.start else np.empty(0, np.int64)
         elif col == "dur_ns":
@@ -260,7 +260,8 @@ def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
         elif dtype == "boolean":
             data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
         else:  # short_name, op_name: filled by _link_ops
-            data[col] = pd.array(np.full(n, None, dtype=object), dtype=dtype)
+            empty: Any = np.full(n, None, dtype=object)
+            data[col] = pd.array(empty, dtype=dtype)
     return pd.DataFrame(data)
 
 
@@ -317,8 +318,9 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
         cc = None
         if "computeMajor" in p:
             cc = f"{p.get('computeMajor')}.{p.get('computeMinor', 0)}"
+        dev_id = _to_int(p.get("id"))
         devices.append(DeviceInfo(
-            index=_to_int(p.get("id")) if _to_int(p.get("id")) is not None else i,
+            index=dev_id if dev_id is not None else i,
             name=str(p.get("name") or ""),
             sm_count=_to_int(p.get("numSms")),
             memory_bytes=_to_int(p.get("totalGlobalMem")),
