@@ -248,21 +248,31 @@ def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
             data[col] = _strings(cols.name)
         elif col == "kind":
             kinds: Any = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
+            cols.kind = []
             data[col] = pd.Categorical.from_codes(kinds, categories=list(schema.ALL_KINDS))  # type: ignore[call-overload]
         elif col == "start_ns":
             data[col] = np.concatenate(cols.start) if cols.start else np.empty(0, np.int64)
+            cols.start = []
         elif col == "dur_ns":
             data[col] = np.concatenate(cols.dur) if cols.dur else np.empty(0, np.int64)
+            cols.dur = []
         elif col in cols.ints:
             data[col] = _int64(cols.ints[col])
+            cols.ints[col] = []  # the pieces are freed as each column is joined
         elif col in cols.text:
             data[col] = _strings(cols.text[col])
         elif dtype == "boolean":
             data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
-        else:  # short_name, op_name: filled by _link_ops
+        elif dtype == "string":  # short_name, op_name: filled by _link_ops
+            missing = _fast.Strings()
+            missing.parts.append(np.full(n, -1, np.int32))
+            data[col] = _strings(missing)
+        else:
             empty: Any = np.full(n, None, dtype=object)
             data[col] = pd.array(empty, dtype=dtype)
-    return pd.DataFrame(data)
+    # the arrays are new and owned by the frame: no copy of each column (pandas copies the
+    # arrays of a dict by default)
+    return pd.DataFrame(data, copy=False)
 
 
 def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
