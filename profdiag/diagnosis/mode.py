@@ -73,7 +73,7 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     Work is per distinct name and per distinct (op, dims), so a million launches of forty
     kernels cost forty regex searches, not a million.
     """
-    out = work.copy()
+    out = work.copy(deep=False)  # only columns are added: no copy of the table
     flags = _name_flags(out["name"])
     out["_splitkv"] = flags[:, 0]
     out["_decode_name"] = flags[:, 1]
