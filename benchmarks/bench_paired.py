@@ -2,6 +2,7 @@
 
     python benchmarks/bench_paired.py [--repeat 3] [--source ../shared] [--dir /tmp/profdiag-bench]
                                       [--input nsys] [--input steps] [--steps 8000] [--kernels 1M]
+                                      [--input kineto --kineto-size 250MB] [--hta-max-mb 300]
 
 Inputs (built when absent, never inside the repository):
 
@@ -10,6 +11,11 @@ Inputs (built when absent, never inside the repository):
   of the kernel and runtime tables joined to StringIds (what issue 18 measures against).
 - ``steps``: benchmarks/make_many_steps.py's trace of N ProfilerStep annotations. Floor:
   ``orjson.loads`` of the file.
+- ``kineto``: make_big_trace.py's replicated Kineto trace of ``--kineto-size`` JSON (60MB,
+  250MB, 1GB), with a ``distributedInfo`` (rank 0 of 1) appended so HTA's loader reads the
+  rank from the file instead of scanning for it. Floor: the simdjson read+parse process
+  (bench_load's bare simdjson child); then ``profdiag report -f json``, ``profdiag.load`` and
+  HTA's ``TraceAnalysis`` loader (skipped above ``--hta-max-mb``).
 - ``ranks``: bench_fleet.py's folder of ``--ranks`` rank traces of ``--rank-size`` JSON each
   (8 x 60 MB). ``profdiag report DIR --jobs 1`` is the floor, ``--jobs 2`` is compared to it:
   read the wall ratio, and only when the load average printed beside it is well under the
@@ -36,13 +42,15 @@ sys.path.insert(0, str(HERE))
 
 from bench_fleet import CONTENDERS as FLEET, make_ranks  # noqa: E402, I001
 from bench_load import CONTENDERS, _install_wait4_hook, run_child  # noqa: E402
-from make_big_trace import DEFAULT_SOURCE as RANK_SOURCE, parse_size  # noqa: E402
+from make_big_trace import DEFAULT_SOURCE as RANK_SOURCE, build as build_big, parse_size, size_label  # noqa: E402
 
 DEFAULT_SOURCE = HERE.parents[1] / "shared"
 
 # the same child programs as bench_load's contenders
 REPORT = CONTENDERS["profdiag report -f json -q"]
 LOAD = CONTENDERS["profdiag.load"]
+SIMDJSON = CONTENDERS["simdjson parse (bare)"]
+HTA = CONTENDERS["HTA TraceAnalysis loader"]
 READ_SQL = (
     "import sys, time, json, sqlite3\nimport pandas as pd\n"
     "t = time.perf_counter()\ncon = sqlite3.connect(sys.argv[1])\n"
@@ -64,12 +72,42 @@ CONTENDERS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
              ("profdiag report -f json", REPORT, ()), ("profdiag.load", LOAD, ())],
     "steps": [("orjson.loads (floor)", ORJSON, ()), ("profdiag report -f json", REPORT, ()),
               ("profdiag.load", LOAD, ())],
+    "kineto": [("simdjson read+parse (floor)", SIMDJSON, ()), ("profdiag report -f json", REPORT, ()),
+               ("profdiag.load", LOAD, ()), ("HTA TraceAnalysis loader", HTA, ())],
     "ranks": [("profdiag report DIR --jobs 1 (floor)", JOBS, ("1",)),
               ("profdiag report DIR --jobs 2", JOBS, ("2",))],
 }
 
 
+def kineto_input(args: argparse.Namespace) -> Path:
+    """big_<size>_rank0.json: the replicated trace with distributedInfo (rank 0 of 1)."""
+    out = args.dir / f"big_{size_label(args.kineto_size)}_rank0.json"
+    if out.exists():
+        return out
+    source = args.source / "traces" / "torch" / RANK_SOURCE.name
+    if not source.exists():
+        sys.exit(f"bench_paired: the kineto input is built from {source}, which is absent: "
+                 "pass --source PATH to a shared/ directory (with traces/torch/)")
+    big, _ = build_big(source, args.dir / "src", args.kineto_size, level=1)
+    with open(big, "rb") as src, open(out.with_suffix(".tmp"), "wb") as dst:
+        size = big.stat().st_size
+        src.seek(max(0, size - 4096))
+        tail = src.read()
+        end = size - len(tail) + tail.rstrip().rfind(b"}")
+        src.seek(0)
+        left = end
+        while left > 0:
+            block = src.read(min(left, 16 << 20))
+            left -= len(block)
+            dst.write(block.rstrip() if left == 0 else block)
+        dst.write(b',\n  "distributedInfo": {"backend": "nccl", "rank": 0, "world_size": 1}\n}\n')
+    out.with_suffix(".tmp").rename(out)
+    return out
+
+
 def build_input(kind: str, args: argparse.Namespace) -> Path:
+    if kind == "kineto":
+        return kineto_input(args)
     if kind == "steps":
         import make_many_steps
 
@@ -103,11 +141,14 @@ def loadavg() -> str:
         return "?"
 
 
-def bench(kind: str, path: Path, repeat: int, timeout: float) -> str:
-    runs: dict[str, list[dict]] = {name: [] for name, _, _ in CONTENDERS[kind]}
+def bench(kind: str, path: Path, repeat: int, timeout: float, hta_max_mb: float = 300.0) -> str:
+    contenders = CONTENDERS[kind]
+    if kind == "kineto" and path.stat().st_size / 2**20 > hta_max_mb:
+        contenders = [c for c in contenders if c[1] is not HTA]
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in contenders}
     before = loadavg()
     for r in range(repeat):
-        for name, code, extra in CONTENDERS[kind]:
+        for name, code, extra in contenders:
             print(f"  [{kind} {r + 1}/{repeat}] {name} ...", file=sys.stderr, flush=True)
             runs[name].append(run_child(code, path, timeout, *extra))
     files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -120,7 +161,7 @@ def bench(kind: str, path: Path, repeat: int, timeout: float) -> str:
              "| work vs floor | wall vs floor | peak RSS MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     floor = None
-    for name, _, _ in CONTENDERS[kind]:
+    for name, _, _ in contenders:
         ok = [x for x in runs[name] if "error" not in x]
         if not ok:
             lines.append(f"| {name} | – | – | – | – | – | – | {runs[name][0]['error']} |")
@@ -148,11 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ranks", type=int, default=8, help="rank traces of the ranks input")
     ap.add_argument("--rank-size", type=parse_size, default=60 * 10**6,
                     help="JSON per rank trace of the ranks input (60MB)")
+    ap.add_argument("--kineto-size", type=parse_size, default=60 * 10**6,
+                    help="JSON of the kineto input (60MB, 250MB, 1GB)")
+    ap.add_argument("--hta-max-mb", type=float, default=300.0,
+                    help="skip HTA's loader on a larger kineto input (it needs ~7x the JSON)")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--out", type=Path, help="also write the markdown tables here")
     args = ap.parse_args(argv)
     _install_wait4_hook()
-    tables = [bench(kind, build_input(kind, args), args.repeat, args.timeout)
+    tables = [bench(kind, build_input(kind, args), args.repeat, args.timeout, args.hta_max_mb)
               for kind in (args.input or ["steps", "nsys"])]
     text = "\n".join(tables)
     print(text)

@@ -56,11 +56,15 @@ _PREFILL_NAME = re.compile("prefill|context_attention", re.IGNORECASE)
 EVIDENCE_COLUMNS = ("_m", "_tq", "_splitkv", "_decode_name", "_prefill_name")
 
 
-def _per_unique(values: pd.Series, fn: Any) -> np.ndarray:
-    """fn applied once per distinct value of ``values``, broadcast back to every row."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array([fn(u) for u in uniques] + [fn(None)], dtype=object)
-    return mapped[codes]  # code -1 (NA) picks the trailing fn(None)
+def _name_flags(names: pd.Series) -> np.ndarray:
+    """(split-KV, decode-named, prefill-named) per row, as a (rows, 3) bool array: the three
+    regexes run once per distinct name, over one factorization of the column."""
+    codes, uniques = pd.factorize(names, use_na_sentinel=True)
+    table = np.array([(bool(_SPLITKV.search(n)), bool(_DECODE_NAME.search(n)),
+                       bool(_PREFILL_NAME.search(n))) if isinstance(n, str) and n
+                      else (False, False, False) for n in uniques] + [(False, False, False)],
+                     dtype=bool).reshape(-1, 3)
+    return table[codes]  # code -1 (NA) picks the trailing row
 
 
 def annotate(work: pd.DataFrame) -> pd.DataFrame:
@@ -69,11 +73,11 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     Work is per distinct name and per distinct (op, dims), so a million launches of forty
     kernels cost forty regex searches, not a million.
     """
-    out = work.copy()
-    names = out["name"].astype(object)
-    out["_splitkv"] = _per_unique(names, lambda n: bool(n and _SPLITKV.search(n))).astype(bool)
-    out["_decode_name"] = _per_unique(names, lambda n: bool(n and _DECODE_NAME.search(n))).astype(bool)
-    out["_prefill_name"] = _per_unique(names, lambda n: bool(n and _PREFILL_NAME.search(n))).astype(bool)
+    out = work.copy(deep=False)  # only columns are added: no copy of the table
+    flags = _name_flags(out["name"])
+    out["_splitkv"] = flags[:, 0]
+    out["_decode_name"] = flags[:, 1]
+    out["_prefill_name"] = flags[:, 2]
     has_dims = out["input_dims"].notna() & out["op_name"].notna()
     ops = out["op_name"].astype(object).where(has_dims, "")
     dims = out["input_dims"].astype(object).where(has_dims, "")

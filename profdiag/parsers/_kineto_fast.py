@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, eq, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ _CODE_BY_CAT = {cat: KIND_CODES.index(kind) for cat, kind in KIND_BY_CAT.items()
 # calls, kept as annotations: without step annotations (vLLM V1's default) each is one step.
 _PY_STEP_SUFFIX = "): execute_model"
 _ANNOTATION_CODE = KIND_CODES.index(schema.KIND_ANNOTATION)
+_PYTHON_CODE = KIND_CODES.index(schema.KIND_PYTHON)
 GPU_CODES = np.array(sorted(KIND_CODES.index(k) for k in (
     schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION)),
     dtype=np.int8)
@@ -119,6 +121,20 @@ def collective_row(correlation: Any, get: Callable[[str, str], Any]) -> dict[str
     return row
 
 
+def _struct_getter(args: _Args) -> Callable[[str, str], Any]:
+    """collective_row's field getter over decoded args (by attribute)."""
+    def get(attr: str, _key: str) -> Any:
+        return getattr(args, attr)
+    return get
+
+
+def _dict_getter(args: dict[str, Any]) -> Callable[[str, str], Any]:
+    """collective_row's field getter over an args dict (by JSON key)."""
+    def get(_attr: str, key: str) -> Any:
+        return args.get(key)
+    return get
+
+
 class _Event(msgspec.Struct, frozen=True, gc=False):
     ph: str | None = None
     cat: str | None = None
@@ -127,7 +143,9 @@ class _Event(msgspec.Struct, frozen=True, gc=False):
     dur: Num = 0
     pid: Num = MISS
     tid: Num = MISS
-    args: _Args | None = _NO_ARGS
+    # "args": null (or any other non-object) fails validation: that piece takes the
+    # per-event path, which reads it as no args
+    args: _Args = _NO_ARGS
 
 
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
@@ -203,24 +221,76 @@ def _concrete_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------
 # column batches
 
+class Strings:
+    """One string column as int32 codes into ``values`` (-1: <NA>), built per distinct value.
+
+    ``by_raw`` maps a field's raw JSON bytes to its code, so each distinct raw value is
+    decoded and compacted once; ``by_value`` maps a Python value (the per-event path's) to
+    its code. Equal values under different codes are harmless: only values are compared.
+    """
+
+    __slots__ = ("values", "by_raw", "by_value", "parts")
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.by_raw: dict[bytes, int] = {b"null": -1}
+        self.by_value: dict[Any, int] = {}
+        self.parts: list[np.ndarray] = []
+
+    def code_of(self, value: Any) -> int:
+        """Code of a text value (None: -1)."""
+        if value is None:
+            return -1
+        code = self.by_value.get(value)
+        if code is None:
+            code = self.by_value[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+    def raw_codes(self, raws: list[msgspec.Raw], fn: Callable[[Any], Any]) -> np.ndarray:
+        """Raw JSON values -> codes of fn(value), fn run once per distinct raw value."""
+        keys = list(map(bytes, raws))
+        by_raw = self.by_raw
+        for b in dict.fromkeys(keys):  # the distinct raw values, first seen first
+            if b in by_raw:
+                continue
+            try:
+                v = fn(orjson.loads(b))
+            except orjson.JSONDecodeError:
+                try:
+                    v = fn(_decode_any(b))
+                except (msgspec.DecodeError, RecursionError):
+                    v = None  # nested past any decoder's depth limit: unusable
+            by_raw[b] = self.code_of(v)
+        return np.fromiter(map(by_raw.__getitem__, keys), np.int32, len(keys))
+
+    def concat(self) -> np.ndarray:
+        out = np.concatenate(self.parts) if self.parts else np.empty(0, np.int32)
+        self.parts = []
+        return out
+
+
+TEXT_COLUMNS = ("input_dims", "input_types", "input_concrete", "grid", "block")
+
+
 @dataclass
 class Columns:
-    """Canonical columns in flat form: int64 arrays use MISS for <NA>, strings None."""
+    """Canonical columns in flat form: int64 arrays use MISS for <NA>; strings as codes."""
 
-    name: list[Any] = field(default_factory=list)
+    name: Strings = field(default_factory=Strings)
     kind: list[np.ndarray] = field(default_factory=list)
     start: list[np.ndarray] = field(default_factory=list)
     dur: list[np.ndarray] = field(default_factory=list)
     ints: dict[str, list[np.ndarray]] = field(default_factory=lambda: {
         k: [] for k in ("device", "stream", "pid", "tid", "correlation", "external_id", "bytes")})
-    text: dict[str, list[Any]] = field(default_factory=lambda: {
-        k: [] for k in ("input_dims", "input_types", "input_concrete", "grid", "block")})
+    text: dict[str, Strings] = field(default_factory=lambda: {k: Strings() for k in TEXT_COLUMNS})
+    rows: int = 0
     bad: int = 0
     negative: int = 0
     events: int = 0
 
     def __len__(self) -> int:
-        return len(self.name)
+        return self.rows
 
 
 def _int_array(values: list[Any]) -> np.ndarray:
@@ -274,66 +344,100 @@ def _ns_array(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0 if v is None else v for v in conv], dtype=np.int64), ok
 
 
-def _raw_texts(raws: list[msgspec.Raw], default: msgspec.Raw, fn: Callable[[Any], Any],
-               cache: dict[bytes, Any]) -> list[Any]:
-    """Raw JSON values -> fn(value), memoised on the raw bytes; MISSing -> None."""
-    out: list[Any] = []
-    append = out.append
-    for r in raws:
-        if r is default:
-            append(None)
-            continue
-        b = bytes(r)
-        v = cache.get(b, cache)
-        if v is cache:
-            try:
-                v = fn(orjson.loads(b))
-            except orjson.JSONDecodeError:
-                try:
-                    v = fn(_decode_any(b))
-                except (msgspec.DecodeError, RecursionError):
-                    v = None  # nested past any decoder's depth limit: unusable
-            cache[b] = v
-        append(v)
-    return out
+def _name_codes(table: Strings, names: list[Any]) -> np.ndarray:
+    """Event names -> codes; a non-string name is kept as str(name) (first spelling wins,
+    as dict keys: 1, 1.0 and True are one name)."""
+    by_value = table.by_value
+    values = table.values
+    for nm in dict.fromkeys(names):  # the distinct names, first seen first
+        if nm not in by_value:
+            by_value[nm] = len(values)
+            values.append(nm if isinstance(nm, str) else str(nm))
+    return np.fromiter(map(by_value.__getitem__, names), np.int32, len(names))
+
+
+def _take(seq: list[Any], idx: np.ndarray) -> list[Any]:
+    """seq[i] for i in idx, without a Python loop."""
+    if len(idx) == len(seq):
+        return seq
+    if len(idx) == 1:
+        return [seq[int(idx[0])]]
+    if not len(idx):
+        return []
+    return list(itemgetter(*idx.tolist())(seq))
+
+
+# Arg keys most traces never write (2021-era spellings, copy sizes): a field whose key is
+# nowhere in a piece's text is missing on every event of it, and needs no pass.
+RARE_KEYS = {"ext_lower": b'"external id"', "device_upper": b'"Device"',
+             "dims_lower": b'"Input dims"', "bytes": b'"bytes"'}
+
+
+def _rare_keys(piece: bytes | bytearray | memoryview) -> frozenset[str]:
+    """The RARE_KEYS fields whose key appears in the piece's text (escaped spellings of a key
+    are decoded as the key, so a backslash anywhere keeps every field)."""
+    data = bytes(piece) if isinstance(piece, memoryview) else piece
+    if data.find(b"\\") >= 0:
+        return frozenset(RARE_KEYS)
+    return frozenset(k for k, key in RARE_KEYS.items() if data.find(key) >= 0)
+
+
+def _int_array_or_none(values: list[Any]) -> np.ndarray | None:
+    """values as int64 when every one is an int that fits, else None."""
+    try:
+        arr = np.array(values)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return arr if arr.dtype == np.int64 and len(arr) == len(values) else None
+
+
+def _first_present_cols(n: int, *columns: list[Any] | None) -> np.ndarray:
+    """_first_present_int over the columns that are not None (None: MISS on every row)."""
+    cols = [c for c in columns if c is not None]
+    if not cols:
+        return np.full(n, MISS, np.int64)
+    if len(cols) == 1:
+        return _int_array(cols[0])
+    return _first_present_int(*cols)
 
 
 class Extractor:
-    """Turns decoded pieces into Columns; keeps caches shared across pieces."""
+    """Turns decoded pieces into Columns; keeps the string tables shared across pieces."""
 
     def __init__(self) -> None:
         self.cols = Columns()
-        self.names: dict[Any, Any] = {}
-        self.dims_cache: dict[bytes, Any] = {}
-        self.types_cache: dict[bytes, Any] = {}
-        self.concrete_cache: dict[bytes, Any] = {}
-        self.grid_cache: dict[bytes, Any] = {}
         # one row per collective kernel that carries NCCL args (few per trace)
         self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
-    def add_structs(self, events: list[_Event]) -> None:
+    def add_structs(self, events: list[_Event], present: frozenset[str] = frozenset(RARE_KEYS)) -> None:
         code_by_cat = _CODE_BY_CAT
         suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
-        sel = [e for e in events if e.ph == "X" and (
-            e.cat in code_by_cat or (e.cat == "python_function" and type(e.name) is str
-                                     and e.name.endswith(suffix)))]
-        self.cols.events += len(events)
-        if not sel:
+        n_all = len(events)
+        self.cols.events += n_all
+        # complete events ("ph": "X") of a known category (python_function included: kept as
+        # Python frames, which the idle attribution reads, except the model runner's
+        # execute_model calls, which are step annotations)
+        kind_all = np.fromiter(map(code_by_cat.get, map(attrgetter("cat"), events), repeat(-1)),
+                               np.int8, n_all)
+        is_x = np.fromiter(map(eq, map(attrgetter("ph"), events), repeat("X")), bool, n_all)
+        keep_idx = np.flatnonzero(is_x & (kind_all >= 0))
+        if not len(keep_idx):
             return
-        # python_function frames are kept as Python frames (the idle attribution reads them),
-        # except the model runner's execute_model calls, which are step annotations.
-        kind = np.array([_ANNOTATION_CODE if (e.cat == "python_function" and type(e.name) is str
-                                              and e.name.endswith(suffix))
-                         else code_by_cat.get(e.cat, _ANNOTATION_CODE) for e in sel],  # type: ignore[arg-type]
-                        dtype=np.int8)
+        sel = _take(events, keep_idx)
+        kind = kind_all[keep_idx]
+        if _PYTHON_CODE in kind:
+            for i in np.flatnonzero(kind == _PYTHON_CODE).tolist():
+                e = sel[i]
+                if type(e.name) is str and e.name.endswith(suffix):
+                    kind[i] = _ANNOTATION_CODE
         start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
         dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
         ok = ok_start & ok_dur
         if not ok.all():
             keep = np.flatnonzero(ok)
             self.cols.bad += int(len(sel) - len(keep))
-            sel = [sel[i] for i in keep]
+            sel = _take(sel, keep)
             kind, start, dur = kind[keep], start[keep], dur[keep]
             if not sel:
                 return
@@ -341,27 +445,43 @@ class Extractor:
         if neg.any():
             self.cols.negative += int(neg.sum())
             dur = np.where(neg, 0, dur)
-        args = [a if a is not None else _NO_ARGS for a in map(attrgetter("args"), sel)]
+        args = list(map(attrgetter("args"), sel))
         gpu = np.isin(kind, GPU_CODES)
         host = ~gpu
 
         def ints(getter: str, seq: list[Any]) -> list[Any]:
             return list(map(attrgetter(getter), seq))
 
-        names = self.names
-        name_col = [names.setdefault(n, n) for n in map(attrgetter("name"), sel)]
-        ext = _first_present_int(ints("ext", args), ints("ext_lower", args))
+        c = self.cols
+        name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
+        n = len(sel)
+        ext = _first_present_cols(n, ints("ext", args),
+                                  ints("ext_lower", args) if "ext_lower" in present else None)
         corr = _int_array(ints("correlation", args))
         pid_raw = ints("pid", sel)
         tid_raw = ints("tid", sel)
-        pid = _int_array(pid_raw)
-        tid = _int_array(tid_raw)
-        device = _first_present_int(ints("device", args), ints("device_upper", args), pid_raw)
-        stream = _first_present_int(ints("stream", args), tid_raw)
-        nbytes = _int_array(ints("bytes", args))
+        pid_arr = _int_array_or_none(pid_raw)
+        tid_arr = _int_array_or_none(tid_raw)
+        pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
+        tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
+        dev_raw = ints("device", args)
+        dev_upper = ints("device_upper", args) if "device_upper" in present else None
+        dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
+        if dev_arr is not None and pid_arr is not None:
+            device = _first_present(dev_arr, pid_arr)
+        else:
+            device = _first_present_cols(n, dev_raw, dev_upper, pid_raw)
+        st_raw = ints("stream", args)
+        st_arr = _int_array_or_none(st_raw)
+        if st_arr is not None and tid_arr is not None:
+            stream = _first_present(st_arr, tid_arr)
+        else:
+            stream = _first_present_int(st_raw, tid_raw)
+        nbytes = (_int_array(ints("bytes", args)) if "bytes" in present
+                  else np.full(n, MISS, np.int64))
         miss = np.int64(MISS)
-        c = self.cols
-        c.name.extend(name_col)
+        c.rows += n
+        c.name.parts.append(name_codes)
         c.kind.append(kind)
         c.start.append(start)
         c.dur.append(dur)
@@ -372,42 +492,30 @@ class Extractor:
         c.ints["bytes"].append(np.where(gpu, nbytes, miss))
         c.ints["pid"].append(np.where(host, pid, miss))
         c.ints["tid"].append(np.where(host, tid, miss))
-        n = len(sel)
         gpu_idx = np.flatnonzero(gpu)
         host_idx = np.flatnonzero(host)
-        grid: list[Any] = [None] * n
-        block: list[Any] = [None] * n
-        dims: list[Any] = [None] * n
-        types: list[Any] = [None] * n
-        concrete: list[Any] = [None] * n
+        text = c.text
+        codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
         if len(gpu_idx):
-            g_args = [args[i] for i in gpu_idx]
-            for out, attr in ((grid, "grid"), (block, "block")):
-                vals = _raw_texts(ints(attr, g_args), _NULL_RAW, dims3, self.grid_cache)
-                for i, v in zip(gpu_idx.tolist(), vals):
-                    out[i] = v
+            g_args = _take(args, gpu_idx)
+            for col in ("grid", "block"):
+                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
             for a in g_args:
                 if a.coll is not MISS:
-                    self.collectives.append(collective_row(
-                        a.correlation, lambda attr, _key, a=a: getattr(a, attr)))
+                    self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         if len(host_idx):
-            h_args = [args[i] for i in host_idx]
-            upper = ints("dims", h_args)
-            lower = ints("dims_lower", h_args)
-            merged = [u if u is not _NULL_RAW else lo for u, lo in zip(upper, lower)]
-            dvals = _raw_texts(merged, _NULL_RAW, json_text, self.dims_cache)
-            tvals = _raw_texts(ints("types", h_args), _NULL_RAW, json_text, self.types_cache)
-            cvals = _raw_texts(ints("concrete", h_args), _NULL_RAW, _concrete_text,
-                               self.concrete_cache)
-            for i, d, t, cv in zip(host_idx.tolist(), dvals, tvals, cvals):
-                dims[i] = d
-                types[i] = t
-                concrete[i] = cv
-        c.text["input_dims"].extend(dims)
-        c.text["input_types"].extend(types)
-        c.text["input_concrete"].extend(concrete)
-        c.text["grid"].extend(grid)
-        c.text["block"].extend(block)
+            h_args = _take(args, host_idx)
+            merged = ints("dims", h_args)
+            if "dims_lower" in present:
+                merged = [u if u is not _NULL_RAW else lo
+                          for u, lo in zip(merged, ints("dims_lower", h_args))]
+            codes["input_dims"][host_idx] = text["input_dims"].raw_codes(merged, json_text)
+            codes["input_types"][host_idx] = text["input_types"].raw_codes(
+                ints("types", h_args), json_text)
+            codes["input_concrete"][host_idx] = text["input_concrete"].raw_codes(
+                ints("concrete", h_args), _concrete_text)
+        for col in TEXT_COLUMNS:
+            text[col].parts.append(codes[col])
 
     # slow path: plain Python objects (the original parser's loop)
     def add_objects(self, events: list[Any]) -> None:
@@ -416,6 +524,8 @@ class Extractor:
         rows: dict[str, list[Any]] = {k: [] for k in (
             "kind", "start", "dur", "device", "stream", "pid", "tid", "correlation",
             "external_id", "bytes")}
+        text: dict[str, list[int]] = {k: [] for k in TEXT_COLUMNS}
+        names: list[Any] = []
         for ev in events:
             if not isinstance(ev, dict) or ev.get("ph") != "X":
                 continue
@@ -438,7 +548,7 @@ class Extractor:
                 args = {}
             name = ev.get("name")
             name = name if isinstance(name, str) else str(name)
-            c.name.append(self.names.setdefault(name, name))
+            names.append(name)
             rows["kind"].append(code)
             rows["start"].append(start)
             rows["dur"].append(dur)
@@ -452,24 +562,31 @@ class Extractor:
                 rows["tid"].append(None)
                 rows["bytes"].append(to_int(args.get("bytes")))
                 if "Collective name" in args:
-                    self.collectives.append(collective_row(
-                        args.get("correlation"), lambda _attr, key, a=args: a.get(key)))
-                c.text["grid"].append(dims3(args.get("grid")))
-                c.text["block"].append(dims3(args.get("block")))
-                c.text["input_dims"].append(None)
-                c.text["input_types"].append(None)
-                c.text["input_concrete"].append(None)
+                    self.collectives.append(collective_row(args.get("correlation"),
+                                                           _dict_getter(args)))
+                text["grid"].append(c.text["grid"].code_of(dims3(args.get("grid"))))
+                text["block"].append(c.text["block"].code_of(dims3(args.get("block"))))
+                text["input_dims"].append(-1)
+                text["input_types"].append(-1)
+                text["input_concrete"].append(-1)
             else:
                 rows["device"].append(None)
                 rows["stream"].append(None)
                 rows["pid"].append(to_int(ev.get("pid")))
                 rows["tid"].append(to_int(ev.get("tid")))
                 rows["bytes"].append(None)
-                c.text["grid"].append(None)
-                c.text["block"].append(None)
-                c.text["input_dims"].append(json_text(args.get("Input Dims", args.get("Input dims"))))
-                c.text["input_types"].append(json_text(args.get("Input type")))
-                c.text["input_concrete"].append(_concrete_text(args.get("Concrete Inputs")))
+                text["grid"].append(-1)
+                text["block"].append(-1)
+                text["input_dims"].append(c.text["input_dims"].code_of(
+                    json_text(args.get("Input Dims", args.get("Input dims")))))
+                text["input_types"].append(c.text["input_types"].code_of(
+                    json_text(args.get("Input type"))))
+                text["input_concrete"].append(c.text["input_concrete"].code_of(
+                    _concrete_text(args.get("Concrete Inputs"))))
+        c.rows += len(names)
+        c.name.parts.append(_name_codes(c.name, names))
+        for key, codes in text.items():
+            c.text[key].parts.append(np.array(codes, dtype=np.int32))
         c.kind.append(np.array(rows.pop("kind"), dtype=np.int8))
         c.start.append(np.array(rows.pop("start"), dtype=np.int64))
         c.dur.append(np.array(rows.pop("dur"), dtype=np.int64))
@@ -481,7 +598,7 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                self.add_structs(_decode_events(piece))
+                self.add_structs(_decode_events(piece), _rare_keys(piece))
                 return
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
@@ -489,7 +606,7 @@ class Extractor:
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                self.add_structs(_decode_events(piece))
+                self.add_structs(_decode_events(piece), _rare_keys(piece))
         except msgspec.ValidationError:
             # unexpected field types somewhere in this piece: per-event slow path
             try:
@@ -516,6 +633,7 @@ _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
 _ARRAY_END = re.compile(rb"\}\s*\]")
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _WS = b" \t\r\n"
+_NON_WS = re.compile(rb"[^ \t\r\n]")
 
 
 @dataclass
@@ -606,7 +724,7 @@ def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> 
     while True:
         while not eof and len(buf) - pos < CHUNK_BYTES:
             fill()
-            if scan_from == pos and not buf[pos:].strip(_WS):
+            if scan_from == pos and _NON_WS.search(buf, pos) is None:
                 del buf[pos:]  # whitespace between events: drop it
         if eof:
             break

@@ -215,36 +215,70 @@ def _int64(parts: list[np.ndarray]) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(values, mask)
 
 
+def _arrow_strings(values: list[str], codes: np.ndarray) -> Any:
+    """The pyarrow-backed "string" array of values[codes] (-1: <NA>), or None when pandas'
+    "string" dtype is not pyarrow's here (pandas 2, or no pyarrow)."""
+    if pd.StringDtype().storage != "pyarrow":
+        return None
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pandas' pyarrow storage needs pyarrow
+        return None
+    typ = pa.large_string()
+    taken = (pa.array(values, type=typ).take(pa.array(codes, mask=codes < 0)) if values
+             else pa.nulls(len(codes), typ))
+    out = pd.arrays.ArrowStringArray(pa.chunked_array([taken], type=typ))
+    # the stubs type the two dtypes apart; at run time they are equal when pandas' default
+    # "string" storage is pyarrow (the dtype the column must have)
+    built: Any = out.dtype
+    return out if built == pd.StringDtype() else None
+
+
+def _strings(table: _fast.Strings) -> Any:
+    """Codes + distinct values -> the "string" column pandas builds from the values, without
+    validating every element (a trace has a few thousand distinct names and shapes)."""
+    codes = table.concat()
+    out = _arrow_strings(table.values, codes)
+    if out is None:
+        out = pd.array(np.array(table.values + [None], dtype=object)[codes], dtype="string")
+    return out
+
+
 def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
     """Columns -> the canonical DataFrame (same dtypes as schema.from_columns)."""
     cols = extractor.cols
-    n = len(cols.name)
-    names: Any = cols.name
-    odd = {k: str(k) for k in extractor.names if not isinstance(k, str)}
-    if odd:
-        names = [odd.get(x, x) if not isinstance(x, str) else x for x in names]
-    cols.name = []
+    n = len(cols)
     data: dict[str, Any] = {}
     for col, (dtype, _) in schema.COLUMNS.items():
         if col == "name":
-            data[col] = pd.array(names, dtype="string")
+            data[col] = _strings(cols.name)
         elif col == "kind":
-            codes = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
-            data[col] = pd.Categorical.from_codes(codes, categories=list(schema.ALL_KINDS))
+            kinds: Any = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
+            cols.kind = []
+            data[col] = pd.Categorical.from_codes(kinds, categories=list(schema.ALL_KINDS))  # type: ignore[call-overload]
         elif col == "start_ns":
             data[col] = np.concatenate(cols.start) if cols.start else np.empty(0, np.int64)
+            cols.start = []
         elif col == "dur_ns":
             data[col] = np.concatenate(cols.dur) if cols.dur else np.empty(0, np.int64)
+            cols.dur = []
         elif col in cols.ints:
             data[col] = _int64(cols.ints[col])
+            cols.ints[col] = []  # the pieces are freed as each column is joined
         elif col in cols.text:
-            data[col] = pd.array(cols.text[col], dtype="string")
-            cols.text[col] = []
+            data[col] = _strings(cols.text[col])
         elif dtype == "boolean":
             data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
-        else:  # short_name, op_name: filled by _link_ops
-            data[col] = pd.array(np.full(n, None, dtype=object), dtype=dtype)
-    return pd.DataFrame(data)
+        elif dtype == "string":  # short_name, op_name: filled by _link_ops
+            missing = _fast.Strings()
+            missing.parts.append(np.full(n, -1, np.int32))
+            data[col] = _strings(missing)
+        else:
+            empty: Any = np.full(n, None, dtype=object)
+            data[col] = pd.array(empty, dtype=dtype)
+    # the arrays are new and owned by the frame: no copy of each column (pandas copies the
+    # arrays of a dict by default)
+    return pd.DataFrame(data, copy=False)
 
 
 def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
@@ -300,8 +334,9 @@ def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[
         cc = None
         if "computeMajor" in p:
             cc = f"{p.get('computeMajor')}.{p.get('computeMinor', 0)}"
+        dev_id = _to_int(p.get("id"))
         devices.append(DeviceInfo(
-            index=_to_int(p.get("id")) if _to_int(p.get("id")) is not None else i,
+            index=dev_id if dev_id is not None else i,
             name=str(p.get("name") or ""),
             sm_count=_to_int(p.get("numSms")),
             memory_bytes=_to_int(p.get("totalGlobalMem")),

@@ -1,0 +1,178 @@
+"""The Kineto streamer's column building: string columns as codes + distinct values, the
+per-piece fast path (msgspec Structs) against the per-event path, odd field types."""
+
+import json
+
+import numpy as np
+import orjson
+import pandas as pd
+
+import profdiag
+from profdiag.diagnosis import mode
+from profdiag.parsers import _kineto_fast as fast, torch_json
+
+from helpers import FIXTURES
+
+
+def _events() -> list[dict]:
+    ops = [
+        # one op, its Input Dims written with and without spaces: one compacted text
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 2, "ts": 10.0, "dur": 5.0,
+         "args": {"External id": 7, "Input Dims": [[1, 4096], [4096, 11008]],
+                  "Input type": ["c10::BFloat16", "c10::BFloat16"]}},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 2, "ts": 20.0, "dur": 5.0,
+         "args": {"External id": 8, "Input dims": [[32, 4096], [4096, 11008]]}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 2,
+         "ts": 11.0, "dur": 1.0, "args": {"correlation": 100, "External id": 7}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 2,
+         "ts": 21.0, "dur": 1.0, "args": {"correlation": 101, "External id": 8}},
+        {"ph": "X", "cat": "kernel", "name": "void gemv_kernel<float>(float*)", "pid": 0, "tid": 7,
+         "ts": 12.0, "dur": 3.0, "args": {"correlation": 100, "External id": 7, "device": 0,
+                                          "stream": 7, "grid": [1, 2, 3], "block": [128, 1, 1]}},
+        {"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm", "pid": 0, "tid": 7,
+         "ts": 22.0, "dur": 4.0, "args": {"correlation": 101, "device": 0, "stream": 7,
+                                          "grid": [4, 1, 1], "block": [256, 1, 1]}},
+        {"ph": "i", "cat": "kernel", "name": "instant", "ts": 1.0},  # not a complete event
+        {"ph": "X", "cat": "unknown_cat", "name": "skipped", "ts": 1.0, "dur": 1.0},
+    ]
+    return ops
+
+
+def _frame_of(events: list[dict], fast_path: bool) -> pd.DataFrame:
+    ex = fast.Extractor()
+    if fast_path:
+        ex.add_structs(fast._decode_events(orjson.dumps(events)))
+    else:
+        ex.add_objects(events)
+    return torch_json._link_ops(torch_json._frame(ex), [])
+
+
+def test_fast_and_per_event_paths_build_the_same_table():
+    a, b = _frame_of(_events(), True), _frame_of(_events(), False)
+    assert a.equals(b) and list(a.dtypes) == list(b.dtypes)
+    assert len(a) == 6  # the instant event and the unknown category are dropped
+    # the same text for both spellings of the key; GPU rows take their op's shapes
+    assert a["input_dims"].tolist()[:2] == ["[[1,4096],[4096,11008]]", "[[32,4096],[4096,11008]]"]
+    assert a["input_types"].isna().tolist() == [False, True, True, True, False, True]
+    kern = a[a["kind"] == "kernel"]
+    assert kern["input_dims"].tolist() == ["[[1,4096],[4096,11008]]", "[[32,4096],[4096,11008]]"]
+    assert kern["grid"].tolist() == ["1,2,3", "4,1,1"]
+    assert kern["block"].tolist() == ["128,1,1", "256,1,1"]
+    assert kern["short_name"].tolist() == ["gemv_kernel", "sm90_xmma_gemm"]
+    # the second kernel has no External id: it inherits its launch call's (8)
+    assert kern["external_id"].tolist() == [7, 8]
+    assert a["start_ns"].tolist() == [10000, 20000, 11000, 21000, 12000, 22000]
+
+
+def test_raw_values_are_compacted_once_per_distinct_spelling():
+    table = fast.Strings()
+    raws = [fast.msgspec.Raw(b) for b in (b"[[1, 2]]", b"[[1,2]]", b"null", b"[[1, 2]]", b"[]")]
+    codes = table.raw_codes(raws, fast.json_text)
+    assert codes.dtype == np.int32
+    # two spellings of one value: two codes, one text; null: -1; [] is "[]" (not missing)
+    assert [table.values[c] if c >= 0 else None for c in codes] == [
+        "[[1,2]]", "[[1,2]]", None, "[[1,2]]", "[]"]
+    assert len(table.by_raw) == 4  # b"null" and the three distinct spellings
+
+
+def test_odd_field_types_in_some_pieces_keep_the_per_event_semantics(tmp_path, monkeypatch):
+    """Small pieces: some decode as Structs, those with odd types take the per-event path;
+    the table equals the whole-document path's."""
+    base = _events()
+    events = []
+    for i in range(60):
+        for ev in base:
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            events.append(ev)
+    events[3]["args"] = None  # "args": null
+    events[10]["pid"] = "process 12"  # a string pid (2021-era files)
+    events[200]["name"] = 42  # a number as a name: kept as "42"
+    events[201]["name"] = 42  # the same name again
+    events[300]["ts"] = "31.5"  # a string timestamp
+    events[400]["dur"] = None  # unusable: skipped and counted
+    path = tmp_path / "odd.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    streamed = profdiag.load(path)
+    whole = torch_json._link_ops(torch_json._frame(
+        torch_json._parse_document(path)[0]), [])
+    assert streamed.events.equals(whole)
+    ev = streamed.events
+    assert (ev["name"] == "42").sum() == 2  # 42 and 42.0: one name
+    assert ev.loc[ev["name"] == "42", "kind"].iloc[0] == "cpu_op"
+    assert any("1 events without a usable ts/dur" in w for w in streamed.meta.warnings)
+    assert 31500 in set(ev["start_ns"].tolist())
+    assert 12 in set(ev["pid"].dropna().tolist())
+
+
+def test_string_columns_equal_pandas_own_construction():
+    values = ["a", "bb", "a", None, "ccc"]
+    table = fast.Strings()
+    table.parts.append(np.array([table.code_of(v) for v in values], dtype=np.int32))
+    built = torch_json._strings(table)
+    expected = pd.array(values, dtype="string")
+    assert built.dtype == expected.dtype
+    assert pd.Series(built).equals(pd.Series(expected))
+    empty = fast.Strings()
+    empty.parts.append(np.full(3, -1, np.int32))
+    assert pd.Series(torch_json._strings(empty)).equals(pd.Series(pd.array([None] * 3, dtype="string")))
+
+
+def test_name_flags_run_each_regex_per_distinct_name():
+    names = pd.Series(["flash_fwd_splitkv_kernel", "decode_attention", None, "prefill_attn",
+                       "decode_attention", ""], dtype="string")
+    flags = mode._name_flags(names)
+    assert flags.tolist() == [[True, False, False], [False, True, False], [False, False, False],
+                              [False, False, True], [False, True, False], [False, False, False]]
+
+
+def test_fixture_tables_match_the_per_event_path():
+    for fixture in sorted([*FIXTURES.glob("torch/*.json*"), *FIXTURES.glob("engines/*.json*")]):
+        try:
+            streamed = profdiag.load(fixture)
+        except Exception:  # noqa: BLE001 - fixtures of other formats or bad input
+            continue
+        if streamed.meta.format != "torch":
+            continue
+        whole = torch_json._link_ops(torch_json._frame(
+            torch_json._parse_document(fixture)[0]), [])
+        assert streamed.events.equals(whole), fixture.name
+
+
+def test_string_fallback_without_arrow_storage(monkeypatch):
+    """pandas 2 (or no pyarrow): the "string" column is built from an object array."""
+    monkeypatch.setattr(torch_json, "_arrow_strings", lambda values, codes: None)
+    table = fast.Strings()
+    table.parts.append(np.array([table.code_of(v) for v in ["x", None, "x"]], dtype=np.int32))
+    built = torch_json._strings(table)
+    assert pd.Series(built).equals(pd.Series(pd.array(["x", None, "x"], dtype="string")))
+
+
+def test_rare_keys_are_read_only_in_pieces_that_hold_them(tmp_path, monkeypatch):
+    """2021-era spellings ("external id", "Device", "Input dims"), copy sizes and an escaped
+    key in some pieces only: every piece gives what the per-event path gives."""
+    events = []
+    for i in range(80):
+        for ev in _events():
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            events.append(ev)
+    events[8 * 40]["args"] = {"external id": 7, "Input dims": [[2, 2]]}
+    kernel = next(i for i in range(8 * 60, len(events)) if events[i]["cat"] == "kernel")
+    events[kernel]["args"]["Device"] = 3
+    del events[kernel]["args"]["device"]
+    events[kernel]["args"]["bytes"] = 4096
+    body = orjson.dumps({"traceEvents": events})
+    # one escaped key: \u0045 is "E", so this is "External id" too
+    body = body.replace(b'"External id":8', b'"\\u0045xternal id":8', 1)
+    path = tmp_path / "rare.json"
+    path.write_bytes(body)
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    assert fast._rare_keys(b'[{"args":{"Device":1}}]') == {"device_upper"}
+    assert fast._rare_keys(b'[{"args":{"\\u0044evice":1}}]') == set(fast.RARE_KEYS)
+    streamed = profdiag.load(path).events
+    whole = torch_json._link_ops(torch_json._frame(torch_json._parse_document(path)[0]), [])
+    assert streamed.equals(whole)
+    assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
+    assert "[[2,2]]" in set(streamed["input_dims"].dropna())
