@@ -397,6 +397,8 @@ class _HostIndex:
 
 
 def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
+    if not isinstance(name, str):  # a missing name (NaN) matches no cause
+        return None
     for c in rules.causes:
         if c.pattern is not None and (c.inside or not inside) and c.pattern.search(name):
             return c
