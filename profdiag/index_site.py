@@ -2,8 +2,8 @@
 report per profile under runs/.
 
 Input is a history database or a directory of traces / JSON reports. The page is built from
-a plain view dict (``build_view``, tested directly), then the packaged jinja2 template
-``index.html.j2`` (autoescape on) renders it; charts are drawn in the browser by inline JS
+a plain view dict (``build_view``, tested directly), then renderers/site.py renders it
+through the packaged jinja2 template ``index.html.j2`` (autoescape on); charts are drawn in the browser by inline JS
 from an embedded JSON element. No CDN, no external file, no build timestamp: the same inputs
 give the same bytes.
 """
@@ -21,7 +21,6 @@ from typing import Any
 from . import report_model
 from .errors import NoGpuEventsError, ProfdiagError, UsageError
 
-DATA_ID = "profdiag-index-data"
 # metric -> (title, unit): the trend charts, in page order (only those with any value appear)
 CHARTS: list[tuple[str, str, str]] = [
     ("overhead_share", "Overhead share (GPU idle)", "%"),
@@ -212,13 +211,6 @@ def build_view(entries: list[Entry], title: str = "profdiag index") -> dict[str,
             "data": {"charts": charts, "runs": [r["id"] for r in rows]}}
 
 
-def render_index(view: dict[str, Any]) -> str:
-    """index.html for a view from build_view."""
-    from .renderers.templating import render, script_json
-
-    return render("index.html.j2", **view, data_id=DATA_ID, data_json=script_json(view["data"]))
-
-
 # ---------------------------------------------------------------------------------- site
 
 def build_site(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -228,6 +220,7 @@ def build_site(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     a directory of traces/reports; return what was written and what was skipped."""
     from .io import check_input, check_site_dir, protect, write_atomic
     from .renderers import render
+    from .renderers.site import render_index
 
     skipped: list[str] = []
 

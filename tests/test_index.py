@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from profdiag import history
 from profdiag.cli import main
-from profdiag.index_site import DATA_ID, build_site, build_view, entries_from_db
+from profdiag.index_site import build_site, build_view, entries_from_db
 from profdiag.renderers import render
+from profdiag.renderers.site import DATA_ID
 
 from helpers import diagnose_shared
 
