@@ -10,9 +10,15 @@ import pandas as pd
 import profdiag
 from profdiag.diagnosis import mode
 from profdiag.parsers import _kineto_fast as fast, torch_json
+from profdiag.parsers._io import Input
 
 from helpers import FIXTURES
 
+
+def _whole_document(path):
+    """The whole-document (per-event) path's extractor, through the input layer as parse does."""
+    with Input(path) as src:
+        return torch_json._parse_document(src)[0]
 
 def _events() -> list[dict]:
     ops = [
@@ -96,7 +102,7 @@ def test_odd_field_types_in_some_pieces_keep_the_per_event_semantics(tmp_path, m
     monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
     streamed = profdiag.load(path)
     whole = torch_json._link_ops(torch_json._frame(
-        torch_json._parse_document(path)[0]), [])
+        _whole_document(path)), [])
     assert streamed.events.equals(whole)
     ev = streamed.events
     assert (ev["name"] == "42").sum() == 2  # 42 and 42.0: one name
@@ -136,7 +142,7 @@ def test_fixture_tables_match_the_per_event_path():
         if streamed.meta.format != "torch":
             continue
         whole = torch_json._link_ops(torch_json._frame(
-            torch_json._parse_document(fixture)[0]), [])
+            _whole_document(fixture)), [])
         assert streamed.events.equals(whole), fixture.name
 
 
@@ -172,7 +178,7 @@ def test_rare_keys_are_read_only_in_pieces_that_hold_them(tmp_path, monkeypatch)
     assert fast._rare_keys(b'[{"args":{"Device":1}}]') == {"device_upper"}
     assert fast._rare_keys(b'[{"args":{"\\u0044evice":1}}]') == set(fast.RARE_KEYS)
     streamed = profdiag.load(path).events
-    whole = torch_json._link_ops(torch_json._frame(torch_json._parse_document(path)[0]), [])
+    whole = torch_json._link_ops(torch_json._frame(_whole_document(path)), [])
     assert streamed.equals(whole)
     assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
