@@ -99,11 +99,17 @@ class RuleSet:
             return self.match_slow(kind, name, op_name)
         op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         lowered = name.lower()
-        for rule, lits in self._index().get(kind, ()):
-            if lits is not None and not lits.may_match(name, lowered):
+        contains, lowered_contains = name.__contains__, lowered.__contains__
+        for rule, exact, folded in self._index().get(kind, ()):
+            # inlined Literals.may_match: any required literal present (C-level loops)
+            if (exact is not None and not any(map(contains, exact))
+                    and not any(map(lowered_contains, folded))):
                 continue
-            if rule.matches(kind, name, op_name):
-                return Match(rule.category, rule.klass, rule)
+            if rule.pattern is not None and not rule.pattern.search(name):
+                continue
+            if rule.op is not None and (not op_name or not rule.op.search(op_name)):
+                continue
+            return Match(rule.category, rule.klass, rule)
         return Match(UNMATCHED_CATEGORY, UNMATCHED_CLASS, None)
 
     def match_slow(self, kind: str, name: str, op_name: str | None = None) -> Match:
@@ -116,18 +122,20 @@ class RuleSet:
                 return Match(rule.category, rule.klass, rule)
         return Match(UNMATCHED_CATEGORY, UNMATCHED_CLASS, None)
 
-    def _index(self) -> dict[str, list[tuple[Rule, Literals | None]]]:
-        """Rules per kind, in order, each with its name pattern's prefilter (built once)."""
+    def _index(self) -> dict[str, list[tuple[Rule, tuple[str, ...] | None, tuple[str, ...]]]]:
+        """Rules per kind, in order, each with its name pattern's required literals (exact,
+        lowered; None when it has none: the regex always runs), built once."""
         key = (id(self.rules), len(self.rules))
         cached = self.__dict__.get("_index_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        index: dict[str, list[tuple[Rule, Literals | None]]] = {}
+        index: dict[str, list[tuple[Rule, tuple[str, ...] | None, tuple[str, ...]]]] = {}
         for rule in self.rules:
-            lits = (required_literals(rule.pattern.pattern, rule.pattern.flags)
-                    if rule.pattern is not None and isinstance(rule.pattern.pattern, str)
-                    else None)
-            index.setdefault(rule.kind, []).append((rule, lits))
+            lits: Literals | None = (
+                required_literals(rule.pattern.pattern, rule.pattern.flags)
+                if rule.pattern is not None and isinstance(rule.pattern.pattern, str) else None)
+            index.setdefault(rule.kind, []).append(
+                (rule, None, ()) if lits is None else (rule, lits.exact, lits.lowered))
         self.__dict__["_index_cache"] = (key, index)
         return index
 
