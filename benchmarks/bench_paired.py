@@ -3,6 +3,7 @@
     python benchmarks/bench_paired.py [--repeat 3] [--source ../shared] [--dir /tmp/profdiag-bench]
                                       [--input nsys] [--input steps] [--steps 8000] [--kernels 1M]
                                       [--input kineto --kineto-size 250MB] [--hta-max-mb 300]
+                                      [--input names --names 10000]
 
 Inputs (built when absent, never inside the repository):
 
@@ -16,6 +17,10 @@ Inputs (built when absent, never inside the repository):
   rank from the file instead of scanning for it. Floor: the simdjson read+parse process
   (bench_load's bare simdjson child); then ``profdiag report -f json``, ``profdiag.load`` and
   HTA's ``TraceAnalysis`` loader (skipped above ``--hta-max-mb``).
+- ``names``: make_many_names.py's copy of the 60 MB Kineto trace (make_big_trace.py's
+  ``src/big_60MB.json``) whose first ``--names`` kernels carry their own ~1 KB name. Floor:
+  ``profdiag report -f json`` of that 60 MB source itself, so the difference is the cost of
+  ``--names`` more distinct long names (issue 18: seconds, not minutes).
 - ``ranks``: bench_fleet.py's folder of ``--ranks`` rank traces of ``--rank-size`` JSON each
   (8 x 60 MB). ``profdiag report DIR --jobs 1`` is the floor, ``--jobs 2`` is compared to it:
   read the wall ratio, and only when the load average printed beside it is well under the
@@ -64,6 +69,9 @@ ORJSON = ("import sys, time, json, orjson\n"
           "t = time.perf_counter()\ndoc = orjson.loads(open(sys.argv[1], 'rb').read())\n"
           "print(json.dumps({'work_s': time.perf_counter() - t}))\n")
 
+# the report child on the extra argument (the names input's source trace) instead of argv[1]
+REPORT_SOURCE = REPORT.replace("sys.argv[1]", "sys.argv[2]")
+assert REPORT_SOURCE != REPORT
 JOBS = FLEET["profdiag report DIR --jobs {w}"]
 
 # input -> [(contender, child code, extra argv)], the floor first
@@ -74,6 +82,8 @@ CONTENDERS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
               ("profdiag.load", LOAD, ())],
     "kineto": [("simdjson read+parse (floor)", SIMDJSON, ()), ("profdiag report -f json", REPORT, ()),
                ("profdiag.load", LOAD, ()), ("HTA TraceAnalysis loader", HTA, ())],
+    "names": [("profdiag report -f json, the 60 MB source (floor)", REPORT_SOURCE, ("SOURCE",)),
+              ("profdiag report -f json, + N distinct 1 KB names", REPORT, ())],
     "ranks": [("profdiag report DIR --jobs 1 (floor)", JOBS, ("1",)),
               ("profdiag report DIR --jobs 2", JOBS, ("2",))],
 }
@@ -103,6 +113,23 @@ def kineto_input(args: argparse.Namespace) -> Path:
         dst.write(b',\n  "distributedInfo": {"backend": "nccl", "rank": 0, "world_size": 1}\n}\n')
     out.with_suffix(".tmp").rename(out)
     return out
+
+
+def names_input(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(many_names_<N>.json, the 60 MB trace it was made from), built when absent."""
+    import make_many_names
+
+    source = args.dir / "src" / f"big_{size_label(60 * 10**6)}.json"
+    if not source.exists():
+        rank_source = args.source / "traces" / "torch" / RANK_SOURCE.name
+        if not rank_source.exists():
+            sys.exit(f"bench_paired: the names input is built from {rank_source}, which is "
+                     "absent: pass --source PATH to a shared/ directory (with traces/torch/)")
+        source, _ = build_big(rank_source, args.dir / "src", 60 * 10**6, level=1)
+    out = args.dir / f"many_names_{args.names}.json"
+    if not out.exists():
+        make_many_names.build(source, args.dir, args.names, 1024)
+    return out, source
 
 
 def build_input(kind: str, args: argparse.Namespace) -> Path:
@@ -141,8 +168,12 @@ def loadavg() -> str:
         return "?"
 
 
-def bench(kind: str, path: Path, repeat: int, timeout: float, hta_max_mb: float = 300.0) -> str:
+def bench(kind: str, path: Path, repeat: int, timeout: float, hta_max_mb: float = 300.0,
+          source: Path | None = None) -> str:
     contenders = CONTENDERS[kind]
+    if source is not None:  # the names input: its floor reads the source trace
+        contenders = [(name, code, tuple(str(source) if a == "SOURCE" else a for a in extra))
+                      for name, code, extra in contenders]
     if kind == "kineto" and path.stat().st_size / 2**20 > hta_max_mb:
         contenders = [c for c in contenders if c[1] is not HTA]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in contenders}
@@ -186,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/profdiag-bench"))
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--kernels", type=int, default=1_000_000)
+    ap.add_argument("--names", type=int, default=10_000,
+                    help="distinct ~1 KB kernel names of the names input")
     ap.add_argument("--ranks", type=int, default=8, help="rank traces of the ranks input")
     ap.add_argument("--rank-size", type=parse_size, default=60 * 10**6,
                     help="JSON per rank trace of the ranks input (60MB)")
@@ -197,8 +230,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="also write the markdown tables here")
     args = ap.parse_args(argv)
     _install_wait4_hook()
-    tables = [bench(kind, build_input(kind, args), args.repeat, args.timeout, args.hta_max_mb)
-              for kind in (args.input or ["steps", "nsys"])]
+    tables = []
+    for kind in args.input or ["steps", "nsys"]:
+        if kind == "names":
+            path, source = names_input(args)
+            tables.append(bench(kind, path, args.repeat, args.timeout, args.hta_max_mb, source))
+        else:
+            tables.append(bench(kind, build_input(kind, args), args.repeat, args.timeout,
+                                args.hta_max_mb))
     text = "\n".join(tables)
     print(text)
     if args.out:

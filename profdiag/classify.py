@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._literals import Literals, required_literals
 from .errors import RulesError
 from .gemm import GEMM_OPS
 from .rules_path import rules_dir
@@ -87,13 +88,56 @@ class RuleSet:
         self.rules = sorted(self.rules, key=lambda r: -r.priority)
 
     def match(self, kind: str, name: str, op_name: str | None = None) -> Match:
-        """Return the winning rule's category/class, or the unclassified fallback."""
+        """Return the winning rule's category/class, or the unclassified fallback.
+
+        The first matching rule in order, as ``match_slow``; faster: only the rules of
+        ``kind`` are tried, and a rule whose name pattern requires literals of which none
+        occurs in the (ASCII) name is skipped without running its regex (see _literals.py).
+        """
+        name = name[:MAX_MATCH_CHARS]
+        if not name.isascii():
+            return self.match_slow(kind, name, op_name)
+        op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
+        lowered = name.lower()
+        contains, lowered_contains = name.__contains__, lowered.__contains__
+        for rule, exact, folded in self._index().get(kind, ()):
+            # inlined Literals.may_match: any required literal present (C-level loops)
+            if (exact is not None and not any(map(contains, exact))
+                    and not any(map(lowered_contains, folded))):
+                continue
+            if rule.pattern is not None and not rule.pattern.search(name):
+                continue
+            if rule.op is not None and (not op_name or not rule.op.search(op_name)):
+                continue
+            return Match(rule.category, rule.klass, rule)
+        return Match(UNMATCHED_CATEGORY, UNMATCHED_CLASS, None)
+
+    def match_slow(self, kind: str, name: str, op_name: str | None = None) -> Match:
+        """``match`` by trying every rule's conditions in order (the reference the fast path
+        is tested against, and the path for non-ASCII names)."""
         name = name[:MAX_MATCH_CHARS]
         op_name = op_name[:MAX_MATCH_CHARS] if op_name else op_name
         for rule in self.rules:
             if rule.matches(kind, name, op_name):
                 return Match(rule.category, rule.klass, rule)
         return Match(UNMATCHED_CATEGORY, UNMATCHED_CLASS, None)
+
+    def _index(self) -> dict[str, list[tuple[Rule, tuple[str, ...] | None, tuple[str, ...]]]]:
+        """Rules per kind, in order, each with its name pattern's required literals (exact,
+        lowered; None when it has none: the regex always runs), built once."""
+        key = (id(self.rules), len(self.rules))
+        cached = self.__dict__.get("_index_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index: dict[str, list[tuple[Rule, tuple[str, ...] | None, tuple[str, ...]]]] = {}
+        for rule in self.rules:
+            lits: Literals | None = (
+                required_literals(rule.pattern.pattern, rule.pattern.flags)
+                if rule.pattern is not None and isinstance(rule.pattern.pattern, str) else None)
+            index.setdefault(rule.kind, []).append(
+                (rule, None, ()) if lits is None else (rule, lits.exact, lits.lowered))
+        self.__dict__["_index_cache"] = (key, index)
+        return index
 
     def candidates(self, kind: str, name: str, op_name: str | None = None) -> list[Rule]:
         """Every rule that matches, winner first (for --explain)."""
