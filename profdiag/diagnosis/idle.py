@@ -396,7 +396,7 @@ class _HostIndex:
         return offsets, pos
 
 
-def _match(rules: IdleRules, name: str, inside: bool = False) -> Cause | None:
+def _match(rules: IdleRules, name: object, inside: bool = False) -> Cause | None:
     if not isinstance(name, str):  # a missing name (NaN) matches no cause
         return None
     for c in rules.causes:

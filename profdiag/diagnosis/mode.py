@@ -54,6 +54,8 @@ _DECODE_NAME = re.compile("decode", re.IGNORECASE)
 _PREFILL_NAME = re.compile("prefill|context_attention", re.IGNORECASE)
 # Per-row evidence columns added once by annotate(); detect() reads them for every step.
 EVIDENCE_COLUMNS = ("_m", "_tq", "_splitkv", "_decode_name", "_prefill_name")
+# The columns shape_evidence() reads.
+SHAPE_COLUMNS = ("external_id", "op_name", "input_dims", "_m", "_tq")
 
 
 def _name_flags(names: pd.Series) -> np.ndarray:
@@ -102,7 +104,7 @@ def shape_evidence(work: pd.DataFrame) -> ShapeEvidence:
         work = annotate(work)
     has = work["_m"].notna() | work["_tq"].notna()
     # one entry per op call, not per kernel (split-K launches two kernels)
-    sub = work.loc[has, ["external_id", "op_name", "input_dims", "_m", "_tq"]].drop_duplicates(
+    sub = work.loc[has, list(SHAPE_COLUMNS)].drop_duplicates(
         ["external_id", "op_name", "input_dims"])
     ms = sub["_m"].dropna()
     tqs = sub["_tq"].dropna()
