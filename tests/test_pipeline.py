@@ -181,3 +181,30 @@ def test_pattern_checks_on_a_hand_made_breakdown(run: pipeline.Run) -> None:
     (gemv,) = pipeline.pattern_checks(bd, "decode", run.limits)
     assert (gemv.id, gemv.status) == ("pattern.gemv_share", "pass")
     assert pipeline.pattern_checks(bd, "unknown", run.limits) == []
+
+
+def test_context_work_is_the_primary_device_rows_in_start_order() -> None:
+    """context.build takes the busiest device's kernel/copy/memset rows by position in start
+    order: the same rows, values and order as the filter, filter and stable sort it replaced,
+    here on a trace whose second device and shuffled rows make both steps matter."""
+    from profdiag import schema
+    from profdiag.classify import classify
+
+    trace = profdiag.load(DECODE)
+    ev = trace.events
+    gpu_rows = ev.index[ev["kind"].isin(schema.GPU_KINDS)]
+    # the last 40 GPU rows move to device 7 (less busy), the table is shuffled
+    ev = ev.copy()
+    ev.loc[gpu_rows[-40:], "device"] = 7
+    ev = ev.sample(frac=1.0, random_state=3)
+    trace = dataclasses.replace(trace, events=ev)
+    ctx = build(trace, resolve_spec(trace), load_rules([]), thresholds(()))
+    gpu = ev[ev["kind"].isin(schema.GPU_KINDS)]
+    old = classify(gpu[gpu["device"].fillna(-1) == ctx.device], load_rules([]))
+    old = old.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    assert len(ctx.work) == len(gpu) - 40
+    assert ctx.work[list(old.columns)].equals(old)
+    assert list(ctx.work["start_ns"]) == sorted(ctx.work["start_ns"])
+    assert list(ctx.host.columns) == ["name", "kind", "start_ns", "dur_ns", "tid", "correlation"]
+    host = ev[ev["kind"].isin((schema.KIND_RUNTIME, schema.KIND_SYNC))]
+    assert ctx.host.equals(host[ctx.host.columns.tolist()])

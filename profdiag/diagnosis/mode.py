@@ -54,6 +54,8 @@ _DECODE_NAME = re.compile("decode", re.IGNORECASE)
 _PREFILL_NAME = re.compile("prefill|context_attention", re.IGNORECASE)
 # Per-row evidence columns added once by annotate(); detect() reads them for every step.
 EVIDENCE_COLUMNS = ("_m", "_tq", "_splitkv", "_decode_name", "_prefill_name")
+# The columns shape_evidence() reads.
+SHAPE_COLUMNS = ("external_id", "op_name", "input_dims", "_m", "_tq")
 
 
 def _name_flags(names: pd.Series) -> np.ndarray:
@@ -78,10 +80,16 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     out["_splitkv"] = flags[:, 0]
     out["_decode_name"] = flags[:, 1]
     out["_prefill_name"] = flags[:, 2]
-    has_dims = out["input_dims"].notna() & out["op_name"].notna()
-    ops = out["op_name"].astype(object).where(has_dims, "")
-    dims = out["input_dims"].astype(object).where(has_dims, "")
-    codes, uniques = pd.MultiIndex.from_arrays([ops, dims]).factorize()
+    # distinct (op, dims) from each column's codes: no object copy of either column
+    # (a Python str per row)
+    op_codes, op_uniques = pd.factorize(out["op_name"], use_na_sentinel=True)
+    dim_codes, dim_uniques = pd.factorize(out["input_dims"], use_na_sentinel=True)
+    has_dims = (op_codes >= 0) & (dim_codes >= 0)
+    n_dims = max(len(dim_uniques), 1)
+    pair = np.where(has_dims, op_codes.astype(np.int64) * n_dims + dim_codes, -1)
+    keys, codes = np.unique(pair, return_inverse=True)
+    uniques = [("", "") if k < 0 else (op_uniques[k // n_dims], dim_uniques[k % n_dims])
+               for k in keys.tolist()]
 
     def shape_of(op: str, dims_json: str) -> tuple[float, float]:
         if not op:
@@ -102,7 +110,7 @@ def shape_evidence(work: pd.DataFrame) -> ShapeEvidence:
         work = annotate(work)
     has = work["_m"].notna() | work["_tq"].notna()
     # one entry per op call, not per kernel (split-K launches two kernels)
-    sub = work.loc[has, ["external_id", "op_name", "input_dims", "_m", "_tq"]].drop_duplicates(
+    sub = work.loc[has, list(SHAPE_COLUMNS)].drop_duplicates(
         ["external_id", "op_name", "input_dims"])
     ms = sub["_m"].dropna()
     tqs = sub["_tq"].dropna()

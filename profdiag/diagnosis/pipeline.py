@@ -42,7 +42,7 @@ from . import (
 from .breakdown import breakdown, window_of
 from .context import Context, assign, union_ns
 from .hotspots import hotspots as hotspot_table
-from .mode import EVIDENCE_COLUMNS, annotate, detect, shape_evidence
+from .mode import EVIDENCE_COLUMNS, SHAPE_COLUMNS, annotate, detect, shape_evidence
 from .model import Breakdown, Check, Diagnosis, ModeResult, Phase, Recommendation, Verdict
 from .step_detail import step_detail as step_detail_of
 from .verdict import bottleneck, recommendations as verdict_recommendations
@@ -121,7 +121,9 @@ class Phases:
     phases: tuple[Phase, ...]  # one per mode the steps have (one, "all", without steps)
     mode: ModeResult  # the trace's mode ("mixed" over several phases)
     main: Phase  # the phase with the longest window
-    phase_work: dict[str, pd.DataFrame]  # the work rows of each phase
+    # per phase, its work rows with shape evidence (mode.SHAPE_COLUMNS: what
+    # mode.shape_evidence reads)
+    phase_work: dict[str, pd.DataFrame]
     stated_m: dict[str, int | None]  # per phase: the tokens the steps' annotations state
     notes: tuple[str, ...]  # the manifest's phase disagreeing with the evidence
 
@@ -271,9 +273,12 @@ def phases(run: Run, work: Work, steps: Steps, window: Window) -> Phases:
         t = steps.table
         step_w0, step_w1 = t["_w0"].to_numpy(), t["_w1"].to_numpy()
         step_busy = t["gpu_busy_ns"].to_numpy(dtype=np.int64)
+        has_shape = (w["_m"].notna() | w["_tq"].notna()).to_numpy(dtype=bool)
         for value in _ordered_unique([m.value for m in step_modes]):
             idx = [i for i, m in enumerate(step_modes) if m.value == value]
-            sub = w[np.isin(steps.step_of_row, idx)]
+            # Only the rows and columns shape_evidence reads (a row filter of the whole
+            # work table copies every kernel name: ~0.4 GB at 1M nsys kernels).
+            sub = w.loc[np.isin(steps.step_of_row, idx) & has_shape, list(SHAPE_COLUMNS)]
             bd = per_step.phase_breakdown(w, steps.rows_of, idx, step_w0, step_w1, step_busy)
             confs = [step_modes[i].confidence for i in idx]
             evid = _merge_evidence([step_modes[i] for i in idx])
