@@ -501,6 +501,18 @@ def _triples(x: IntColumn, y: IntColumn, z: IntColumn) -> pd.api.extensions.Exte
     return _coded_strings(code, values)
 
 
+def _timed_rows(db: _Db, table: str, alias: str, exprs: dict[str, str], kind: str
+                ) -> tuple[dict[str, IntColumn], int, dict[str, Any]] | None:
+    """The integer columns ``exprs`` of ``table`` (None when it needs the general path), their
+    row count, and the canonical columns every timed row has (kind, start_ns, dur_ns)."""
+    got = db.ints(table, alias, exprs)
+    if got is None:
+        return None
+    n = len(got["start"])
+    start, dur = _start_dur(got)
+    return got, n, {"kind": _kind(kind, n), "start_ns": start, "dur_ns": dur}
+
+
 def _kernels_fast(db: _Db, c: set[str], name_col: str | None, short: bool
                   ) -> pd.DataFrame | None:
     exprs = {"start": "k.start", "end": 'k."end"'}
@@ -519,13 +531,10 @@ def _kernels_fast(db: _Db, c: set[str], name_col: str | None, short: bool
             exprs.update({a: f"k.{a}" for a in axes})
     if "graphNodeId" in c:
         exprs["graph"] = "k.graphNodeId IS NOT NULL"
-    got = db.ints(K_KERNEL, "k", exprs)
-    if got is None:
+    read = _timed_rows(db, K_KERNEL, "k", exprs, schema.KIND_KERNEL)
+    if read is None:
         return None
-    n = len(got["start"])
-    start, dur = _start_dur(got)
-    cols: dict[str, Any] = {"kind": _kind(schema.KIND_KERNEL, n), "start_ns": start,
-                            "dur_ns": dur}
+    got, n, cols = read
     if "name" in got:
         cols["name"] = _id_strings(db, got.pop("name"), K_KERNEL, "k", str(name_col))
     if "short_name" in got:
@@ -553,13 +562,10 @@ def _runtime_fast(db: _Db, c: set[str], mapped: bool) -> pd.DataFrame | None:
     if "globalTid" in c:
         exprs["globalTid"] = _pid("r.globalTid")
         exprs["tid"] = "(r.globalTid & 16777215)"
-    got = db.ints(K_RUNTIME, "r", exprs)
-    if got is None:
+    read = _timed_rows(db, K_RUNTIME, "r", exprs, schema.KIND_RUNTIME)
+    if read is None:
         return None
-    n = len(got["start"])
-    start, dur = _start_dur(got)
-    cols: dict[str, Any] = {"kind": _kind(schema.KIND_RUNTIME, n), "start_ns": start,
-                            "dur_ns": dur}
+    got, n, cols = read
     if "name" in got:
         # the _vNN suffix dropped once per distinct API name
         cols["name"] = _id_strings(db, got.pop("name"), K_RUNTIME, "r", "nameId",
