@@ -685,8 +685,9 @@ def pattern_checks(bd: Breakdown, mode: str, limits: dict[str, Any]) -> list[Che
     busy = bd.busy_ns or 1
     cls = bd.class_ns
     out = []
+    # GEMM and GEMV time together (a decode GEMM at small M is often named GEMV, and back)
+    g = (cls.get("gemm", 0) + cls.get("gemm_reduce", 0) + cls.get("gemv", 0)) / busy
     if mode == "prefill":
-        g = (cls.get("gemm", 0) + cls.get("gemm_reduce", 0) + cls.get("gemv", 0)) / busy
         lo = float(pat["prefill_gemm_min"])
         out.append(Check("pattern.gemm_share", "pass" if g >= lo else "warn",
                          f"GEMM is {g:.0%} of busy time (healthy prefill >= {lo:.0%})",
@@ -697,7 +698,6 @@ def pattern_checks(bd: Breakdown, mode: str, limits: dict[str, Any]) -> list[Che
                          f"softmax is {sm:.0%} of busy time (heavy above {hi:.0%})",
                          {"softmax_share": round(sm, 4)}))
     elif mode == "decode":
-        g = (cls.get("gemv", 0) + cls.get("gemm", 0) + cls.get("gemm_reduce", 0)) / busy
         lo = float(pat["decode_gemv_min"])
         out.append(Check("pattern.gemv_share", "pass" if g >= lo else "warn",
                          f"GEMV/GEMM is {g:.0%} of busy time (healthy decode >= {lo:.0%})",
