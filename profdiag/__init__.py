@@ -19,11 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trace import Trace
 
 
-def load(path: Any, format: str | None = None) -> Trace:
-    """Parse a trace file (format sniffed by content unless ``format`` is given)."""
+def load(path: Any, format: str | None = None, compact: bool = False) -> Trace:
+    """Parse a trace file (format sniffed by content unless ``format`` is given).
+
+    ``compact=True``: the string columns (name, op_name, input_dims, ...) are sorted
+    Categoricals instead of ``string`` columns (``schema.compact``): the same values in a
+    fraction of the memory, what ``profdiag report`` diagnoses. ``schema.expand`` turns the
+    table back into the canonical one.
+    """
     from .parsers import parse
 
-    return parse(path, format=format)
+    return parse(path, format=format, compact=compact)
 
 
 def diagnose(trace: Trace, **options: Any) -> Diagnosis:

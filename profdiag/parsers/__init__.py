@@ -103,9 +103,13 @@ def _is_text(head: bytes) -> bool:
     return True
 
 
-def parse(path: str | os.PathLike[str], format: str | None = None) -> Trace:
+def parse(path: str | os.PathLike[str], format: str | None = None,
+          compact: bool = False) -> Trace:
     """Parse ``path`` (format sniffed unless given) into a canonical Trace: one Input for
-    sniffing and parsing, closed (its temporary copy removed) when the parse ends."""
+    sniffing and parsing, closed (its temporary copy removed) when the parse ends.
+
+    ``compact``: string columns as sorted Categoricals (``schema.compact``).
+    """
     from ..io import check_input
 
     p = Path(path)
@@ -119,4 +123,9 @@ def parse(path: str | os.PathLike[str], format: str | None = None) -> Trace:
         if mod is None:
             raise UsageError(f"format {format!r} is not available in this build")
         trace: Trace = mod.parse(src)
+        if compact:
+            from .. import schema
+
+            if not schema.is_compact(trace.events):
+                trace.events = schema.compact(trace.events)
         return trace
