@@ -9,14 +9,15 @@ Inputs (built when absent, never inside the repository):
 
 - ``nsys``: benchmarks/make_big_nsys.py's replicated Nsight Systems export (1M kernels
   from ../shared/traces/nsys/nsys_1b_T512_decode64.sqlite.gz). Floor: pandas ``read_sql``
-  of the kernel and runtime tables joined to StringIds (what issue 18 measures against).
+  of the kernel and runtime tables joined to StringIds (what issue 18 measures against);
+  then ``report``, ``profdiag.load`` and ``profdiag.load(compact=True)``.
 - ``steps``: benchmarks/make_many_steps.py's trace of N ProfilerStep annotations. Floor:
   ``orjson.loads`` of the file.
 - ``kineto``: make_big_trace.py's replicated Kineto trace of ``--kineto-size`` JSON (60MB,
   250MB, 1GB), with a ``distributedInfo`` (rank 0 of 1) appended so HTA's loader reads the
   rank from the file instead of scanning for it. Floor: the simdjson read+parse process
-  (bench_load's bare simdjson child); then ``profdiag report -f json``, ``profdiag.load`` and
-  HTA's ``TraceAnalysis`` loader (skipped above ``--hta-max-mb``).
+  (bench_load's bare simdjson child); then ``profdiag report -f json``, ``profdiag.load``,
+  ``profdiag.load(compact=True)`` (the table ``report`` diagnoses) and HTA's ``TraceAnalysis`` loader (skipped above ``--hta-max-mb``).
 - ``names``: make_many_names.py's copy of the 60 MB Kineto trace (make_big_trace.py's
   ``src/big_60MB.json``) whose first ``--names`` kernels carry their own ~1 KB name. Floor:
   ``profdiag report -f json`` of that 60 MB source itself, so the difference is the cost of
@@ -54,6 +55,7 @@ DEFAULT_SOURCE = HERE.parents[1] / "shared"
 # the same child programs as bench_load's contenders
 REPORT = CONTENDERS["profdiag report -f json -q"]
 LOAD = CONTENDERS["profdiag.load"]
+COMPACT = CONTENDERS["profdiag.load(compact=True)"]  # the table `report` diagnoses
 SIMDJSON = CONTENDERS["simdjson parse (bare)"]
 HTA = CONTENDERS["HTA TraceAnalysis loader"]
 READ_SQL = (
@@ -77,11 +79,13 @@ JOBS = FLEET["profdiag report DIR --jobs {w}"]
 # input -> [(contender, child code, extra argv)], the floor first
 CONTENDERS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "nsys": [("pandas read_sql kernel+runtime+StringIds (floor)", READ_SQL, ()),
-             ("profdiag report -f json", REPORT, ()), ("profdiag.load", LOAD, ())],
+             ("profdiag report -f json", REPORT, ()), ("profdiag.load", LOAD, ()),
+             ("profdiag.load(compact=True)", COMPACT, ())],
     "steps": [("orjson.loads (floor)", ORJSON, ()), ("profdiag report -f json", REPORT, ()),
               ("profdiag.load", LOAD, ())],
     "kineto": [("simdjson read+parse (floor)", SIMDJSON, ()), ("profdiag report -f json", REPORT, ()),
-               ("profdiag.load", LOAD, ()), ("HTA TraceAnalysis loader", HTA, ())],
+               ("profdiag.load", LOAD, ()), ("profdiag.load(compact=True)", COMPACT, ()),
+               ("HTA TraceAnalysis loader", HTA, ())],
     "names": [("profdiag report -f json, the 60 MB source (floor)", REPORT_SOURCE, ("SOURCE",)),
               ("profdiag report -f json, + N distinct 1 KB names", REPORT, ())],
     "ranks": [("profdiag report DIR --jobs 1 (floor)", JOBS, ("1",)),
