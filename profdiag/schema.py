@@ -276,6 +276,10 @@ def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
             data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE)
         elif dtype == "string" and _compact_column(arrays[0]):
             data[col] = _stack_categoricals(arrays, order)
+        elif dtype in ("Int64", "boolean") and all(np.asarray(a.isna()).all() for a in arrays):
+            # missing in every part (an nsys export's external_id): built whole, its zero
+            # values never written (pages the system need not hold)
+            data[col] = _missing(dtype, len(order))
         else:
             data[col] = type(arrays[0])._concat_same_type(arrays).take(order)
         del arrays

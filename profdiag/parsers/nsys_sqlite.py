@@ -361,15 +361,22 @@ def _coded_categorical(codes: np.ndarray, values: list[str | None]) -> pd.Catego
     the distinct strings some row holds (values may repeat: two ids of one text, or names
     equal once transformed), sorted, and the codes remapped with one lookup per value --
     no Python or Arrow string per row."""
-    n = len(values)
-    used = np.zeros(n + 1, dtype=bool)
+    used = np.zeros(len(values) + 1, dtype=bool)
     used[codes] = True  # code -1 marks the extra last slot
-    present = sorted({v for v, u in zip(values, used[:n].tolist()) if u and v is not None})
+    present, lookup = _category_lookup(values, used[:-1])
+    return pd.Categorical.from_codes(lookup[codes], dtype=schema.string_categories(present),
+                                     validate=False)
+
+
+def _category_lookup(values: list[str | None], used: np.ndarray
+                     ) -> tuple[list[str], np.ndarray]:
+    """The sorted distinct strings among the ``used`` values, and each value's code among
+    them (-1 for None or unused) plus a last -1 (for code -1), in the codes' integer type."""
+    present = sorted({v for v, u in zip(values, used.tolist()) if u and v is not None})
     at = {v: i for i, v in enumerate(present)}
     lookup = np.array([-1 if v is None else at.get(v, -1) for v in values] + [-1],
                       dtype=schema.code_dtype(len(present)))
-    return pd.Categorical.from_codes(lookup[codes], dtype=schema.string_categories(present),
-                                     validate=False)
+    return present, lookup
 
 
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
@@ -486,11 +493,12 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
 def _start_dur(cols: dict[str, IntColumn]) -> tuple[np.ndarray, np.ndarray]:
     """start_ns and dur_ns as _base makes them: missing start 0, dur end - start clipped at
     0, 0 when either is missing."""
-    start, end = cols["start"], cols["end"]
-    s = start.int64()
-    none = start.null | end.null
-    dur = np.where(none, 0, np.maximum(end.int64() - s, 0))
-    return np.where(start.null, 0, s), dur
+    start, end = cols.pop("start"), cols.pop("end")
+    s = start.int64()  # already 0 where NULL (read_int_columns)
+    dur = end.int64() - s
+    np.maximum(dur, 0, out=dur)
+    dur[start.null | end.null] = 0
+    return s, dur
 
 
 def _nullable(col: IntColumn, na: int | None = None) -> pd.arrays.IntegerArray:
@@ -508,6 +516,27 @@ def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
                 transform: Any = None) -> pd.api.extensions.ExtensionArray:
     """The names of StringIds ``ids``, mapped once per distinct id (NULL and unknown ids
     missing), as _mapped_names makes them."""
+    present = _dense_ids(ids)
+    if present is not None:
+        # ids of an export are small: a table indexed by id maps each row straight to its
+        # code (one take; no hashing, no int64 copy of the ids)
+        names = db.names_of(present, table, alias, col)
+        values = [names.get(u) for u in present.tolist()]
+        if transform is not None:
+            values = [transform(v) if v is not None else None for v in values]
+        if db.compact:
+            categories, lookup = _category_lookup(values, np.ones(len(values), dtype=bool))
+            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=lookup.dtype)
+        else:
+            lookup = np.arange(len(values) + 1, dtype=np.int32)
+            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=np.int32)
+        by_id[present] = lookup[:-1]
+        codes = by_id[ids.values]
+        codes[ids.null] = -1
+        if db.compact:
+            return pd.Categorical.from_codes(codes, dtype=schema.string_categories(categories),
+                                             validate=False)
+        return _coded_strings(codes, values)
     raw = np.where(ids.null, _NULL_ID, ids.int64())
     codes, uniques = pd.factorize(raw)
     names = db.names_of(np.asarray(uniques), table, alias, col)
@@ -515,6 +544,22 @@ def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
     if transform is not None:
         values = [transform(v) if v is not None else None for v in values]
     return _coded_strings(np.asarray(codes), values, db.compact)
+
+
+def _dense_ids(ids: IntColumn) -> np.ndarray | None:
+    """The distinct non-NULL ids of ``ids``, sorted, when they are non-negative and small
+    enough (below twice the rows, plus 65,536) to index a table by; else None."""
+    v = ids.values
+    if not len(v):
+        return None
+    hi = int(v.max())
+    if int(v.min()) < 0 or hi >= 2 * len(v) + (1 << 16):
+        return None
+    seen = np.zeros(hi + 1, dtype=bool)
+    seen[v] = True
+    if ids.null.any():  # NULL reads as 0: id 0 is present only if a non-NULL row has it
+        seen[0] = bool(((v == 0) & ~ids.null).any())
+    return np.flatnonzero(seen)
 
 
 def _triples(x: IntColumn, y: IntColumn, z: IntColumn, compact: bool = False
@@ -544,7 +589,7 @@ def _timed_rows(db: _Db, table: str, alias: str, exprs: dict[str, str], kind: st
     if got is None:
         return None
     n = len(got["start"])
-    start, dur = _start_dur(got)
+    start, dur = _start_dur(got)  # start and end taken out of got
     return got, n, {"kind": _kind(kind, n), "start_ns": start, "dur_ns": dur}
 
 
