@@ -222,25 +222,60 @@ def _stackable(parts: list[pd.DataFrame]) -> bool:
     return True
 
 
-def _stack_categoricals(arrays: list[pd.Categorical], order: np.ndarray) -> pd.Categorical:
-    """Compact string columns stacked and taken in ``order``: the categories are the sorted
-    union of the parts' (distinct values only), each part's codes recoded by one lookup
-    per category, so no string is made per row."""
+# rows per step of _Placement's scatter (bounds the intp copy numpy makes of an index slice)
+_SCATTER_ROWS = 1 << 20
+
+
+class _Placement:
+    """Where each row of the stacked parts goes in start order (stable): ``at[i]`` is the
+    position of the parts' i-th row. A column is then written straight into its place, part
+    by part (``scatter``): one output array, no stacked copy to take from."""
+
+    def __init__(self, parts: list[pd.DataFrame], keep_order: bool) -> None:
+        start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
+        order = np.argsort(start, kind="stable")
+        del start
+        n = len(order)
+        self.n = n
+        self.lengths = [len(f) for f in parts]
+        self.at = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+        for lo in range(0, n, _SCATTER_ROWS):
+            hi = min(lo + _SCATTER_ROWS, n)
+            self.at[order[lo:hi]] = np.arange(lo, hi, dtype=self.at.dtype)
+        # the take order, for the columns stacked by take (canonical string columns)
+        self.order = order if keep_order else None
+
+    def scatter(self, arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+        """The parts' ``arrays`` (one per part) as one array in start order."""
+        out = np.empty(self.n, dtype=dtype)
+        lo = 0
+        for a, length in zip(arrays, self.lengths):
+            for s in range(0, length, _SCATTER_ROWS):
+                e = min(s + _SCATTER_ROWS, length)
+                out[self.at[lo + s:lo + e]] = a[s:e]
+            lo += length
+        return out
+
+
+def _stack_categoricals(arrays: list[pd.Categorical], place: _Placement) -> pd.Categorical:
+    """Compact string columns stacked in start order: the categories are the sorted union of
+    the parts' (distinct values only), each part's codes recoded by one lookup per
+    category, so no string is made per row."""
     cats = arrays[0].categories
     if all(a.categories.equals(cats) for a in arrays[1:]):
-        codes = np.concatenate([a.codes for a in arrays])[order]
+        codes = place.scatter([a.codes for a in arrays], arrays[0].codes.dtype)
         return pd.Categorical.from_codes(codes, dtype=arrays[0].dtype, validate=False)
     union = cats.append([a.categories for a in arrays[1:]]).unique().sort_values()
     dtype = code_dtype(len(union))
-    recoded = []
-    for a in arrays:
-        # the lookup's last entry maps code -1 (missing) to -1
-        lookup = np.append(union.get_indexer(a.categories), -1).astype(dtype)
-        recoded.append(lookup[a.codes])
-    codes = np.concatenate(recoded)
-    del recoded
-    return pd.Categorical.from_codes(codes[order], dtype=string_categories(union),
-                                     validate=False)
+    # the lookup's last entry maps code -1 (missing) to -1
+    recoded = [np.append(union.get_indexer(a.categories), -1).astype(dtype)[a.codes]
+               for a in arrays]
+    return pd.Categorical.from_codes(place.scatter(recoded, dtype),
+                                     dtype=string_categories(union), validate=False)
+
+
+def _masked(a: Any) -> bool:
+    return isinstance(a, (pd.arrays.IntegerArray, pd.arrays.BooleanArray))
 
 
 def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
@@ -248,11 +283,13 @@ def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
     """Canonical tables stacked and sorted by start time; a typed empty table when none has rows.
 
     Canonical frames are stacked column by column straight into start order (one copy of
-    the events, not pd.concat's then sort_values' copies); with ``consume`` each column is
-    dropped from the given frames once stacked, so the stacked table replaces them column by
-    column instead of doubling the memory (the caller must not use them afterwards).
-    Compact frames (``compact``) stack the same way, their string columns by codes: the
-    result's categories are the sorted union of the frames' (``_stack_categoricals``).
+    the events, not pd.concat's then sort_values' copies: numpy-backed columns are written
+    into their places part by part, Arrow text taken in start order); with ``consume`` each
+    column is dropped from the given frames once stacked, so the stacked table replaces
+    them column by column instead of doubling the memory (the caller must not use them
+    afterwards). Compact frames (``compact``) stack the same way, their string columns by
+    codes: the result's categories are the sorted union of the frames'
+    (``_stack_categoricals``).
     """
     parts = [f for f in frames if f is not None and len(f)]
     if not parts:
@@ -263,25 +300,30 @@ def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
         if all(is_compact(f) for f in parts):
             events = compact(events)  # pd.concat made differing categories objects
         return events
-    start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
-    order = np.argsort(start, kind="stable")
-    del start
+    by_take = [c for c, (dtype, _) in COLUMNS.items()
+               if dtype == "string" and not _compact_column(parts[0][c].array)]
+    place = _Placement(parts, keep_order=bool(by_take))
     data: dict[str, Any] = {}
     for col, (dtype, _) in COLUMNS.items():
         arrays = [f[col].array for f in parts]
         if dtype in ("int64",):
-            data[col] = np.concatenate([np.asarray(a) for a in arrays])[order]
+            data[col] = place.scatter([np.asarray(a) for a in arrays], np.int64)
         elif dtype == "category":
-            codes = np.concatenate([a.codes for a in arrays])[order]
-            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE)
+            codes = place.scatter([a.codes for a in arrays], arrays[0].codes.dtype)
+            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE, validate=False)
         elif dtype == "string" and _compact_column(arrays[0]):
-            data[col] = _stack_categoricals(arrays, order)
-        elif dtype in ("Int64", "boolean") and all(np.asarray(a.isna()).all() for a in arrays):
+            data[col] = _stack_categoricals(arrays, place)
+        elif _masked(arrays[0]) and all(np.asarray(a.isna()).all() for a in arrays):
             # missing in every part (an nsys export's external_id): built whole, its zero
             # values never written (pages the system need not hold)
-            data[col] = _missing(dtype, len(order))
+            data[col] = _missing(dtype, place.n)
+        elif _masked(arrays[0]):
+            values = place.scatter([a._data for a in arrays], arrays[0]._data.dtype)
+            mask = place.scatter([a._mask for a in arrays], np.bool_)
+            data[col] = type(arrays[0])(values, mask)
         else:
-            data[col] = type(arrays[0])._concat_same_type(arrays).take(order)
+            assert place.order is not None
+            data[col] = type(arrays[0])._concat_same_type(arrays).take(place.order)
         del arrays
         if consume:
             for f in parts:

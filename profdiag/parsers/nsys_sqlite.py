@@ -2,8 +2,11 @@
 
 Tables and columns are probed with ``PRAGMA table_info`` (their set changes between nsys
 versions: 2022.x creates every table, 2024.x+ only the ones it fills, greenContextId is new,
-EXPORT_META_DATA became META_DATA_EXPORT). SQL does the StringIds joins and pandas builds each
-column in one ``read_sql_query`` per table -- no per-row Python.
+EXPORT_META_DATA became META_DATA_EXPORT). The kernel and runtime tables are read by the
+chunked integer reader of ``_sqlite`` (names as StringIds ids, mapped once per distinct id);
+a table it cannot read, and the small ones, by one ``read_sql_query`` -- no per-row Python
+either way. ``parse(source, compact=True)`` builds the compact table (``schema.compact``)
+itself: string columns as sorted Categoricals straight from the ids, no string per row.
 
 A ``.nsys-rep`` report is converted with ``nsys export`` when nsys is installed.
 """
