@@ -231,9 +231,15 @@ class _Placement:
     position of the parts' i-th row. A column is then written straight into its place, part
     by part (``scatter``): one output array, no stacked copy to take from."""
 
-    def __init__(self, parts: list[pd.DataFrame], keep_order: bool) -> None:
+    def __init__(self, parts: list[pd.DataFrame], keep_order: bool, consume: bool) -> None:
         start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
+        if consume:  # the parts' start times are in ``start`` now: dropped before the sort
+            for f in parts:
+                del f["start_ns"]
+            _trim_heap()
         order = np.argsort(start, kind="stable")
+        # the stacked start_ns column
+        self.start: np.ndarray | None = start[order]
         del start
         n = len(order)
         self.n = n
@@ -302,9 +308,12 @@ def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
         return events
     by_take = [c for c, (dtype, _) in COLUMNS.items()
                if dtype == "string" and not _compact_column(parts[0][c].array)]
-    place = _Placement(parts, keep_order=bool(by_take))
+    place = _Placement(parts, keep_order=bool(by_take), consume=consume)
     data: dict[str, Any] = {}
     for col, (dtype, _) in COLUMNS.items():
+        if col == "start_ns":
+            data[col], place.start = place.start, None
+            continue
         arrays = [f[col].array for f in parts]
         if dtype in ("int64",):
             data[col] = place.scatter([np.asarray(a) for a in arrays], np.int64)
