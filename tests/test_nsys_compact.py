@@ -79,16 +79,25 @@ def test_parse_asks_the_module_for_the_compact_table(monkeypatch, tmp_path):
     assert not schema.is_compact(parsers.parse(path).events)
 
 
+def _shifted(rows: list[tuple], cols: tuple[int, ...], offset: int) -> list[tuple]:
+    return [tuple(v + offset if i in cols and v is not None else v for i, v in enumerate(r))
+            for r in rows]
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 1 << 16])
 @pytest.mark.parametrize("general", [False, True])
-def test_synthetic_export_by_either_path(tmp_path, monkeypatch, chunk, general):
+@pytest.mark.parametrize("offset", [0, 1 << 40])
+def test_synthetic_export_by_either_path(tmp_path, monkeypatch, chunk, general, offset):
     # two ids of one text (1 and 5), two runtime names equal once their _vNN suffix is
-    # dropped (3 and 6), ids missing from StringIds, NULL ids, and a kernel whose gridX is
-    # NULL (its "0,2,1" triple is no row's value, so no category)
-    strings = [*STRINGS, (5, "gemm_kernel<float>"), (6, "cudaLaunchKernel_v11000")]
+    # dropped (3 and 6), ids missing from StringIds, NULL ids beside a real id 0 (NULL reads
+    # as 0), and a kernel whose gridX is NULL (its "0,2,1" triple is no row's value, so no
+    # category). Small ids are mapped by a table indexed by id, ids past 2**40 by factorize.
+    strings = [*STRINGS, (5, "gemm_kernel<float>"), (6, "cudaLaunchKernel_v11000"),
+               (0, "zero")]
     kernels = [*KERNELS, (400, 420, 5, 2, 0, 7, 15, 1 << 24, 4, 2, 1, 128, 1, 1, None)]
-    runtime = [*RUNTIME, (395, 399, 6, 15, (1 << 24) | 17)]
-    path = _export(tmp_path / "t.sqlite", kernels, runtime, strings)
+    runtime = [*RUNTIME, (395, 399, 6, 15, (1 << 24) | 17), (410, 415, 0, 16, None)]
+    path = _export(tmp_path / "t.sqlite", _shifted(kernels, (2, 3), offset),
+                   _shifted(runtime, (2,), offset), _shifted(strings, (0,), offset))
     monkeypatch.setattr(nsys_sqlite._Db, "chunk_rows", chunk)
     if general:
         monkeypatch.setattr(nsys_sqlite, "_kernels_fast", lambda *a: None)
@@ -100,17 +109,17 @@ def test_synthetic_export_by_either_path(tmp_path, monkeypatch, chunk, general):
     assert compact.meta.warnings == canonical.meta.warnings
     # by hand: the names of kernels and runtime calls, one category per distinct text
     assert list(ev["name"].cat.categories) == ["cudaLaunchKernel", "cudaMemcpyAsync",
-                                               "gemm_kernel<float>"]
+                                               "gemm_kernel<float>", "zero"]
     assert list(ev["short_name"].cat.categories) == ["gemm"]
     assert list(ev["grid"].cat.categories) == ["1,1,1", "4,2,1", "8,1,1"]
     assert list(ev["block"].cat.categories) == ["128,1,1", "256,1,1", "32,2,1"]
     assert ev["op_name"].cat.categories.empty and (ev["op_name"].cat.codes == -1).all()
     # rows in start order: 90 r, 100 k, 155 r, 160 k, 190 r, 200 k, 295 r, 300 k, 345 r,
-    # 350 k, 395 r, 400 k
+    # 350 k, 395 r, 400 k, 410 r
     assert ev["start_ns"].tolist() == [90, 100, 155, 160, 190, 200, 295, 300, 345, 350,
-                                       395, 400]
-    assert ev["name"].cat.codes.tolist() == [0, 2, 0, 2, -1, -1, 1, -1, -1, 2, 0, 2]
-    assert ev["grid"].cat.codes.tolist() == [-1, 1, -1, 1, -1, -1, -1, 0, -1, 2, -1, 1]
+                                       395, 400, 410]
+    assert ev["name"].cat.codes.tolist() == [0, 2, 0, 2, -1, -1, 1, -1, -1, 2, 0, 2, 3]
+    assert ev["grid"].cat.codes.tolist() == [-1, 1, -1, 1, -1, -1, -1, 0, -1, 2, -1, 1, -1]
     assert ev["name"].cat.codes.dtype == np.int8
 
 
@@ -171,3 +180,17 @@ def test_concat_consumes_compact_frames_and_widens_the_codes():
     assert got["name"].cat.codes.dtype == np.int16
     assert got["name"].cat.codes.tolist() == list(range(200))
     _assert_same_compact(got, want)
+
+
+def test_dense_ids_tell_null_from_id_zero():
+    from profdiag.parsers._sqlite import IntColumn
+
+    null = np.array([False, True, False, True])
+    # NULL is read as 0: id 0 is present only where a non-NULL row holds it
+    got = nsys_sqlite._dense_ids(IntColumn(np.array([3, 0, 7, 0], dtype=np.int32), null))
+    assert got is not None and got.tolist() == [3, 7]
+    got = nsys_sqlite._dense_ids(IntColumn(np.array([0, 0, 7, 0], dtype=np.int32), null))
+    assert got is not None and got.tolist() == [0, 7]
+    # negative or far-apart ids are left to factorize
+    assert nsys_sqlite._dense_ids(IntColumn(np.array([-1, 2]), np.zeros(2, bool))) is None
+    assert nsys_sqlite._dense_ids(IntColumn(np.array([1, 1 << 40]), np.zeros(2, bool))) is None
