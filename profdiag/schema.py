@@ -74,18 +74,23 @@ def empty_events() -> pd.DataFrame:
     return from_columns({})
 
 
-def from_columns(columns: dict[str, Any], n: int | None = None) -> pd.DataFrame:
+def from_columns(columns: dict[str, Any], n: int | None = None,
+                 compact: bool = False) -> pd.DataFrame:
     """Build a canonical table from column lists/arrays; absent columns are filled with NA.
 
     Every present column must have the same length ``n``. The table takes the given
     arrays over where they already have the column's dtype (no copy): pass fresh ones.
+    ``compact``: a string column given as a sorted Categorical (``compact_strings``' form)
+    is taken as is, and an absent one is an all-missing Categorical (a compact table's).
     """
     if n is None:
         n = len(next(iter(columns.values()))) if columns else 0
     data: dict[str, Any] = {}
     for col, (dtype, _) in COLUMNS.items():
         values = columns.get(col)
-        if values is None:
+        if compact and dtype == "string":
+            data[col] = _missing_compact(n) if values is None else compact_strings(values)
+        elif values is None:
             data[col] = _missing(dtype, n)  # built whole, not element by element
         elif dtype == "category":
             data[col] = pd.Categorical(values, categories=list(ALL_KINDS))
@@ -105,6 +110,25 @@ def _missing(dtype: str, n: int) -> Any:
     if dtype == "category":
         return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), dtype=KIND_DTYPE)
     return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype=dtype).array
+
+
+def code_dtype(n_categories: int) -> type[np.signedinteger[Any]]:
+    """The integer type pandas keeps a Categorical's codes in for ``n_categories`` values."""
+    for t in (np.int8, np.int16, np.int32):
+        if n_categories < np.iinfo(t).max:
+            return t
+    return np.int64
+
+
+def string_categories(values: Any) -> pd.CategoricalDtype:
+    """The dtype of a compact string column whose categories are ``values`` (distinct, in
+    lexical order)."""
+    return pd.CategoricalDtype(pd.Index(values, dtype="string"), ordered=False)
+
+
+def _missing_compact(n: int) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8),
+                                     dtype=string_categories([]), validate=False)
 
 
 def compact_strings(values: Any) -> pd.Categorical:
@@ -172,13 +196,23 @@ def validate(events: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _compact_column(a: Any) -> bool:
+    """A compact string column: a Categorical of ``string`` categories."""
+    return isinstance(a, pd.Categorical) and a.categories.dtype == "string"
+
+
 def _stackable(parts: list[pd.DataFrame]) -> bool:
-    """Canonical frames whose columns have one array type each (and the kinds' categories)."""
+    """Canonical frames whose columns have one array type each (and the kinds' categories);
+    a string column may be compact (a Categorical of strings) in every frame instead."""
     for f in parts:
         if list(f.columns) != list(COLUMNS):
             return False
     for col, (dtype, _) in COLUMNS.items():
         first = parts[0][col].array
+        if dtype == "string" and _compact_column(first):
+            if not all(_compact_column(f[col].array) for f in parts):
+                return False
+            continue
         for f in parts:
             a = f[col].array
             if str(a.dtype) != dtype or type(a) is not type(first):
@@ -188,36 +222,141 @@ def _stackable(parts: list[pd.DataFrame]) -> bool:
     return True
 
 
+# rows per step of _Placement's scatter (bounds the intp copy numpy makes of an index slice)
+_SCATTER_ROWS = 1 << 20
+
+
+class _Placement:
+    """Where each row of the stacked parts goes in start order (stable): ``at[i]`` is the
+    position of the parts' i-th row. A column is then written straight into its place, part
+    by part (``scatter``): one output array, no stacked copy to take from."""
+
+    def __init__(self, parts: list[pd.DataFrame], keep_order: bool, consume: bool) -> None:
+        start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
+        if consume:  # the parts' start times are in ``start`` now: dropped before the sort
+            for f in parts:
+                del f["start_ns"]
+            _trim_heap()
+        order = np.argsort(start, kind="stable")
+        # the stacked start_ns column
+        self.start: np.ndarray | None = start[order]
+        del start
+        n = len(order)
+        self.n = n
+        self.lengths = [len(f) for f in parts]
+        self.at = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+        for lo in range(0, n, _SCATTER_ROWS):
+            hi = min(lo + _SCATTER_ROWS, n)
+            self.at[order[lo:hi]] = np.arange(lo, hi, dtype=self.at.dtype)
+        # the take order, for the columns stacked by take (canonical string columns)
+        self.order = order if keep_order else None
+
+    def scatter(self, arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+        """The parts' ``arrays`` (one per part) as one array in start order."""
+        out = np.empty(self.n, dtype=dtype)
+        lo = 0
+        for a, length in zip(arrays, self.lengths):
+            for s in range(0, length, _SCATTER_ROWS):
+                e = min(s + _SCATTER_ROWS, length)
+                out[self.at[lo + s:lo + e]] = a[s:e]
+            lo += length
+        return out
+
+
+def _stack_categoricals(arrays: list[pd.Categorical], place: _Placement) -> pd.Categorical:
+    """Compact string columns stacked in start order: the categories are the sorted union of
+    the parts' (distinct values only), each part's codes recoded by one lookup per
+    category, so no string is made per row."""
+    cats = arrays[0].categories
+    if all(a.categories.equals(cats) for a in arrays[1:]):
+        codes = place.scatter([a.codes for a in arrays], arrays[0].codes.dtype)
+        return pd.Categorical.from_codes(codes, dtype=arrays[0].dtype, validate=False)
+    union = cats.append([a.categories for a in arrays[1:]]).unique().sort_values()
+    dtype = code_dtype(len(union))
+    # the lookup's last entry maps code -1 (missing) to -1
+    recoded = [np.append(union.get_indexer(a.categories), -1).astype(dtype)[a.codes]
+               for a in arrays]
+    return pd.Categorical.from_codes(place.scatter(recoded, dtype),
+                                     dtype=string_categories(union), validate=False)
+
+
+def _masked(a: Any) -> bool:
+    return isinstance(a, (pd.arrays.IntegerArray, pd.arrays.BooleanArray))
+
+
 def concat(frames: list[pd.DataFrame | None] | tuple[pd.DataFrame | None, ...],
            consume: bool = False) -> pd.DataFrame:
     """Canonical tables stacked and sorted by start time; a typed empty table when none has rows.
 
     Canonical frames are stacked column by column straight into start order (one copy of
-    the events, not pd.concat's then sort_values' copies); with ``consume`` each column is
-    dropped from the given frames once stacked, so the stacked table replaces them column by
-    column instead of doubling the memory (the caller must not use them afterwards).
+    the events, not pd.concat's then sort_values' copies: numpy-backed columns are written
+    into their places part by part, Arrow text taken in start order); with ``consume`` each
+    column is dropped from the given frames once stacked, so the stacked table replaces
+    them column by column instead of doubling the memory (the caller must not use them
+    afterwards). Compact frames (``compact``) stack the same way, their string columns by
+    codes: the result's categories are the sorted union of the frames'
+    (``_stack_categoricals``).
     """
     parts = [f for f in frames if f is not None and len(f)]
     if not parts:
         return empty_events()
     if not _stackable(parts):
         events = pd.concat(parts, ignore_index=True)
-        return events.sort_values("start_ns", kind="stable").reset_index(drop=True)
-    start = np.concatenate([f["start_ns"].to_numpy(dtype=np.int64) for f in parts])
-    order = np.argsort(start, kind="stable")
-    del start
+        events = events.sort_values("start_ns", kind="stable").reset_index(drop=True)
+        if all(is_compact(f) for f in parts):
+            events = compact(events)  # pd.concat made differing categories objects
+        return events
+    by_take = [c for c, (dtype, _) in COLUMNS.items()
+               if dtype == "string" and not _compact_column(parts[0][c].array)]
+    place = _Placement(parts, keep_order=bool(by_take), consume=consume)
     data: dict[str, Any] = {}
     for col, (dtype, _) in COLUMNS.items():
+        if col == "start_ns":
+            data[col], place.start = place.start, None
+            continue
         arrays = [f[col].array for f in parts]
         if dtype in ("int64",):
-            data[col] = np.concatenate([np.asarray(a) for a in arrays])[order]
+            data[col] = place.scatter([np.asarray(a) for a in arrays], np.int64)
         elif dtype == "category":
-            codes = np.concatenate([a.codes for a in arrays])[order]
-            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE)
+            codes = place.scatter([a.codes for a in arrays], arrays[0].codes.dtype)
+            data[col] = pd.Categorical.from_codes(codes, dtype=KIND_DTYPE, validate=False)
+        elif dtype == "string" and _compact_column(arrays[0]):
+            data[col] = _stack_categoricals(arrays, place)
+        elif _masked(arrays[0]) and all(np.asarray(a.isna()).all() for a in arrays):
+            # missing in every part (an nsys export's external_id): built whole, its zero
+            # values never written (pages the system need not hold)
+            data[col] = _missing(dtype, place.n)
+        elif _masked(arrays[0]):
+            values = place.scatter([a._data for a in arrays], arrays[0]._data.dtype)
+            mask = place.scatter([a._mask for a in arrays], np.bool_)
+            data[col] = type(arrays[0])(values, mask)
         else:
-            data[col] = type(arrays[0])._concat_same_type(arrays).take(order)
+            assert place.order is not None
+            data[col] = type(arrays[0])._concat_same_type(arrays).take(place.order)
         del arrays
         if consume:
             for f in parts:
                 del f[col]
+            _trim_heap()
     return pd.DataFrame(data, copy=False)
+
+
+_MALLOC_TRIM: Any = None
+
+
+def _trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; a no-op where
+    there is none). The parts' columns a consuming ``concat`` drops were allocated from the
+    heap (glibc serves arrays of up to the largest one freed so far from it), while the
+    stacked columns, larger, are mapped apart: without this the dropped columns' pages stay
+    resident under the new ones and the peak holds both (+200 MB at 3.3M rows)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)

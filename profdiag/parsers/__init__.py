@@ -5,6 +5,11 @@ the first bytes of the *decompressed* content, or b"" for a directory) and
 ``parse(source) -> Trace``. ``source`` is the run's ``_io.Input`` (a plain path works too):
 the file is opened, and inflated, once whatever the number of sniffers and parsers that
 look at it. Modules are imported lazily so ``profdiag --help`` stays fast.
+
+A module that sets ``PARSES_COMPACT = True`` also takes ``parse(source, compact=True)`` and
+builds the compact event table itself (``schema.compact``: string columns as sorted
+Categoricals, typically straight from the codes it reads); for the others ``parse`` compacts
+their canonical table afterwards.
 """
 
 from __future__ import annotations
@@ -108,7 +113,8 @@ def parse(path: str | os.PathLike[str], format: str | None = None,
     """Parse ``path`` (format sniffed unless given) into a canonical Trace: one Input for
     sniffing and parsing, closed (its temporary copy removed) when the parse ends.
 
-    ``compact``: string columns as sorted Categoricals (``schema.compact``).
+    ``compact``: string columns as sorted Categoricals (``schema.compact``), built by the
+    parser itself when its module declares ``PARSES_COMPACT``.
     """
     from ..io import check_input
 
@@ -122,7 +128,8 @@ def parse(path: str | os.PathLike[str], format: str | None = None,
         mod = _module(format)
         if mod is None:
             raise UsageError(f"format {format!r} is not available in this build")
-        trace: Trace = mod.parse(src)
+        trace: Trace = (mod.parse(src, compact=True)
+                        if compact and getattr(mod, "PARSES_COMPACT", False) else mod.parse(src))
         if compact:
             from .. import schema
 

@@ -2,8 +2,11 @@
 
 Tables and columns are probed with ``PRAGMA table_info`` (their set changes between nsys
 versions: 2022.x creates every table, 2024.x+ only the ones it fills, greenContextId is new,
-EXPORT_META_DATA became META_DATA_EXPORT). SQL does the StringIds joins and pandas builds each
-column in one ``read_sql_query`` per table -- no per-row Python.
+EXPORT_META_DATA became META_DATA_EXPORT). The kernel and runtime tables are read by the
+chunked integer reader of ``_sqlite`` (names as StringIds ids, mapped once per distinct id);
+a table it cannot read, and the small ones, by one ``read_sql_query`` -- no per-row Python
+either way. ``parse(source, compact=True)`` builds the compact table (``schema.compact``)
+itself: string columns as sorted Categoricals straight from the ids, no string per row.
 
 A ``.nsys-rep`` report is converted with ``nsys export`` when nsys is installed.
 """
@@ -39,6 +42,8 @@ from ._sqlite import (  # noqa: F401 (re-exported for the rocprof parser)
 )
 
 FORMAT = "nsys"
+# parse(source, compact=True) builds the compact table itself (profdiag.parsers.parse)
+PARSES_COMPACT = True
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _NSYS_TABLE_RE = re.compile(r"^(CUPTI_ACTIVITY_KIND_|TARGET_INFO_)")
@@ -96,18 +101,21 @@ def sniff(source: Path | Input, head: bytes | None = None) -> bool:
 
 
 # ---------------------------------------------------------------------------- parse
-def parse(source: Path | Input) -> Trace:
+def parse(source: Path | Input, compact: bool = False) -> Trace:
+    """The export's canonical Trace; ``compact``: its event table in compact form
+    (``schema.compact``), the string columns built as sorted Categoricals straight from the
+    StringIds codes the reader holds (no string per row)."""
     with Input.using(source) as src:
-        return _parse(src)
+        return _parse(src, compact)
 
 
-def _parse(src: Input) -> Trace:
+def _parse(src: Input, compact: bool = False) -> Trace:
     path = src.path
     if path.suffix == ".nsys-rep" and not _starts_with_sqlite(path):
-        return _parse_report(path)
+        return _parse_report(path, compact)
     try:
         with open_db(src) as con:
-            return _parse_connection(con, path)
+            return _parse_connection(con, path, compact)
     except sqlite3.DatabaseError as exc:
         raise _db_error(exc, path) from None
     except pd.errors.DatabaseError as exc:  # pandas wraps sqlite3 errors in its own class
@@ -134,7 +142,7 @@ def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
 
-def _parse_report(path: Path) -> Trace:
+def _parse_report(path: Path, compact: bool = False) -> Trace:
     out = path.with_suffix(".sqlite")
     command = f"nsys export --type sqlite --output {out} {path}"
     nsys = shutil.which("nsys")
@@ -154,7 +162,7 @@ def _parse_report(path: Path) -> Trace:
             tail = _one_line(proc.stderr or proc.stdout)[-300:]
             raise TraceFormatError(f"`{command}` failed (exit {proc.returncode}): {tail}",
                                    str(path))
-        trace = parse(target)
+        trace = parse(target, compact)
     trace.meta.path = str(path)
     return trace
 
@@ -176,6 +184,8 @@ class _Db:
         return self._cols[table]
 
     path: Path | str = "?"
+    # build the compact table (string columns as sorted Categoricals of the StringIds codes)
+    compact: bool = False
     # rows per chunk query of the integer reader (tests set a tiny one)
     chunk_rows: int = CHUNK_ROWS
 
@@ -237,9 +247,10 @@ class _Db:
         return dict(fallback)
 
 
-def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
+def _parse_connection(con: sqlite3.Connection, path: Path, compact: bool = False) -> Trace:
     db = _Db(con)
     db.path = path
+    db.compact = compact
     if not _is_nsys_tables(db.tables):
         raise TraceFormatError(
             "SQLite file is not an Nsight Systems export (no StringIds, CUPTI_ACTIVITY_KIND_* "
@@ -271,9 +282,16 @@ def _parse_connection(con: sqlite3.Connection, path: Path) -> Trace:
         _sync(db, warnings),
         _nvtx(db, warnings, has_strings),
     ]
+    if compact:
+        # the kernel and runtime fast paths build compact parts; the general read_sql paths
+        # and the small tables (memcpy, memset, sync, NVTX) are compacted here, part by part
+        parts = [schema.compact(p) if p is not None and not schema.is_compact(p) else p
+                 for p in parts]
     # the stacked table replaces the parts column by column
     events = schema.concat(parts, consume=True)
     del parts
+    if compact and not schema.is_compact(events):
+        events = schema.compact(events)  # no rows: the typed empty table
     meta = _meta(db, path, warnings)
     return Trace(events, meta)
 
@@ -312,10 +330,13 @@ def _mapped_names(ids: pd.Series, names: dict[Any, str | None],
 _CHUNK_TEXT = 1 << 30
 
 
-def _coded_strings(codes: np.ndarray, values: list[str | None]
+def _coded_strings(codes: np.ndarray, values: list[str | None], compact: bool = False
                    ) -> pd.api.extensions.ExtensionArray:
     """The string column whose row i is ``values[codes[i]]`` (missing where that is None or
-    the code is -1), built by Arrow from the distinct values."""
+    the code is -1), built by Arrow from the distinct values; ``compact``: as the sorted
+    Categorical ``schema.compact_strings`` makes of it (``_coded_categorical``)."""
+    if compact:
+        return _coded_categorical(codes, values)
     import pyarrow as pa
 
     valid = np.array([v is not None for v in values] + [False], dtype=bool)[codes]
@@ -336,6 +357,29 @@ def _coded_strings(codes: np.ndarray, values: list[str | None]
     out: pd.api.extensions.ExtensionArray = pd.arrays.ArrowStringArray(
         pa.chunked_array(chunks, type=pa.string()))
     return out
+
+
+def _coded_categorical(codes: np.ndarray, values: list[str | None]) -> pd.Categorical:
+    """``_coded_strings`` in compact form, from the distinct values only: the categories are
+    the distinct strings some row holds (values may repeat: two ids of one text, or names
+    equal once transformed), sorted, and the codes remapped with one lookup per value --
+    no Python or Arrow string per row."""
+    used = np.zeros(len(values) + 1, dtype=bool)
+    used[codes] = True  # code -1 marks the extra last slot
+    present, lookup = _category_lookup(values, used[:-1])
+    return pd.Categorical.from_codes(lookup[codes], dtype=schema.string_categories(present),
+                                     validate=False)
+
+
+def _category_lookup(values: list[str | None], used: np.ndarray
+                     ) -> tuple[list[str], np.ndarray]:
+    """The sorted distinct strings among the ``used`` values, and each value's code among
+    them (-1 for None or unused) plus a last -1 (for code -1), in the codes' integer type."""
+    present = sorted({v for v, u in zip(values, used.tolist()) if u and v is not None})
+    at = {v: i for i, v in enumerate(present)}
+    lookup = np.array([-1 if v is None else at.get(v, -1) for v in values] + [-1],
+                      dtype=schema.code_dtype(len(present)))
+    return present, lookup
 
 
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
@@ -452,11 +496,12 @@ def _kernels(db: _Db, warnings: list[str], strings: bool) -> pd.DataFrame | None
 def _start_dur(cols: dict[str, IntColumn]) -> tuple[np.ndarray, np.ndarray]:
     """start_ns and dur_ns as _base makes them: missing start 0, dur end - start clipped at
     0, 0 when either is missing."""
-    start, end = cols["start"], cols["end"]
-    s = start.int64()
-    none = start.null | end.null
-    dur = np.where(none, 0, np.maximum(end.int64() - s, 0))
-    return np.where(start.null, 0, s), dur
+    start, end = cols.pop("start"), cols.pop("end")
+    s = start.int64()  # already 0 where NULL (read_int_columns)
+    dur = end.int64() - s
+    np.maximum(dur, 0, out=dur)
+    dur[start.null | end.null] = 0
+    return s, dur
 
 
 def _nullable(col: IntColumn, na: int | None = None) -> pd.arrays.IntegerArray:
@@ -474,16 +519,54 @@ def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
                 transform: Any = None) -> pd.api.extensions.ExtensionArray:
     """The names of StringIds ``ids``, mapped once per distinct id (NULL and unknown ids
     missing), as _mapped_names makes them."""
+    present = _dense_ids(ids)
+    if present is not None:
+        # ids of an export are small: a table indexed by id maps each row straight to its
+        # code (one take; no hashing, no int64 copy of the ids)
+        names = db.names_of(present, table, alias, col)
+        values = [names.get(u) for u in present.tolist()]
+        if transform is not None:
+            values = [transform(v) if v is not None else None for v in values]
+        if db.compact:
+            categories, lookup = _category_lookup(values, np.ones(len(values), dtype=bool))
+            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=lookup.dtype)
+        else:
+            lookup = np.arange(len(values) + 1, dtype=np.int32)
+            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=np.int32)
+        by_id[present] = lookup[:-1]
+        codes = by_id[ids.values]
+        codes[ids.null] = -1
+        if db.compact:
+            return pd.Categorical.from_codes(codes, dtype=schema.string_categories(categories),
+                                             validate=False)
+        return _coded_strings(codes, values)
     raw = np.where(ids.null, _NULL_ID, ids.int64())
     codes, uniques = pd.factorize(raw)
     names = db.names_of(np.asarray(uniques), table, alias, col)
     values = [names.get(u) for u in np.asarray(uniques).tolist()]
     if transform is not None:
         values = [transform(v) if v is not None else None for v in values]
-    return _coded_strings(np.asarray(codes), values)
+    return _coded_strings(np.asarray(codes), values, db.compact)
 
 
-def _triples(x: IntColumn, y: IntColumn, z: IntColumn) -> pd.api.extensions.ExtensionArray:
+def _dense_ids(ids: IntColumn) -> np.ndarray | None:
+    """The distinct non-NULL ids of ``ids``, sorted, when they are non-negative and small
+    enough (below twice the rows, plus 65,536) to index a table by; else None."""
+    v = ids.values
+    if not len(v):
+        return None
+    hi = int(v.max())
+    if int(v.min()) < 0 or hi >= 2 * len(v) + (1 << 16):
+        return None
+    seen = np.zeros(hi + 1, dtype=bool)
+    seen[v] = True
+    if ids.null.any():  # NULL reads as 0: id 0 is present only if a non-NULL row has it
+        seen[0] = bool(((v == 0) & ~ids.null).any())
+    return np.flatnonzero(seen)
+
+
+def _triples(x: IntColumn, y: IntColumn, z: IntColumn, compact: bool = False
+             ) -> pd.api.extensions.ExtensionArray:
     """'x,y,z' per row (missing when any is NULL), as SQLite's ``x || ',' || y || ',' || z``
     of integers writes it, built once per distinct triple."""
     cx, ux = pd.factorize(x.values)
@@ -498,7 +581,7 @@ def _triples(x: IntColumn, y: IntColumn, z: IntColumn) -> pd.api.extensions.Exte
     zs = np.asarray(uz)[uniq % len(uz)].tolist()
     values: list[str | None] = [f"{a},{b},{c}" for a, b, c in zip(xs, ys, zs)]
     code = np.where(x.null | y.null | z.null, -1, code)
-    return _coded_strings(code, values)
+    return _coded_strings(code, values, compact)
 
 
 def _timed_rows(db: _Db, table: str, alias: str, exprs: dict[str, str], kind: str
@@ -509,7 +592,7 @@ def _timed_rows(db: _Db, table: str, alias: str, exprs: dict[str, str], kind: st
     if got is None:
         return None
     n = len(got["start"])
-    start, dur = _start_dur(got)
+    start, dur = _start_dur(got)  # start and end taken out of got
     return got, n, {"kind": _kind(kind, n), "start_ns": start, "dur_ns": dur}
 
 
@@ -547,10 +630,11 @@ def _kernels_fast(db: _Db, c: set[str], name_col: str | None, short: bool
         cols["stream"] = _nullable(got.pop("streamId"), _NA_STREAM)
     for key, axes in dims.items():
         if axes[0] in got:
-            cols[key] = _triples(*(got.pop(a) for a in axes))
+            x, y, z = (got.pop(a) for a in axes)
+            cols[key] = _triples(x, y, z, db.compact)
     graph = got["graph"].values != 0 if "graph" in got else np.zeros(n, dtype=bool)
     cols["graph_launch"] = pd.arrays.BooleanArray(graph, np.zeros(n, dtype=bool))
-    return schema.from_columns(cols, n=n)
+    return schema.from_columns(cols, n=n, compact=db.compact)
 
 
 def _runtime_fast(db: _Db, c: set[str], mapped: bool) -> pd.DataFrame | None:
@@ -573,7 +657,7 @@ def _runtime_fast(db: _Db, c: set[str], mapped: bool) -> pd.DataFrame | None:
     for key, col in (("pid", "globalTid"), ("tid", "tid"), ("correlation", "correlationId")):
         if col in got:
             cols[key] = _nullable(got.pop(col))
-    return schema.from_columns(cols, n=n)
+    return schema.from_columns(cols, n=n, compact=db.compact)
 
 
 def _graph_launches(db: _Db, warnings: list[str]) -> pd.DataFrame | None:
