@@ -2,7 +2,10 @@
 
 Each parser module defines ``FORMAT`` (its name), ``sniff(source, head) -> bool`` (``head`` is
 the first bytes of the *decompressed* content, or b"" for a directory) and
-``parse(source) -> Trace``. ``source`` is the run's ``_io.Input`` (a plain path works too):
+``parse(source) -> Trace``; a module that sets ``SUPPORTS_COMPACT = True`` also takes
+``parse(source, compact=True)`` and returns the compact table (``schema.compact``) itself,
+built from the codes it holds; others are compacted after parsing. ``source`` is the run's
+``_io.Input`` (a plain path works too):
 the file is opened, and inflated, once whatever the number of sniffers and parsers that
 look at it. Modules are imported lazily so ``profdiag --help`` stays fast.
 """
@@ -122,7 +125,11 @@ def parse(path: str | os.PathLike[str], format: str | None = None,
         mod = _module(format)
         if mod is None:
             raise UsageError(f"format {format!r} is not available in this build")
-        trace: Trace = mod.parse(src)
+        trace: Trace
+        if compact and getattr(mod, "SUPPORTS_COMPACT", False):
+            trace = mod.parse(src, compact=True)  # builds the compact columns itself
+        else:
+            trace = mod.parse(src)
         if compact:
             from .. import schema
 
