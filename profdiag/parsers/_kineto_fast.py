@@ -367,19 +367,10 @@ def _take(seq: list[Any], idx: np.ndarray) -> list[Any]:
     return list(itemgetter(*idx.tolist())(seq))
 
 
-# Arg keys most traces never write (2021-era spellings, copy sizes): a field whose key is
-# nowhere in a piece's text is missing on every event of it, and needs no pass.
-RARE_KEYS = {"ext_lower": b'"external id"', "device_upper": b'"Device"',
-             "dims_lower": b'"Input dims"', "bytes": b'"bytes"'}
-
-
-def _rare_keys(piece: bytes | bytearray | memoryview) -> frozenset[str]:
-    """The RARE_KEYS fields whose key appears in the piece's text (escaped spellings of a key
-    are decoded as the key, so a backslash anywhere keeps every field)."""
-    data = bytes(piece) if isinstance(piece, memoryview) else piece
-    if data.find(b"\\") >= 0:
-        return frozenset(RARE_KEYS)
-    return frozenset(k for k, key in RARE_KEYS.items() if data.find(key) >= 0)
+def _unless_all(values: list[Any], missing: Any) -> list[Any] | None:
+    """values, or None when every one is ``missing`` (a field no event of the piece wrote:
+    the Structs share the default object, so the count is one C-level identity pass)."""
+    return None if values.count(missing) == len(values) else values
 
 
 def _int_array_or_none(values: list[Any]) -> np.ndarray | None:
@@ -410,7 +401,7 @@ class Extractor:
         self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
-    def add_structs(self, events: list[_Event], present: frozenset[str] = frozenset(RARE_KEYS)) -> None:
+    def add_structs(self, events: list[_Event]) -> None:
         code_by_cat = _CODE_BY_CAT
         suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
         n_all = len(events)
@@ -455,8 +446,9 @@ class Extractor:
         c = self.cols
         name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
         n = len(sel)
-        ext = _first_present_cols(n, ints("ext", args),
-                                  ints("ext_lower", args) if "ext_lower" in present else None)
+        # arg keys most traces never write (2021-era spellings, copy sizes) get no further
+        # pass in a piece where no event has them
+        ext = _first_present_cols(n, ints("ext", args), _unless_all(ints("ext_lower", args), MISS))
         corr = _int_array(ints("correlation", args))
         pid_raw = ints("pid", sel)
         tid_raw = ints("tid", sel)
@@ -465,7 +457,7 @@ class Extractor:
         pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
         tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
         dev_raw = ints("device", args)
-        dev_upper = ints("device_upper", args) if "device_upper" in present else None
+        dev_upper = _unless_all(ints("device_upper", args), MISS)
         dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
         if dev_arr is not None and pid_arr is not None:
             device = _first_present(dev_arr, pid_arr)
@@ -477,8 +469,8 @@ class Extractor:
             stream = _first_present(st_arr, tid_arr)
         else:
             stream = _first_present_int(st_raw, tid_raw)
-        nbytes = (_int_array(ints("bytes", args)) if "bytes" in present
-                  else np.full(n, MISS, np.int64))
+        nbytes_raw = _unless_all(ints("bytes", args), MISS)
+        nbytes = _int_array(nbytes_raw) if nbytes_raw is not None else np.full(n, MISS, np.int64)
         miss = np.int64(MISS)
         c.rows += n
         c.name.parts.append(name_codes)
@@ -506,9 +498,9 @@ class Extractor:
         if len(host_idx):
             h_args = _take(args, host_idx)
             merged = ints("dims", h_args)
-            if "dims_lower" in present:
-                merged = [u if u is not _NULL_RAW else lo
-                          for u, lo in zip(merged, ints("dims_lower", h_args))]
+            lower = _unless_all(ints("dims_lower", h_args), _NULL_RAW)
+            if lower is not None:
+                merged = [u if u is not _NULL_RAW else lo for u, lo in zip(merged, lower)]
             codes["input_dims"][host_idx] = text["input_dims"].raw_codes(merged, json_text)
             codes["input_types"][host_idx] = text["input_types"].raw_codes(
                 ints("types", h_args), json_text)
@@ -598,7 +590,7 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                self.add_structs(_decode_events(piece), _rare_keys(piece))
+                self.add_structs(_decode_events(piece))
                 return
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
@@ -606,7 +598,7 @@ class Extractor:
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                self.add_structs(_decode_events(piece), _rare_keys(piece))
+                self.add_structs(_decode_events(piece))
         except msgspec.ValidationError:
             # unexpected field types somewhere in this piece: per-event slow path
             try:
