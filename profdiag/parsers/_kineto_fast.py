@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter, eq, itemgetter
+from operator import attrgetter, eq, is_not, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +251,11 @@ class Strings:
         """Raw JSON values -> codes of fn(value), fn run once per distinct raw value."""
         keys = list(map(bytes, raws))
         by_raw = self.by_raw
+        # most pieces bring no value the table lacks: look every key up once, and find the
+        # distinct new ones only when there are some
+        codes = np.fromiter(map(by_raw.get, keys, repeat(-2)), np.int32, len(keys))
+        if not (codes == -2).any():
+            return codes
         for b in dict.fromkeys(keys):  # the distinct raw values, first seen first
             if b in by_raw:
                 continue
@@ -349,6 +354,9 @@ def _name_codes(table: Strings, names: list[Any]) -> np.ndarray:
     as dict keys: 1, 1.0 and True are one name)."""
     by_value = table.by_value
     values = table.values
+    codes = np.fromiter(map(by_value.get, names, repeat(-2)), np.int32, len(names))
+    if not (codes == -2).any():  # no new name in this piece (the usual case)
+        return codes
     for nm in dict.fromkeys(names):  # the distinct names, first seen first
         if nm not in by_value:
             by_value[nm] = len(values)
@@ -456,22 +464,42 @@ class Extractor:
         tid_arr = _int_array_or_none(tid_raw)
         pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
         tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
-        dev_raw = ints("device", args)
-        dev_upper = _unless_all(ints("device_upper", args), MISS)
-        dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
-        if dev_arr is not None and pid_arr is not None:
-            device = _first_present(dev_arr, pid_arr)
-        else:
-            device = _first_present_cols(n, dev_raw, dev_upper, pid_raw)
-        st_raw = ints("stream", args)
-        st_arr = _int_array_or_none(st_raw)
-        if st_arr is not None and tid_arr is not None:
-            stream = _first_present(st_arr, tid_arr)
-        else:
-            stream = _first_present_int(st_raw, tid_raw)
-        nbytes_raw = _unless_all(ints("bytes", args), MISS)
-        nbytes = _int_array(nbytes_raw) if nbytes_raw is not None else np.full(n, MISS, np.int64)
         miss = np.int64(MISS)
+        gpu_idx = np.flatnonzero(gpu)
+        host_idx = np.flatnonzero(host)
+        # device, stream and bytes are kept on GPU rows only: read them there only
+        device = np.full(n, MISS, np.int64)
+        stream = np.full(n, MISS, np.int64)
+        nbytes = np.full(n, MISS, np.int64)
+        text = c.text
+        codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
+        if len(gpu_idx):
+            g_args = _take(args, gpu_idx)
+            g = len(g_args)
+            dev_raw = ints("device", g_args)
+            dev_upper = _unless_all(ints("device_upper", g_args), MISS)
+            dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
+            if dev_arr is not None and pid_arr is not None:
+                device[gpu_idx] = _first_present(dev_arr, pid_arr[gpu_idx])
+            else:
+                device[gpu_idx] = _first_present_cols(g, dev_raw, dev_upper,
+                                                      _take(pid_raw, gpu_idx))
+            st_raw = ints("stream", g_args)
+            st_arr = _int_array_or_none(st_raw)
+            if st_arr is not None and tid_arr is not None:
+                stream[gpu_idx] = _first_present(st_arr, tid_arr[gpu_idx])
+            else:
+                stream[gpu_idx] = _first_present_int(st_raw, _take(tid_raw, gpu_idx))
+            nbytes_raw = _unless_all(ints("bytes", g_args), MISS)
+            if nbytes_raw is not None:
+                nbytes[gpu_idx] = _int_array(nbytes_raw)
+            for col in ("grid", "block"):
+                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
+            colls = ints("coll", g_args)
+            if any(map(is_not, colls, repeat(MISS))):  # a collective kernel in this piece
+                for a, coll in zip(g_args, colls):
+                    if coll is not MISS:
+                        self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         c.rows += n
         c.name.parts.append(name_codes)
         c.kind.append(kind)
@@ -479,22 +507,11 @@ class Extractor:
         c.dur.append(dur)
         c.ints["external_id"].append(ext)
         c.ints["correlation"].append(corr)
-        c.ints["device"].append(np.where(gpu, device, miss))
-        c.ints["stream"].append(np.where(gpu, stream, miss))
-        c.ints["bytes"].append(np.where(gpu, nbytes, miss))
+        c.ints["device"].append(device)
+        c.ints["stream"].append(stream)
+        c.ints["bytes"].append(nbytes)
         c.ints["pid"].append(np.where(host, pid, miss))
         c.ints["tid"].append(np.where(host, tid, miss))
-        gpu_idx = np.flatnonzero(gpu)
-        host_idx = np.flatnonzero(host)
-        text = c.text
-        codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
-        if len(gpu_idx):
-            g_args = _take(args, gpu_idx)
-            for col in ("grid", "block"):
-                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
-            for a in g_args:
-                if a.coll is not MISS:
-                    self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         if len(host_idx):
             h_args = _take(args, host_idx)
             merged = ints("dims", h_args)
