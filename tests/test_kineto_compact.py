@@ -119,3 +119,20 @@ def test_parse_opts_in_and_others_are_compacted_after(monkeypatch):
     assert seen == [True, False] and schema.is_compact(tr.events)
     assert not schema.is_compact(parsers.parse(EAGER).events)
     assert seen == [True, False, False]
+
+
+def test_json_report_imports_no_optional_module(tmp_path):
+    """`profdiag report -f json` of a Kineto trace starts without what a JSON report does not
+    use (templates, HTA, torch, databases, dask, a process pool)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom profdiag.cli import main\n"
+            f"try:\n    main(['report', {str(EAGER)!r}, '-f', 'json', '-q', '-o', "
+            f"{str(tmp_path / 'r.json')!r}])\nexcept SystemExit as e:\n    assert not e.code\n"
+            "heavy = ('jinja2', 'hta', 'torch', 'sqlalchemy', 'dask', 'multiprocessing')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "r.json").stat().st_size > 0
