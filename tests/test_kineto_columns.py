@@ -3,6 +3,7 @@ per-piece fast path (msgspec Structs) against the per-event path, odd field type
 
 import json
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -177,3 +178,10 @@ def test_rare_keys_are_read_in_the_pieces_that_hold_them(tmp_path, monkeypatch):
     assert streamed.equals(whole)
     assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
+
+
+def test_raw_values_as_bytes_even_with_a_nul_inside():
+    raws = [msgspec.Raw(b"[1,2]"), msgspec.Raw(b'"a\x00b"'), msgspec.Raw(b"null")]
+    assert fast._raw_bytes(raws) == [b"[1,2]", b'"a\x00b"', b"null"]
+    assert fast._raw_bytes(raws[:1] + raws[2:]) == [b"[1,2]", b"null"]
+    assert fast._raw_bytes([]) == []

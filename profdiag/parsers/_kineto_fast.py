@@ -221,6 +221,16 @@ def _concrete_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------
 # column batches
 
+def _raw_bytes(raws: list[msgspec.Raw]) -> list[bytes]:
+    """Each raw JSON value as bytes: one join and one split (a NUL byte cannot be in JSON
+    text; were one there, the part count tells, and each value is copied on its own)."""
+    if raws:
+        parts = b"\x00".join(raws).split(b"\x00")
+        if len(parts) == len(raws):
+            return parts
+    return list(map(bytes, raws))
+
+
 class Strings:
     """One string column as int32 codes into ``values`` (-1: <NA>), built per distinct value.
 
@@ -249,7 +259,7 @@ class Strings:
 
     def raw_codes(self, raws: list[msgspec.Raw], fn: Callable[[Any], Any]) -> np.ndarray:
         """Raw JSON values -> codes of fn(value), fn run once per distinct raw value."""
-        keys = list(map(bytes, raws))
+        keys = _raw_bytes(raws)
         by_raw = self.by_raw
         # most pieces bring no value the table lacks: look every key up once, and find the
         # distinct new ones only when there are some
