@@ -1,9 +1,11 @@
 """PyTorch profiler (Kineto) Chrome-trace JSON, plain or gzipped, CUDA or ROCm.
 
-One pass over the events fills plain Python lists per column (no DataFrame per event),
-then pandas joins each kernel to the CPU op that launched it (External id, falling back to
-the runtime call's correlation). Truncated files (a killed profiler) are salvaged by cutting
-at the last complete event, with a warning.
+The streamer (``_kineto_fast``) turns the events into numpy columns, strings as int32 codes
+into tables of distinct values; each kernel is then joined to the CPU op that launched it
+(External id, falling back to the runtime call's correlation) on those codes and int64
+arrays, and the table is built last: ``string`` columns, or with ``compact=True`` the sorted
+Categoricals of ``schema.compact`` straight from the codes. Truncated files (a killed
+profiler) are salvaged by cutting at the last complete event, with a warning.
 
 ``user_annotation`` events become annotations; of the ``python_function`` events (with_stack)
 only the model runner's ``...: execute_model`` calls are kept, as annotations, because they
