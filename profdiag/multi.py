@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -342,6 +341,9 @@ def diagnose_many(paths: Sequence[str | os.PathLike[str]], options: dict[str, An
         return [_diagnose_one(p, options) for p in names]
     # Import the parsers and the diagnosis (pandas, numpy, the rules) once, before the pool
     # forks: each worker would otherwise pay the ~1-2 CPU s of imports again, cold.
+    # imported here: multiprocessing costs ~15 ms at start-up, and one trace needs no pool
+    from concurrent.futures import ProcessPoolExecutor
+
     from . import diagnosis, load  # noqa: F401
     from .parsers import nsys_sqlite, torch_json  # noqa: F401
 

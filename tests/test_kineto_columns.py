@@ -3,6 +3,7 @@ per-piece fast path (msgspec Structs) against the per-event path, odd field type
 
 import json
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -50,7 +51,7 @@ def _frame_of(events: list[dict], fast_path: bool) -> pd.DataFrame:
         ex.add_structs(fast._decode_events(orjson.dumps(events)))
     else:
         ex.add_objects(events)
-    return torch_json._link_ops(torch_json._frame(ex), [])
+    return torch_json._table(ex, [])
 
 
 def test_fast_and_per_event_paths_build_the_same_table():
@@ -101,8 +102,7 @@ def test_odd_field_types_in_some_pieces_keep_the_per_event_semantics(tmp_path, m
     path.write_bytes(orjson.dumps({"traceEvents": events}))
     monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
     streamed = profdiag.load(path)
-    whole = torch_json._link_ops(torch_json._frame(
-        _whole_document(path)), [])
+    whole = torch_json._table(_whole_document(path), [])
     assert streamed.events.equals(whole)
     ev = streamed.events
     assert (ev["name"] == "42").sum() == 2  # 42 and 42.0: one name
@@ -116,13 +116,12 @@ def test_string_columns_equal_pandas_own_construction():
     values = ["a", "bb", "a", None, "ccc"]
     table = fast.Strings()
     table.parts.append(np.array([table.code_of(v) for v in values], dtype=np.int32))
-    built = torch_json._strings(table)
+    built = torch_json._strings(table.values, table.concat())
     expected = pd.array(values, dtype="string")
     assert built.dtype == expected.dtype
     assert pd.Series(built).equals(pd.Series(expected))
-    empty = fast.Strings()
-    empty.parts.append(np.full(3, -1, np.int32))
-    assert pd.Series(torch_json._strings(empty)).equals(pd.Series(pd.array([None] * 3, dtype="string")))
+    none = pd.Series(torch_json._strings([], np.full(3, -1, np.int32)))
+    assert none.equals(pd.Series(pd.array([None] * 3, dtype="string")))
 
 
 def test_name_flags_run_each_regex_per_distinct_name():
@@ -141,8 +140,7 @@ def test_fixture_tables_match_the_per_event_path():
             continue
         if streamed.meta.format != "torch":
             continue
-        whole = torch_json._link_ops(torch_json._frame(
-            _whole_document(fixture)), [])
+        whole = torch_json._table(_whole_document(fixture), [])
         assert streamed.events.equals(whole), fixture.name
 
 
@@ -151,11 +149,11 @@ def test_string_fallback_without_arrow_storage(monkeypatch):
     monkeypatch.setattr(torch_json, "_arrow_strings", lambda values, codes: None)
     table = fast.Strings()
     table.parts.append(np.array([table.code_of(v) for v in ["x", None, "x"]], dtype=np.int32))
-    built = torch_json._strings(table)
+    built = torch_json._strings(table.values, table.concat())
     assert pd.Series(built).equals(pd.Series(pd.array(["x", None, "x"], dtype="string")))
 
 
-def test_rare_keys_are_read_only_in_pieces_that_hold_them(tmp_path, monkeypatch):
+def test_rare_keys_are_read_in_the_pieces_that_hold_them(tmp_path, monkeypatch):
     """2021-era spellings ("external id", "Device", "Input dims"), copy sizes and an escaped
     key in some pieces only: every piece gives what the per-event path gives."""
     events = []
@@ -175,10 +173,15 @@ def test_rare_keys_are_read_only_in_pieces_that_hold_them(tmp_path, monkeypatch)
     path = tmp_path / "rare.json"
     path.write_bytes(body)
     monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
-    assert fast._rare_keys(b'[{"args":{"Device":1}}]') == {"device_upper"}
-    assert fast._rare_keys(b'[{"args":{"\\u0044evice":1}}]') == set(fast.RARE_KEYS)
     streamed = profdiag.load(path).events
-    whole = torch_json._link_ops(torch_json._frame(_whole_document(path)), [])
+    whole = torch_json._table(_whole_document(path), [])
     assert streamed.equals(whole)
     assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
+
+
+def test_raw_values_as_bytes_even_with_a_nul_inside():
+    raws = [msgspec.Raw(b"[1,2]"), msgspec.Raw(b'"a\x00b"'), msgspec.Raw(b"null")]
+    assert fast._raw_bytes(raws) == [b"[1,2]", b'"a\x00b"', b"null"]
+    assert fast._raw_bytes(raws[:1] + raws[2:]) == [b"[1,2]", b"null"]
+    assert fast._raw_bytes([]) == []

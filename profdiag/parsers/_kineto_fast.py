@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter, eq, itemgetter
+from operator import attrgetter, eq, is_not, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,16 @@ def _concrete_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------
 # column batches
 
+def _raw_bytes(raws: list[msgspec.Raw]) -> list[bytes]:
+    """Each raw JSON value as bytes: one join and one split (a NUL byte cannot be in JSON
+    text; were one there, the part count tells, and each value is copied on its own)."""
+    if raws:
+        parts = b"\x00".join(raws).split(b"\x00")
+        if len(parts) == len(raws):
+            return parts
+    return list(map(bytes, raws))
+
+
 class Strings:
     """One string column as int32 codes into ``values`` (-1: <NA>), built per distinct value.
 
@@ -249,8 +259,13 @@ class Strings:
 
     def raw_codes(self, raws: list[msgspec.Raw], fn: Callable[[Any], Any]) -> np.ndarray:
         """Raw JSON values -> codes of fn(value), fn run once per distinct raw value."""
-        keys = list(map(bytes, raws))
+        keys = _raw_bytes(raws)
         by_raw = self.by_raw
+        # most pieces bring no value the table lacks: look every key up once, and find the
+        # distinct new ones only when there are some
+        codes = np.fromiter(map(by_raw.get, keys, repeat(-2)), np.int32, len(keys))
+        if not (codes == -2).any():
+            return codes
         for b in dict.fromkeys(keys):  # the distinct raw values, first seen first
             if b in by_raw:
                 continue
@@ -349,6 +364,9 @@ def _name_codes(table: Strings, names: list[Any]) -> np.ndarray:
     as dict keys: 1, 1.0 and True are one name)."""
     by_value = table.by_value
     values = table.values
+    codes = np.fromiter(map(by_value.get, names, repeat(-2)), np.int32, len(names))
+    if not (codes == -2).any():  # no new name in this piece (the usual case)
+        return codes
     for nm in dict.fromkeys(names):  # the distinct names, first seen first
         if nm not in by_value:
             by_value[nm] = len(values)
@@ -367,19 +385,10 @@ def _take(seq: list[Any], idx: np.ndarray) -> list[Any]:
     return list(itemgetter(*idx.tolist())(seq))
 
 
-# Arg keys most traces never write (2021-era spellings, copy sizes): a field whose key is
-# nowhere in a piece's text is missing on every event of it, and needs no pass.
-RARE_KEYS = {"ext_lower": b'"external id"', "device_upper": b'"Device"',
-             "dims_lower": b'"Input dims"', "bytes": b'"bytes"'}
-
-
-def _rare_keys(piece: bytes | bytearray | memoryview) -> frozenset[str]:
-    """The RARE_KEYS fields whose key appears in the piece's text (escaped spellings of a key
-    are decoded as the key, so a backslash anywhere keeps every field)."""
-    data = bytes(piece) if isinstance(piece, memoryview) else piece
-    if data.find(b"\\") >= 0:
-        return frozenset(RARE_KEYS)
-    return frozenset(k for k, key in RARE_KEYS.items() if data.find(key) >= 0)
+def _unless_all(values: list[Any], missing: Any) -> list[Any] | None:
+    """values, or None when every one is ``missing`` (a field no event of the piece wrote:
+    the Structs share the default object, so the count is one C-level identity pass)."""
+    return None if values.count(missing) == len(values) else values
 
 
 def _int_array_or_none(values: list[Any]) -> np.ndarray | None:
@@ -410,7 +419,7 @@ class Extractor:
         self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
-    def add_structs(self, events: list[_Event], present: frozenset[str] = frozenset(RARE_KEYS)) -> None:
+    def add_structs(self, events: list[_Event]) -> None:
         code_by_cat = _CODE_BY_CAT
         suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
         n_all = len(events)
@@ -455,8 +464,9 @@ class Extractor:
         c = self.cols
         name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
         n = len(sel)
-        ext = _first_present_cols(n, ints("ext", args),
-                                  ints("ext_lower", args) if "ext_lower" in present else None)
+        # arg keys most traces never write (2021-era spellings, copy sizes) get no further
+        # pass in a piece where no event has them
+        ext = _first_present_cols(n, ints("ext", args), _unless_all(ints("ext_lower", args), MISS))
         corr = _int_array(ints("correlation", args))
         pid_raw = ints("pid", sel)
         tid_raw = ints("tid", sel)
@@ -464,22 +474,42 @@ class Extractor:
         tid_arr = _int_array_or_none(tid_raw)
         pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
         tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
-        dev_raw = ints("device", args)
-        dev_upper = ints("device_upper", args) if "device_upper" in present else None
-        dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
-        if dev_arr is not None and pid_arr is not None:
-            device = _first_present(dev_arr, pid_arr)
-        else:
-            device = _first_present_cols(n, dev_raw, dev_upper, pid_raw)
-        st_raw = ints("stream", args)
-        st_arr = _int_array_or_none(st_raw)
-        if st_arr is not None and tid_arr is not None:
-            stream = _first_present(st_arr, tid_arr)
-        else:
-            stream = _first_present_int(st_raw, tid_raw)
-        nbytes = (_int_array(ints("bytes", args)) if "bytes" in present
-                  else np.full(n, MISS, np.int64))
         miss = np.int64(MISS)
+        gpu_idx = np.flatnonzero(gpu)
+        host_idx = np.flatnonzero(host)
+        # device, stream and bytes are kept on GPU rows only: read them there only
+        device = np.full(n, MISS, np.int64)
+        stream = np.full(n, MISS, np.int64)
+        nbytes = np.full(n, MISS, np.int64)
+        text = c.text
+        codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
+        if len(gpu_idx):
+            g_args = _take(args, gpu_idx)
+            g = len(g_args)
+            dev_raw = ints("device", g_args)
+            dev_upper = _unless_all(ints("device_upper", g_args), MISS)
+            dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
+            if dev_arr is not None and pid_arr is not None:
+                device[gpu_idx] = _first_present(dev_arr, pid_arr[gpu_idx])
+            else:
+                device[gpu_idx] = _first_present_cols(g, dev_raw, dev_upper,
+                                                      _take(pid_raw, gpu_idx))
+            st_raw = ints("stream", g_args)
+            st_arr = _int_array_or_none(st_raw)
+            if st_arr is not None and tid_arr is not None:
+                stream[gpu_idx] = _first_present(st_arr, tid_arr[gpu_idx])
+            else:
+                stream[gpu_idx] = _first_present_int(st_raw, _take(tid_raw, gpu_idx))
+            nbytes_raw = _unless_all(ints("bytes", g_args), MISS)
+            if nbytes_raw is not None:
+                nbytes[gpu_idx] = _int_array(nbytes_raw)
+            for col in ("grid", "block"):
+                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
+            colls = ints("coll", g_args)
+            if any(map(is_not, colls, repeat(MISS))):  # a collective kernel in this piece
+                for a, coll in zip(g_args, colls):
+                    if coll is not MISS:
+                        self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         c.rows += n
         c.name.parts.append(name_codes)
         c.kind.append(kind)
@@ -487,28 +517,17 @@ class Extractor:
         c.dur.append(dur)
         c.ints["external_id"].append(ext)
         c.ints["correlation"].append(corr)
-        c.ints["device"].append(np.where(gpu, device, miss))
-        c.ints["stream"].append(np.where(gpu, stream, miss))
-        c.ints["bytes"].append(np.where(gpu, nbytes, miss))
+        c.ints["device"].append(device)
+        c.ints["stream"].append(stream)
+        c.ints["bytes"].append(nbytes)
         c.ints["pid"].append(np.where(host, pid, miss))
         c.ints["tid"].append(np.where(host, tid, miss))
-        gpu_idx = np.flatnonzero(gpu)
-        host_idx = np.flatnonzero(host)
-        text = c.text
-        codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
-        if len(gpu_idx):
-            g_args = _take(args, gpu_idx)
-            for col in ("grid", "block"):
-                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
-            for a in g_args:
-                if a.coll is not MISS:
-                    self.collectives.append(collective_row(a.correlation, _struct_getter(a)))
         if len(host_idx):
             h_args = _take(args, host_idx)
             merged = ints("dims", h_args)
-            if "dims_lower" in present:
-                merged = [u if u is not _NULL_RAW else lo
-                          for u, lo in zip(merged, ints("dims_lower", h_args))]
+            lower = _unless_all(ints("dims_lower", h_args), _NULL_RAW)
+            if lower is not None:
+                merged = [u if u is not _NULL_RAW else lo for u, lo in zip(merged, lower)]
             codes["input_dims"][host_idx] = text["input_dims"].raw_codes(merged, json_text)
             codes["input_types"][host_idx] = text["input_types"].raw_codes(
                 ints("types", h_args), json_text)
@@ -598,7 +617,7 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                self.add_structs(_decode_events(piece), _rare_keys(piece))
+                self.add_structs(_decode_events(piece))
                 return
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
@@ -606,7 +625,7 @@ class Extractor:
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                self.add_structs(_decode_events(piece), _rare_keys(piece))
+                self.add_structs(_decode_events(piece))
         except msgspec.ValidationError:
             # unexpected field types somewhere in this piece: per-event slow path
             try:

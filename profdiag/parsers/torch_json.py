@@ -1,9 +1,11 @@
 """PyTorch profiler (Kineto) Chrome-trace JSON, plain or gzipped, CUDA or ROCm.
 
-One pass over the events fills plain Python lists per column (no DataFrame per event),
-then pandas joins each kernel to the CPU op that launched it (External id, falling back to
-the runtime call's correlation). Truncated files (a killed profiler) are salvaged by cutting
-at the last complete event, with a warning.
+The streamer (``_kineto_fast``) turns the events into numpy columns, strings as int32 codes
+into tables of distinct values; each kernel is then joined to the CPU op that launched it
+(External id, falling back to the runtime call's correlation) on those codes and int64
+arrays, and the table is built last: ``string`` columns, or with ``compact=True`` the sorted
+Categoricals of ``schema.compact`` straight from the codes. Truncated files (a killed
+profiler) are salvaged by cutting at the last complete event, with a warning.
 
 ``user_annotation`` events become annotations; of the ``python_function`` events (with_stack)
 only the model runner's ``...: execute_model`` calls are kept, as annotations, because they
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from . import _kineto_fast as _fast
 from ._io import Input
 
 FORMAT = "torch"
+PARSES_COMPACT = True  # parse(..., compact=True) builds the compact table itself
 
 _KIND_BY_CAT = _fast.KIND_BY_CAT
 _GPU = {schema.KIND_KERNEL, schema.KIND_MEMCPY, schema.KIND_MEMSET, schema.KIND_GPU_ANNOTATION}
@@ -157,8 +161,12 @@ def short_name(name: str) -> str:
     return m.group(1).strip() if m else name
 
 
-def parse(path: Path | Input, progress: Callable[[int], None] | None = None) -> Trace:
+def parse(path: Path | Input, progress: Callable[[int], None] | None = None,
+          compact: bool = False) -> Trace:
     """Parse a Kineto trace into the canonical table; raise TraceFormatError if it is not one.
+
+    ``compact``: the string columns as sorted Categoricals (``schema.compact``'s table),
+    built from the string tables' codes without a string per row.
 
     ``progress`` (default: the active profdiag.progress reporter, if any) is called with the
     number of file bytes consumed as the file is read.
@@ -180,10 +188,9 @@ def parse(path: Path | Input, progress: Callable[[int], None] | None = None) -> 
         warnings.append(f"{cols.bad} events without a usable ts/dur were skipped")
     if cols.negative:
         warnings.append(f"{cols.negative} events with a negative duration were clamped to 0")
-    frame = _frame(extractor)
     collectives = extractor.collectives
+    frame = _table(extractor, warnings, compact)
     del extractor
-    frame = _link_ops(frame, warnings)
     meta = _meta(path, top, frame, warnings, salvaged)
     meta.collectives = collectives
     return Trace(frame, meta)
@@ -207,8 +214,7 @@ def _parse_document(src: Input) -> tuple[_fast.Extractor, dict[str, Any], list[s
     return extractor, top, warnings, salvaged
 
 
-def _int64(parts: list[np.ndarray]) -> pd.arrays.IntegerArray:
-    values = np.concatenate(parts) if parts else np.empty(0, np.int64)
+def _int64(values: np.ndarray) -> pd.arrays.IntegerArray:
     mask = values == _fast.MISS
     if mask.any():
         values = np.where(mask, 0, values)
@@ -234,92 +240,190 @@ def _arrow_strings(values: list[str], codes: np.ndarray) -> Any:
     return out if built == pd.StringDtype() else None
 
 
-def _strings(table: _fast.Strings) -> Any:
+def _strings(values: list[str], codes: np.ndarray) -> Any:
     """Codes + distinct values -> the "string" column pandas builds from the values, without
     validating every element (a trace has a few thousand distinct names and shapes)."""
-    codes = table.concat()
-    out = _arrow_strings(table.values, codes)
+    out = _arrow_strings(values, codes)
     if out is None:
-        out = pd.array(np.array(table.values + [None], dtype=object)[codes], dtype="string")
+        out = pd.array(np.array(values + [None], dtype=object)[codes], dtype="string")
     return out
 
 
-def _frame(extractor: _fast.Extractor) -> pd.DataFrame:
-    """Columns -> the canonical DataFrame (same dtypes as schema.from_columns)."""
+def _categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
+    """Codes + distinct values -> the column ``schema.compact_strings`` makes of the strings
+    values[codes] (categories: the values present, sorted; <NA>: -1), without building them:
+    the used values are sorted once and the codes remapped by one take."""
+    mark = np.zeros(len(values) + 1, bool)
+    mark[codes] = True  # code -1 marks the extra last slot
+    used = np.flatnonzero(mark[:-1])
+    # the same construction as compact_strings, on the distinct values only (equal values
+    # under two codes become one category)
+    cats = pd.Categorical(pd.array([values[i] for i in used.tolist()], dtype="string"))
+    remap = np.full(len(values) + 1, -1, dtype=cats.codes.dtype)
+    remap[used] = cats.codes
+    return pd.Categorical.from_codes(np.take(remap, codes), dtype=cats.dtype)
+
+
+@dataclass
+class _Flat:
+    """The extractor's columns joined: int64 with MISS for <NA>, strings as (values, codes)."""
+
+    kind: np.ndarray
+    start: np.ndarray
+    dur: np.ndarray
+    ints: dict[str, np.ndarray]
+    text: dict[str, tuple[list[str], np.ndarray]]
+    graph: np.ndarray | None = None  # graph_launch of the GPU rows (None: all <NA>)
+    gpu: np.ndarray | None = None
+
+
+def _join(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def _flat(extractor: _fast.Extractor) -> _Flat:
+    """Join the extractor's pieces column by column (each piece freed once joined)."""
     cols = extractor.cols
-    n = len(cols)
-    data: dict[str, Any] = {}
-    for col, (dtype, _) in schema.COLUMNS.items():
-        if col == "name":
-            data[col] = _strings(cols.name)
-        elif col == "kind":
-            kinds: Any = np.concatenate(cols.kind) if cols.kind else np.empty(0, np.int8)
-            cols.kind = []
-            data[col] = pd.Categorical.from_codes(kinds, categories=list(schema.ALL_KINDS))  # type: ignore[call-overload]
-        elif col == "start_ns":
-            data[col] = np.concatenate(cols.start) if cols.start else np.empty(0, np.int64)
-            cols.start = []
-        elif col == "dur_ns":
-            data[col] = np.concatenate(cols.dur) if cols.dur else np.empty(0, np.int64)
-            cols.dur = []
-        elif col in cols.ints:
-            data[col] = _int64(cols.ints[col])
-            cols.ints[col] = []  # the pieces are freed as each column is joined
-        elif col in cols.text:
-            data[col] = _strings(cols.text[col])
-        elif dtype == "boolean":
-            data[col] = pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
-        elif dtype == "string":  # short_name, op_name: filled by _link_ops
-            missing = _fast.Strings()
-            missing.parts.append(np.full(n, -1, np.int32))
-            data[col] = _strings(missing)
-        else:
-            empty: Any = np.full(n, None, dtype=object)
-            data[col] = pd.array(empty, dtype=dtype)
-    # the arrays are new and owned by the frame: no copy of each column (pandas copies the
-    # arrays of a dict by default)
-    return pd.DataFrame(data, copy=False)
+    kind, start, dur = (_join(cols.kind, np.int8), _join(cols.start, np.int64),
+                        _join(cols.dur, np.int64))
+    cols.kind, cols.start, cols.dur = [], [], []
+    ints = {}
+    for key in list(cols.ints):
+        ints[key] = _join(cols.ints[key], np.int64)
+        cols.ints[key] = []
+    text = {"name": (cols.name.values, cols.name.concat())}
+    for key, table in cols.text.items():
+        text[key] = (table.values, table.concat())
+    return _Flat(kind, start, dur, ints, text)
 
 
-def _link_ops(events: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
-    """Fill op_name/input_dims on GPU rows from the CPU op that launched them; mark graphs."""
-    kinds = events["kind"]
-    gpu = kinds.isin(schema.GPU_KINDS)
-    if not gpu.any():
-        return events
-    # base names of the unique GPU names only: kernel names repeat thousands of times
-    codes, uniques = pd.factorize(events["name"].where(gpu))
-    base = np.array([short_name(u) for u in uniques] + [None], dtype=object)
-    events["short_name"] = pd.array(base[codes], dtype="string")
-    ops = events.loc[(kinds == schema.KIND_CPU_OP) & events["external_id"].notna(),
-                     ["external_id", "name", "input_dims", "input_types", "input_concrete"]]
-    ops = ops.drop_duplicates("external_id", keep="last").set_index("external_id")
-    runtime = events.loc[(kinds == schema.KIND_RUNTIME) & events["correlation"].notna(),
-                         ["correlation", "external_id", "name"]]
-    runtime = runtime.drop_duplicates("correlation").set_index("correlation")
+def _first_rows(keys: np.ndarray, rows: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, the row of each key's first or last occurrence): pandas'
+    drop_duplicates(keep="first"/"last").set_index(key) as two arrays."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    if last:
+        sel = np.append(sk[1:] != sk[:-1], True) if len(sk) else np.zeros(0, bool)
+    else:
+        sel = np.insert(sk[1:] != sk[:-1], 0, True) if len(sk) else np.zeros(0, bool)
+    return sk[sel], rows[order[sel]]
 
-    ext = events.loc[gpu, "external_id"].copy()
-    # Kernels missing an External id inherit their launch call's.
-    missing = ext.isna()
-    if missing.any() and not runtime.empty:
-        via_rt = events.loc[gpu, "correlation"][missing].map(runtime["external_id"])
-        ext[missing] = via_rt
-        events.loc[gpu, "external_id"] = ext
-    if not ops.empty:
-        events.loc[gpu, "op_name"] = ext.map(ops["name"]).astype("string")
-        events.loc[gpu, "input_dims"] = ext.map(ops["input_dims"]).astype("string")
-        events.loc[gpu, "input_types"] = ext.map(ops["input_types"]).astype("string")
-        events.loc[gpu, "input_concrete"] = ext.map(ops["input_concrete"]).astype("string")
-    graph = pd.Series(False, index=events.index[gpu])
-    if not runtime.empty:
-        launch = events.loc[gpu, "correlation"].map(runtime["name"])
-        graph = launch.fillna("").astype(str).str.contains("GraphLaunch", regex=False)
-        orphans = int((launch.isna() & events.loc[gpu, "external_id"].isna()).sum())
+
+def _lookup(index: tuple[np.ndarray, np.ndarray], query: np.ndarray) -> np.ndarray:
+    """The row of each query key in ``index`` (``_first_rows``), -1 where absent or <NA>."""
+    keys, rows = index
+    if not len(keys):
+        return np.full(len(query), -1, np.int64)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    hit = (keys[pos] == query) & (query != _fast.MISS)
+    return np.where(hit, rows[pos], -1)
+
+
+def _take_codes(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """codes[rows], -1 where rows is -1."""
+    return np.where(rows >= 0, codes[rows], -1).astype(np.int32)
+
+
+_GPU_LINK = np.array([_fast.KIND_CODES.index(k) for k in schema.GPU_KINDS], np.int8)
+_CPU_OP = _fast.KIND_CODES.index(schema.KIND_CPU_OP)
+_RUNTIME = _fast.KIND_CODES.index(schema.KIND_RUNTIME)
+
+
+def _link_ops(f: _Flat, warnings: list[str]) -> None:
+    """Fill op_name/input_dims on GPU rows from the CPU op that launched them (External id,
+    else the runtime call's by correlation); kernel base names; mark graph launches. All on
+    codes and int64 arrays: no string is compared or built per row."""
+    n = len(f.kind)
+    gpu = np.isin(f.kind, _GPU_LINK)
+    gpu_idx = np.flatnonzero(gpu)
+    names, name_codes = f.text["name"]
+    if not len(gpu_idx):
+        f.text["short_name"] = ([], np.full(n, -1, np.int32))
+        f.text["op_name"] = ([], np.full(n, -1, np.int32))
+        return
+    f.gpu = gpu
+    # base names of the distinct GPU names only: kernel names repeat thousands of times
+    g_names = name_codes[gpu_idx]
+    distinct = np.unique(g_names)
+    short_values = [short_name(names[c]) for c in distinct.tolist()]
+    remap = np.full(len(names) + 1, -1, np.int32)
+    remap[distinct] = np.arange(len(distinct), dtype=np.int32)
+    short_codes = np.full(n, -1, np.int32)
+    short_codes[gpu_idx] = remap[g_names]
+    f.text["short_name"] = (short_values, short_codes)
+
+    kind, ext, corr = f.kind, f.ints["external_id"], f.ints["correlation"]
+    op_rows = np.flatnonzero((kind == _CPU_OP) & (ext != _fast.MISS))
+    ops = _first_rows(ext[op_rows], op_rows, last=True)
+    rt_rows = np.flatnonzero((kind == _RUNTIME) & (corr != _fast.MISS))
+    runtime = _first_rows(corr[rt_rows], rt_rows, last=False)
+
+    g_ext = ext[gpu_idx]
+    g_corr = corr[gpu_idx]
+    # GPU events missing an External id inherit their launch call's
+    missing = g_ext == _fast.MISS
+    if missing.any() and len(rt_rows):
+        rt = _lookup(runtime, g_corr[missing])
+        g_ext[missing] = np.where(rt >= 0, ext[np.maximum(rt, 0)], _fast.MISS)
+        ext[gpu_idx] = g_ext
+    op_codes = np.full(n, -1, np.int32)
+    if len(op_rows):
+        op = _lookup(ops, g_ext)
+        op_codes[gpu_idx] = _take_codes(name_codes, op)
+        for col in ("input_dims", "input_types", "input_concrete"):
+            codes = f.text[col][1]
+            codes[gpu_idx] = _take_codes(codes, op)
+    f.text["op_name"] = (names, op_codes)
+    graph = np.zeros(len(gpu_idx), bool)
+    if len(rt_rows):
+        launch = _lookup(runtime, g_corr)
+        is_graph = np.array(["GraphLaunch" in v for v in names] + [False], bool)
+        graph = is_graph[np.where(launch >= 0, name_codes[np.maximum(launch, 0)], -1)]
+        orphans = int(((launch < 0) & (g_ext == _fast.MISS)).sum())
         if orphans:
             warnings.append(f"{orphans} GPU events have no launch call in the trace "
                             "(launched before the profiling window)")
-    events.loc[gpu, "graph_launch"] = graph.astype("boolean").to_numpy()
-    return events
+    f.graph = graph
+
+
+def _table(extractor: _fast.Extractor, warnings: list[str], compact: bool = False) -> pd.DataFrame:
+    """The extractor's columns as the linked canonical (or compact) event table; the
+    extractor's pieces are consumed."""
+    flat = _flat(extractor)
+    _link_ops(flat, warnings)
+    return _frame(flat, compact)
+
+
+def _frame(f: _Flat, compact: bool) -> pd.DataFrame:
+    """Joined, linked columns -> the canonical DataFrame (same dtypes as
+    schema.from_columns), or with ``compact`` its ``schema.compact`` form."""
+    n = len(f.kind)
+    data: dict[str, Any] = {}
+    strings = _categorical if compact else _strings
+    for col in schema.COLUMNS:
+        if col == "kind":
+            data[col] = pd.Categorical.from_codes(f.kind, dtype=schema.KIND_DTYPE)
+        elif col == "start_ns":
+            data[col] = f.start
+        elif col == "dur_ns":
+            data[col] = f.dur
+        elif col in f.ints:
+            data[col] = _int64(f.ints.pop(col))
+        elif col in f.text:
+            values, codes = f.text.pop(col)
+            data[col] = strings(values, codes)
+        elif col == "graph_launch":
+            mask = np.ones(n, bool)
+            flags = np.zeros(n, bool)
+            if f.gpu is not None and f.graph is not None:
+                mask[f.gpu] = False
+                flags[f.gpu] = f.graph
+            data[col] = pd.arrays.BooleanArray(flags, mask)
+        else:  # pragma: no cover - every canonical column is built above
+            raise AssertionError(col)
+    # the arrays are new and owned by the frame: no copy of each column (pandas copies the
+    # arrays of a dict by default)
+    return pd.DataFrame(data, copy=False)
 
 
 def _meta(path: Path, top: dict[str, Any], events: pd.DataFrame, warnings: list[str],
