@@ -355,3 +355,83 @@ def test_json_contract_and_html_marks():
     assert html.count('"outlier":{') == 5  # steps 3-7 marked on the per-step chart
     txt = profdiag.render(d, "txt")
     assert "Idle time:" in txt and "cuDNN execution-plan build" in txt
+
+
+# ------------------------------------------------- attribution of many stretches at once
+
+
+def _host_index(rows: list[tuple[str, str, int, int, int]]):
+    """A _HostIndex of host events (name, kind, start us, end us, tid)."""
+    from profdiag.diagnosis.idle import _HostIndex
+
+    us = 1000
+    ev = schema.from_columns({
+        "name": [r[0] for r in rows], "kind": [r[1] for r in rows],
+        "start_ns": [r[2] * us for r in rows], "dur_ns": [(r[3] - r[2]) * us for r in rows],
+        "tid": [r[4] for r in rows], "pid": [1] * len(rows)})
+    return _HostIndex.of(ev)
+
+
+def test_attribute_many_gives_the_loop_s_cause_op_and_context_on_hand_made_events():
+    from profdiag.diagnosis.idle import attribute, attribute_many
+
+    hix = _host_index([
+        ("ProfilerStep#1", "annotation", 0, 1000, 1),  # structural: never a cause
+        ("/home/me/app/serve.py(42): step", "python", 10, 500, 1),  # a user frame
+        ("torch/nn/modules/module.py(1501): _call_impl", "python", 20, 400, 1),  # library
+        ("aten::_cudnn_attention_forward", "cpu_op", 30, 300, 1),
+        ("cudaMalloc", "runtime", 40, 200, 1),
+        ("aten::copy_", "cpu_op", 600, 900, 1),
+        ("cuLibraryLoadData", "runtime", 650, 660, 1),
+        ("cuLibraryLoadData", "runtime", 700, 740, 1),
+        ("/home/me/app/loop.py(7): run", "python", 550, 950, 1),
+        ("aten::mm", "cpu_op", 1100, 1300, 2),
+        ("threading.py(1000): run", "python", 1050, 1400, 2),  # library frame
+        ("aten::add", "cpu_op", 1110, 1290, 1),
+        ("/home/me/app/worker.py(3): work", "python", 1500, 1800, 1),
+        ("aten::to", "cpu_op", 2100, 2500, 3),
+        ("cudaStreamSynchronize", "runtime", 2150, 2450, 3),
+    ])
+    us = 1000
+    stretches = [  # (a us, b us, launching tid) -> (cause, op, context), worked out by hand
+        # innermost covering event cudaMalloc [40, 200) names alloc; the next user frame out
+        # (the torch frame is a library one) is serve.py
+        ((50, 150, 1), ("alloc", "cudaMalloc", "serve.py(42): step")),
+        # cudaMalloc ends at 200 (no overlap); the cuDNN op covers 50 of 100 us (= cover)
+        ((250, 350, 1), ("cudnn_plan", "aten::_cudnn_attention_forward",
+                         "serve.py(42): step")),
+        # nothing covering names a cause; two library loads inside the stretch: the longer
+        ((610, 890, 1), ("module_load", "cuLibraryLoadData", "loop.py(7): run")),
+        # thread 2 has no event there: all threads' events are used
+        ((610, 890, 2), ("module_load", "cuLibraryLoadData", "loop.py(7): run")),
+        # thread 2's framework op, its only frame a library one: no context
+        ((1120, 1280, 2), ("framework_op", "aten::mm", "")),
+        # thread 1's op over the same stretch
+        ((1120, 1280, 1), ("framework_op", "aten::add", "")),
+        ((1550, 1750, 1), ("python", "worker.py(3): work", "")),
+        ((1900, 2000, 1), ("unexplained", "", "")),
+        # a runtime call naming a cause, no user frame: its context is the op that made it
+        ((2200, 2400, 3), ("sync", "cudaStreamSynchronize", "aten::to")),
+        ((2200, 2400, -1), ("sync", "cudaStreamSynchronize", "aten::to")),
+    ]
+    rules = load_idle_rules()
+    a = np.array([s[0][0] * us for s in stretches])
+    b = np.array([s[0][1] * us for s in stretches])
+    tid = np.array([s[0][2] for s in stretches])
+    offsets, flat = hix.overlapping_many(a, b)
+    cause, op, ctx = attribute_many(a, b, tid, hix, rules, 0.5, offsets, flat)
+    got = list(zip(cause.tolist(), op.tolist(), ctx.tolist()))
+    assert got == [s[1] for s in stretches]
+    assert got == [attribute(int(a[i]), int(b[i]), int(tid[i]), hix, rules, 0.5)
+                   for i in range(len(a))]
+    # random stretches, threads and covers against the loop
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 2600, 400) * us
+    b = a + rng.integers(1, 600, 400) * us
+    tid = rng.integers(-1, 4, 400)
+    offsets, flat = hix.overlapping_many(a, b)
+    for cover in (0.1, 0.5, 0.9):
+        cause, op, ctx = attribute_many(a, b, tid, hix, rules, cover, offsets, flat)
+        assert list(zip(cause.tolist(), op.tolist(), ctx.tolist())) == [
+            attribute(int(a[i]), int(b[i]), int(tid[i]), hix, rules, cover)
+            for i in range(len(a))]

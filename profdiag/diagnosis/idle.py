@@ -464,6 +464,132 @@ def _context(span: np.ndarray, hix: _HostIndex) -> str:
     return ""
 
 
+def _first_in_group(group: np.ndarray, flag: np.ndarray, n: int) -> np.ndarray:
+    """Per group 0..n-1 (``group`` sorted): the first index k with ``flag[k]``, else -1."""
+    out = np.full(n, -1, dtype=np.int64)
+    hit = np.flatnonzero(flag)
+    if len(hit):
+        g, first = np.unique(group[hit], return_index=True)
+        out[g] = hit[first]
+    return out
+
+
+def _next_in_group(group: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Per index k (``group`` sorted): the first index k' > k of k's group with
+    ``flag[k']``, else -1."""
+    k = len(group)
+    at = np.where(flag, np.arange(k), k)
+    nxt = np.append(np.minimum.accumulate(at[::-1])[::-1][1:], k) if k else at
+    ok = nxt < k
+    ok[ok] = group[nxt[ok]] == group[ok]
+    return np.where(ok, nxt, -1)
+
+
+def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostIndex,
+                   rules: IdleRules, cover: float, offsets: np.ndarray, flat: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``attribute`` of every stretch [a[i], b[i]) at once, as (cause, op, context) object
+    arrays; ``offsets``/``flat``: the host events overlapping each (overlapping_many).
+
+    The same choices as attribute's loop, made with sorts and segment searches over the
+    (stretch, event) pairs instead of a numpy pass per stretch: the launching thread's
+    events (all, when it has none), those covering ``cover`` of the stretch innermost first
+    without the structural ranges (the span), the first span event whose name matches a
+    cause, else the longest call inside the stretch matching an ``inside`` cause, else the
+    innermost framework op, else the innermost Python frame."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    tid = np.asarray(tid, dtype=np.int64)
+    n = len(a)
+    cause = np.full(n, "unexplained", dtype=object)
+    op = np.full(n, "", dtype=object)
+    ctx = np.full(n, "", dtype=object)
+    if not n or not len(flat):
+        return cause, op, ctx
+    grp = np.repeat(np.arange(n), np.diff(offsets))
+    pos = np.asarray(flat, dtype=np.int64)
+    # the launching thread's events (and those of no thread), when it has any there
+    ptid = hix.tid[pos]
+    same = (ptid == tid[grp]) | (ptid < 0)
+    has_same = np.zeros(n, dtype=bool)
+    has_same[grp[same]] = True
+    keep = same | (tid[grp] < 0) | ~has_same[grp]
+    grp, pos = grp[keep], pos[keep]
+    start, end = hix.start[pos], hix.end[pos]
+    dur = end - start
+    kind = hix.kind[pos]
+    is_op = kind == schema.KIND_CPU_OP
+    is_py = kind == _PYTHON_KIND
+    # per distinct name of the pairs: the first cause it matches, a user frame's short name
+    codes = hix.name_code[pos]
+    first_cause = np.full(len(hix.unique_names), -1, dtype=np.int64)
+    user_frame = np.zeros(len(hix.unique_names), dtype=bool)
+    short = np.array(hix.unique_names, dtype=object)
+    index_of = {c.id: i for i, c in enumerate(rules.causes)}
+    for u in np.unique(codes).tolist():
+        name = hix.unique_names[u]
+        c = _match(rules, name)
+        first_cause[u] = -1 if c is None else index_of[c.id]
+        if isinstance(name, str):
+            user_frame[u] = not _LIBRARY_FRAME.search(name)
+            short[u] = name.rsplit("/", 1)[-1]
+    # the span: covering events, innermost (shortest) first, ties in overlapping's order
+    ov = np.minimum(end, b[grp]) - np.maximum(start, a[grp])
+    sp = np.flatnonzero(ov >= cover * (b - a)[grp])
+    sp = sp[np.lexsort((dur[sp], grp[sp]))]
+    sp = sp[~hix.structural[pos[sp]]]
+    s_grp, s_pos, s_code = grp[sp], pos[sp], codes[sp]
+    s_ctx = is_py[sp] & user_frame[s_code]  # where _context looks
+    s_op = is_op[sp]
+    decided = np.zeros(n, dtype=bool)
+    # 1. the innermost span event naming a cause; its context: the next user frame out, else
+    #    (for a runtime call) the next framework op out
+    m = first_cause[s_code]
+    hit = _first_in_group(s_grp, m >= 0, n)
+    if (hit >= 0).any():
+        nxt_frame = _next_in_group(s_grp, s_ctx)
+        nxt_op = _next_in_group(s_grp, s_op)
+        for i in np.flatnonzero(hit >= 0).tolist():
+            k = int(hit[i])
+            cause[i] = rules.causes[int(m[k])].id
+            op[i] = hix.name[s_pos[k]]
+            f, o = int(nxt_frame[k]), int(nxt_op[k])
+            ctx[i] = (short[s_code[f]] if f >= 0 else "") or (
+                hix.name[s_pos[o]] if o >= 0 and kind[sp[k]] == schema.KIND_RUNTIME else "")
+        decided |= hit >= 0
+    first_frame = _first_in_group(s_grp, s_ctx, n)
+    # 2. calls made during the stretch matching an inside cause: the longest (the first of
+    #    equals, in overlapping's order)
+    during = (start >= a[grp]) & (kind == schema.KIND_RUNTIME) & ~decided[grp]
+    for c in rules.causes:
+        if not c.inside or c.pattern is None or not during.any():
+            continue
+        h = np.flatnonzero(during & hix.hits(c)[pos])
+        if not len(h):
+            continue
+        h = h[np.lexsort((-dur[h], grp[h]))]
+        gs, first = np.unique(grp[h], return_index=True)
+        for i, k in zip(gs.tolist(), h[first].tolist()):
+            cause[i] = c.id
+            op[i] = hix.name[pos[k]]
+            f = int(first_frame[i])
+            ctx[i] = short[s_code[f]] if f >= 0 else ""
+        decided[gs] = True
+        during &= ~decided[grp]
+    # 3. the innermost framework op, 4. the innermost Python frame
+    first_op = _first_in_group(s_grp, s_op, n)
+    first_py = _first_in_group(s_grp, is_py[sp], n)
+    for i in np.flatnonzero(~decided & ((first_op >= 0) | (first_py >= 0))).tolist():
+        k = int(first_op[i])
+        if k >= 0:
+            f = int(first_frame[i])
+            cause[i], op[i], ctx[i] = ("framework_op", hix.name[s_pos[k]],
+                                       short[s_code[f]] if f >= 0 else "")
+        else:
+            cause[i], op[i] = "python", short[s_code[int(first_py[i])]]
+    return cause, op, ctx
+
+
 # ---------------------------------------------------------------------------------------------
 # The idle section
 
@@ -507,29 +633,29 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g_tid = g["launch_tid"].to_numpy()
     blocking = {c.id for c in rules.causes if c.blocking}
     chosen = np.flatnonzero(want)
-    # the host events overlapping every stretch, found for all of them at once
-    offsets, flat = hix.overlapping_many(g_start[chosen], g_start[chosen] + g_hw[chosen])
-    for j, i in enumerate(chosen.tolist()):
-        a = int(g_start[i])
-        b = a + int(g_hw[i])
-        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover,
-                                            flat[offsets[j]:offsets[j + 1]])
-        if cause[i] == "unexplained" and b - a < unexplained_min:
-            cause[i] = "launch_gaps"  # host work between launches that the trace does not name
+    # the host events overlapping every stretch, found and attributed for all at once
+    a = g_start[chosen]
+    b = a + g_hw[chosen]
+    offsets, flat = hix.overlapping_many(a, b)
+    c, o, x = attribute_many(a, b, g_tid[chosen], hix, rules, cover, offsets, flat)
+    # host work between launches that the trace does not name
+    c[(c == "unexplained") & (b - a < unexplained_min)] = "launch_gaps"
+    cause[chosen], op[chosen], ctx[chosen] = c, o, x
     # A long GPU-side wait while the host sat in a blocking call (the queued work waited on a
     # copy or event the host drives): host wait too, attributed to that call.
     chosen = np.flatnonzero((g_kw >= min_gap) & bool(blocking))
-    offsets, flat = hix.overlapping_many(g_start[chosen] + g_hw[chosen],
-                                         g_start[chosen] + g_hw[chosen] + g_kw[chosen])
-    for j, i in enumerate(chosen.tolist()):
-        a = int(g_start[i] + g_hw[i])
-        b = a + int(g_kw[i])
-        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover,
-                            flat[offsets[j]:offsets[j + 1]])
-        if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
-            cause[i], op[i], ctx[i] = c, o, x
-            g_hw[i] += g_kw[i]
-            g_kw[i] = 0
+    a = g_start[chosen] + g_hw[chosen]
+    b = a + g_kw[chosen]
+    offsets, flat = hix.overlapping_many(a, b)
+    c, o, x = attribute_many(a, b, g_tid[chosen], hix, rules, cover, offsets, flat)
+    was = cause[chosen]
+    take = np.array([ci in blocking and (kw >= hw or wi in (ci, "launch_gaps", "unexplained"))
+                     for ci, wi, kw, hw in zip(c.tolist(), was.tolist(), g_kw[chosen].tolist(),
+                                               g_hw[chosen].tolist())], dtype=bool)
+    chosen, c, o, x = chosen[take], c[take], o[take], x[take]
+    cause[chosen], op[chosen], ctx[chosen] = c, o, x
+    g_hw[chosen] += g_kw[chosen]
+    g_kw[chosen] = 0
     g["host_wait_ns"] = g_hw
     g["kernel_wait_ns"] = g_kw
     g["cause"] = cause
