@@ -435,3 +435,118 @@ def test_attribute_many_gives_the_loop_s_cause_op_and_context_on_hand_made_event
         assert list(zip(cause.tolist(), op.tolist(), ctx.tolist())) == [
             attribute(int(a[i]), int(b[i]), int(tid[i]), hix, rules, cover)
             for i in range(len(a))]
+
+
+def _reference_causes(table: pd.DataFrame) -> list[dict]:
+    """summarise's cause rows by a plain loop over the gap records: host-wait parts to their
+    (cause, op), then kernel-wait parts to (gpu_side, ''), groups in order of appearance."""
+    groups: dict[tuple, list] = {}
+    recs = table.to_dict("records")
+    for r in recs:
+        if r["host_wait_ns"] > 0:
+            groups.setdefault((r["cause"], r["op"]), []).append(
+                (r["host_wait_ns"], r["step"], r["context"]))
+    for r in recs:
+        if r["kernel_wait_ns"] > 0:
+            groups.setdefault(("gpu_side", ""), []).append((r["kernel_wait_ns"], r["step"], ""))
+    out = []
+    for (c, o), items in groups.items():
+        per: dict[int, int] = {}
+        for ns, s, _ in items:
+            if s >= 0:
+                per[s] = per.get(s, 0) + ns
+        steps = sorted(s for s, v in per.items() if v >= 0.25 * max(per.values()))
+        ctxs = [x for _, _, x in items if x]
+        out.append({"cause": c, "op": o, "ns": sum(i[0] for i in items), "gaps": len(items),
+                    "steps": steps, "context": max(set(ctxs), key=ctxs.count) if ctxs else ""})
+    return sorted(out, key=lambda r: -r["ns"])
+
+
+def _gap_table(rows: list[tuple]) -> pd.DataFrame:
+    from profdiag.diagnosis.idle import GAP_COLUMNS
+
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def test_summarise_cause_rows_steps_and_largest_gaps_match_the_hand_computation():
+    from profdiag.diagnosis.idle import summarise
+
+    a, b = "a.py(1): f", "b.py(2): g"
+    table = _gap_table([
+        # start, dur, step, host wait, kernel wait, cause, op, context, next
+        (0, 100, 0, 100, 0, "alloc", "cudaMalloc", a, "k1"),
+        (200, 50, 0, 30, 20, "launch_gaps", "", "", "k2"),
+        (300, 400, 1, 400, 0, "alloc", "cudaMalloc", b, "k3"),
+        (800, 10, 1, 0, 10, "gpu_side", "", "", "k4"),
+        (900, 60, -1, 60, 0, "alloc", "cudaMalloc", b, "k5"),
+        (950, 70, 1, 70, 0, "framework_op", "aten::mm", "", "k10"),  # ties with sync: first
+        (1000, 70, 2, 70, 0, "sync", "cudaStreamSynchronize", "", "k6"),
+        (1100, 25, 2, 0, 25, "gpu_side", "", "", "k7"),
+        (1200, 90, 2, 80, 10, "alloc", "cudaFree", a, "k8"),
+        (1300, 40, 2, 40, 0, "alloc", "cudaFree", "c.py(3): h", "k9"),
+    ])
+    steps = pd.DataFrame({"step": [0, 1, 2], "phase": ["decode", "decode", "prefill"]})
+    rules = load_idle_rules()
+    out = summarise(table, steps, rules)
+    # host wait 100+30+400+60+70+70+80+40 = 850, kernel wait 20+10+25+10 = 65
+    assert (out["idle_ns"], out["host_wait_ns"], out["kernel_wait_ns"]) == (915, 850, 65)
+    rows = [{k: c[k] for k in ("cause", "op", "ns", "gaps", "steps", "context")}
+            for c in out["causes"]]
+    # cudaMalloc: steps 0 (100) and 1 (400) hit at least a quarter of its worst step (400);
+    # step -1 (outside every step) is in its time but no step; b.py twice against a.py once.
+    # gpu_side: 20 + 10 + 25 + 10 = 65 in steps 0 (20), 1 (10), 2 (35): all >= 35/4.
+    assert rows[0] == {"cause": "alloc", "op": "cudaMalloc", "ns": 560, "gaps": 3,
+                       "steps": [0, 1], "context": b}
+    assert rows[1]["cause"] == "alloc" and rows[1]["op"] == "cudaFree" and \
+        (rows[1]["ns"], rows[1]["gaps"], rows[1]["steps"]) == (120, 2, [2])
+    assert rows[2:] == [
+        {"cause": "framework_op", "op": "aten::mm", "ns": 70, "gaps": 1, "steps": [1],
+         "context": ""},
+        {"cause": "sync", "op": "cudaStreamSynchronize", "ns": 70, "gaps": 1, "steps": [2],
+         "context": ""},
+        {"cause": "gpu_side", "op": "", "ns": 65, "gaps": 4, "steps": [0, 1, 2], "context": ""},
+        {"cause": "launch_gaps", "op": "", "ns": 30, "gaps": 1, "steps": [0], "context": ""}]
+    assert rows == _reference_causes(table)  # the a.py / c.py tie broken as the loop breaks it
+    assert out["causes"][0]["share_of_idle"] == round(560 / 915, 6)
+    assert [g["dur_ns"] for g in out["gaps"]] == [400, 100, 90, 70, 70, 60, 50, 40, 25, 10]
+    assert out["by_step"] == [
+        {"step": 0, "phase": "decode", "host_wait_ns": 130, "kernel_wait_ns": 20},
+        {"step": 1, "phase": "decode", "host_wait_ns": 470, "kernel_wait_ns": 10},
+        {"step": 2, "phase": "prefill", "host_wait_ns": 190, "kernel_wait_ns": 35}]
+    assert out["by_phase"] == {"decode": {"host_wait_ns": 600, "kernel_wait_ns": 30},
+                               "prefill": {"host_wait_ns": 190, "kernel_wait_ns": 35}}
+    # an object-dtype table says the same
+    assert summarise(table.astype({c: object for c in ("cause", "op", "context")}), steps,
+                     rules) == out
+
+
+def test_summarise_matches_the_loop_on_random_gap_tables():
+    from profdiag.diagnosis.idle import summarise
+
+    rules = load_idle_rules()
+    rng = np.random.default_rng(3)
+    causes = [("alloc", "cudaMalloc"), ("alloc", "cudaFree"), ("launch_gaps", ""),
+              ("gpu_side", ""), ("framework_op", "aten::mm"), ("sync", "aten::item")]
+    ctxs = ["", "", "x.py(1): f", "y.py(2): g", "z.py(3): h"]
+    for n in (1, 7, 300):
+        rows = []
+        for i in range(n):
+            c, o = causes[rng.integers(len(causes))]
+            hw, kw = (int(v) for v in rng.integers(0, 4, 2) * rng.integers(1, 3, 2))  # ties
+            rows.append((i * 10_000, hw + kw, int(rng.integers(-1, 5)), hw, kw, c, o,
+                         ctxs[rng.integers(len(ctxs))], f"k{i}"))
+        table = _gap_table(rows)
+        got = [{k: c[k] for k in ("cause", "op", "ns", "gaps", "steps", "context")}
+               for c in summarise(table, pd.DataFrame(columns=["step", "phase"]), rules)["causes"]]
+        assert got == _reference_causes(table)
+
+
+def test_largest_is_a_stable_descending_sort_s_head():
+    from profdiag.diagnosis.idle import _largest
+
+    v = np.array([5, 7, 5, 7, 1, 9, 5])
+    assert _largest(v, 3).tolist() == [5, 1, 3]
+    assert _largest(v, 5).tolist() == [5, 1, 3, 0, 2]  # the 5s in position order
+    for n in (0, 1, 4, 7, 9, -2):
+        want = pd.Series(v).sort_values(ascending=False, kind="stable").head(n).index.tolist()
+        assert _largest(v, n).tolist() == want
