@@ -550,3 +550,34 @@ def test_largest_is_a_stable_descending_sort_s_head():
     for n in (0, 1, 4, 7, 9, -2):
         want = pd.Series(v).sort_values(ascending=False, kind="stable").head(n).index.tolist()
         assert _largest(v, n).tolist() == want
+
+
+def test_overlapping_many_matches_overlapping_and_keeps_its_classes_across_calls():
+    us = 1000
+    hix = _host_index([("a", "runtime", 0, 3, 1), ("b", "runtime", 1, 2, 1),
+                       ("c", "cpu_op", 2, 2000, 1), ("d", "runtime", 5, 5, 1),
+                       ("e", "runtime", 4, 900, 1), ("f", "runtime", 1500, 1501, 1)])
+    offsets, flat = hix.overlapping_many(np.array([0, 1_600]) * us, np.array([3, 1_700]) * us)
+    # [0, 3) us: a, b (short ones, by start) and c (long: at least 1 ms) first; d starts at 5
+    assert [hix.name[p] for p in flat[offsets[0]:offsets[1]]] == ["c", "a", "b"]
+    assert [hix.name[p] for p in flat[offsets[1]:offsets[2]]] == ["c"]
+    rng = np.random.default_rng(1)
+    for _ in range(2):  # the second call reads the duration classes the first one built
+        a = rng.integers(-10, 2100, 200) * us
+        b = a + rng.integers(0, 300, 200) * us
+        offsets, flat = hix.overlapping_many(a, b)
+        for i in range(len(a)):
+            assert flat[offsets[i]:offsets[i + 1]].tolist() == \
+                hix.overlapping(int(a[i]), int(b[i])).tolist()
+    offsets, flat = hix.overlapping_many(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert offsets.tolist() == [0] and flat.tolist() == []
+
+
+def test_by_start_is_lexsort_of_launch_within_start():
+    from profdiag.diagnosis.idle import _by_start
+
+    st = np.array([0, 5, 5, 5, 9])
+    assert _by_start(st, np.array([0, 1, 2, 2, 3])).tolist() == [0, 1, 2, 3, 4]  # in order
+    assert _by_start(st, np.array([0, 2, 1, 2, 3])).tolist() == [0, 2, 1, 3, 4]  # a tie out
+    assert _by_start(np.array([3, 1, 2]), np.array([0, 0, 0])).tolist() == [1, 2, 0]
+    assert _by_start(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []

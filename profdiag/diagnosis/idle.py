@@ -155,17 +155,16 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
     # The launch call of each work item: its end and thread (same correlation id).
-    rt = host.loc[((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy(),
-                  ["correlation", "start_ns", "dur_ns", "tid"]]
-    rt = rt.drop_duplicates("correlation")
-    # each work row's launch call by a sorted search (not a hash map of millions of calls);
-    # values go through float64 as the Series.map of before did
-    rt_corr = rt["correlation"].to_numpy(dtype=np.int64)
-    by = np.argsort(rt_corr, kind="stable")
-    rt_corr = rt_corr[by]
-    rt_end = (rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
-        dtype=np.float64)[by]
-    rt_tid = rt["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[by]
+    is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy()
+    # each work row's launch call by a sorted search (not a hash map of millions of calls):
+    # the distinct ids, sorted, and the first call of each (one np.unique, not a
+    # drop_duplicates and an argsort); values go through float64 as the Series.map of
+    # before did
+    rt_corr, first = np.unique(host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt],
+                               return_index=True)
+    by = np.flatnonzero(is_rt)[first]
+    rt_end = (host["start_ns"] + host["dur_ns"]).to_numpy(dtype=np.float64, na_value=-1.0)[by]
+    rt_tid = host["tid"].to_numpy(dtype=np.float64, na_value=-1.0)[by]
     corr = work["correlation"]
     known = corr.notna().to_numpy()
     wc = corr.to_numpy(dtype=np.int64, na_value=0)
@@ -176,9 +175,9 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     call_end = np.where(hit, rt_end[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
     call_tid = np.where(hit, rt_tid[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
     # Sorted by start, then launch: the first event starting at t has the earliest launch.
-    order = np.lexsort((launch, st))
+    order = _by_start(st, launch)
     st_sorted = st[order]
-    parts: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, ...]] = []
     cw = [w for w in _contiguous(windows) if w[1] > w[0]]
     tiled = _tiled(cw)
     if tiled is not None:
@@ -216,11 +215,24 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
         # Launched after the gap began: the queue was empty, the whole gap (launch latency
         # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
         hw = np.where(ready > a, b - a, 0)
-        parts.append(np.column_stack((a, b - a, step_of, hw, b - a - hw,
-                                      np.maximum(ready, a), nxt, tid)))
+        parts.append((a, b - a, step_of, hw, b - a - hw, np.maximum(ready, a), nxt, tid))
     if not parts:
         return pd.DataFrame(columns=cols)
-    return pd.DataFrame(np.concatenate(parts).astype(np.int64), columns=cols)
+    # column by column (a 2-D stack of the columns and its transposition cost ~0.2 s at a
+    # million gaps)
+    return pd.DataFrame({c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
+                         for i, c in enumerate(cols)})
+
+
+def _by_start(st: np.ndarray, launch: np.ndarray) -> np.ndarray:
+    """``np.lexsort((launch, st))``: the identity when the rows are already in that order
+    (the work table is sorted by start), without sorting them."""
+    d = np.diff(st)
+    if (d >= 0).all():
+        tie = np.flatnonzero(d == 0)
+        if (launch[tie + 1] >= launch[tie]).all():
+            return np.arange(len(st))
+    return np.lexsort((launch, st))
 
 
 def _tiled(cw: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -300,6 +312,7 @@ class _HostIndex:
     unique_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     structural: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
+    _by_class: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, events: pd.DataFrame, rows: np.ndarray | None = None) -> _HostIndex:
@@ -363,6 +376,19 @@ class _HostIndex:
         return np.concatenate((li, si))
 
 
+    def _classes(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """The events by class of duration (0, then floor(log2(dur)) + 1): per class its
+        positions (by start), their starts and its longest duration; computed once."""
+        if not self._by_class:
+            dur = self.end - self.start
+            klass = np.zeros(len(dur), dtype=np.int64)
+            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
+            order = np.argsort(klass, kind="stable")  # each class's members by position
+            keys, first = np.unique(klass[order], return_index=True)
+            for members in np.split(order, first[1:]) if len(keys) else []:
+                self._by_class.append((members, self.start[members], int(dur[members].max())))
+        return self._by_class
+
     def overlapping_many(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """overlapping(a[i], b[i]) of every stretch at once, as (offsets, positions): the
         positions of stretch i are ``positions[offsets[i]:offsets[i + 1]]``, in the order
@@ -374,15 +400,12 @@ class _HostIndex:
         after a. The work is the candidates', not a pass over the events per stretch."""
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
+        if not len(a):
+            return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         dur = self.end - self.start
-        klass = np.zeros(len(dur), dtype=np.int64)
-        klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
         gap_of: list[np.ndarray] = []
         pos_of: list[np.ndarray] = []
-        for k in np.unique(klass):
-            members = np.flatnonzero(klass == k)  # by position: by start
-            starts = self.start[members]
-            longest = int(dur[members].max())
+        for members, starts, longest in self._classes():
             lo = np.searchsorted(starts, a - longest, "left")
             hi = np.searchsorted(starts, b, "left")
             n = hi - lo
@@ -620,8 +643,7 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         windows = [(int(window[0]), int(window[1]), -1)]
     g = gaps(work, host, windows)
     if len(g):
-        order = np.argsort(-g["host_wait_ns"].to_numpy(), kind="stable")
-        top = set(order[:top_n].tolist())
+        top = set(_largest(g["host_wait_ns"].to_numpy(), top_n).tolist())
         want = (g["host_wait_ns"] >= min_gap).to_numpy().copy()
         want[list(top)] = True
         want &= (g["host_wait_ns"] > 0).to_numpy()
