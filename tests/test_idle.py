@@ -581,3 +581,33 @@ def test_by_start_is_lexsort_of_launch_within_start():
     assert _by_start(st, np.array([0, 2, 1, 2, 3])).tolist() == [0, 2, 1, 3, 4]  # a tie out
     assert _by_start(np.array([3, 1, 2]), np.array([0, 0, 0])).tolist() == [1, 2, 0]
     assert _by_start(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+def test_health_longer_than_trace_compares_with_the_host_rows_span_only():
+    from profdiag.diagnosis.health import screen
+
+    def events(extra: list[tuple[str, str, int, int]]) -> pd.DataFrame:
+        rows = [(f"k{i}", "kernel", i * 100, 50) for i in range(6)]  # [0, 550) on stream 7
+        rows += [("huge", "kernel", 0, 10_000)]  # alone on stream 8: no overlap on its stream
+        rows += [("cudaLaunchKernel", "runtime", -100 + i * 100, 20) for i in range(6)]
+        rows += extra
+        gpu = [r[1] == "kernel" for r in rows]
+        return schema.from_columns({
+            "name": [r[0] for r in rows], "kind": [r[1] for r in rows],
+            "start_ns": [r[2] for r in rows], "dur_ns": [r[3] for r in rows],
+            "stream": [(8 if r[0] == "huge" else 7) if g else pd.NA for r, g in zip(rows, gpu)],
+            "device": [0 if g else pd.NA for g in gpu], "tid": [pd.NA if g else 1 for g in gpu],
+            "pid": [1] * len(rows)})
+
+    # the others span [-100, 550): 650 ns < the huge kernel's 10,000; a GPU-side annotation
+    # over everything is no host event and does not widen the span
+    ev = events([("step 1", "gpu_annotation", -5_000, 50_000)])
+    work = ev[ev["kind"] == "kernel"].reset_index(drop=True)
+    clean, health, _ = screen(work, ev, {})
+    assert health["excluded"] == [{"name": "huge", "start_ns": 0, "dur_ns": 10_000,
+                                   "stream": 8, "reason": "longer_than_trace"}]
+    assert len(clean) == 6
+    # a host range longer than the kernel: the kernel fits in the trace
+    ev = events([("ProfilerStep#1", "annotation", -5_000, 50_000)])
+    work = ev[ev["kind"] == "kernel"].reset_index(drop=True)
+    assert screen(work, ev, {})[1]["excluded_events"] == 0
