@@ -536,8 +536,13 @@ def test_analyse_per_step_matches_the_segment_loop_and_the_hand_layout() -> None
     calls, anc = _calls_and_anchors()
     spec = ModelSpec()
     forwards = [(0, "prefill"), (1, "decode"), (2, "decode")]
-    got = st.analyse(calls, anc, spec, forwards)["forwards"]
+    out = st.analyse(calls, anc, spec, forwards)
+    got = out["forwards"]
     assert got == _reference(calls, anc, spec, forwards)
+    # every call's signature, in table order (no shapes: the kernel name)
+    assert out["signatures"] == [st.signature(o, d, str(n)) for o, d, n in
+                                 zip(calls["op_name"], calls["input_dims"], calls["name"])]
+    assert out["signatures"][:4] == ["gemm_qkv", "gemm_qkv", "gemm_o", "gemm_o"]
     assert [(f.phase, len(f.layers)) for f in got] == [("prefill", 2), ("decode", 2)]
     for f in got:
         assert [[g.label for g in ly.gemms] for ly in f.layers] == \

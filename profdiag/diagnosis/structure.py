@@ -425,7 +425,9 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
         _label_edges(f)
     linked = bool(anc["linked"].any()) if "linked" in anc else False
     return {"forwards": segs, "dims": d, "mla": mla, "config": cfg, "linked": linked,
-            "mixers": bool((anc["kind"] == "mixer").any())}
+            "mixers": bool((anc["kind"] == "mixer").any()),
+            # each call's signature (as its Gemm's), for counts' per-signature times
+            "signatures": [fields[j][0] for j in fields_of.tolist()]}
 
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
