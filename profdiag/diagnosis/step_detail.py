@@ -72,15 +72,17 @@ class _CauseRows:
     end: np.ndarray
     dur: np.ndarray
     host: np.ndarray | None  # host_wait_ns, when the table has it
-    cause: np.ndarray
-    op: np.ndarray | None
+    cause: Any
+    op: Any
 
     @classmethod
     def of(cls, t: pd.DataFrame) -> _CauseRows:
         return cls(t["start_ns"].to_numpy(), t["end_ns"].to_numpy(dtype=np.int64),
                    t["dur_ns"].to_numpy(), t["host_wait_ns"].to_numpy()
-                   if "host_wait_ns" in t else None, t["cause"].to_numpy(dtype=object),
-                   t["op"].to_numpy(dtype=object) if "op" in t else None)
+                   if "host_wait_ns" in t else None, t["cause"].array,
+                   # the string columns as they are (read a cell at a time: an object array
+                   # of a million gaps' names would hold a str per gap)
+                   t["op"].array if "op" in t else None)
 
     def __len__(self) -> int:
         return len(self.start)
