@@ -355,3 +355,259 @@ def test_json_contract_and_html_marks():
     assert html.count('"outlier":{') == 5  # steps 3-7 marked on the per-step chart
     txt = profdiag.render(d, "txt")
     assert "Idle time:" in txt and "cuDNN execution-plan build" in txt
+
+
+# ------------------------------------------------- attribution of many stretches at once
+
+
+def _host_index(rows: list[tuple[str, str, int, int, int]]):
+    """A _HostIndex of host events (name, kind, start us, end us, tid)."""
+    from profdiag.diagnosis.idle import _HostIndex
+
+    us = 1000
+    ev = schema.from_columns({
+        "name": [r[0] for r in rows], "kind": [r[1] for r in rows],
+        "start_ns": [r[2] * us for r in rows], "dur_ns": [(r[3] - r[2]) * us for r in rows],
+        "tid": [r[4] for r in rows], "pid": [1] * len(rows)})
+    return _HostIndex.of(ev)
+
+
+def test_attribute_many_gives_the_loop_s_cause_op_and_context_on_hand_made_events():
+    from profdiag.diagnosis.idle import attribute, attribute_many
+
+    hix = _host_index([
+        ("ProfilerStep#1", "annotation", 0, 1000, 1),  # structural: never a cause
+        ("/home/me/app/serve.py(42): step", "python", 10, 500, 1),  # a user frame
+        ("torch/nn/modules/module.py(1501): _call_impl", "python", 20, 400, 1),  # library
+        ("aten::_cudnn_attention_forward", "cpu_op", 30, 300, 1),
+        ("cudaMalloc", "runtime", 40, 200, 1),
+        ("aten::copy_", "cpu_op", 600, 900, 1),
+        ("cuLibraryLoadData", "runtime", 650, 660, 1),
+        ("cuLibraryLoadData", "runtime", 700, 740, 1),
+        ("/home/me/app/loop.py(7): run", "python", 550, 950, 1),
+        ("aten::mm", "cpu_op", 1100, 1300, 2),
+        ("threading.py(1000): run", "python", 1050, 1400, 2),  # library frame
+        ("aten::add", "cpu_op", 1110, 1290, 1),
+        ("/home/me/app/worker.py(3): work", "python", 1500, 1800, 1),
+        ("aten::to", "cpu_op", 2100, 2500, 3),
+        ("cudaStreamSynchronize", "runtime", 2150, 2450, 3),
+    ])
+    us = 1000
+    stretches = [  # (a us, b us, launching tid) -> (cause, op, context), worked out by hand
+        # innermost covering event cudaMalloc [40, 200) names alloc; the next user frame out
+        # (the torch frame is a library one) is serve.py
+        ((50, 150, 1), ("alloc", "cudaMalloc", "serve.py(42): step")),
+        # cudaMalloc ends at 200 (no overlap); the cuDNN op covers 50 of 100 us (= cover)
+        ((250, 350, 1), ("cudnn_plan", "aten::_cudnn_attention_forward",
+                         "serve.py(42): step")),
+        # nothing covering names a cause; two library loads inside the stretch: the longer
+        ((610, 890, 1), ("module_load", "cuLibraryLoadData", "loop.py(7): run")),
+        # thread 2 has no event there: all threads' events are used
+        ((610, 890, 2), ("module_load", "cuLibraryLoadData", "loop.py(7): run")),
+        # thread 2's framework op, its only frame a library one: no context
+        ((1120, 1280, 2), ("framework_op", "aten::mm", "")),
+        # thread 1's op over the same stretch
+        ((1120, 1280, 1), ("framework_op", "aten::add", "")),
+        ((1550, 1750, 1), ("python", "worker.py(3): work", "")),
+        ((1900, 2000, 1), ("unexplained", "", "")),
+        # a runtime call naming a cause, no user frame: its context is the op that made it
+        ((2200, 2400, 3), ("sync", "cudaStreamSynchronize", "aten::to")),
+        ((2200, 2400, -1), ("sync", "cudaStreamSynchronize", "aten::to")),
+    ]
+    rules = load_idle_rules()
+    a = np.array([s[0][0] * us for s in stretches])
+    b = np.array([s[0][1] * us for s in stretches])
+    tid = np.array([s[0][2] for s in stretches])
+    offsets, flat = hix.overlapping_many(a, b)
+    cause, op, ctx = attribute_many(a, b, tid, hix, rules, 0.5, offsets, flat)
+    got = list(zip(cause.tolist(), op.tolist(), ctx.tolist()))
+    assert got == [s[1] for s in stretches]
+    assert got == [attribute(int(a[i]), int(b[i]), int(tid[i]), hix, rules, 0.5)
+                   for i in range(len(a))]
+    # random stretches, threads and covers against the loop
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 2600, 400) * us
+    b = a + rng.integers(1, 600, 400) * us
+    tid = rng.integers(-1, 4, 400)
+    offsets, flat = hix.overlapping_many(a, b)
+    for cover in (0.1, 0.5, 0.9):
+        cause, op, ctx = attribute_many(a, b, tid, hix, rules, cover, offsets, flat)
+        assert list(zip(cause.tolist(), op.tolist(), ctx.tolist())) == [
+            attribute(int(a[i]), int(b[i]), int(tid[i]), hix, rules, cover)
+            for i in range(len(a))]
+
+
+def _reference_causes(table: pd.DataFrame) -> list[dict]:
+    """summarise's cause rows by a plain loop over the gap records: host-wait parts to their
+    (cause, op), then kernel-wait parts to (gpu_side, ''), groups in order of appearance."""
+    groups: dict[tuple, list] = {}
+    recs = table.to_dict("records")
+    for r in recs:
+        if r["host_wait_ns"] > 0:
+            groups.setdefault((r["cause"], r["op"]), []).append(
+                (r["host_wait_ns"], r["step"], r["context"]))
+    for r in recs:
+        if r["kernel_wait_ns"] > 0:
+            groups.setdefault(("gpu_side", ""), []).append((r["kernel_wait_ns"], r["step"], ""))
+    out = []
+    for (c, o), items in groups.items():
+        per: dict[int, int] = {}
+        for ns, s, _ in items:
+            if s >= 0:
+                per[s] = per.get(s, 0) + ns
+        steps = sorted(s for s, v in per.items() if v >= 0.25 * max(per.values()))
+        ctxs = [x for _, _, x in items if x]
+        out.append({"cause": c, "op": o, "ns": sum(i[0] for i in items), "gaps": len(items),
+                    "steps": steps, "context": max(set(ctxs), key=ctxs.count) if ctxs else ""})
+    return sorted(out, key=lambda r: -r["ns"])
+
+
+def _gap_table(rows: list[tuple]) -> pd.DataFrame:
+    from profdiag.diagnosis.idle import GAP_COLUMNS
+
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def test_summarise_cause_rows_steps_and_largest_gaps_match_the_hand_computation():
+    from profdiag.diagnosis.idle import summarise
+
+    a, b = "a.py(1): f", "b.py(2): g"
+    table = _gap_table([
+        # start, dur, step, host wait, kernel wait, cause, op, context, next
+        (0, 100, 0, 100, 0, "alloc", "cudaMalloc", a, "k1"),
+        (200, 50, 0, 30, 20, "launch_gaps", "", "", "k2"),
+        (300, 400, 1, 400, 0, "alloc", "cudaMalloc", b, "k3"),
+        (800, 10, 1, 0, 10, "gpu_side", "", "", "k4"),
+        (900, 60, -1, 60, 0, "alloc", "cudaMalloc", b, "k5"),
+        (950, 70, 1, 70, 0, "framework_op", "aten::mm", "", "k10"),  # ties with sync: first
+        (1000, 70, 2, 70, 0, "sync", "cudaStreamSynchronize", "", "k6"),
+        (1100, 25, 2, 0, 25, "gpu_side", "", "", "k7"),
+        (1200, 90, 2, 80, 10, "alloc", "cudaFree", a, "k8"),
+        (1300, 40, 2, 40, 0, "alloc", "cudaFree", "c.py(3): h", "k9"),
+    ])
+    steps = pd.DataFrame({"step": [0, 1, 2], "phase": ["decode", "decode", "prefill"]})
+    rules = load_idle_rules()
+    out = summarise(table, steps, rules)
+    # host wait 100+30+400+60+70+70+80+40 = 850, kernel wait 20+10+25+10 = 65
+    assert (out["idle_ns"], out["host_wait_ns"], out["kernel_wait_ns"]) == (915, 850, 65)
+    rows = [{k: c[k] for k in ("cause", "op", "ns", "gaps", "steps", "context")}
+            for c in out["causes"]]
+    # cudaMalloc: steps 0 (100) and 1 (400) hit at least a quarter of its worst step (400);
+    # step -1 (outside every step) is in its time but no step; b.py twice against a.py once.
+    # gpu_side: 20 + 10 + 25 + 10 = 65 in steps 0 (20), 1 (10), 2 (35): all >= 35/4.
+    assert rows[0] == {"cause": "alloc", "op": "cudaMalloc", "ns": 560, "gaps": 3,
+                       "steps": [0, 1], "context": b}
+    assert rows[1]["cause"] == "alloc" and rows[1]["op"] == "cudaFree" and \
+        (rows[1]["ns"], rows[1]["gaps"], rows[1]["steps"]) == (120, 2, [2])
+    assert rows[2:] == [
+        {"cause": "framework_op", "op": "aten::mm", "ns": 70, "gaps": 1, "steps": [1],
+         "context": ""},
+        {"cause": "sync", "op": "cudaStreamSynchronize", "ns": 70, "gaps": 1, "steps": [2],
+         "context": ""},
+        {"cause": "gpu_side", "op": "", "ns": 65, "gaps": 4, "steps": [0, 1, 2], "context": ""},
+        {"cause": "launch_gaps", "op": "", "ns": 30, "gaps": 1, "steps": [0], "context": ""}]
+    assert rows == _reference_causes(table)  # the a.py / c.py tie broken as the loop breaks it
+    assert out["causes"][0]["share_of_idle"] == round(560 / 915, 6)
+    assert [g["dur_ns"] for g in out["gaps"]] == [400, 100, 90, 70, 70, 60, 50, 40, 25, 10]
+    assert out["by_step"] == [
+        {"step": 0, "phase": "decode", "host_wait_ns": 130, "kernel_wait_ns": 20},
+        {"step": 1, "phase": "decode", "host_wait_ns": 470, "kernel_wait_ns": 10},
+        {"step": 2, "phase": "prefill", "host_wait_ns": 190, "kernel_wait_ns": 35}]
+    assert out["by_phase"] == {"decode": {"host_wait_ns": 600, "kernel_wait_ns": 30},
+                               "prefill": {"host_wait_ns": 190, "kernel_wait_ns": 35}}
+    # an object-dtype table says the same
+    assert summarise(table.astype({c: object for c in ("cause", "op", "context")}), steps,
+                     rules) == out
+
+
+def test_summarise_matches_the_loop_on_random_gap_tables():
+    from profdiag.diagnosis.idle import summarise
+
+    rules = load_idle_rules()
+    rng = np.random.default_rng(3)
+    causes = [("alloc", "cudaMalloc"), ("alloc", "cudaFree"), ("launch_gaps", ""),
+              ("gpu_side", ""), ("framework_op", "aten::mm"), ("sync", "aten::item")]
+    ctxs = ["", "", "x.py(1): f", "y.py(2): g", "z.py(3): h"]
+    for n in (1, 7, 300):
+        rows = []
+        for i in range(n):
+            c, o = causes[rng.integers(len(causes))]
+            hw, kw = (int(v) for v in rng.integers(0, 4, 2) * rng.integers(1, 3, 2))  # ties
+            rows.append((i * 10_000, hw + kw, int(rng.integers(-1, 5)), hw, kw, c, o,
+                         ctxs[rng.integers(len(ctxs))], f"k{i}"))
+        table = _gap_table(rows)
+        got = [{k: c[k] for k in ("cause", "op", "ns", "gaps", "steps", "context")}
+               for c in summarise(table, pd.DataFrame(columns=["step", "phase"]), rules)["causes"]]
+        assert got == _reference_causes(table)
+
+
+def test_largest_is_a_stable_descending_sort_s_head():
+    from profdiag.diagnosis.idle import _largest
+
+    v = np.array([5, 7, 5, 7, 1, 9, 5])
+    assert _largest(v, 3).tolist() == [5, 1, 3]
+    assert _largest(v, 5).tolist() == [5, 1, 3, 0, 2]  # the 5s in position order
+    for n in (0, 1, 4, 7, 9, -2):
+        want = pd.Series(v).sort_values(ascending=False, kind="stable").head(n).index.tolist()
+        assert _largest(v, n).tolist() == want
+
+
+def test_overlapping_many_matches_overlapping_and_keeps_its_classes_across_calls():
+    us = 1000
+    hix = _host_index([("a", "runtime", 0, 3, 1), ("b", "runtime", 1, 2, 1),
+                       ("c", "cpu_op", 2, 2000, 1), ("d", "runtime", 5, 5, 1),
+                       ("e", "runtime", 4, 900, 1), ("f", "runtime", 1500, 1501, 1)])
+    offsets, flat = hix.overlapping_many(np.array([0, 1_600]) * us, np.array([3, 1_700]) * us)
+    # [0, 3) us: a, b (short ones, by start) and c (long: at least 1 ms) first; d starts at 5
+    assert [hix.name[p] for p in flat[offsets[0]:offsets[1]]] == ["c", "a", "b"]
+    assert [hix.name[p] for p in flat[offsets[1]:offsets[2]]] == ["c"]
+    rng = np.random.default_rng(1)
+    for _ in range(2):  # the second call reads the duration classes the first one built
+        a = rng.integers(-10, 2100, 200) * us
+        b = a + rng.integers(0, 300, 200) * us
+        offsets, flat = hix.overlapping_many(a, b)
+        for i in range(len(a)):
+            assert flat[offsets[i]:offsets[i + 1]].tolist() == \
+                hix.overlapping(int(a[i]), int(b[i])).tolist()
+    offsets, flat = hix.overlapping_many(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert offsets.tolist() == [0] and flat.tolist() == []
+
+
+def test_by_start_is_lexsort_of_launch_within_start():
+    from profdiag.diagnosis.idle import _by_start
+
+    st = np.array([0, 5, 5, 5, 9])
+    assert _by_start(st, np.array([0, 1, 2, 2, 3])).tolist() == [0, 1, 2, 3, 4]  # in order
+    assert _by_start(st, np.array([0, 2, 1, 2, 3])).tolist() == [0, 2, 1, 3, 4]  # a tie out
+    assert _by_start(np.array([3, 1, 2]), np.array([0, 0, 0])).tolist() == [1, 2, 0]
+    assert _by_start(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+def test_health_longer_than_trace_compares_with_the_host_rows_span_only():
+    from profdiag.diagnosis.health import screen
+
+    def events(extra: list[tuple[str, str, int, int]]) -> pd.DataFrame:
+        rows = [(f"k{i}", "kernel", i * 100, 50) for i in range(6)]  # [0, 550) on stream 7
+        rows += [("huge", "kernel", 0, 10_000)]  # alone on stream 8: no overlap on its stream
+        rows += [("cudaLaunchKernel", "runtime", -100 + i * 100, 20) for i in range(6)]
+        rows += extra
+        gpu = [r[1] == "kernel" for r in rows]
+        return schema.from_columns({
+            "name": [r[0] for r in rows], "kind": [r[1] for r in rows],
+            "start_ns": [r[2] for r in rows], "dur_ns": [r[3] for r in rows],
+            "stream": [(8 if r[0] == "huge" else 7) if g else pd.NA for r, g in zip(rows, gpu)],
+            "device": [0 if g else pd.NA for g in gpu], "tid": [pd.NA if g else 1 for g in gpu],
+            "pid": [1] * len(rows)})
+
+    # the others span [-100, 550): 650 ns < the huge kernel's 10,000; a GPU-side annotation
+    # over everything is no host event and does not widen the span
+    ev = events([("step 1", "gpu_annotation", -5_000, 50_000)])
+    work = ev[ev["kind"] == "kernel"].reset_index(drop=True)
+    clean, health, _ = screen(work, ev, {})
+    assert health["excluded"] == [{"name": "huge", "start_ns": 0, "dur_ns": 10_000,
+                                   "stream": 8, "reason": "longer_than_trace"}]
+    assert len(clean) == 6
+    # a host range longer than the kernel: the kernel fits in the trace
+    ev = events([("ProfilerStep#1", "annotation", -5_000, 50_000)])
+    work = ev[ev["kind"] == "kernel"].reset_index(drop=True)
+    assert screen(work, ev, {})[1]["excluded_events"] == 0

@@ -460,3 +460,117 @@ def test_mla_labels_follow_shapes_not_positions(tmp_path: Path) -> None:
     d = _diag(linked_trace(tmp_path / "t.json.gz", layer * 2 + head), model_config=str(cfg))
     roles = [g["role"] for g in d["kernel_counts"]["structure"]["layouts"]["dense"]["gemms"]]
     assert roles[:2] == ["q_a+kv_a (fused)", "kv_b"]
+
+
+# ----------------------------------------- analyse() against a per-step loop over segment()
+
+
+def _calls_and_anchors() -> tuple[Any, Any]:
+    """Two forwards (steps 0 and 2; step 1 has no GEMMs) of two layers each, by hand:
+    qkv | attention | o gate_up down qkv | attention | o gate_up down lm_head; the steps'
+    rows interleaved in the table, as a trace's streams interleave them."""
+    import pandas as pd
+
+    rows = []
+    t = {0: 1_000, 2: 100_000}
+    names: list[tuple[int, str]] = []
+    for step in (0, 2):
+        for layer in range(2):
+            names += [(step, "qkv")] if layer == 0 else []
+            names += [(step, "ATT"), (step, "o"), (step, "gate_up"), (step, "down")]
+            names += [(step, "qkv")] if layer == 0 else [(step, "head")]
+    anc = []
+    for step, name in names:
+        t[step] += 10
+        if name == "ATT":
+            anc.append({"start_ns": t[step], "step": step, "kind": "attention",
+                        "name": "flash_fwd_kernel", "linked": False})
+        else:
+            rows.append({"name": f"gemm_{name}", "op_name": pd.NA, "input_dims": pd.NA,
+                         "start_ns": t[step], "launch_ns": t[step] - 5, "dur_ns": 4,
+                         "step": step, "role": pd.NA, "kernel_dtype": "bf16" if step else pd.NA})
+    calls = pd.DataFrame(rows).astype({"name": "string", "op_name": "string",
+                                       "input_dims": "string", "role": "string",
+                                       "kernel_dtype": "string"})
+    # interleave the steps' rows (the table is in no step order), keep each step's own order
+    n = len(calls) // 2  # 9 GEMMs per forward
+    calls = calls.iloc[[i // 2 + (i % 2) * n for i in range(2 * n)]].reset_index(drop=True)
+    return calls, pd.DataFrame(anc).astype({"kind": "string", "name": "string"})
+
+
+def _reference(calls: Any, anc: Any, spec: Any, forwards: list[tuple[int, str]]) -> list[Any]:
+    """analyse's forwards by the plain loop: a row mask per step (and per cut), segment()."""
+    import numpy as np
+
+    from profdiag.diagnosis import structure as st
+
+    segs = []
+    for step, phase in forwards:
+        c = calls[calls["step"] == step] if step >= 0 else calls
+        a = anc[anc["step"] == step] if step >= 0 else anc
+        cuts: list[Any] = []
+        if step < 0 and spec.layers and len(a) > spec.layers and len(a) % spec.layers == 0:
+            t = a["start_ns"].to_numpy()
+            cuts = [t[i] for i in range(spec.layers, len(t), spec.layers)]
+        bounds = [-np.inf, *cuts, np.inf]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            seg = st.segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
+                             a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
+            if seg:
+                segs.append(seg)
+    layers = [ly for f in segs for ly in f.layers]
+    d = st._dims(spec, {}, layers)
+    for ly in layers:
+        st.label_layer(ly, d, False)
+    for f in segs:
+        st._label_edges(f)
+    return segs
+
+
+def test_analyse_per_step_matches_the_segment_loop_and_the_hand_layout() -> None:
+    from dataclasses import replace
+
+    from profdiag.diagnosis import structure as st
+    from profdiag.modelspec import ModelSpec
+
+    calls, anc = _calls_and_anchors()
+    spec = ModelSpec()
+    forwards = [(0, "prefill"), (1, "decode"), (2, "decode")]
+    out = st.analyse(calls, anc, spec, forwards)
+    got = out["forwards"]
+    assert got == _reference(calls, anc, spec, forwards)
+    # every call's signature, in table order (no shapes: the kernel name)
+    assert out["signatures"] == [st.signature(o, d, str(n)) for o, d, n in
+                                 zip(calls["op_name"], calls["input_dims"], calls["name"])]
+    assert out["signatures"][:4] == ["gemm_qkv", "gemm_qkv", "gemm_o", "gemm_o"]
+    assert [(f.phase, len(f.layers)) for f in got] == [("prefill", 2), ("decode", 2)]
+    for f in got:
+        assert [[g.label for g in ly.gemms] for ly in f.layers] == \
+            [["qkv (fused)", "o", "gate_up (fused)", "down"]] * 2
+        assert [g.label for g in f.tail] == ["lm_head"] and not f.before
+    assert {g.dtype for g in got[0].layers[0].gemms} == {""}  # step 0: no dtype (missing)
+    assert {g.dtype for g in got[1].layers[0].gemms} == {"bf16"}
+    assert [g.name for g in got[1].layers[1].gemms] == ["gemm_qkv", "gemm_o", "gemm_gate_up",
+                                                        "gemm_down"]
+    # GEMM objects are the calls' own: labelling one layer leaves the others' alone
+    assert len({id(g) for f in got for ly in f.layers for g in ly.gemms}) == 16
+    # no step ranges, 2 layers given: one forward per 2 anchors (cut at the anchors)
+    whole = st.analyse(calls.sort_values("start_ns"), anc.sort_values("start_ns"),
+                       replace(spec, layers=2), [(-1, "all")])["forwards"]
+    assert whole == _reference(calls.sort_values("start_ns"), anc.sort_values("start_ns"),
+                               replace(spec, layers=2), [(-1, "all")])
+    assert len(whole) == 2
+
+
+def test_rows_by_step_and_gemm_fields_are_the_masks_and_gemms_of_every_row() -> None:
+    from profdiag.diagnosis import structure as st
+
+    calls, _ = _calls_and_anchors()
+    by = st._rows_by_step(calls)
+    assert sorted(by) == [0, 2]
+    for step, rows in by.items():
+        assert rows.tolist() == calls.index[calls["step"] == step].tolist()
+    of, fields = st._gemm_fields(calls)
+    # 5 distinct GEMMs (qkv, o, gate_up, down, head) x 2 dtypes (missing in step 0, bf16)
+    assert len(fields) == 10
+    assert [st.Gemm(*fields[j]) for j in of.tolist()] == st._gemms(calls)

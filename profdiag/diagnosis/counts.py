@@ -210,11 +210,9 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
     main = max(layouts.values(), key=lambda v: v["layers_per_forward"])
     gpl = fixed_gpl or main["gemms_per_layer"]
     expected = sum(p["expected"] for p in phases.values())
-    # Extra calls: signatures observed more often than the structure implies, per phase.
-    dur = calls.assign(sig=[str(n) if str(r) == "moe_expert" else
-                            structure_mod.signature(o, d, str(n)) for o, d, n, r in
-                            zip(calls["op_name"], calls["input_dims"], calls["name"],
-                                calls["role"])])
+    # Extra calls: signatures observed more often than the structure implies, per phase
+    # (each call's signature as structure.analyse computed it, once per distinct call).
+    dur = calls.assign(sig=st["signatures"])
     pos = st.get("phase_of_step") or {}
     dur["phase"] = (dur["step"].map(pos) if has_steps else
                     pd.Series(next(iter(pos.values()), "all"), index=dur.index))

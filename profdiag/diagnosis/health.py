@@ -53,9 +53,11 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
         # Longer than the span of all the other events (host events and the other work).
         if len(work) > 1:
             longest = int(np.argmax(dur))
-            host = events[~events["kind"].isin((*schema.GPU_KINDS, schema.KIND_GPU_ANNOTATION))]
-            h_s = host["start_ns"].to_numpy(dtype=np.int64)
-            h_e = h_s + host["dur_ns"].to_numpy(dtype=np.int64)
+            # the host rows' two time columns (a row filter of the events copied every
+            # column of millions of rows, names included)
+            host = ~events["kind"].isin((*schema.GPU_KINDS, schema.KIND_GPU_ANNOTATION)).to_numpy()
+            h_s = events["start_ns"].to_numpy(dtype=np.int64)[host]
+            h_e = h_s + events["dur_ns"].to_numpy(dtype=np.int64)[host]
             others = np.arange(len(work)) != longest
             lo = min(int(st[others].min()), int(h_s.min()) if len(h_s) else int(st[others].min()))
             hi = max(int(en[others].max()), int(h_e.max()) if len(h_e) else int(en[others].max()))

@@ -155,17 +155,16 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
     # The launch call of each work item: its end and thread (same correlation id).
-    rt = host.loc[((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy(),
-                  ["correlation", "start_ns", "dur_ns", "tid"]]
-    rt = rt.drop_duplicates("correlation")
-    # each work row's launch call by a sorted search (not a hash map of millions of calls);
-    # values go through float64 as the Series.map of before did
-    rt_corr = rt["correlation"].to_numpy(dtype=np.int64)
-    by = np.argsort(rt_corr, kind="stable")
-    rt_corr = rt_corr[by]
-    rt_end = (rt["start_ns"] + rt["dur_ns"]).astype("Float64").fillna(-1).to_numpy(
-        dtype=np.float64)[by]
-    rt_tid = rt["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[by]
+    is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy()
+    # each work row's launch call by a sorted search (not a hash map of millions of calls):
+    # the distinct ids, sorted, and the first call of each (one np.unique, not a
+    # drop_duplicates and an argsort); values go through float64 as the Series.map of
+    # before did
+    rt_corr, first = np.unique(host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt],
+                               return_index=True)
+    by = np.flatnonzero(is_rt)[first]
+    rt_end = (host["start_ns"] + host["dur_ns"]).to_numpy(dtype=np.float64, na_value=-1.0)[by]
+    rt_tid = host["tid"].to_numpy(dtype=np.float64, na_value=-1.0)[by]
     corr = work["correlation"]
     known = corr.notna().to_numpy()
     wc = corr.to_numpy(dtype=np.int64, na_value=0)
@@ -176,9 +175,9 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     call_end = np.where(hit, rt_end[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
     call_tid = np.where(hit, rt_tid[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
     # Sorted by start, then launch: the first event starting at t has the earliest launch.
-    order = np.lexsort((launch, st))
+    order = _by_start(st, launch)
     st_sorted = st[order]
-    parts: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, ...]] = []
     cw = [w for w in _contiguous(windows) if w[1] > w[0]]
     tiled = _tiled(cw)
     if tiled is not None:
@@ -216,11 +215,24 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
         # Launched after the gap began: the queue was empty, the whole gap (launch latency
         # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
         hw = np.where(ready > a, b - a, 0)
-        parts.append(np.column_stack((a, b - a, step_of, hw, b - a - hw,
-                                      np.maximum(ready, a), nxt, tid)))
+        parts.append((a, b - a, step_of, hw, b - a - hw, np.maximum(ready, a), nxt, tid))
     if not parts:
         return pd.DataFrame(columns=cols)
-    return pd.DataFrame(np.concatenate(parts).astype(np.int64), columns=cols)
+    # column by column (a 2-D stack of the columns and its transposition cost ~0.2 s at a
+    # million gaps)
+    return pd.DataFrame({c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
+                         for i, c in enumerate(cols)})
+
+
+def _by_start(st: np.ndarray, launch: np.ndarray) -> np.ndarray:
+    """``np.lexsort((launch, st))``: the identity when the rows are already in that order
+    (the work table is sorted by start), without sorting them."""
+    d = np.diff(st)
+    if (d >= 0).all():
+        tie = np.flatnonzero(d == 0)
+        if (launch[tie + 1] >= launch[tie]).all():
+            return np.arange(len(st))
+    return np.lexsort((launch, st))
 
 
 def _tiled(cw: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -254,6 +266,16 @@ def _cut(st: np.ndarray, en: np.ndarray, w0: np.ndarray, w1: np.ndarray, steps: 
     a = np.maximum(g_s[rep], w0[j])
     b = np.minimum(g_e[rep], w1[j])
     return a, b, steps[j]
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest values, largest first, equal ones in position order:
+    ``sort_values(ascending=False, kind="stable").head(n)`` without sorting them all."""
+    if 0 < n < len(values):
+        kth = np.partition(values, len(values) - n)[len(values) - n]
+        cand = np.flatnonzero(values >= kth)
+        return cand[np.argsort(-values[cand], kind="stable")][:n]
+    return np.argsort(-values, kind="stable")[:n]
 
 
 def _contiguous(windows: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -290,6 +312,7 @@ class _HostIndex:
     unique_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     structural: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
+    _by_class: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, events: pd.DataFrame, rows: np.ndarray | None = None) -> _HostIndex:
@@ -353,6 +376,19 @@ class _HostIndex:
         return np.concatenate((li, si))
 
 
+    def _classes(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """The events by class of duration (0, then floor(log2(dur)) + 1): per class its
+        positions (by start), their starts and its longest duration; computed once."""
+        if not self._by_class:
+            dur = self.end - self.start
+            klass = np.zeros(len(dur), dtype=np.int64)
+            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
+            order = np.argsort(klass, kind="stable")  # each class's members by position
+            keys, first = np.unique(klass[order], return_index=True)
+            for members in np.split(order, first[1:]) if len(keys) else []:
+                self._by_class.append((members, self.start[members], int(dur[members].max())))
+        return self._by_class
+
     def overlapping_many(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """overlapping(a[i], b[i]) of every stretch at once, as (offsets, positions): the
         positions of stretch i are ``positions[offsets[i]:offsets[i + 1]]``, in the order
@@ -364,15 +400,12 @@ class _HostIndex:
         after a. The work is the candidates', not a pass over the events per stretch."""
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
+        if not len(a):
+            return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         dur = self.end - self.start
-        klass = np.zeros(len(dur), dtype=np.int64)
-        klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
         gap_of: list[np.ndarray] = []
         pos_of: list[np.ndarray] = []
-        for k in np.unique(klass):
-            members = np.flatnonzero(klass == k)  # by position: by start
-            starts = self.start[members]
-            longest = int(dur[members].max())
+        for members, starts, longest in self._classes():
             lo = np.searchsorted(starts, a - longest, "left")
             hi = np.searchsorted(starts, b, "left")
             n = hi - lo
@@ -464,6 +497,132 @@ def _context(span: np.ndarray, hix: _HostIndex) -> str:
     return ""
 
 
+def _first_in_group(group: np.ndarray, flag: np.ndarray, n: int) -> np.ndarray:
+    """Per group 0..n-1 (``group`` sorted): the first index k with ``flag[k]``, else -1."""
+    out = np.full(n, -1, dtype=np.int64)
+    hit = np.flatnonzero(flag)
+    if len(hit):
+        g, first = np.unique(group[hit], return_index=True)
+        out[g] = hit[first]
+    return out
+
+
+def _next_in_group(group: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Per index k (``group`` sorted): the first index k' > k of k's group with
+    ``flag[k']``, else -1."""
+    k = len(group)
+    at = np.where(flag, np.arange(k), k)
+    nxt = np.append(np.minimum.accumulate(at[::-1])[::-1][1:], k) if k else at
+    ok = nxt < k
+    ok[ok] = group[nxt[ok]] == group[ok]
+    return np.where(ok, nxt, -1)
+
+
+def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostIndex,
+                   rules: IdleRules, cover: float, offsets: np.ndarray, flat: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``attribute`` of every stretch [a[i], b[i]) at once, as (cause, op, context) object
+    arrays; ``offsets``/``flat``: the host events overlapping each (overlapping_many).
+
+    The same choices as attribute's loop, made with sorts and segment searches over the
+    (stretch, event) pairs instead of a numpy pass per stretch: the launching thread's
+    events (all, when it has none), those covering ``cover`` of the stretch innermost first
+    without the structural ranges (the span), the first span event whose name matches a
+    cause, else the longest call inside the stretch matching an ``inside`` cause, else the
+    innermost framework op, else the innermost Python frame."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    tid = np.asarray(tid, dtype=np.int64)
+    n = len(a)
+    cause = np.full(n, "unexplained", dtype=object)
+    op = np.full(n, "", dtype=object)
+    ctx = np.full(n, "", dtype=object)
+    if not n or not len(flat):
+        return cause, op, ctx
+    grp = np.repeat(np.arange(n), np.diff(offsets))
+    pos = np.asarray(flat, dtype=np.int64)
+    # the launching thread's events (and those of no thread), when it has any there
+    ptid = hix.tid[pos]
+    same = (ptid == tid[grp]) | (ptid < 0)
+    has_same = np.zeros(n, dtype=bool)
+    has_same[grp[same]] = True
+    keep = same | (tid[grp] < 0) | ~has_same[grp]
+    grp, pos = grp[keep], pos[keep]
+    start, end = hix.start[pos], hix.end[pos]
+    dur = end - start
+    kind = hix.kind[pos]
+    is_op = kind == schema.KIND_CPU_OP
+    is_py = kind == _PYTHON_KIND
+    # per distinct name of the pairs: the first cause it matches, a user frame's short name
+    codes = hix.name_code[pos]
+    first_cause = np.full(len(hix.unique_names), -1, dtype=np.int64)
+    user_frame = np.zeros(len(hix.unique_names), dtype=bool)
+    short = np.array(hix.unique_names, dtype=object)
+    index_of = {c.id: i for i, c in enumerate(rules.causes)}
+    for u in np.unique(codes).tolist():
+        name = hix.unique_names[u]
+        c = _match(rules, name)
+        first_cause[u] = -1 if c is None else index_of[c.id]
+        if isinstance(name, str):
+            user_frame[u] = not _LIBRARY_FRAME.search(name)
+            short[u] = name.rsplit("/", 1)[-1]
+    # the span: covering events, innermost (shortest) first, ties in overlapping's order
+    ov = np.minimum(end, b[grp]) - np.maximum(start, a[grp])
+    sp = np.flatnonzero(ov >= cover * (b - a)[grp])
+    sp = sp[np.lexsort((dur[sp], grp[sp]))]
+    sp = sp[~hix.structural[pos[sp]]]
+    s_grp, s_pos, s_code = grp[sp], pos[sp], codes[sp]
+    s_ctx = is_py[sp] & user_frame[s_code]  # where _context looks
+    s_op = is_op[sp]
+    decided = np.zeros(n, dtype=bool)
+    # 1. the innermost span event naming a cause; its context: the next user frame out, else
+    #    (for a runtime call) the next framework op out
+    m = first_cause[s_code]
+    hit = _first_in_group(s_grp, m >= 0, n)
+    if (hit >= 0).any():
+        nxt_frame = _next_in_group(s_grp, s_ctx)
+        nxt_op = _next_in_group(s_grp, s_op)
+        for i in np.flatnonzero(hit >= 0).tolist():
+            k = int(hit[i])
+            cause[i] = rules.causes[int(m[k])].id
+            op[i] = hix.name[s_pos[k]]
+            f, o = int(nxt_frame[k]), int(nxt_op[k])
+            ctx[i] = (short[s_code[f]] if f >= 0 else "") or (
+                hix.name[s_pos[o]] if o >= 0 and kind[sp[k]] == schema.KIND_RUNTIME else "")
+        decided |= hit >= 0
+    first_frame = _first_in_group(s_grp, s_ctx, n)
+    # 2. calls made during the stretch matching an inside cause: the longest (the first of
+    #    equals, in overlapping's order)
+    during = (start >= a[grp]) & (kind == schema.KIND_RUNTIME) & ~decided[grp]
+    for c in rules.causes:
+        if not c.inside or c.pattern is None or not during.any():
+            continue
+        h = np.flatnonzero(during & hix.hits(c)[pos])
+        if not len(h):
+            continue
+        h = h[np.lexsort((-dur[h], grp[h]))]
+        gs, first = np.unique(grp[h], return_index=True)
+        for i, k in zip(gs.tolist(), h[first].tolist()):
+            cause[i] = c.id
+            op[i] = hix.name[pos[k]]
+            f = int(first_frame[i])
+            ctx[i] = short[s_code[f]] if f >= 0 else ""
+        decided[gs] = True
+        during &= ~decided[grp]
+    # 3. the innermost framework op, 4. the innermost Python frame
+    first_op = _first_in_group(s_grp, s_op, n)
+    first_py = _first_in_group(s_grp, is_py[sp], n)
+    for i in np.flatnonzero(~decided & ((first_op >= 0) | (first_py >= 0))).tolist():
+        k = int(first_op[i])
+        if k >= 0:
+            f = int(first_frame[i])
+            cause[i], op[i], ctx[i] = ("framework_op", hix.name[s_pos[k]],
+                                       short[s_code[f]] if f >= 0 else "")
+        else:
+            cause[i], op[i] = "python", short[s_code[int(first_py[i])]]
+    return cause, op, ctx
+
+
 # ---------------------------------------------------------------------------------------------
 # The idle section
 
@@ -484,8 +643,7 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         windows = [(int(window[0]), int(window[1]), -1)]
     g = gaps(work, host, windows)
     if len(g):
-        order = np.argsort(-g["host_wait_ns"].to_numpy(), kind="stable")
-        top = set(order[:top_n].tolist())
+        top = set(_largest(g["host_wait_ns"].to_numpy(), top_n).tolist())
         want = (g["host_wait_ns"] >= min_gap).to_numpy().copy()
         want[list(top)] = True
         want &= (g["host_wait_ns"] > 0).to_numpy()
@@ -507,29 +665,29 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g_tid = g["launch_tid"].to_numpy()
     blocking = {c.id for c in rules.causes if c.blocking}
     chosen = np.flatnonzero(want)
-    # the host events overlapping every stretch, found for all of them at once
-    offsets, flat = hix.overlapping_many(g_start[chosen], g_start[chosen] + g_hw[chosen])
-    for j, i in enumerate(chosen.tolist()):
-        a = int(g_start[i])
-        b = a + int(g_hw[i])
-        cause[i], op[i], ctx[i] = attribute(a, b, int(g_tid[i]), hix, rules, cover,
-                                            flat[offsets[j]:offsets[j + 1]])
-        if cause[i] == "unexplained" and b - a < unexplained_min:
-            cause[i] = "launch_gaps"  # host work between launches that the trace does not name
+    # the host events overlapping every stretch, found and attributed for all at once
+    a = g_start[chosen]
+    b = a + g_hw[chosen]
+    offsets, flat = hix.overlapping_many(a, b)
+    c, o, x = attribute_many(a, b, g_tid[chosen], hix, rules, cover, offsets, flat)
+    # host work between launches that the trace does not name
+    c[(c == "unexplained") & (b - a < unexplained_min)] = "launch_gaps"
+    cause[chosen], op[chosen], ctx[chosen] = c, o, x
     # A long GPU-side wait while the host sat in a blocking call (the queued work waited on a
     # copy or event the host drives): host wait too, attributed to that call.
     chosen = np.flatnonzero((g_kw >= min_gap) & bool(blocking))
-    offsets, flat = hix.overlapping_many(g_start[chosen] + g_hw[chosen],
-                                         g_start[chosen] + g_hw[chosen] + g_kw[chosen])
-    for j, i in enumerate(chosen.tolist()):
-        a = int(g_start[i] + g_hw[i])
-        b = a + int(g_kw[i])
-        c, o, x = attribute(a, b, int(g_tid[i]), hix, rules, cover,
-                            flat[offsets[j]:offsets[j + 1]])
-        if c in blocking and (g_kw[i] >= g_hw[i] or cause[i] in (c, "launch_gaps", "unexplained")):
-            cause[i], op[i], ctx[i] = c, o, x
-            g_hw[i] += g_kw[i]
-            g_kw[i] = 0
+    a = g_start[chosen] + g_hw[chosen]
+    b = a + g_kw[chosen]
+    offsets, flat = hix.overlapping_many(a, b)
+    c, o, x = attribute_many(a, b, g_tid[chosen], hix, rules, cover, offsets, flat)
+    was = cause[chosen]
+    take = np.array([ci in blocking and (kw >= hw or wi in (ci, "launch_gaps", "unexplained"))
+                     for ci, wi, kw, hw in zip(c.tolist(), was.tolist(), g_kw[chosen].tolist(),
+                                               g_hw[chosen].tolist())], dtype=bool)
+    chosen, c, o, x = chosen[take], c[take], o[take], x[take]
+    cause[chosen], op[chosen], ctx[chosen] = c, o, x
+    g_hw[chosen] += g_kw[chosen]
+    g_kw[chosen] = 0
     g["host_wait_ns"] = g_hw
     g["kernel_wait_ns"] = g_kw
     g["cause"] = cause
@@ -552,46 +710,126 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     return summarise(table, steps_df, rules), table
 
 
+def _group_sums(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct keys, sorted; the int64 sum of ``values`` per key)."""
+    if not len(keys):
+        return keys[:0], np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    first = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+    return k[first], np.add.reduceat(values[order].astype(np.int64), first)
+
+
+def _cause_groups(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The cause rows of the gap table: a gap's host-wait part goes to its (cause, op), its
+    kernel-wait part to (gpu_side, ""); per (cause, op), in order of first appearance (the
+    host-wait parts before the kernel-wait ones): ns, gaps, the steps it hits materially (at
+    least a quarter of its worst step's time) and its most frequent non-empty context.
+
+    Sums by sorted codes: a groupby and a Python pass over every gap cost ~1 s at a million
+    gaps."""
+    hw = table["host_wait_ns"].to_numpy(dtype=np.int64)
+    kw = table["kernel_wait_ns"].to_numpy(dtype=np.int64)
+    step = table["step"].to_numpy(dtype=np.int64)
+    h = np.flatnonzero(hw > 0)
+    k = np.flatnonzero(kw > 0)
+    cc, cu = pd.factorize(table["cause"])
+    oc, ou = pd.factorize(table["op"])
+    h = h[(cc[h] >= 0) & (oc[h] >= 0)]  # a missing cause or op is in no group (groupby's dropna)
+    m = len(ou) + 1
+    # group ids in order of first appearance (groupby's sort=False)
+    gid_h, distinct = pd.factorize(cc[h].astype(np.int64) * m + oc[h])
+    gid_h = gid_h.astype(np.int64)
+    labels = [(cu[int(d) // m], ou[int(d) % m]) for d in distinct]
+    index = {lab: i for i, lab in enumerate(labels)}
+    if len(k) and ("gpu_side", "") not in index:
+        index[("gpu_side", "")] = len(labels)
+        labels.append(("gpu_side", ""))
+    gid = np.concatenate((gid_h, np.full(len(k), index.get(("gpu_side", ""), 0))))
+    ns = np.concatenate((hw[h], kw[k]))
+    st = np.concatenate((step[h], step[k]))
+    g_ids, g_ns = _group_sums(gid, ns)
+    count = np.bincount(gid, minlength=len(labels))
+    # per (group, step) sums of the steps >= 0
+    sel = np.flatnonzero(st >= 0)
+    order = sel[np.lexsort((st[sel], gid[sel]))]
+    o_gid, o_st = gid[order], st[order]
+    cut = np.flatnonzero(np.concatenate(([True], (o_gid[1:] != o_gid[:-1])
+                                         | (o_st[1:] != o_st[:-1])))) if len(order) else order
+    ps_gid, ps_step = o_gid[cut], o_st[cut]
+    ps_ns = np.add.reduceat(ns[order], cut) if len(order) else np.zeros(0, dtype=np.int64)
+    # contexts: the non-empty ones of the host-wait parts, per group in row order
+    ctx_col = table["context"]
+    if ctx_col.isna().any():
+        ctx_of = _contexts_by_loop(ctx_col.to_numpy(dtype=object)[h], gid_h)
+    else:
+        xc, xu = pd.factorize(ctx_col)
+        truthy = np.array([bool(u) for u in xu], dtype=bool)
+        xh = xc[h]
+        t = np.flatnonzero(truthy[xh]) if len(xh) else np.zeros(0, dtype=np.int64)
+        t = t[np.argsort(gid_h[t], kind="stable")]
+        ctx_of = {}
+        bounds = np.flatnonzero(np.concatenate(([True], gid_h[t][1:] != gid_h[t][:-1]))) \
+            if len(t) else t
+        for lo, hi in zip(bounds.tolist(), [*bounds[1:].tolist(), len(t)]):
+            codes = xh[t[lo:hi]]
+            u, fi, cnt = np.unique(codes, return_index=True, return_counts=True)
+            seen = np.argsort(fi, kind="stable")
+            n_of = {xu[int(c)]: int(n) for c, n in zip(u[seen], cnt[seen])}
+            # max over the set of contexts, as max(set(ctxs), key=ctxs.count) picks it (a set
+            # built from the distinct values in first-appearance order iterates alike)
+            ctx_of[int(gid_h[t[lo]])] = max(set(n_of), key=n_of.__getitem__)
+    out = []
+    ns_of = dict(zip(g_ids.tolist(), g_ns.tolist()))
+    s_lo = np.searchsorted(ps_gid, np.arange(len(labels)), "left")
+    s_hi = np.searchsorted(ps_gid, np.arange(len(labels)), "right")
+    for i, (cid, op_name) in enumerate(labels):
+        v = ps_ns[s_lo[i]:s_hi[i]]
+        steps = (sorted(int(x) for x in ps_step[s_lo[i]:s_hi[i]][v >= 0.25 * v.max()])
+                 if len(v) else [])
+        out.append({"cause": cid, "op": op_name, "ns": int(ns_of.get(i, 0)),
+                    "gaps": int(count[i]), "steps": steps, "context": ctx_of.get(i, "")})
+    return out
+
+
+def _contexts_by_loop(ctx: np.ndarray, gid: np.ndarray) -> dict[int, Any]:
+    """Per group, its most frequent truthy context, by the loop (a context column with
+    missing values: NaN is truthy)."""
+    out: dict[int, Any] = {}
+    for g in np.unique(gid).tolist():
+        ctxs = [c for c in ctx[gid == g] if c]
+        if ctxs:
+            out[g] = max(set(ctxs), key=ctxs.count)
+    return out
+
+
 def summarise(table: pd.DataFrame, steps_df: pd.DataFrame, rules: IdleRules) -> dict[str, Any]:
     """The JSON ``idle`` object from the gap table."""
     top_n = int(rules.attribution.get("top_gaps", 20))
     host_wait = int(table["host_wait_ns"].sum()) if len(table) else 0
     kernel_wait = int(table["kernel_wait_ns"].sum()) if len(table) else 0
     idle = host_wait + kernel_wait
-    # Cause rows: a gap's host-wait part goes to its cause, its kernel-wait part to gpu_side.
-    parts = []
-    if len(table):
-        hw = table[table["host_wait_ns"] > 0]
-        parts.append(pd.DataFrame({"cause": hw["cause"], "op": hw["op"], "context": hw["context"],
-                                   "ns": hw["host_wait_ns"], "step": hw["step"]}))
-        kw = table[table["kernel_wait_ns"] > 0]
-        parts.append(pd.DataFrame({"cause": "gpu_side", "op": "", "context": "",
-                                   "ns": kw["kernel_wait_ns"], "step": kw["step"]}))
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["cause", "op", "context", "ns", "step"])
     causes: list[dict[str, Any]] = []
-    for (cid, op_name), grp in rows.groupby(["cause", "op"], sort=False):
+    for grp in (_cause_groups(table) if len(table) else []):
+        cid = grp["cause"]
         desc = rules.describe(str(cid))
-        # The steps it hits materially: at least a quarter of its worst step's time.
-        per_step = grp[grp["step"] >= 0].groupby("step")["ns"].sum()
-        steps = sorted(int(s) for s, v in per_step.items() if v >= 0.25 * per_step.max())
-        ctxs = [c for c in grp["context"] if c]
-        causes.append({"cause": str(cid), "op": str(op_name), "ns": int(grp["ns"].sum()),
-                       "share_of_idle": round(float(grp["ns"].sum()) / idle, 6) if idle else 0.0,
-                       "gaps": int(len(grp)), "steps": steps,
-                       "context": max(set(ctxs), key=ctxs.count) if ctxs else "",
+        causes.append({"cause": str(cid), "op": str(grp["op"]), "ns": grp["ns"],
+                       "share_of_idle": round(float(grp["ns"]) / idle, 6) if idle else 0.0,
+                       "gaps": grp["gaps"], "steps": grp["steps"], "context": grp["context"],
                        "title": desc.title if desc else str(cid)})
     causes.sort(key=lambda c: -c["ns"])
-    largest = table.sort_values("dur_ns", ascending=False, kind="stable").head(top_n)
+    largest = table.iloc[_largest(table["dur_ns"].to_numpy(), top_n)] if len(table) else table
     gap_rows = [{"start_ns": int(r["start_ns"]), "dur_ns": int(r["dur_ns"]),
                  "host_wait_ns": int(r["host_wait_ns"]), "kernel_wait_ns": int(r["kernel_wait_ns"]),
                  "step": int(r["step"]), "cause": r["cause"], "op": r["op"], "next": r["next"]}
                 for r in largest.to_dict("records")]
     by_step = []
     if len(steps_df) and len(table):
-        per = table.groupby("step")[["host_wait_ns", "kernel_wait_ns"]].sum()
-        host_of = per["host_wait_ns"].to_dict()
-        kern_of = per["kernel_wait_ns"].to_dict()
+        step = table["step"].to_numpy(dtype=np.int64)
+        keys, host = _group_sums(step, table["host_wait_ns"].to_numpy(dtype=np.int64))
+        _, kern = _group_sums(step, table["kernel_wait_ns"].to_numpy(dtype=np.int64))
+        host_of = dict(zip(keys.tolist(), host.tolist()))
+        kern_of = dict(zip(keys.tolist(), kern.tolist()))
         for r in steps_df[["step", "phase"]].to_dict("records"):
             s = int(r["step"])
             hw_s = int(host_of.get(s, 0))
@@ -626,6 +864,7 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
         return Check("step_outliers", SKIP, "no step ranges: no per-step comparison", {})
     flagged: list[dict[str, Any]] = []
     compared = 0
+    waits_of: dict[int, np.ndarray] | None = None  # step -> its host-wait gaps' positions
     for phase, grp in steps_df.groupby("phase", sort=False):
         if len(grp) < min_steps:
             continue
@@ -639,7 +878,15 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
             if not same or r["wall_ns"] <= factor * typical:
                 continue
             extra = int(r["wall_ns"] - typical)
-            mine = table[(table["step"] == r["step"]) & (table["host_wait_ns"] > 0)]
+            if waits_of is None:
+                # the gaps with host wait, by step, found once (a mask of the whole table
+                # per slow step cost ~50 ms each at a million gaps)
+                waits = np.flatnonzero((table["host_wait_ns"] > 0).to_numpy())
+                of_step = table["step"].to_numpy()[waits]
+                order = np.argsort(of_step, kind="stable")
+                keys, first = np.unique(of_step[order], return_index=True)
+                waits_of = dict(zip(keys.tolist(), np.split(waits[order], first[1:])))
+            mine = table.iloc[waits_of.get(r["step"], waits[:0])]
             by = mine.groupby(["cause", "op"])["host_wait_ns"].sum().sort_values(ascending=False)
             specific = by[[c not in ("launch_gaps", "gpu_side") for c, _ in by.index]]
             top = specific if len(specific) and specific.iloc[0] >= 0.5 * extra else by

@@ -11,6 +11,7 @@ window by cause. ``compare`` and ``gate`` attribute a change of the median step 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,32 @@ def _gaps(starts: np.ndarray, ends: np.ndarray, graph: np.ndarray, w0: int,
 CAUSE_GPU_WAIT = "GPU-side waits (dependent kernels, stream waits)"
 
 
-def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None,
+@dataclass(frozen=True)
+class _CauseRows:
+    """The columns of a cause table (_cause_table) _cause_of reads, taken once: a row
+    lookup (``iloc``) per gap of the median steps cost ~0.1 ms each."""
+
+    start: np.ndarray
+    end: np.ndarray
+    dur: np.ndarray
+    host: np.ndarray | None  # host_wait_ns, when the table has it
+    cause: Any
+    op: Any
+
+    @classmethod
+    def of(cls, t: pd.DataFrame) -> _CauseRows:
+        return cls(t["start_ns"].to_numpy(), t["end_ns"].to_numpy(dtype=np.int64),
+                   t["dur_ns"].to_numpy(), t["host_wait_ns"].to_numpy()
+                   if "host_wait_ns" in t else None, t["cause"].array,
+                   # the string columns as they are (read a cell at a time: an object array
+                   # of a million gaps' names would hold a str per gap)
+                   t["op"].array if "op" in t else None)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | _CauseRows | None,
               titles: dict[str, str]) -> list[tuple[str, float]]:
     """(cause, ns) parts of one gap of the step window.
 
@@ -74,15 +100,16 @@ def _cause_of(gap: tuple[int, int, bool], causes: pd.DataFrame | None,
     start, end, in_graph = gap
     length = float(end - start)
     if causes is not None and len(causes):
+        c = causes if isinstance(causes, _CauseRows) else _CauseRows.of(causes)
         mid = (start + end) // 2
-        i = int(np.searchsorted(causes["start_ns"].to_numpy(), mid, side="right")) - 1
-        if i >= 0 and int(causes["end_ns"].to_numpy(dtype=np.int64)[i]) >= mid:
-            row = causes.iloc[i]
-            dur = float(row["dur_ns"]) or 1.0
-            host = length * min(max(float(row.get("host_wait_ns", dur)) / dur, 0.0), 1.0)
-            cid = str(row["cause"])
+        i = int(np.searchsorted(c.start, mid, side="right")) - 1
+        if i >= 0 and int(c.end[i]) >= mid:
+            dur = float(c.dur[i]) or 1.0
+            host = length * min(max(float(c.host[i] if c.host is not None else dur) / dur,
+                                    0.0), 1.0)
+            cid = str(c.cause[i])
             name = titles.get(cid, cid.replace("_", " "))
-            op = row.get("op")
+            op = c.op[i] if c.op is not None else None
             if isinstance(op, str) and op and cid not in ("launch_gaps", "gpu_side"):
                 name = f"{name}: {op}"
             parts = [(name, host)] if host > 0 else []
@@ -117,7 +144,8 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
     """
     if steps is None or not len(steps) or "_w0" not in steps:
         return {}
-    causes = _cause_table(idle_gaps)
+    table = _cause_table(idle_gaps)
+    causes = _CauseRows.of(table) if table is not None else None
     starts = work["start_ns"].to_numpy(dtype=np.int64)
     ends = starts + work["dur_ns"].to_numpy(dtype=np.int64)
     graph = work["graph_launch"].fillna(False).to_numpy(dtype=bool) \

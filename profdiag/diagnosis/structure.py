@@ -192,24 +192,40 @@ def _common_suffix(a: list[Gemm], b: list[Gemm], limit: int) -> int:
 def _merge_adjacent(anc: pd.DataFrame, gemm_t: np.ndarray) -> pd.DataFrame:
     """One anchor per layer: attention calls with no GEMM between them are one layer's (a
     mixed batch's prefill and decode attention kernels, an unrecognised combine pass)."""
-    t = anc["start_ns"].to_numpy()
+    keep = _adjacent_keep(anc["start_ns"].to_numpy(), gemm_t)
+    return anc[keep].reset_index(drop=True) if keep is not None else anc
+
+
+def _adjacent_keep(t: np.ndarray, gemm_t: np.ndarray) -> np.ndarray | None:
+    """_merge_adjacent's rows to keep of anchors starting at ``t``; None: all of them."""
     if len(t) < 2:
-        return anc
+        return None
     between = np.searchsorted(gemm_t, t[1:], side="left") - np.searchsorted(
         gemm_t, t[:-1], side="right")
     keep = np.concatenate(([True], between > 0))
-    return anc[keep].reset_index(drop=True) if not keep.all() else anc
+    return None if keep.all() else keep
 
 
 def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | None:
     """Split one forward's GEMM calls into layers at its anchors."""
     if anc.empty:
         return None
-    anc = _merge_adjacent(anc, calls["start_ns"].to_numpy())
-    a_t = anc["start_ns"].to_numpy()
-    kinds = anc["kind"].astype(str).tolist()
-    gaps_idx = np.searchsorted(a_t, calls["start_ns"].to_numpy(), side="right")
-    gems = _gemms(calls)
+    names = anc["name"].astype(str).tolist() if "name" in anc else [""] * len(anc)
+    return _segment(calls["start_ns"].to_numpy(), _gemms(calls), anc["start_ns"].to_numpy(),
+                    anc["kind"].astype(str).tolist(), names, phase)
+
+
+def _segment(c_t: np.ndarray, gems: list[Gemm], a_t: np.ndarray, kinds: list[str],
+             names: list[str], phase: str) -> Forward | None:
+    """segment() of the calls' starts and GEMMs and the anchors' starts, kinds and names."""
+    if not len(a_t):
+        return None
+    keep = _adjacent_keep(a_t, c_t)
+    if keep is not None:  # one anchor per layer (_merge_adjacent)
+        a_t = a_t[keep]
+        kinds = [k for k, x in zip(kinds, keep.tolist()) if x]
+        names = [n for n, x in zip(names, keep.tolist()) if x]
+    gaps_idx = np.searchsorted(a_t, c_t, side="right")
     gaps: list[list[Gemm]] = [[] for _ in range(len(a_t) + 1)]
     for g, i in zip(gems, gaps_idx):
         gaps[int(i)].append(g)
@@ -239,7 +255,6 @@ def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | Non
         modal_post = max(len(last) - 1, 0)
     posts.append(last[:modal_post])
     tail = last[modal_post:]
-    names = anc["name"].astype(str).tolist() if "name" in anc else [""] * len(kinds)
     layers = [Layer(kind, pre, post, bool(_SLIDING.search(name)))
               for kind, pre, post, name in zip(kinds, pres, posts, names)]
     return Forward(phase, before, layers, tail)
@@ -367,20 +382,35 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
     """The observed structure over the given (step, phase) forwards (step -1: the window)."""
     cfg = raw_config(spec)
     segs: list[Forward] = []
+    # each step's rows, found once (a mask of every call per step cost seconds at 1,000 steps)
+    per_step = any(step >= 0 for step, _ in forwards)
+    calls_of = _rows_by_step(calls) if per_step else {}
+    anc_of = _rows_by_step(anc) if per_step else {}
+    # the columns segment() reads, taken once for all forwards: starts, each call's GEMM
+    # fields (computed once per distinct call), the anchors' kinds and names
+    c_t = calls["start_ns"].to_numpy()
+    a_t = anc["start_ns"].to_numpy()
+    fields_of, fields = _gemm_fields(calls)
+    kinds = np.array(anc["kind"].astype(str).tolist(), dtype=object)
+    anc_names = np.array(anc["name"].astype(str).tolist() if "name" in anc else [""] * len(anc),
+                         dtype=object)
+    all_c, all_a = np.arange(len(calls)), np.arange(len(anc))
     for step, phase in forwards:
-        c = calls[calls["step"] == step] if step >= 0 else calls
-        a = anc[anc["step"] == step] if step >= 0 else anc
-        if step < 0 and spec.layers and len(a) > spec.layers and len(a) % spec.layers == 0:
+        rc = calls_of.get(step, _NO_ROWS) if step >= 0 else all_c
+        ra = anc_of.get(step, _NO_ROWS) if step >= 0 else all_a
+        if step < 0 and spec.layers and len(ra) > spec.layers and len(ra) % spec.layers == 0:
             # No step ranges but several forwards: one forward per `layers` anchors.
-            t = a["start_ns"].to_numpy()
+            t = a_t[ra]
             cuts = [t[i] for i in range(spec.layers, len(t), spec.layers)]
         else:
             # No step ranges: one forward ends after each lm_head (the widest GEMM).
-            cuts = _lm_head_cuts(c, len(a)) if step < 0 else []
+            cuts = _lm_head_cuts(calls, len(ra)) if step < 0 else []
         bounds = [-np.inf, *cuts, np.inf]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            seg = segment(c[(c["start_ns"] >= lo) & (c["start_ns"] < hi)],
-                          a[(a["start_ns"] >= lo) & (a["start_ns"] < hi)], phase)
+            sc = rc[(c_t[rc] >= lo) & (c_t[rc] < hi)] if cuts else rc
+            sa = ra[(a_t[ra] >= lo) & (a_t[ra] < hi)] if cuts else ra
+            seg = _segment(c_t[sc], [Gemm(*fields[j]) for j in fields_of[sc].tolist()],
+                           a_t[sa], kinds[sa].tolist(), anc_names[sa].tolist(), phase)
             if seg:
                 segs.append(seg)
     if not segs:
@@ -395,7 +425,35 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
         _label_edges(f)
     linked = bool(anc["linked"].any()) if "linked" in anc else False
     return {"forwards": segs, "dims": d, "mla": mla, "config": cfg, "linked": linked,
-            "mixers": bool((anc["kind"] == "mixer").any())}
+            "mixers": bool((anc["kind"] == "mixer").any()),
+            # each call's signature (as its Gemm's), for counts' per-signature times
+            "signatures": [fields[j][0] for j in fields_of.tolist()]}
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_GEMM_KEYS = ("name", "op_name", "input_dims", "role", "kernel_dtype")
+
+
+def _gemm_fields(calls: pd.DataFrame) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """(per call, the index of its distinct (name, op, shapes, role, dtype); per distinct
+    one, the fields of _gemms' Gemm): a GEMM-heavy trace has hundreds of thousands of calls
+    of a few hundred kinds, each of whose shapes _gemms would parse again."""
+    key = np.zeros(len(calls), dtype=np.int64)
+    for col in _GEMM_KEYS:
+        codes, uniques = pd.factorize(calls[col], use_na_sentinel=False)
+        key = pd.factorize(key * (len(uniques) + 1) + codes)[0].astype(np.int64)
+    first = np.unique(key, return_index=True)[1]  # codes 0..m-1 in order of appearance
+    fields = [(g.sig, g.name, g.k, g.n, g.role, g.dtype) for g in _gemms(calls.iloc[first])]
+    return key, fields
+
+
+def _rows_by_step(table: pd.DataFrame) -> dict[Any, np.ndarray]:
+    """step value -> the positions of its rows, in table order (what ``table["step"] ==
+    step`` selects; rows of a missing step in none)."""
+    if "step" not in table or not len(table):
+        return {}
+    groups = table["step"].groupby(table["step"].to_numpy(), sort=False).indices
+    return {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
 
 
 def _label_edges(f: Forward) -> None:
