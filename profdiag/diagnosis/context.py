@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import engines, schema, thresholds as typed_thresholds
+from .. import engines, schema, strcols, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
 from ..gemm import CPU_COMPUTE_OPS, TOKEN_GEMM_OPS, dims_of, weight_kn
@@ -106,9 +106,11 @@ _TRIVIAL_CPU_OPS = re.compile(
 def _cpu_work(trace: Trace) -> pd.DataFrame:
     """Leaf CPU compute ops re-expressed as device work on a pseudo device 'cpu'."""
     ev = trace.events
-    ops = ev[(ev["kind"] == schema.KIND_CPU_OP) & ~ev["name"].astype(str).str.match(_TRIVIAL_CPU_OPS)]
+    # one regex match per distinct name (the compact table's categories), not per row
+    ops = ev[(ev["kind"] == schema.KIND_CPU_OP).to_numpy(dtype=bool)
+             & ~strcols.match(ev["name"], _TRIVIAL_CPU_OPS)]
     leaves = leaf_cpu_ops(ops)
-    if leaves.empty or not leaves["name"].str.match(CPU_COMPUTE_OP).any():
+    if leaves.empty or not strcols.match(leaves["name"], CPU_COMPUTE_OP).any():
         return leaves.iloc[0:0]
     work = leaves.copy()
     work["kind"] = pd.Categorical(["kernel"] * len(work), categories=list(schema.ALL_KINDS))

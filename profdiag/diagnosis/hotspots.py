@@ -35,7 +35,7 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
         short_name=("short_name", "first"), **{"class": ("class", "first")},
         category=("category", "first"), calls=("dur_ns", "size"), total_ns=("dur_ns", "sum"))
     g = g.sort_values("total_ns", ascending=False).head(top).reset_index()
-    for col in ("name", "short_name"):  # the compact table's Categoricals: the report's text
+    for col in ("name", "short_name", "class", "category"):  # Categoricals: the report's text
         g[col] = strcols.to_text(g[col])
     g["mean_ns"] = (g["total_ns"] / g["calls"]).round().astype("int64")
     g["share"] = g["total_ns"] / (busy_ns or 1)
