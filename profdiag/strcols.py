@@ -75,3 +75,62 @@ def as_str_objects(col: pd.Series) -> np.ndarray:
     codes, values = codes_values(col)
     table = np.append(np.asarray([str(v) for v in values.tolist()], dtype=object), np.nan)
     return table[codes]
+
+
+def sum_by_value(col: pd.Series, weights: np.ndarray, missing: str | None = None) -> pd.Series:
+    """``weights`` summed per distinct value of ``col``, indexed by the values in sorted
+    order (a groupby's key order). Missing rows are left out (as a groupby leaves NA keys
+    out), or summed under the text ``missing`` when given (a ``fillna(missing)`` first)."""
+    codes, values = codes_values(col)
+    if missing is not None and (codes < 0).any():
+        at = [i for i, v in enumerate(values.tolist()) if v == missing]
+        if at:
+            codes = np.where(codes < 0, at[0], codes)
+        else:
+            values = np.append(values, np.array([missing], dtype=object))
+            codes = np.where(codes < 0, len(values) - 1, codes)
+    keep = codes >= 0
+    sums = pd.Series(np.asarray(weights)[keep]).groupby(codes[keep]).sum()
+    names = values[sums.index.to_numpy()]
+    order = np.argsort(names, kind="stable")
+    return pd.Series(sums.to_numpy()[order], index=pd.Index(names[order], dtype=object))
+
+
+def first_pairs(keys: pd.Series, values: pd.Series) -> dict[str, str]:
+    """``{str(key): str(value)}`` of the first row of each distinct key, in order of first
+    appearance (``drop_duplicates(key)``; a missing key or value reads "nan", as ``str`` of
+    ``astype(str)``'s NaN does)."""
+    kc, kv = codes_values(keys)
+    vc, vv = codes_values(values)
+    uniq, first = np.unique(kc, return_index=True)
+    first.sort()
+    ktext = [str(v) for v in kv.tolist()] + ["nan"]
+    vtext = [str(v) for v in vv.tolist()] + ["nan"]
+    return {ktext[kc[i]]: vtext[vc[i]] for i in first.tolist()}
+
+
+def objects(col: pd.Series | Any, missing: Any = pd.NA) -> np.ndarray:
+    """Each row's value as an object array (one str object per distinct value), ``missing``
+    (pd.NA: what iterating a ``string`` column gives) where the value is missing."""
+    codes, values = codes_values(col)
+    return np.append(values, np.array([missing], dtype=object))[codes]
+
+
+def per_combo(frame: pd.DataFrame, cols: Iterable[str], fn: Callable[..., Any],
+              missing: Any = pd.NA) -> np.ndarray:
+    """``fn(*values)`` of each row's values in ``cols``, computed once per distinct
+    combination of them (by code); a missing value is passed as ``missing``."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    tables = []
+    for c in cols:
+        codes, values = codes_values(frame[c])
+        ext = np.append(values, np.array([missing], dtype=object))
+        tables.append(ext)
+        combined = combined * len(ext) + np.where(codes < 0, len(ext) - 1, codes)
+        combined = np.asarray(pd.factorize(combined)[0], dtype=np.int64)
+    keys, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    per_col = [np.asarray(codes_values(frame[c])[0]) for c in cols]
+    out = np.empty(len(keys), dtype=object)
+    for j, i in enumerate(first.tolist()):
+        out[j] = fn(*(t[pc[i]] for t, pc in zip(tables, per_col)))
+    return out[np.asarray(inverse).reshape(-1)]
