@@ -38,9 +38,14 @@ def per_value(col: pd.Series, fn: Callable[[str], Any], missing: Any = None,
     """``fn`` of each row's value, computed once per distinct value; ``missing`` where NA."""
     codes, values = codes_values(col)
     table = np.empty(len(values) + 1, dtype=dtype)
-    for i, v in enumerate(values.tolist()):
-        table[i] = fn(v)
     table[-1] = missing
+    if len(values) <= 64:
+        for i, v in enumerate(values.tolist()):
+            table[i] = fn(v)
+    else:  # a row subset of a table with many names: only the values its rows hold
+        used = np.flatnonzero(np.bincount(codes + 1, minlength=len(values) + 1)[1:])
+        for i, v in zip(used.tolist(), values[used].tolist()):
+            table[i] = fn(v)
     return table[codes]
 
 
@@ -134,3 +139,10 @@ def per_combo(frame: pd.DataFrame, cols: Iterable[str], fn: Callable[..., Any],
     for j, i in enumerate(first.tolist()):
         out[j] = fn(*(t[pc[i]] for t, pc in zip(tables, per_col)))
     return out[np.asarray(inverse).reshape(-1)]
+
+
+def value_at(col: pd.Series, pos: int, missing: Any = pd.NA) -> Any:
+    """The value of row ``pos`` (positional), ``missing`` (pd.NA, as a ``string`` column
+    gives it) when it has none."""
+    value = col.iloc[pos]
+    return missing if value is None or value is pd.NA or value != value else value
