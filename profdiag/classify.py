@@ -410,10 +410,12 @@ def _shape_consistent(out: pd.DataFrame, gpu: np.ndarray, row_code: np.ndarray,
     op_codes, op_values = strcols.codes_values(out["op_name"])
     dim_codes, dim_values = strcols.codes_values(out["input_dims"])
     # one shape per distinct (op, dims) pair of the candidate rows
-    pairs, pair_of = np.unique(np.stack([op_codes[pos], dim_codes[pos]], axis=1), axis=0,
-                               return_inverse=True)
+    n_dims = len(dim_values) + 1
+    keys, pair_of = np.unique(op_codes[pos].astype(np.int64) * n_dims + dim_codes[pos],
+                              return_inverse=True)
+    pairs = [(k // n_dims, k % n_dims) for k in keys.tolist()]
     wide = np.zeros(len(pairs), dtype=bool)
-    for i, (oc, dc) in enumerate(pairs.tolist()):
+    for i, (oc, dc) in enumerate(pairs):
         shp = _shape_of(str(op_values[oc]), str(dim_values[dc]))
         wide[i] = shp is not None and int(min(shp.m, shp.n)) > GEMV_MAX_ROWS
     moved = pos[wide[np.asarray(pair_of).reshape(-1)]]

@@ -111,7 +111,8 @@ def phase_breakdown(work: pd.DataFrame, rows_of: dict[int, np.ndarray], idx: lis
     # (drop_duplicates of (step, class), then the class's last entry; missing reads "nan")
     cls_text = [str(v) for v in cls_values.tolist()] + ["nan"]
     cat_text = [str(v) for v in cat_values.tolist()] + ["nan"]
-    _, firsts = np.unique(np.stack([pos, cls_of], axis=1), axis=0, return_index=True)
+    pair = pos.astype(np.int64) * (len(cls_values) + 1) + (cls_of.astype(np.int64) + 1)
+    _, firsts = np.unique(pair, return_index=True)
     firsts.sort()
     class_category: dict[str, str] = {}
     for i in firsts.tolist():
