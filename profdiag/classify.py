@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import strcols
 from ._literals import Literals, required_literals
 from .errors import RulesError
 from .gemm import GEMM_OPS
@@ -302,13 +303,13 @@ def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
 def _distinct_keys(events: pd.DataFrame, rows: np.ndarray
                    ) -> tuple[list[tuple[Any, Any, Any]], np.ndarray]:
     """The distinct (kind, name, op_name) of ``rows`` (missing values as None) and each row's
-    code into them, from per-column codes (no Python object per row)."""
+    code into them, from per-column codes (no Python object per row; a compact column's
+    codes as they are)."""
     parts = []
     for col in ("kind", "name", "op_name"):
-        c, u = pd.factorize(events[col], use_na_sentinel=True)
-        values = [v if isinstance(v, str) or not pd.isna(v) else None
-                  for v in np.asarray(u, dtype=object).tolist()] + [None]
-        parts.append((np.asarray(c)[rows].astype(np.int64), values))
+        c, u = strcols.codes_values(events[col])
+        values = [v if isinstance(v, str) or not pd.isna(v) else None for v in u.tolist()] + [None]
+        parts.append((c[rows].astype(np.int64), values))
     combined = np.zeros(int(rows.sum()), dtype=np.int64)
     for c, values in parts:
         combined, _ = pd.factorize(combined * len(values) + np.where(c < 0, len(values) - 1, c))
@@ -318,6 +319,11 @@ def _distinct_keys(events: pd.DataFrame, rows: np.ndarray
     return uniq, combined
 
 
+# The columns classify adds, in order: each row's is one outcome (a tuple of these).
+CLASS_COLUMNS = ("category", "class", "rule_id", "kernel_dtype", "role")
+_Outcome = tuple[str | None, str | None, str | None, str | None, str | None]
+
+
 def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame:
     """Return ``events`` with ``category``, ``class``, ``rule_id``, ``kernel_dtype``, ``role`` added.
 
@@ -325,75 +331,100 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
 
     Host-side rows get category "overhead"/class = their kind for runtime and sync calls,
     and NA for cpu_op/annotations (they are not device work).
+
+    The added columns take the table's form: ``string`` columns for a canonical table,
+    sorted Categoricals (as ``schema.compact`` writes string columns) for a compact one.
     """
     rules = rules or load_rules()
     out = events.copy(deep=False)  # copy-on-write: the columns added are out's alone
     n = len(out)
-    category = pd.Series(pd.NA, index=out.index, dtype="string")
-    klass = pd.Series(pd.NA, index=out.index, dtype="string")
-    rule_id = pd.Series(pd.NA, index=out.index, dtype="string")
-    dtype = pd.Series(pd.NA, index=out.index, dtype="string")
-    role = pd.Series(pd.NA, index=out.index, dtype="string")
+    # Each row's outcome as a code into ``table`` (-1: none), one rule match per distinct key.
+    table: list[_Outcome] = []
+    row_code = np.full(n, -1, dtype=np.int64)
     if n:
-        gpu = out["kind"].isin(("kernel", "memcpy", "memset"))
+        kind = out["kind"]
+        gpu = kind.isin(("kernel", "memcpy", "memset")).to_numpy(dtype=bool)
         if gpu.any():
-            uniq, codes = _distinct_keys(out, gpu.to_numpy(dtype=bool))
-            cat_map, cls_map, rid_map, dt_map, role_map = {}, {}, {}, {}, {}
-            for key in uniq:
-                kind, name, op = key
-                m = rules.match(str(kind), name if isinstance(name, str) else "",
+            uniq, codes = _distinct_keys(out, gpu)
+            for k, name, op in uniq:
+                m = rules.match(str(k), name if isinstance(name, str) else "",
                                 op if isinstance(op, str) else None)
-                cat_map[key], cls_map[key] = m.category, m.klass
-                rid_map[key] = m.rule.id if m.rule else pd.NA
-                dt_map[key] = (m.rule.dtype or pd.NA) if m.rule else pd.NA
-                role_map[key] = (m.rule.role or pd.NA) if m.rule else pd.NA
-            category.loc[gpu] = pd.array([cat_map[u] for u in uniq], dtype="string")[codes]
-            klass.loc[gpu] = pd.array([cls_map[u] for u in uniq], dtype="string")[codes]
-            rule_id.loc[gpu] = pd.array([rid_map[u] for u in uniq], dtype="string")[codes]
-            dtype.loc[gpu] = pd.array([dt_map[u] for u in uniq], dtype="string")[codes]
-            role.loc[gpu] = pd.array([role_map[u] for u in uniq], dtype="string")[codes]
-            _shape_consistent(out, gpu, klass, rule_id)
-        host = out["kind"].isin(("runtime", "sync"))
-        category.loc[host] = "overhead"
-        klass.loc[host] = out.loc[host, "kind"].astype("string")
-    out["category"] = category
-    out["class"] = klass
-    out["rule_id"] = rule_id
-    out["kernel_dtype"] = dtype
-    out["role"] = role
+                table.append((m.category, m.klass, m.rule.id if m.rule else None,
+                              (m.rule.dtype or None) if m.rule else None,
+                              (m.rule.role or None) if m.rule else None))
+            row_code[gpu] = codes
+            _shape_consistent(out, gpu, row_code, table)
+        for host_kind in ("runtime", "sync"):
+            host = (kind == host_kind).to_numpy(dtype=bool)
+            if host.any():
+                table.append(("overhead", host_kind, None, None, None))
+                row_code[host] = len(table) - 1
+    compact = "name" in out.columns and isinstance(out["name"].dtype, pd.CategoricalDtype)
+    for j, col in enumerate(CLASS_COLUMNS):
+        out[col] = _outcome_column([t[j] for t in table], row_code, compact, out.index)
     return out
+
+
+def _outcome_column(values: list[str | None], row_code: np.ndarray, compact: bool,
+                    index: pd.Index) -> pd.Series:
+    """One added column: each row's value from the outcome table (NA where code -1)."""
+    if compact:
+        cats = sorted({v for v in values if v is not None})
+        pos = {c: i for i, c in enumerate(cats)}
+        lut = np.array([pos[v] if v is not None else -1 for v in values] + [-1], dtype=np.int64)
+        codes = lut[row_code]  # code -1 takes the last entry: missing
+        dtype = pd.CategoricalDtype(pd.Index(cats, dtype="string"))
+        cat = pd.Categorical.from_codes(codes.astype(np.int8 if len(cats) < 127 else np.int32),
+                                        dtype=dtype)
+        return pd.Series(cat, index=index, copy=False)
+    arr = pd.array([*values, None], dtype="string")
+    return pd.Series(arr.take(np.where(row_code < 0, len(values), row_code)), index=index,
+                     copy=False)
 
 
 # A GEMV is a GEMM whose token side is this small (the gemv rules' premise: M <= 8).
 GEMV_MAX_ROWS = 8
 
 
-def _shape_consistent(out: pd.DataFrame, gpu: pd.Series, klass: pd.Series,
-                      rule_id: pd.Series) -> None:
+def _shape_consistent(out: pd.DataFrame, gpu: np.ndarray, row_code: np.ndarray,
+                      table: list[_Outcome]) -> None:
     """Make a kernel's class agree with its launching op's shapes, when they are known.
 
     A name rule may call a kernel a GEMV (an nvjet tile with an 8-wide side) that the trace
     shows running ``aten::mm [[2048, 2048], [2048, 512]]``: M = 2048 rows is a GEMM. Such rows
-    become class ``gemm`` with rule id ``<rule>+shape`` (the rule matched, the shapes won).
+    become class ``gemm`` with rule id ``<rule>+shape`` (the rule matched, the shapes won):
+    their outcome code moves to a ``+shape`` variant appended to ``table``.
     """
     if "input_dims" not in out.columns or "op_name" not in out.columns:
         return
-    cand = (gpu & (klass == "gemv").fillna(False) & out["op_name"].isin(GEMM_OPS).fillna(False)
-            & out["input_dims"].notna())
+    gemv = [i for i, t in enumerate(table) if t[1] == "gemv"]
+    if not gemv:
+        return
+    cand = (gpu & np.isin(row_code, gemv) & strcols.isin(out["op_name"], GEMM_OPS)
+            & out["input_dims"].notna().to_numpy(dtype=bool))
     if not cand.any():
         return
     from .roofline import _shape_of  # lazy: roofline imports pandas-heavy helpers
 
-    rows_of: dict[tuple[str, str], int | None] = {}
-    for idx, op, dims in zip(out.index[cand], out.loc[cand, "op_name"], out.loc[cand, "input_dims"]):
-        key = (str(op), str(dims))
-        if key not in rows_of:
-            shp = _shape_of(key[0], key[1])
-            rows_of[key] = None if shp is None else int(min(shp.m, shp.n))
-        rows = rows_of[key]
-        if rows is not None and rows > GEMV_MAX_ROWS:
-            klass.at[idx] = "gemm"
-            rule_id.at[idx] = f"{rule_id.at[idx]}+shape"
+    pos = np.flatnonzero(cand)
+    op_codes, op_values = strcols.codes_values(out["op_name"])
+    dim_codes, dim_values = strcols.codes_values(out["input_dims"])
+    # one shape per distinct (op, dims) pair of the candidate rows
+    n_dims = len(dim_values) + 1
+    keys, pair_of = np.unique(op_codes[pos].astype(np.int64) * n_dims + dim_codes[pos],
+                              return_inverse=True)
+    pairs = [(k // n_dims, k % n_dims) for k in keys.tolist()]
+    wide = np.zeros(len(pairs), dtype=bool)
+    for i, (oc, dc) in enumerate(pairs):
+        shp = _shape_of(str(op_values[oc]), str(dim_values[dc]))
+        wide[i] = shp is not None and int(min(shp.m, shp.n)) > GEMV_MAX_ROWS
+    moved = pos[wide[np.asarray(pair_of).reshape(-1)]]
+    remap = np.arange(len(table), dtype=np.int64)
+    for code in np.unique(row_code[moved]).tolist():
+        cat, _, rid, dt, role = table[code]
+        table.append((cat, "gemm", f"{rid if rid is not None else pd.NA}+shape", dt, role))
+        remap[code] = len(table) - 1
+    row_code[moved] = remap[row_code[moved]]
 
 
 def explain(name: str, rules: RuleSet | None = None, op_name: str | None = None,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import strcols
 from .errors import RulesError
 from .rules_path import rules_dir
 
@@ -132,10 +133,7 @@ def kv_write_rule(path: str | None = None) -> tuple[re.Pattern[str], tuple[str, 
 
 def kv_write_mask(names: pd.Series, path: str | None = None) -> np.ndarray:
     """True for KV-cache write kernels (one regex search per distinct name)."""
-    pattern = kv_write_rule(path)[0]
-    codes, uniques = pd.factorize(names.astype(object), use_na_sentinel=True)
-    hit = np.array([bool(isinstance(u, str) and pattern.search(u)) for u in uniques] + [False])
-    return hit[codes]
+    return strcols.search(names, kv_write_rule(path)[0])
 
 
 def kv_write_tokens(is_kv_write: np.ndarray, grids: pd.Series) -> int | None:
@@ -268,10 +266,11 @@ def find_steps(annotations: pd.DataFrame, tiers: tuple[int, ...] = (1, 2),
     cols = ["step", "name", "start_ns", "end_ns", "engine", "annotated_mode", *STEP_COLUMNS]
     if annotations.empty:
         return _typed(pd.DataFrame(columns=cols))
-    names = annotations["name"].astype(str)
-    uniq = names.unique()
-    comp_of = {n: parse(n, path) for n in uniq}
-    comps = names.map(comp_of)
+    # one parse per distinct name (the compact column's categories); a missing name is
+    # parsed as the text "nan", as its astype(str) reads
+    comps = pd.Series(strcols.per_value(annotations["name"], lambda n: parse(n, path),
+                                        parse("nan", path)),
+                      index=annotations.index, dtype=object)
     have = comps.notna().to_numpy()
     if not have.any():
         return _typed(pd.DataFrame(columns=cols))

@@ -283,7 +283,7 @@ def load_profile(path: str | Path, diagnose: Callable[[str], Any] | None = None)
         from . import diagnose as _diagnose, load
 
         def diagnose(x: str) -> Any:
-            return _diagnose(load(x))
+            return _diagnose(load(x, compact=True))
     diag = diagnose(str(p))
     return Profile(str(p), "trace", diag.to_dict(), getattr(diag, "events", None))
 

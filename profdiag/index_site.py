@@ -125,7 +125,7 @@ def entries_from_dir(directory: str | os.PathLike[str], warn: Callable[[str], No
                 labels = {str(k): str(v) for k, v in (report.get("labels") or {}).items()}
                 stamp = report.get("recorded_at")
             else:
-                data, labels, stamp = diagnose(load(path)).to_dict(), {}, None
+                data, labels, stamp = diagnose(load(path, compact=True)).to_dict(), {}, None
         except ProfdiagError as exc:
             warn(f"skipping {rel}: {exc.message}")
             continue

@@ -167,7 +167,7 @@ def _diagnose_one(path: str, options: dict[str, Any]) -> TraceResult | TraceFail
     from . import diagnosis, load
 
     try:
-        trace = load(path, format=options.get("trace_format"))
+        trace = load(path, format=options.get("trace_format"), compact=True)
         diag = diagnosis.run(
             trace,
             model_config=options.get("model_config"),

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from . import strcols
 from .errors import UsageError
 from .gemm import (
     GEMM_OPS,
@@ -444,10 +445,11 @@ def gemm_table(
         return empty_table()
     df = kernels
     # one mask, one copy of the rows kept (not a copy of every kernel first)
-    keep = df["op_name"].astype("string").isin(GEMM_OPS | set(ATTENTION_OPS)).fillna(
-        False).to_numpy(dtype=bool) & df["input_dims"].notna().to_numpy(dtype=bool)
+    # matched once per distinct op (a compact column's categories), not per row
+    keep = strcols.isin(df["op_name"], GEMM_OPS | set(ATTENTION_OPS)) & df[
+        "input_dims"].notna().to_numpy(dtype=bool)
     if "kind" in df.columns:
-        keep &= (df["kind"].astype("string") == "kernel").fillna(False).to_numpy(dtype=bool)
+        keep &= strcols.isin(df["kind"], ("kernel",))
     df = df[keep]
     if df.empty:
         return empty_table()
@@ -472,19 +474,20 @@ def gemm_table(
             "g": group,
             "device": np.asarray(dev.fillna(-1), dtype=np.int64),
             "external_id": ext,
-            "op_name": df["op_name"].astype("string").to_numpy(dtype=object),
-            "input_dims": df["input_dims"].astype("string").to_numpy(dtype=object),
+            # one str object per distinct value, pd.NA where missing (as a string column)
+            "op_name": strcols.objects(df["op_name"]),
+            "input_dims": strcols.objects(df["input_dims"]),
             "input_types": (
-                df["input_types"].astype("string").to_numpy(dtype=object)
+                strcols.objects(df["input_types"])
                 if "input_types" in df.columns
                 else np.full(n_rows, None, dtype=object)
             ),
             "input_concrete": (
-                df["input_concrete"].astype("string").to_numpy(dtype=object)
+                strcols.objects(df["input_concrete"])
                 if "input_concrete" in df.columns
                 else np.full(n_rows, None, dtype=object)
             ),
-            "name": df["name"].astype("string").to_numpy(dtype=object)
+            "name": strcols.objects(df["name"])
             if "name" in df.columns
             else np.full(n_rows, "", dtype=object),
             "start_ns": np.asarray(df["start_ns"], dtype=np.int64)

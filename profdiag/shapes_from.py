@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from . import schema, strcols
 from .errors import TraceFormatError, UsageError
 from .roofline import ATTENTION_OPS, GEMM_OPS
 
@@ -164,16 +165,17 @@ class Applied:
 def apply(work: pd.DataFrame, ref: Reference) -> tuple[pd.DataFrame, Applied]:
     """``work`` with op_name/input_dims/input_types filled in for its shapeless GEMM/attention
     kernels whose names the reference ran (work must be classified and sorted by start)."""
-    need = (work["input_dims"].isna() & work["class"].astype(str).isin(SHAPE_CLASSES)).to_numpy()
+    need = work["input_dims"].isna().to_numpy(dtype=bool) & strcols.isin(work["class"],
+                                                                          SHAPE_CLASSES)
     idx = np.flatnonzero(need)
     if not len(idx):
         return work, Applied(0, 0, 0, 0, [])
     by_name = {k: g[["op_name", "input_dims", "input_types"]].to_numpy(dtype=object)
                for k, g in ref.launches.groupby("kernel", sort=False)}
-    names = work["name"].astype(str).to_numpy()[idx]
-    op = work["op_name"].astype(object).to_numpy().copy()
-    dims = work["input_dims"].astype(object).to_numpy().copy()
-    types = work["input_types"].astype(object).to_numpy().copy()
+    names = strcols.as_str_objects(work["name"])[idx]
+    op = strcols.objects(work["op_name"])
+    dims = strcols.objects(work["input_dims"])
+    types = strcols.objects(work["input_types"])
     matched = 0
     used: set[str] = set()
     by_order = 0
@@ -191,7 +193,9 @@ def apply(work: pd.DataFrame, ref: Reference) -> tuple[pd.DataFrame, Applied]:
         if len({(a, b) for a, b in zip(shapes[:, 0], shapes[:, 1])}) > 1:
             by_order += 1
     out = work.copy()
-    out["op_name"] = pd.array(op, dtype="string")
-    out["input_dims"] = pd.array(dims, dtype="string")
-    out["input_types"] = pd.array(types, dtype="string")
+    for col, values in (("op_name", op), ("input_dims", dims), ("input_types", types)):
+        text = pd.array(values, dtype="string")
+        # a compact table's columns stay compact (sorted Categoricals)
+        out[col] = (schema.compact_strings(text)
+                    if isinstance(work[col].dtype, pd.CategoricalDtype) else text)
     return out, Applied(len(idx), matched, len(used), by_order, unmatched)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import strcols
+from .strcols import to_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from .diagnosis.model import Diagnosis
 
@@ -221,13 +224,15 @@ def kernels_table(diag: Diagnosis, rank_of: dict[str, int] | None = None) -> pd.
         "start_ns": start, "dur_ns": dur, "end_ns": start + dur, "launch_ns": launch,
         "launch_to_start_ns": start - launch,
         "correlation": w["correlation"], "external_id": w["external_id"],
-        "op_name": w["op_name"], "input_dims": w["input_dims"], "input_types": w["input_types"],
-        "grid": w["grid"], "block": w["block"], "bytes": w["bytes"],
+        # the compact table's Categoricals written as the canonical string columns
+        "op_name": to_text(w["op_name"]), "input_dims": to_text(w["input_dims"]),
+        "input_types": to_text(w["input_types"]),
+        "grid": to_text(w["grid"]), "block": to_text(w["block"]), "bytes": w["bytes"],
         "graph_launch": w["graph_launch"],
     })
-    ranks = w["name"].astype(str).map(rank_of or {})
-    out["hotspot_rank"] = pd.array(ranks.to_numpy(), dtype="Int64") if n else pd.array(
-        [], dtype="Int64")
+    rank_of = rank_of or {}
+    ranks: Any = strcols.per_value(w["name"], rank_of.get) if n else []
+    out["hotspot_rank"] = pd.array(ranks, dtype="Int64")
     return _frame("kernels", out)
 
 
@@ -257,10 +262,16 @@ def hotspots_table(diag: Diagnosis) -> pd.DataFrame:
     hot.insert(0, "rank", np.arange(1, len(hot) + 1, dtype=np.int64))
     w = _work(diag)
     if len(hot) and len(w):
-        sub = w[w["name"].astype(str).isin(set(hot["name"]))]
-        first = sub.groupby(sub["name"].astype(str))["start_ns"].min()
-        longest = sub.loc[sub.groupby(sub["name"].astype(str))["dur_ns"].idxmax()]
-        longest = longest.set_index(longest["name"].astype(str))
+        # grouped by name code (one per distinct name), then labelled with the names
+        codes, values = strcols.codes_values(w["name"])
+        want = strcols.isin(w["name"], hot["name"].astype(object))
+        sub = w.loc[want, ["start_ns", "dur_ns"]]
+        key = pd.Series(codes[want], index=sub.index)
+        first = sub.groupby(key)["start_ns"].min()
+        first.index = values[first.index.to_numpy()]
+        at = sub.groupby(key)["dur_ns"].idxmax()
+        longest = sub.loc[at]
+        longest.index = values[key.loc[at].to_numpy()]
         hot["first_start_ns"] = hot["name"].map(first).astype("Int64")
         hot["longest_start_ns"] = hot["name"].map(longest["start_ns"]).astype("Int64")
         hot["longest_dur_ns"] = hot["name"].map(longest["dur_ns"]).astype("Int64")
@@ -410,10 +421,10 @@ def idle_gaps(diag: Diagnosis) -> pd.DataFrame:
     prev_reach = np.concatenate(([w0], reach[:-1]))
     prev_reach = np.maximum(prev_reach, w0)
     gap_at = np.nonzero(s > prev_reach)[0]  # work that starts after every earlier one ended
-    names = w["name"].astype(str).to_numpy()[order]
+    names = strcols.as_str_objects(w["name"])[order]
     steps = (w["step"].to_numpy()[order] if "step" in w.columns
              else np.full(len(w), -1))
-    ops = w["op_name"].astype(object).to_numpy()[order]
+    ops = strcols.per_value(w["op_name"], str, None)[order]
     # which earlier row reached prev_reach: the last one whose end is the running max
     last_reacher = _argmax_accumulate(e)
     starts = list(prev_reach[gap_at])

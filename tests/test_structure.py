@@ -562,7 +562,7 @@ def test_analyse_per_step_matches_the_segment_loop_and_the_hand_layout() -> None
     assert len(whole) == 2
 
 
-def test_rows_by_step_and_gemm_fields_are_the_masks_and_gemms_of_every_row() -> None:
+def test_rows_by_step_and_gemm_table_are_the_masks_and_gemms_of_every_row() -> None:
     from profdiag.diagnosis import structure as st
 
     calls, _ = _calls_and_anchors()
@@ -570,7 +570,7 @@ def test_rows_by_step_and_gemm_fields_are_the_masks_and_gemms_of_every_row() -> 
     assert sorted(by) == [0, 2]
     for step, rows in by.items():
         assert rows.tolist() == calls.index[calls["step"] == step].tolist()
-    of, fields = st._gemm_fields(calls)
+    of, fields = st._gemm_table(calls)
     # 5 distinct GEMMs (qkv, o, gate_up, down, head) x 2 dtypes (missing in step 0, bf16)
     assert len(fields) == 10
     assert [st.Gemm(*fields[j]) for j in of.tolist()] == st._gemms(calls)

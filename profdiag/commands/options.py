@@ -96,7 +96,8 @@ def run_diagnosis(trace_path: str, opts: dict[str, Any]) -> Any:
     """Load and diagnose ``trace_path`` with the options of diagnosis_options."""
     from .. import diagnosis, load
 
-    trace = load(trace_path, format=opts.get("trace_format"))
+    # compact: string columns as Categoricals, what the diagnosis reads (schema.compact)
+    trace = load(trace_path, format=opts.get("trace_format"), compact=True)
     return diagnosis.run(
         trace,
         model_config=opts.get("model_config"),

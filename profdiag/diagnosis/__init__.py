@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .. import thresholds as typed_thresholds
+import pandas as pd
+
+from .. import schema, thresholds as typed_thresholds
 from ..classify import load_rules
 from ..errors import UsageError
 from ..modelspec import ModelSpec, find_manifest, load_config, merge
@@ -55,7 +57,12 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
         gpu: str | None = None, gpu_spec: str | Path | None = None,
         shapes_from: str | Path | None = None) -> Diagnosis:
     """Diagnose ``trace``. ``rules`` adds user rule/threshold TOML files; ``shapes_from`` is an
-    eager or graph-capture trace of the same model whose GEMM shapes fill in a replay's."""
+    eager or graph-capture trace of the same model whose GEMM shapes fill in a replay's.
+
+    Every step reads the *compact* table (string columns as sorted Categoricals,
+    ``schema.compact``): a canonical ``trace`` is compacted first, into a new Trace (the
+    caller's is left as it is); ``profdiag.load(path, compact=True)`` gives one directly."""
+    trace = compact_trace(trace)
     is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
     kernel_rules = [p for p in rules if is_rule_file[str(p)]]
     threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
@@ -70,6 +77,21 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
                           gpu_spec=gpu_spec, shapes_from=shapes_from, hta=hta)
     diag: Diagnosis = pipeline.execute(inputs)["diagnosis"]
     return diag
+
+
+def compact_trace(trace: Trace) -> Trace:
+    """``trace`` itself when its table is compact, else a Trace of its compacted table."""
+    ev = trace.events
+    if all(_is_compact_column(ev[c]) for c in schema.STRING_COLUMNS if c in ev.columns):
+        return trace
+    return Trace(schema.compact(ev), trace.meta)
+
+
+def _is_compact_column(col: pd.Series) -> bool:
+    """A string column in the compact form (``schema.compact_strings``' sorted Categorical)."""
+    dtype = col.dtype
+    return (isinstance(dtype, pd.CategoricalDtype) and dtype.categories.dtype == "string"
+            and not dtype.ordered and dtype.categories.is_monotonic_increasing)
 
 
 def _has_rules(path: str | Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import strcols
 from .context import union_ns
 from .model import Breakdown
 
@@ -28,13 +29,12 @@ def breakdown(work: pd.DataFrame, window: tuple[int, int]) -> Breakdown:
     total = int(clipped.sum())
     # When streams overlap, each event's share of the busy union is proportional to its time.
     scale = busy / total if total else 0.0
-    frame = pd.DataFrame({"category": work["category"].astype(str).to_numpy(),
-                          "class": work["class"].astype(str).to_numpy(), "t": clipped})
-    cat = (frame.groupby("category")["t"].sum() * scale).round().astype("int64").to_dict()
-    cls = (frame.groupby("class")["t"].sum() * scale).round().astype("int64").to_dict()
-    pairs = frame.drop_duplicates("class").set_index("class")["category"].to_dict()
+    # summed per category / class code (the compact columns' codes), keyed by the names
+    cat = (strcols.sum_by_value(work["category"], clipped) * scale).round().astype("int64")
+    cls = (strcols.sum_by_value(work["class"], clipped) * scale).round().astype("int64")
+    pairs = strcols.first_pairs(work["class"], work["category"])
     window_ns = max(w1 - w0, busy)
     return Breakdown(window_ns=int(window_ns), busy_ns=busy, idle_ns=int(window_ns - busy),
-                     category_ns={k: int(v) for k, v in cat.items()},
-                     class_ns={k: int(v) for k, v in cls.items()}, kernel_sum_ns=total,
+                     category_ns={str(k): int(v) for k, v in cat.items()},
+                     class_ns={str(k): int(v) for k, v in cls.items()}, kernel_sum_ns=total,
                      class_category={str(k): str(v) for k, v in pairs.items()})

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import engines, schema, thresholds as typed_thresholds
+from .. import engines, schema, strcols, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
 from ..gemm import CPU_COMPUTE_OPS, TOKEN_GEMM_OPS, dims_of, weight_kn
@@ -106,9 +106,11 @@ _TRIVIAL_CPU_OPS = re.compile(
 def _cpu_work(trace: Trace) -> pd.DataFrame:
     """Leaf CPU compute ops re-expressed as device work on a pseudo device 'cpu'."""
     ev = trace.events
-    ops = ev[(ev["kind"] == schema.KIND_CPU_OP) & ~ev["name"].astype(str).str.match(_TRIVIAL_CPU_OPS)]
+    # one regex match per distinct name (the compact table's categories), not per row
+    ops = ev[(ev["kind"] == schema.KIND_CPU_OP).to_numpy(dtype=bool)
+             & ~strcols.match(ev["name"], _TRIVIAL_CPU_OPS)]
     leaves = leaf_cpu_ops(ops)
-    if leaves.empty or not leaves["name"].str.match(CPU_COMPUTE_OP).any():
+    if leaves.empty or not strcols.match(leaves["name"], CPU_COMPUTE_OP).any():
         return leaves.iloc[0:0]
     work = leaves.copy()
     work["kind"] = pd.Categorical(["kernel"] * len(work), categories=list(schema.ALL_KINDS))
@@ -159,16 +161,33 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
     host = ev.loc[ev["kind"].isin((schema.KIND_RUNTIME, schema.KIND_SYNC)).to_numpy(dtype=bool),
                   list(HOST_COLUMNS)]
     # launch_ns: when the host issued the work (its runtime call), else its own start.
-    launch = host[(host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()]
-    launch = launch.drop_duplicates("correlation").set_index("correlation")["start_ns"]
     if cpu_only:
         work["launch_ns"] = work["start_ns"].to_numpy()
     else:
-        mapped = work["correlation"].map(launch)
-        work["launch_ns"] = mapped.fillna(work["start_ns"]).astype("int64").to_numpy()
+        # The first runtime call of each correlation id, found by a sorted search (not a
+        # copy of the runtime rows and a hash map of millions of ids); values go through
+        # float64 as the Series.map (Float64) of before did.
+        is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()
+                 ).to_numpy(dtype=bool)
+        rt_corr = host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt]
+        by = np.argsort(rt_corr, kind="stable")
+        rt_corr = rt_corr[by]
+        first = np.concatenate(([True], rt_corr[1:] != rt_corr[:-1])) if len(rt_corr) else \
+            np.zeros(0, dtype=bool)
+        rt_corr = rt_corr[first]
+        rt_start = host["start_ns"].to_numpy(dtype=np.int64)[is_rt][by][first]
+        del by, first
+        known = work["correlation"].notna().to_numpy(dtype=bool)
+        wc = work["correlation"].to_numpy(dtype=np.int64, na_value=0)
+        at = np.minimum(np.searchsorted(rt_corr, wc), max(len(rt_corr) - 1, 0))
+        hit = known & (len(rt_corr) > 0)
+        if len(rt_corr):
+            hit &= rt_corr[at] == wc
+        start = work["start_ns"].to_numpy(dtype=np.int64)
+        launched = np.where(hit, rt_start[at] if len(rt_corr) else start, start)
+        work["launch_ns"] = launched.astype(np.float64).astype(np.int64)
         # Launched before the profiler's CPU window opened: no runtime call in the trace.
-        orphan = (mapped.isna() & work["correlation"].notna()).to_numpy() if len(launch) else \
-            np.zeros(len(work), dtype=bool)
+        orphan = (~hit & known) if len(rt_corr) else np.zeros(len(work), dtype=bool)
         work["orphan"] = orphan
         if orphan.any():
             notes.append(f"{int(orphan.sum())} GPU events were launched before the profiled CPU "

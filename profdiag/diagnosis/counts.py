@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .. import strcols
 from ..modelspec import ModelSpec
 from . import structure as structure_mod
 from .context import LAYER_RE, assign
@@ -23,18 +25,27 @@ def layer_ranges(annotations: pd.DataFrame) -> pd.DataFrame:
     """Host ranges named layer_N: layer, start_ns, end_ns (sorted)."""
     if annotations.empty:
         return pd.DataFrame(columns=["layer", "start_ns", "end_ns"])
-    names = annotations["name"].astype(str)
-    m = names.str.extract(LAYER_RE)[0]
-    lay = annotations[m.notna()].assign(layer=m[m.notna()].astype(int))
+    # the layer number of each distinct name, once (the compact column's categories)
+    m = strcols.per_value(annotations["name"], _layer_number, -1, np.int64)
+    lay = annotations[m >= 0].assign(layer=m[m >= 0])
     lay = lay.assign(end_ns=lay["start_ns"] + lay["dur_ns"]).sort_values("start_ns")
     return lay[["layer", "start_ns", "end_ns"]].reset_index(drop=True)
+
+
+def _layer_number(name: str) -> int:
+    """N of a layer_N range name (LAYER_RE), -1 for any other name."""
+    found = LAYER_RE.search(name)
+    return int(found.group(1)) if found else -1
+
+
+_ATTENTION_AUX_NAME = re.compile("reduc|combine|lean_", re.IGNORECASE)
 
 
 def infer_layers(work: pd.DataFrame, layers_df: pd.DataFrame, forwards: int) -> tuple[int | None, str]:
     """Layer count from layer_N annotations, else from attention calls per forward."""
     if len(layers_df):
         return int(layers_df["layer"].max()) + 1, "layer_N annotations"
-    att = work[work["class"].astype(str) == "attention"]
+    att = work[strcols.isin(work["class"], ("attention",))]
     if att.empty or forwards <= 0:
         return None, ""
     if att["external_id"].notna().any():
@@ -42,7 +53,7 @@ def infer_layers(work: pd.DataFrame, layers_df: pd.DataFrame, forwards: int) -> 
         how = "attention op calls per forward"
     else:
         # Graph replays: count the main attention kernels (not their reduction/combine passes).
-        main = att[~att["name"].astype(str).str.contains("reduc|combine|lean_", case=False)]
+        main = att[~strcols.search(att["name"], _ATTENTION_AUX_NAME)]
         n = len(main)
         how = "attention kernels per forward"
     if n % forwards:
@@ -294,13 +305,14 @@ _LOW_PRECISION = ("fp8", "mxfp4", "nvfp4", "int4", "int8")
 
 def gemm_precision(work: pd.DataFrame) -> dict[str, Any]:
     """Share of GEMM time per precision the kernel rules imply (unnamed: 'bf16/fp16/other')."""
-    g = work[work["class"].astype(str).isin(("gemm", "gemv", "gemm_reduce"))]
+    g = work[strcols.isin(work["class"], ("gemm", "gemv", "gemm_reduce"))]
     total = int(g["dur_ns"].sum())
     if not total:
         return {}
-    dt = g["kernel_dtype"].astype("string").fillna("unmarked") if "kernel_dtype" in g else \
-        pd.Series("unmarked", index=g.index)
-    by = g.groupby(dt.to_numpy())["dur_ns"].sum().sort_values(ascending=False)
+    dt = g["kernel_dtype"] if "kernel_dtype" in g else pd.Series(pd.NA, index=g.index,
+                                                                   dtype="string")
+    by = strcols.sum_by_value(dt, g["dur_ns"].to_numpy(), missing="unmarked").sort_values(
+        ascending=False)
     shares = {str(k): round(int(v) / total, 4) for k, v in by.items()}
     low = sum(v for k, v in shares.items() if k in _LOW_PRECISION)
     return {"shares": shares, "low_precision_share": round(low, 4), "gemm_ns": total}
@@ -310,10 +322,10 @@ def moe_time(work: pd.DataFrame) -> dict[str, int]:
     """GPU time of MoE expert GEMMs, routing and combine kernels (by the rules' roles)."""
     if "role" not in work:
         return {}
-    role = work["role"].astype("string").fillna("")
-    out = {f"{r}_ns": int(work.loc[role == r, "dur_ns"].sum())
+    role = work["role"]
+    out = {f"{r}_ns": int(work.loc[strcols.isin(role, (r,)), "dur_ns"].sum())
            for r in ("moe_expert", "moe_routing", "moe_combine")}
-    out["moe_expert_calls"] = int((role == "moe_expert").sum())
+    out["moe_expert_calls"] = int(strcols.isin(role, ("moe_expert",)).sum())
     return out if out["moe_expert_ns"] else {}
 
 
@@ -418,19 +430,12 @@ def _count_from_spec(calls: pd.DataFrame, work: pd.DataFrame, layers_df: pd.Data
     }
 
 
-def _signature(row: pd.Series) -> str:
-    return structure_mod.signature(row["op_name"], row["input_dims"], str(row["name"]))
-
-
 def _signatures(calls: pd.DataFrame) -> pd.Series:
-    """_signature of every row, computed once per distinct (op, shapes, name): a GEMM-heavy
-    trace has millions of calls of a few hundred shapes."""
-    keys = ["op_name", "input_dims", "name"]
-    codes = calls.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
-    first = np.unique(codes, return_index=True)[1]
-    sub = calls.iloc[first]
-    distinct = [_signature(r) for _, r in sub[keys].astype(object).iterrows()]
-    return pd.Series(np.array(distinct, dtype=object)[codes], index=calls.index)
+    """The signature of every row, computed once per distinct (op, shapes, name) by code: a
+    GEMM-heavy trace has millions of calls of a few hundred shapes."""
+    sig = strcols.per_combo(calls, ("op_name", "input_dims", "name"),
+                            lambda o, d, n: structure_mod.signature(o, d, str(n)))
+    return pd.Series(sig, index=calls.index)
 
 
 def _by_shape(calls: pd.DataFrame, forwards: int) -> list[dict[str, Any]]:

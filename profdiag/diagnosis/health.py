@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import schema
+from .. import schema, strcols
 
 OVERLAP_MIN_NS = 1_000_000
 SKEW_TOLERANCE_NS = 1_000
@@ -38,7 +38,7 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
         stream = work["stream"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
         # Per stream, in start order: how far each kernel runs past the next kernel's start
         # (copies are left out: some formats put the copy engines' work on the same stream id).
-        is_kernel = (work["kind"].astype(str) == schema.KIND_KERNEL).to_numpy()
+        is_kernel = (work["kind"] == schema.KIND_KERNEL).to_numpy(dtype=bool)
         stream = np.where(is_kernel, stream, np.nan)
         order = np.lexsort((st, stream))
         order = order[is_kernel[order]]
@@ -67,7 +67,8 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
     excluded: list[dict[str, Any]] = []
     for p in positions[:20]:
         r = work.iloc[int(p)]
-        excluded.append({"name": str(r["name"]), "start_ns": int(r["start_ns"]),
+        excluded.append({"name": str(strcols.value_at(work["name"], int(p))),
+                         "start_ns": int(r["start_ns"]),
                          "dur_ns": int(r["dur_ns"]),
                          "stream": None if pd.isna(r["stream"]) else int(r["stream"]),
                          "reason": bad[int(p)]})

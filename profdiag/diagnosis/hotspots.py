@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import strcols
 from ..thresholds import Hotspots, load
 
 HOTSPOT_COLUMNS = ["name", "short_name", "class", "category", "calls", "total_ns", "mean_ns",
@@ -34,17 +35,29 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
         short_name=("short_name", "first"), **{"class": ("class", "first")},
         category=("category", "first"), calls=("dur_ns", "size"), total_ns=("dur_ns", "sum"))
     g = g.sort_values("total_ns", ascending=False).head(top).reset_index()
+    for col in ("name", "short_name", "class", "category"):  # Categoricals: the report's text
+        g[col] = strcols.to_text(g[col])
     g["mean_ns"] = (g["total_ns"] / g["calls"]).round().astype("int64")
     g["share"] = g["total_ns"] / (busy_ns or 1)
     g["calls_per_forward"] = g["calls"] / forwards if forwards else float("nan")
     if phase_forwards and step_phase and len(phase_forwards) > 1 and step_of_row is not None:
-        ph = pd.Series(step_of_row, index=work.index).map(step_phase)
-        seen = pd.DataFrame({"name": work["name"].astype(str), "phase": ph}).dropna()
-        n = seen.groupby(["name", "phase"]).size().reset_index(name="calls")
-        n["per"] = n["calls"] / n["phase"].map(phase_forwards).where(lambda x: x > 0)
+        # calls per (name, phase), counted on the name codes and phase indices
+        codes, values = strcols.codes_values(work["name"])
+        phase_names = sorted(set(step_phase.values()))
+        phase_at = np.full(max(max(step_phase) + 1, 0), -1, dtype=np.int64)
+        for i, p in step_phase.items():
+            if i >= 0:
+                phase_at[i] = phase_names.index(p)
+        known = (step_of_row >= 0) & (step_of_row < len(phase_at))
+        ph = np.where(known, phase_at[np.where(known, step_of_row, 0)], -1)
+        keep = (codes >= 0) & (ph >= 0)
+        pairs, calls = np.unique(codes[keep].astype(np.int64) * len(phase_names) + ph[keep],
+                                 return_counts=True)
+        fwd = pd.Series([phase_forwards.get(p) for p in phase_names], dtype="float64")
+        per = calls / fwd.where(fwd > 0).to_numpy()[pairs % len(phase_names)]
         # a kernel of both phases: its count per forward in the phase that runs it most
-        per_name = n.groupby("name")["per"].max()
-        g["calls_per_forward"] = g["name"].astype(str).map(per_name).astype("float64")
+        per_name = pd.Series(per).groupby(values[pairs // len(phase_names)]).max()
+        g["calls_per_forward"] = g["name"].astype(object).map(per_name).astype("float64")
     cfg = notes if notes is not None else load().hotspots
     notes_kinds = [_note(r, layers, cfg) for r in g.to_dict("records")]
     g["note"] = [n for n, _ in notes_kinds]

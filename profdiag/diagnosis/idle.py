@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import schema
+from .. import schema, strcols
 from ..errors import RulesError
 from ..rules_path import rules_dir
 from .model import PASS, SKIP, WARN, Check, Recommendation
@@ -327,14 +327,13 @@ class _HostIndex:
         dur = end - start
         long_cut = 1_000_000
         # names as str (as astype(str) gives them), one object per distinct name of the rows
-        all_codes, all_uniques = pd.factorize(events["name"], use_na_sentinel=True)
+        # (the compact column's codes and categories: no pass over the rows' text)
+        all_codes, all_uniques = strcols.codes_values(events["name"])
         picked = all_codes[pick]
         used, codes = np.unique(picked[picked >= 0], return_inverse=True)
-        name_dtype = events["name"].dtype
-        na_text = pd.Series([None], dtype=name_dtype).astype(str).iloc[0]
-        uniques = pd.Series(np.asarray(all_uniques, dtype=object)[used], dtype=name_dtype)
-        unique_names = np.append(uniques.astype(str).to_numpy(dtype=object),
-                                 np.array([na_text], dtype=object))
+        na_text = pd.Series([None], dtype=events["name"].dtype).astype(str).iloc[0]
+        unique_names = np.append(np.array([str(v) for v in all_uniques[used].tolist()],
+                                          dtype=object), np.array([na_text], dtype=object))
         name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
         name_code[picked >= 0] = codes
         # (a missing name stays missing, NaN: it matches nothing)
@@ -698,9 +697,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
     # on a 1M-kernel export)
     if len(work):
-        codes, uniques = pd.factorize(work["name"], use_na_sentinel=False)
-        as_str = pd.Series(uniques, dtype=work["name"].dtype).astype(str).to_numpy(dtype=object)
-        nxt_names = as_str[np.asarray(codes)[np.maximum(nxt, 0)]]
+        codes, uniques = strcols.codes_values(work["name"])
+        as_str = np.append(np.array([str(v) for v in uniques.tolist()], dtype=object),
+                           pd.Series([None], dtype=work["name"].dtype).astype(str).iloc[0])
+        nxt_names = as_str[codes[np.maximum(nxt, 0)]]
     else:
         nxt_names = np.full(len(nxt), "", dtype=object)
     # an object column of those shared str (a text column would copy each name per gap)

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from .. import strcols
 from ..classify import GEMM_CLASSES
 from ..gemm import TOKEN_GEMM_OPS, gemm_rows
 from ..thresholds import Thresholds, load
@@ -60,8 +61,8 @@ SHAPE_COLUMNS = ("external_id", "op_name", "input_dims", "_m", "_tq")
 
 def _name_flags(names: pd.Series) -> np.ndarray:
     """(split-KV, decode-named, prefill-named) per row, as a (rows, 3) bool array: the three
-    regexes run once per distinct name, over one factorization of the column."""
-    codes, uniques = pd.factorize(names, use_na_sentinel=True)
+    regexes run once per distinct name (a compact column's categories)."""
+    codes, uniques = strcols.codes_values(names)
     table = np.array([(bool(_SPLITKV.search(n)), bool(_DECODE_NAME.search(n)),
                        bool(_PREFILL_NAME.search(n))) if isinstance(n, str) and n
                       else (False, False, False) for n in uniques] + [(False, False, False)],
@@ -82,8 +83,8 @@ def annotate(work: pd.DataFrame) -> pd.DataFrame:
     out["_prefill_name"] = flags[:, 2]
     # distinct (op, dims) from each column's codes: no object copy of either column
     # (a Python str per row)
-    op_codes, op_uniques = pd.factorize(out["op_name"], use_na_sentinel=True)
-    dim_codes, dim_uniques = pd.factorize(out["input_dims"], use_na_sentinel=True)
+    op_codes, op_uniques = strcols.codes_values(out["op_name"])
+    dim_codes, dim_uniques = strcols.codes_values(out["input_dims"])
     has_dims = (op_codes >= 0) & (dim_codes >= 0)
     n_dims = max(len(dim_uniques), 1)
     pair = np.where(has_dims, op_codes.astype(np.int64) * n_dims + dim_codes, -1)
@@ -129,9 +130,8 @@ def detect(work: pd.DataFrame, annotation_names: list[str], prefill_min_m: int,
     [mode_votes]; the shipped ones when None)."""
     if "_m" not in work.columns:
         work = annotate(work)
-    klass = work["class"].astype(str)
-    gemm_t = work.loc[klass.isin(GEMM_CLASSES), "dur_ns"].sum()
-    gemv_t = work.loc[klass == "gemv", "dur_ns"].sum()
+    gemm_t = work.loc[strcols.isin(work["class"], GEMM_CLASSES), "dur_ns"].sum()
+    gemv_t = work.loc[strcols.isin(work["class"], ("gemv",)), "dur_ns"].sum()
     total_t = work["dur_ns"].sum()
     dec_t = work.loc[work["_decode_name"], "dur_ns"].sum()
     pre_t = work.loc[work["_prefill_name"], "dur_ns"].sum()

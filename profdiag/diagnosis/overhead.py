@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from .. import strcols
 from ..thresholds import from_mapping
 from .context import ALLOC_RE, LAUNCH_RE, SYNC_RE
 from .model import FAIL, PASS, WARN, Check
@@ -18,29 +20,30 @@ def host_evidence(host: pd.DataFrame, work: pd.DataFrame, window: tuple[int, int
 
     ``short_kernel_ns``: thresholds ``overhead.short_kernel_us`` (the shipped 10 us)."""
     w0, w1 = window
-    h = host[(host["start_ns"] >= w0) & (host["start_ns"] < w1)]
-    # A few hundred distinct API names at most: match each once, then map to the rows.
-    names = h["name"].astype(str)
-    uniq = pd.Series(names.unique())
+    # masks over the host rows, not copies of them (millions of runtime calls)
+    start = host["start_ns"].to_numpy(dtype=np.int64)
+    inside = (start >= w0) & (start < w1)
+    dur = host["dur_ns"].to_numpy(dtype=np.int64)
 
-    def matches(pattern: re.Pattern[str] | str) -> pd.Series:
-        hit = set(uniq[uniq.str.contains(pattern)])
-        return names.isin(hit)
+    # A few hundred distinct API names at most: match each once (the compact column's
+    # categories), then map to the rows by code.
+    def matches(pattern: re.Pattern[str] | str) -> np.ndarray:
+        return strcols.search(host["name"], pattern) & inside
 
-    sync = h[matches(SYNC_RE) | (h["kind"] == "sync")]
-    alloc = h[matches(ALLOC_RE)]
-    launch = h[matches(LAUNCH_RE)]
-    graph = h[matches("GraphLaunch")]
+    is_sync = matches(SYNC_RE) | ((host["kind"] == "sync").to_numpy(dtype=bool) & inside)
+    is_alloc = matches(ALLOC_RE)
+    is_launch = matches(LAUNCH_RE)
+    n_launch = int(is_launch.sum())
     short = int((work["dur_ns"] < short_kernel_ns).sum())
     return {
-        "launch_calls": len(launch),
-        "launch_calls_per_step": round(len(launch) / steps, 1) if steps else None,
-        "launch_api_mean_ns": int(launch["dur_ns"].mean()) if len(launch) else None,
-        "graph_launches": len(graph),
-        "sync_calls": len(sync),
-        "sync_ns": int(sync["dur_ns"].sum()),
-        "alloc_calls": len(alloc),
-        "alloc_ns": int(alloc["dur_ns"].sum()),
+        "launch_calls": n_launch,
+        "launch_calls_per_step": round(n_launch / steps, 1) if steps else None,
+        "launch_api_mean_ns": int(pd.Series(dur[is_launch]).mean()) if n_launch else None,
+        "graph_launches": int(matches("GraphLaunch").sum()),
+        "sync_calls": int(is_sync.sum()),
+        "sync_ns": int(dur[is_sync].sum()),
+        "alloc_calls": int(is_alloc.sum()),
+        "alloc_ns": int(dur[is_alloc].sum()),
         "kernels": len(work),
         "kernels_per_step": round(len(work) / steps, 1) if steps else None,
         "mean_kernel_ns": int(work["dur_ns"].mean()) if len(work) else None,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import strcols
 from ..classify import GEMM_CLASSES
 from ..thresholds import Thresholds
 from .mode import ShapeEvidence, annotate, decide
@@ -38,9 +39,8 @@ def detect_steps(work: pd.DataFrame, step_of_row: np.ndarray, step_names: list[A
         work = annotate(work)
     step = np.asarray(step_of_row, dtype=np.int64)
     dur = work["dur_ns"].to_numpy(dtype=np.int64)
-    klass = work["class"].astype(str)
-    gemm_t = _sum_by_step(step, np.where(klass.isin(GEMM_CLASSES).to_numpy(), dur, 0), n)
-    gemv_t = _sum_by_step(step, np.where((klass == "gemv").to_numpy(), dur, 0), n)
+    gemm_t = _sum_by_step(step, np.where(strcols.isin(work["class"], GEMM_CLASSES), dur, 0), n)
+    gemv_t = _sum_by_step(step, np.where(strcols.isin(work["class"], ("gemv",)), dur, 0), n)
     total_t = _sum_by_step(step, dur, n)
     dec_t = _sum_by_step(step, np.where(work["_decode_name"].to_numpy(dtype=bool), dur, 0), n)
     pre_t = _sum_by_step(step, np.where(work["_prefill_name"].to_numpy(dtype=bool), dur, 0), n)
@@ -89,25 +89,37 @@ def phase_breakdown(work: pd.DataFrame, rows_of: dict[int, np.ndarray], idx: lis
     total = np.zeros(len(ia), dtype=np.int64)
     np.add.at(total, pos, t)
     scale = np.where(total > 0, sbusy / np.where(total > 0, total, 1), 0.0)
-    frame = pd.DataFrame({"pos": pos, "category": work["category"].astype(str).to_numpy()[rows],
-                          "class": work["class"].astype(str).to_numpy()[rows], "t": t})
+    # by category / class code (the compact columns' codes; -1: missing), named at the end
+    cat_codes, cat_values = strcols.codes_values(work["category"])
+    cls_codes, cls_values = strcols.codes_values(work["class"])
+    cat_of, cls_of = cat_codes[rows], cls_codes[rows]
 
-    def per_key(col: str) -> dict[str, int]:
-        s = frame.groupby(["pos", col])["t"].sum()
+    def per_key(codes: np.ndarray, values: np.ndarray) -> dict[str, int]:
+        keep = codes >= 0  # a missing key is left out, as groupby leaves NA out
+        s = pd.Series(t[keep]).groupby([pos[keep], codes[keep]]).sum()
         p = s.index.get_level_values(0).to_numpy()
         v = np.round(s.to_numpy() * scale[p]).astype("int64")
-        part = pd.DataFrame({"pos": p, "key": s.index.get_level_values(1), "v": v})
+        part = pd.DataFrame({"pos": p, "key": s.index.get_level_values(1).to_numpy(), "v": v})
         tot = part.groupby("key", sort=False)["v"].sum()
         first = part.groupby("key", sort=False)["pos"].min()
         # a key's place: the first step holding it, then sorted within that step (as the
         # per-step groupbys, merged in step order, gave)
-        order = sorted(tot.index, key=lambda k: (int(first[k]), k))
-        return {str(k): int(tot[k]) for k in order}
+        order = sorted(tot.index, key=lambda k: (int(first[k]), str(values[k])))
+        return {str(values[k]): int(tot[k]) for k in order}
 
-    firsts = frame.drop_duplicates(["pos", "class"])
-    keys = firsts.drop_duplicates("class")["class"].tolist()
-    last = firsts.drop_duplicates("class", keep="last").set_index("class")["category"]
+    # each class's category: that of its first row in the last step holding it
+    # (drop_duplicates of (step, class), then the class's last entry; missing reads "nan")
+    cls_text = [str(v) for v in cls_values.tolist()] + ["nan"]
+    cat_text = [str(v) for v in cat_values.tolist()] + ["nan"]
+    pair = pos.astype(np.int64) * (len(cls_values) + 1) + (cls_of.astype(np.int64) + 1)
+    _, firsts = np.unique(pair, return_index=True)
+    firsts.sort()
+    class_category: dict[str, str] = {}
+    for i in firsts.tolist():
+        class_category[cls_text[cls_of[i]]] = cat_text[cat_of[i]]
+    keys = list(dict.fromkeys(cls_text[c] for c in cls_of[firsts].tolist()))
     return Breakdown(window_ns=window_ns, busy_ns=busy_ns, idle_ns=window_ns - busy_ns,
-                     category_ns=per_key("category"), class_ns=per_key("class"),
+                     category_ns=per_key(cat_of, cat_values),
+                     class_ns=per_key(cls_of, cls_values),
                      kernel_sum_ns=int(total.sum()),
-                     class_category={str(k): str(last[k]) for k in keys})
+                     class_category={k: class_category[k] for k in keys})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import hardware, roofline
+from .. import hardware, roofline, strcols
 from ..errors import RulesError, UsageError
 from ..modelspec import ModelSpec
 
@@ -80,10 +80,9 @@ def shape_facts(work: pd.DataFrame, step_of_row: np.ndarray | None,
     if (work is None or work.empty or step_of_row is None
             or not need.issubset(work.columns)):
         return {}
-    ops = work["op_name"].astype("string")
     gemm_ops = roofline.GEMM_OPS
     att_ops = roofline.ATTENTION_OPS
-    mask = (ops.isin(gemm_ops | set(att_ops)).fillna(False).to_numpy(dtype=bool)
+    mask = (strcols.isin(work["op_name"], gemm_ops | set(att_ops))
             & work["input_dims"].notna().to_numpy(dtype=bool))
     rows = work[mask].assign(step=np.asarray(step_of_row)[mask])
     if rows.empty:

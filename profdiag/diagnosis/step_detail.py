@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import strcols
+
 # Without an idle-cause table, a gap shorter than this between two kernels launched from the
 # host is launch latency; a longer one is the host doing something else (a stall).
 LAUNCH_GAP_MAX_NS = 20_000
@@ -156,6 +158,7 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
     w0s, w1s = steps["_w0"].to_numpy(dtype=np.int64), steps["_w1"].to_numpy(dtype=np.int64)
     step_ids = steps["step"].to_numpy(dtype=np.int64)
     busy_ns = steps["gpu_busy_ns"].to_numpy(dtype=np.float64)
+    keys = _key_codes(work)
     out: dict[str, Any] = {}
     for phase, rows in steps.groupby("phase", sort=True):
         picks = [rows.index[i] for i in median_steps(rows["wall_ns"].to_numpy())]
@@ -170,8 +173,8 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
             step_busy = float(busy_ns[p])
             total = float(clipped.sum())
             scale = step_busy / total if total > 0 else 0.0
-            sub = work.iloc[mask]
-            for (kernel, op, dims, cls, cat), ns, calls in _signatures(sub, clipped * scale):
+            for (kernel, op, dims, cls, cat), ns, calls in _signatures(keys, mask,
+                                                                       clipped * scale):
                 row = parts.setdefault((kernel, op, dims), {
                     "kernel": kernel, "op": op, "shapes": dims, "class": cls,
                     "category": cat, "calls": 0.0, "ns": 0.0})
@@ -195,18 +198,37 @@ def step_detail(work: pd.DataFrame, steps: pd.DataFrame,
     return out
 
 
-def _signatures(sub: pd.DataFrame, ns: np.ndarray) -> list[tuple[tuple[str, ...], float, int]]:
-    """((kernel, op, shapes, class, category), ns, calls) per signature of ``sub``."""
-    if not len(sub):
+# The signature of a kernel row: (kernel, op, shapes, class, category); a row with no
+# kernel name, class or category has none (a groupby leaves its NA key out).
+_KEY_COLUMNS = (("name", None), ("op_name", ""), ("input_dims", ""), ("class", None),
+                ("category", None))
+
+
+def _key_codes(work: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per signature column: each row's code into the column's distinct texts (equal texts
+    one code, -1: no text) and those texts, from the column's codes (once per value)."""
+    out = []
+    for col, missing in _KEY_COLUMNS:
+        if col not in work:
+            out.append((np.zeros(len(work), dtype=np.int64), np.array([""], dtype=object)))
+            continue
+        codes, values = strcols.codes_values(work[col])
+        texts = [(_text(v) if missing == "" else str(v)) for v in values.tolist()] + [missing]
+        tcodes, tvalues = pd.factorize(np.array(texts, dtype=object), use_na_sentinel=True)
+        out.append((np.asarray(tcodes)[codes], np.asarray(tvalues, dtype=object)))
+    return out
+
+
+def _signatures(keys: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray, ns: np.ndarray
+                ) -> list[tuple[tuple[str, ...], float, int]]:
+    """((kernel, op, shapes, class, category), ns, calls) per signature of the work ``rows``,
+    in order of first appearance."""
+    if not len(rows):
         return []
-    frame = pd.DataFrame({
-        "kernel": sub["name"].astype(str).to_numpy(),
-        "op": [_text(v) for v in sub["op_name"]] if "op_name" in sub else "",
-        "dims": [_text(v) for v in sub["input_dims"]] if "input_dims" in sub else "",
-        "cls": sub["class"].astype(str).to_numpy(),
-        "cat": sub["category"].astype(str).to_numpy(),
-        "ns": ns,
-    })
-    g = frame.groupby(["kernel", "op", "dims", "cls", "cat"], sort=False)["ns"].agg(["sum",
-                                                                                    "size"])
-    return [(key, float(r["sum"]), int(r["size"])) for key, r in g.iterrows()]
+    codes = [c[rows] for c, _ in keys]
+    keep = np.logical_and.reduce([c >= 0 for c in codes])
+    frame = pd.DataFrame({**{str(i): c[keep] for i, c in enumerate(codes)}, "ns": ns[keep]})
+    g = frame.groupby([str(i) for i in range(len(codes))], sort=False)["ns"].agg(["sum", "size"])
+    texts = [t for _, t in keys]
+    return [(tuple(str(t[c]) for t, c in zip(texts, key)), float(r["sum"]), int(r["size"]))
+            for key, r in g.iterrows()]

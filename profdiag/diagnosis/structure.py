@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from .. import strcols
 from ..classify import GEMM_CLASSES
 from ..gemm import dims_of, weight_kn
 from ..modelspec import ModelSpec
@@ -113,9 +114,9 @@ def gemm_calls(work: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["name", "op_name", "input_dims", "start_ns", "launch_ns", "dur_ns", "step", "role",
             "kernel_dtype"]
-    g = work[work["class"].astype(str).isin(GEMM_CLASSES)]
+    g = work[strcols.isin(work["class"], GEMM_CLASSES)]
     g = g.assign(**{c: g[c] if c in g else pd.NA for c in ("step", "role", "kernel_dtype")})
-    expert = g["role"].astype(str) == "moe_expert"
+    expert = strcols.isin(g["role"], ("moe_expert",))
     with_ext = g[g["external_id"].notna() & ~expert]
     merged = with_ext.groupby("external_id", sort=False).agg(
         name=("name", "first"), op_name=("op_name", "first"), input_dims=("input_dims", "first"),
@@ -129,10 +130,11 @@ def gemm_calls(work: pd.DataFrame) -> pd.DataFrame:
 
 def anchors(work: pd.DataFrame) -> pd.DataFrame:
     """One row per layer anchor (main attention call or mixer kernel): start_ns, step, kind."""
-    cls = work["class"].astype(str)
-    role = work["role"].astype(str) if "role" in work else pd.Series("", index=work.index)
-    att = work[(cls == "attention") & ~role.isin(["attention_aux"])]
-    mix = work[(cls == "linear_attention") & (role == "mixer")]
+    cls, none = work["class"], np.zeros(len(work), dtype=bool)
+    att = work[strcols.isin(cls, ("attention",)) & ~(
+        strcols.isin(work["role"], ("attention_aux",)) if "role" in work else none)]
+    mix = work[strcols.isin(cls, ("linear_attention",)) & (
+        strcols.isin(work["role"], ("mixer",)) if "role" in work else none)]
     parts = []
     for df, kind in ((att, "attention"), (mix, "mixer")):
         if df.empty:
@@ -155,18 +157,22 @@ def _missing(v: Any) -> bool:
     return bool(pd.isna(v))
 
 
+def _gemm_fields(role: Any, op: Any, dims: Any, name: Any, dtype: Any
+                 ) -> tuple[str, str, int | None, int | None, str, str]:
+    """(sig, name, k, n, role, dtype) of a GEMM call with these values (missing: pd.NA)."""
+    expert = not _missing(role) and str(role) == "moe_expert"
+    kn = None if expert else weight_kn(op, dims_of(dims))
+    # An expert GEMM carries its MoE op's shapes (tokens x hidden), not its own: use its name.
+    sig = str(name) if expert else signature(op, dims, str(name))
+    return (sig, str(name), kn[0] if kn else None, kn[1] if kn else None,
+            "" if _missing(role) else str(role), "" if _missing(dtype) else str(dtype))
+
+
 def _gemms(rows: pd.DataFrame) -> list[Gemm]:
-    out = []
-    for r in rows.itertuples(index=False):
-        expert = not _missing(r.role) and str(r.role) == "moe_expert"
-        kn = None if expert else weight_kn(r.op_name, dims_of(r.input_dims))
-        # An expert GEMM carries its MoE op's shapes (tokens x hidden), not its own: use its name.
-        sig = str(r.name) if expert else signature(r.op_name, r.input_dims, str(r.name))
-        out.append(Gemm(sig=sig, name=str(r.name),
-                        k=kn[0] if kn else None, n=kn[1] if kn else None,
-                        role="" if _missing(r.role) else str(r.role),
-                        dtype="" if _missing(r.kernel_dtype) else str(r.kernel_dtype)))
-    return out
+    # shapes parsed once per distinct (role, op, dims, name, dtype), one Gemm per row
+    fields = strcols.per_combo(rows, ("role", "op_name", "input_dims", "name", "kernel_dtype"),
+                               _gemm_fields)
+    return [Gemm(*f) for f in fields.tolist()]
 
 
 def _lm_head_cuts(calls: pd.DataFrame, anchors: int) -> list[float]:
@@ -210,9 +216,9 @@ def segment(calls: pd.DataFrame, anc: pd.DataFrame, phase: str) -> Forward | Non
     """Split one forward's GEMM calls into layers at its anchors."""
     if anc.empty:
         return None
-    names = anc["name"].astype(str).tolist() if "name" in anc else [""] * len(anc)
+    names = strcols.as_str_objects(anc["name"]).tolist() if "name" in anc else [""] * len(anc)
     return _segment(calls["start_ns"].to_numpy(), _gemms(calls), anc["start_ns"].to_numpy(),
-                    anc["kind"].astype(str).tolist(), names, phase)
+                    strcols.as_str_objects(anc["kind"]).tolist(), names, phase)
 
 
 def _segment(c_t: np.ndarray, gems: list[Gemm], a_t: np.ndarray, kinds: list[str],
@@ -390,10 +396,10 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
     # fields (computed once per distinct call), the anchors' kinds and names
     c_t = calls["start_ns"].to_numpy()
     a_t = anc["start_ns"].to_numpy()
-    fields_of, fields = _gemm_fields(calls)
-    kinds = np.array(anc["kind"].astype(str).tolist(), dtype=object)
-    anc_names = np.array(anc["name"].astype(str).tolist() if "name" in anc else [""] * len(anc),
-                         dtype=object)
+    fields_of, fields = _gemm_table(calls)
+    kinds = strcols.as_str_objects(anc["kind"])
+    anc_names = (strcols.as_str_objects(anc["name"]) if "name" in anc else
+                 np.full(len(anc), "", dtype=object))
     all_c, all_a = np.arange(len(calls)), np.arange(len(anc))
     for step, phase in forwards:
         rc = calls_of.get(step, _NO_ROWS) if step >= 0 else all_c
@@ -416,8 +422,8 @@ def analyse(calls: pd.DataFrame, anc: pd.DataFrame, spec: ModelSpec,
     if not segs:
         return {}
     all_layers = [ly for f in segs for ly in f.layers]
-    names = anc["name"].astype(str) if "name" in anc else pd.Series([], dtype=str)
-    mla = bool(cfg.get("kv_lora_rank")) or bool(names.str.contains(_MLA_KERNEL).any())
+    mla = bool(cfg.get("kv_lora_rank")) or bool(
+        "name" in anc and strcols.search(anc["name"], _MLA_KERNEL).any())
     d = _dims(spec, cfg, all_layers)
     for ly in all_layers:
         label_layer(ly, d, mla)
@@ -434,7 +440,7 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 _GEMM_KEYS = ("name", "op_name", "input_dims", "role", "kernel_dtype")
 
 
-def _gemm_fields(calls: pd.DataFrame) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+def _gemm_table(calls: pd.DataFrame) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """(per call, the index of its distinct (name, op, shapes, role, dtype); per distinct
     one, the fields of _gemms' Gemm): a GEMM-heavy trace has hundreds of thousands of calls
     of a few hundred kinds, each of whose shapes _gemms would parse again."""

@@ -217,7 +217,7 @@ def _best_of(p: Point, config: ModelConfig, out: Path, settings: dict[str, Any],
     traces = out / "traces"
     if repeat == 1:
         cap = capture(capture_options(p, config, traces, settings))
-        data = diagnosis.run(load(cap.trace)).to_dict()
+        data = diagnosis.run(load(cap.trace, compact=True)).to_dict()
         return cap, data, [_steps_wall_ns(data)]
     best: tuple[int, Any, dict[str, Any]] | None = None
     tries = []
@@ -225,7 +225,7 @@ def _best_of(p: Point, config: ModelConfig, out: Path, settings: dict[str, Any],
     try:
         for r in range(repeat):
             cap = capture(capture_options(p, config, tmp / str(r), settings))
-            data = diagnosis.run(load(cap.trace)).to_dict()
+            data = diagnosis.run(load(cap.trace, compact=True)).to_dict()
             total = _steps_wall_ns(data)
             tries.append(total)
             if best is None or total < best[0]:

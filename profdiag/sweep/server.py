@@ -260,7 +260,7 @@ def _diagnose_new(trace_dir: Path, before: set[Path], out: Path, p: Point) -> di
         return {"trace_note": f"no new trace in {trace_dir}"}
     trace = new[-1]
     try:
-        data = diagnosis.run(load(trace)).to_dict()
+        data = diagnosis.run(load(trace, compact=True)).to_dict()
     except ProfdiagError as exc:
         return {"server_trace": str(trace), "trace_note": f"not diagnosed: {exc}"}
     atomic_write(out / "reports" / f"{p.id}.report.json", dump(data))
