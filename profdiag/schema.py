@@ -142,11 +142,17 @@ def compact_strings(values: Any) -> pd.Categorical:
     if isinstance(values, pd.Series):
         values = values.array
     if isinstance(values, pd.Categorical):
-        if values.categories.dtype == "string" and values.ordered is False and \
-                values.categories.is_monotonic_increasing:
+        if is_compact_dtype(values.dtype):
             return values
         values = values.astype("string")
     return pd.Categorical(pd.array(values, dtype="string", copy=False))
+
+
+def is_compact_dtype(dtype: Any) -> bool:
+    """The dtype of a compact string column: an unordered Categorical of sorted ``string``
+    categories (what ``compact_strings`` builds)."""
+    return (isinstance(dtype, pd.CategoricalDtype) and dtype.categories.dtype == "string"
+            and not dtype.ordered and dtype.categories.is_monotonic_increasing)
 
 
 def compact(events: pd.DataFrame) -> pd.DataFrame:

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
-
 from .. import schema, thresholds as typed_thresholds
 from ..classify import load_rules
 from ..errors import UsageError
@@ -82,16 +80,10 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
 def compact_trace(trace: Trace) -> Trace:
     """``trace`` itself when its table is compact, else a Trace of its compacted table."""
     ev = trace.events
-    if all(_is_compact_column(ev[c]) for c in schema.STRING_COLUMNS if c in ev.columns):
+    if all(schema.is_compact_dtype(ev[c].dtype) for c in schema.STRING_COLUMNS
+           if c in ev.columns):
         return trace
     return Trace(schema.compact(ev), trace.meta)
-
-
-def _is_compact_column(col: pd.Series) -> bool:
-    """A string column in the compact form (``schema.compact_strings``' sorted Categorical)."""
-    dtype = col.dtype
-    return (isinstance(dtype, pd.CategoricalDtype) and dtype.categories.dtype == "string"
-            and not dtype.ordered and dtype.categories.is_monotonic_increasing)
 
 
 def _has_rules(path: str | Path) -> bool:
