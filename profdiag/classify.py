@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import strcols
+from . import schema, strcols
 from ._literals import Literals, required_literals
 from .errors import RulesError
 from .gemm import GEMM_OPS
@@ -359,7 +359,7 @@ def classify(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame
             if host.any():
                 table.append(("overhead", host_kind, None, None, None))
                 row_code[host] = len(table) - 1
-    compact = "name" in out.columns and isinstance(out["name"].dtype, pd.CategoricalDtype)
+    compact = schema.is_compact(out)
     for j, col in enumerate(CLASS_COLUMNS):
         out[col] = _outcome_column([t[j] for t in table], row_code, compact, out.index)
     return out
@@ -369,14 +369,7 @@ def _outcome_column(values: list[str | None], row_code: np.ndarray, compact: boo
                     index: pd.Index) -> pd.Series:
     """One added column: each row's value from the outcome table (NA where code -1)."""
     if compact:
-        cats = sorted({v for v in values if v is not None})
-        pos = {c: i for i, c in enumerate(cats)}
-        lut = np.array([pos[v] if v is not None else -1 for v in values] + [-1], dtype=np.int64)
-        codes = lut[row_code]  # code -1 takes the last entry: missing
-        dtype = pd.CategoricalDtype(pd.Index(cats, dtype="string"))
-        cat = pd.Categorical.from_codes(codes.astype(np.int8 if len(cats) < 127 else np.int32),
-                                        dtype=dtype)
-        return pd.Series(cat, index=index, copy=False)
+        return pd.Series(schema.coded_categorical(row_code, values), index=index, copy=False)
     arr = pd.array([*values, None], dtype="string")
     return pd.Series(arr.take(np.where(row_code < 0, len(values), row_code)), index=index,
                      copy=False)

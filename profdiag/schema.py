@@ -7,6 +7,7 @@ origin and record it in TraceMeta). Missing integers are pandas ``<NA>`` (nullab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -148,6 +149,22 @@ def compact_strings(values: Any) -> pd.Categorical:
     return pd.Categorical(pd.array(values, dtype="string", copy=False))
 
 
+def coded_categorical(codes: np.ndarray, values: Sequence[str | None]) -> pd.Categorical:
+    """``compact_strings`` of the column whose row i is ``values[codes[i]]`` (missing where
+    that is None or the code is -1), built from the distinct values only: the categories
+    are the distinct strings some row holds (``values`` may repeat a string: two ids of one
+    text, names equal once transformed), sorted, and the codes remapped by one lookup per
+    value -- no Python or Arrow string per row."""
+    used = np.zeros(len(values) + 1, dtype=bool)
+    used[codes] = True  # code -1 marks the extra last slot
+    present = sorted({v for v, u in zip(values, used[:-1].tolist()) if u and v is not None})
+    at = {v: i for i, v in enumerate(present)}
+    lookup = np.array([-1 if v is None else at.get(v, -1) for v in values] + [-1],
+                      dtype=code_dtype(len(present)))
+    return pd.Categorical.from_codes(lookup[codes], dtype=string_categories(present),
+                                     validate=False)
+
+
 def is_compact_dtype(dtype: Any) -> bool:
     """The dtype of a compact string column: an unordered Categorical of sorted ``string``
     categories (what ``compact_strings`` builds)."""
@@ -187,8 +204,7 @@ def validate(events: pd.DataFrame) -> list[str]:
             problems.append(f"missing column {col!r}")
             continue
         actual = str(events[col].dtype)
-        if actual == "category" and dtype == "string" and \
-                events[col].cat.categories.dtype == "string":
+        if dtype == "string" and _compact_column(events[col].array):
             continue  # the compact form of a string column
         if actual != dtype:
             problems.append(f"column {col!r} has dtype {actual}, expected {dtype}")

@@ -90,12 +90,12 @@ def test_compact_load_on_the_streamers_other_paths(tmp_path, monkeypatch, varian
 def test_categorical_from_codes_by_hand():
     # "b" under two codes (a number name and its string spelling): one category
     values = ["b", "a", "b", "unused"]
-    cat = torch_json._categorical(values, np.array([0, 1, -1, 2, 1], np.int32))
+    cat = torch_json._compact_strings(values, np.array([0, 1, -1, 2, 1], np.int32))
     assert list(cat.categories) == ["a", "b"]
     assert str(cat.categories.dtype) == "string"
     assert cat.codes.tolist() == [1, 0, -1, 1, 0]
     assert cat.codes.dtype == np.int8
-    none = torch_json._categorical([], np.full(3, -1, np.int32))
+    none = torch_json._compact_strings([], np.full(3, -1, np.int32))
     assert len(none.categories) == 0 and none.codes.tolist() == [-1, -1, -1]
 
 

@@ -134,7 +134,7 @@ def test_coded_categorical_from_distinct_values():
     # values[codes[i]] per row; None and code -1 are missing; "b" twice and the unused "z"
     values = ["b", None, "a", "b", "z"]
     codes = np.array([0, 1, 2, 3, -1, 0, 2])
-    got = nsys_sqlite._coded_categorical(codes, values)
+    got = schema.coded_categorical(codes, values)
     assert list(got.categories) == ["a", "b"]
     assert got.codes.tolist() == [1, -1, 0, 1, -1, 1, 0]
     want = schema.compact_strings(pd.array([values[c] if c >= 0 else None for c in codes],

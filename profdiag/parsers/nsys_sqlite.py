@@ -334,9 +334,9 @@ def _coded_strings(codes: np.ndarray, values: list[str | None], compact: bool = 
                    ) -> pd.api.extensions.ExtensionArray:
     """The string column whose row i is ``values[codes[i]]`` (missing where that is None or
     the code is -1), built by Arrow from the distinct values; ``compact``: as the sorted
-    Categorical ``schema.compact_strings`` makes of it (``_coded_categorical``)."""
+    Categorical ``schema.compact_strings`` makes of it (``schema.coded_categorical``)."""
     if compact:
-        return _coded_categorical(codes, values)
+        return schema.coded_categorical(codes, values)
     import pyarrow as pa
 
     valid = np.array([v is not None for v in values] + [False], dtype=bool)[codes]
@@ -357,29 +357,6 @@ def _coded_strings(codes: np.ndarray, values: list[str | None], compact: bool = 
     out: pd.api.extensions.ExtensionArray = pd.arrays.ArrowStringArray(
         pa.chunked_array(chunks, type=pa.string()))
     return out
-
-
-def _coded_categorical(codes: np.ndarray, values: list[str | None]) -> pd.Categorical:
-    """``_coded_strings`` in compact form, from the distinct values only: the categories are
-    the distinct strings some row holds (values may repeat: two ids of one text, or names
-    equal once transformed), sorted, and the codes remapped with one lookup per value --
-    no Python or Arrow string per row."""
-    used = np.zeros(len(values) + 1, dtype=bool)
-    used[codes] = True  # code -1 marks the extra last slot
-    present, lookup = _category_lookup(values, used[:-1])
-    return pd.Categorical.from_codes(lookup[codes], dtype=schema.string_categories(present),
-                                     validate=False)
-
-
-def _category_lookup(values: list[str | None], used: np.ndarray
-                     ) -> tuple[list[str], np.ndarray]:
-    """The sorted distinct strings among the ``used`` values, and each value's code among
-    them (-1 for None or unused) plus a last -1 (for code -1), in the codes' integer type."""
-    present = sorted({v for v, u in zip(values, used.tolist()) if u and v is not None})
-    at = {v: i for i, v in enumerate(present)}
-    lookup = np.array([-1 if v is None else at.get(v, -1) for v in values] + [-1],
-                      dtype=schema.code_dtype(len(present)))
-    return present, lookup
 
 
 def _col(cols: set[str], alias: str, name: str, expr: str | None = None) -> str:
@@ -527,19 +504,11 @@ def _id_strings(db: _Db, ids: IntColumn, table: str, alias: str, col: str,
         values = [names.get(u) for u in present.tolist()]
         if transform is not None:
             values = [transform(v) if v is not None else None for v in values]
-        if db.compact:
-            categories, lookup = _category_lookup(values, np.ones(len(values), dtype=bool))
-            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=lookup.dtype)
-        else:
-            lookup = np.arange(len(values) + 1, dtype=np.int32)
-            by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=np.int32)
-        by_id[present] = lookup[:-1]
+        by_id = np.full(int(present[-1]) + 1 if len(present) else 1, -1, dtype=np.int32)
+        by_id[present] = np.arange(len(values), dtype=np.int32)
         codes = by_id[ids.values]
         codes[ids.null] = -1
-        if db.compact:
-            return pd.Categorical.from_codes(codes, dtype=schema.string_categories(categories),
-                                             validate=False)
-        return _coded_strings(codes, values)
+        return _coded_strings(codes, values, db.compact)
     raw = np.where(ids.null, _NULL_ID, ids.int64())
     codes, uniques = pd.factorize(raw)
     names = db.names_of(np.asarray(uniques), table, alias, col)

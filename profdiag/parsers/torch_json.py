@@ -249,19 +249,10 @@ def _strings(values: list[str], codes: np.ndarray) -> Any:
     return out
 
 
-def _categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
+def _compact_strings(values: list[str], codes: np.ndarray) -> pd.Categorical:
     """Codes + distinct values -> the column ``schema.compact_strings`` makes of the strings
-    values[codes] (categories: the values present, sorted; <NA>: -1), without building them:
-    the used values are sorted once and the codes remapped by one take."""
-    mark = np.zeros(len(values) + 1, bool)
-    mark[codes] = True  # code -1 marks the extra last slot
-    used = np.flatnonzero(mark[:-1])
-    # the same construction as compact_strings, on the distinct values only (equal values
-    # under two codes become one category)
-    cats = pd.Categorical(pd.array([values[i] for i in used.tolist()], dtype="string"))
-    remap = np.full(len(values) + 1, -1, dtype=cats.codes.dtype)
-    remap[used] = cats.codes
-    return pd.Categorical.from_codes(np.take(remap, codes), dtype=cats.dtype)
+    values[codes], without building them (``schema.coded_categorical``)."""
+    return schema.coded_categorical(codes, values)
 
 
 @dataclass
@@ -399,7 +390,7 @@ def _frame(f: _Flat, compact: bool) -> pd.DataFrame:
     schema.from_columns), or with ``compact`` its ``schema.compact`` form."""
     n = len(f.kind)
     data: dict[str, Any] = {}
-    strings = _categorical if compact else _strings
+    strings = _compact_strings if compact else _strings
     for col in schema.COLUMNS:
         if col == "kind":
             data[col] = pd.Categorical.from_codes(f.kind, dtype=schema.KIND_DTYPE)
