@@ -74,12 +74,13 @@ def to_text(col: pd.Series) -> pd.Series:
     return col
 
 
-def as_str_objects(col: pd.Series) -> np.ndarray:
+def as_str_objects(col: pd.Series, rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's value as ``astype(str)`` gives it (NaN where missing), an object array
-    with one str object per distinct value (not one per row)."""
+    with one str object per distinct value (not one per row); of the positions ``rows``
+    only, when given."""
     codes, values = codes_values(col)
     table = np.append(np.asarray([str(v) for v in values.tolist()], dtype=object), np.nan)
-    return table[codes]
+    return table[codes if rows is None else codes[rows]]
 
 
 def sum_by_value(col: pd.Series, weights: np.ndarray, missing: str | None = None) -> pd.Series:

@@ -697,10 +697,7 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
     # on a 1M-kernel export)
     if len(work):
-        codes, uniques = strcols.codes_values(work["name"])
-        as_str = np.append(np.array([str(v) for v in uniques.tolist()], dtype=object),
-                           pd.Series([None], dtype=work["name"].dtype).astype(str).iloc[0])
-        nxt_names = as_str[codes[np.maximum(nxt, 0)]]
+        nxt_names = strcols.as_str_objects(work["name"], np.maximum(nxt, 0))
     else:
         nxt_names = np.full(len(nxt), "", dtype=object)
     # an object column of those shared str (a text column would copy each name per gap)
