@@ -167,27 +167,15 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
         # The first runtime call of each correlation id, found by a sorted search (not a
         # copy of the runtime rows and a hash map of millions of ids); values go through
         # float64 as the Series.map (Float64) of before did.
-        is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()
-                 ).to_numpy(dtype=bool)
-        rt_corr = host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt]
-        by = np.argsort(rt_corr, kind="stable")
-        rt_corr = rt_corr[by]
-        first = np.concatenate(([True], rt_corr[1:] != rt_corr[:-1])) if len(rt_corr) else \
-            np.zeros(0, dtype=bool)
-        rt_corr = rt_corr[first]
-        rt_start = host["start_ns"].to_numpy(dtype=np.int64)[is_rt][by][first]
-        del by, first
+        ids, first_row = first_runtime_calls(host)
+        hit, at = find_calls(ids, work["correlation"])
         known = work["correlation"].notna().to_numpy(dtype=bool)
-        wc = work["correlation"].to_numpy(dtype=np.int64, na_value=0)
-        at = np.minimum(np.searchsorted(rt_corr, wc), max(len(rt_corr) - 1, 0))
-        hit = known & (len(rt_corr) > 0)
-        if len(rt_corr):
-            hit &= rt_corr[at] == wc
         start = work["start_ns"].to_numpy(dtype=np.int64)
-        launched = np.where(hit, rt_start[at] if len(rt_corr) else start, start)
+        rt_start = host["start_ns"].to_numpy(dtype=np.int64)[first_row]
+        launched = np.where(hit, rt_start[at] if len(ids) else start, start)
         work["launch_ns"] = launched.astype(np.float64).astype(np.int64)
         # Launched before the profiler's CPU window opened: no runtime call in the trace.
-        orphan = (~hit & known) if len(rt_corr) else np.zeros(len(work), dtype=bool)
+        orphan = (~hit & known) if len(ids) else np.zeros(len(work), dtype=bool)
         work["orphan"] = orphan
         if orphan.any():
             notes.append(f"{int(orphan.sum())} GPU events were launched before the profiled CPU "
@@ -209,6 +197,28 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
     return Context(trace=trace, work=work.reset_index(drop=True), host=host,
                    annotations=annotations, steps=steps, device=device, cpu_only=cpu_only,
                    spec=spec, thresholds=limits, notes=notes)
+
+
+def first_runtime_calls(host: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct correlation ids of the runtime calls in ``host``, sorted; the position
+    in ``host`` of each id's first call)."""
+    is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()
+             ).to_numpy(dtype=bool)
+    ids, first = np.unique(host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt],
+                           return_index=True)  # the first occurrence of each id
+    return ids, np.flatnonzero(is_rt)[first]
+
+
+def find_calls(ids: np.ndarray, correlation: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``correlation``: (its id is one of the sorted ``ids``; that id's position
+    in ``ids``, meaningful where found), by a sorted search."""
+    known = correlation.notna().to_numpy(dtype=bool)
+    wc = correlation.to_numpy(dtype=np.int64, na_value=0)
+    at = np.minimum(np.searchsorted(ids, wc), max(len(ids) - 1, 0))
+    hit = known & (len(ids) > 0)
+    if len(ids):
+        hit &= ids[at] == wc
+    return hit, at
 
 
 def find_steps(annotations: pd.DataFrame) -> pd.DataFrame:

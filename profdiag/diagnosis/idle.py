@@ -32,6 +32,7 @@ import pandas as pd
 from .. import schema, strcols
 from ..errors import RulesError
 from ..rules_path import rules_dir
+from .context import find_calls, first_runtime_calls
 from .model import PASS, SKIP, WARN, Check, Recommendation
 
 if sys.version_info >= (3, 11):
@@ -154,26 +155,15 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
     st = work["start_ns"].to_numpy(dtype=np.int64)
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
-    # The launch call of each work item: its end and thread (same correlation id).
-    is_rt = ((host["kind"] == schema.KIND_RUNTIME) & host["correlation"].notna()).to_numpy()
-    # each work row's launch call by a sorted search (not a hash map of millions of calls):
-    # the distinct ids, sorted, and the first call of each (one np.unique, not a
-    # drop_duplicates and an argsort); values go through float64 as the Series.map of
-    # before did
-    rt_corr, first = np.unique(host["correlation"].to_numpy(dtype=np.int64, na_value=0)[is_rt],
-                               return_index=True)
-    by = np.flatnonzero(is_rt)[first]
+    # The launch call of each work item: its end and thread (same correlation id), by a
+    # sorted search over the runtime calls' ids (not a hash map of millions of calls);
+    # values go through float64 as the Series.map of before did
+    ids, by = first_runtime_calls(host)
     rt_end = (host["start_ns"] + host["dur_ns"]).to_numpy(dtype=np.float64, na_value=-1.0)[by]
     rt_tid = host["tid"].to_numpy(dtype=np.float64, na_value=-1.0)[by]
-    corr = work["correlation"]
-    known = corr.notna().to_numpy()
-    wc = corr.to_numpy(dtype=np.int64, na_value=0)
-    at = np.minimum(np.searchsorted(rt_corr, wc), max(len(rt_corr) - 1, 0))
-    hit = known & (len(rt_corr) > 0)
-    if len(rt_corr):
-        hit &= rt_corr[at] == wc
-    call_end = np.where(hit, rt_end[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
-    call_tid = np.where(hit, rt_tid[at] if len(rt_corr) else -1.0, -1.0).astype(np.int64)
+    hit, at = find_calls(ids, work["correlation"])
+    call_end = np.where(hit, rt_end[at] if len(ids) else -1.0, -1.0).astype(np.int64)
+    call_tid = np.where(hit, rt_tid[at] if len(ids) else -1.0, -1.0).astype(np.int64)
     # Sorted by start, then launch: the first event starting at t has the earliest launch.
     order = _by_start(st, launch)
     st_sorted = st[order]
