@@ -122,24 +122,35 @@ def objects(col: pd.Series | Any, missing: Any = pd.NA) -> np.ndarray:
     return np.append(values, np.array([missing], dtype=object))[codes]
 
 
+def combo_codes(frame: pd.DataFrame, cols: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's code into the distinct combinations of its values in ``cols`` (numbered
+    in order of first appearance; a missing value is a value of its own), and the first row
+    of each combination -- from the columns' codes, no Python object per row."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for c in cols:
+        codes, values = codes_values(frame[c])
+        m = len(values) + 1
+        combined = combined * m + np.where(codes < 0, m - 1, codes)
+        combined = np.asarray(pd.factorize(combined)[0], dtype=np.int64)
+    first = np.unique(combined, return_index=True)[1]  # codes 0..k-1 in order of appearance
+    return combined, first
+
+
 def per_combo(frame: pd.DataFrame, cols: Iterable[str], fn: Callable[..., Any],
               missing: Any = pd.NA) -> np.ndarray:
     """``fn(*values)`` of each row's values in ``cols``, computed once per distinct
     combination of them (by code); a missing value is passed as ``missing``."""
-    combined = np.zeros(len(frame), dtype=np.int64)
-    tables = []
+    cols = list(cols)
+    combined, first = combo_codes(frame, cols)
+    tables, per_col = [], []
     for c in cols:
         codes, values = codes_values(frame[c])
-        ext = np.append(values, np.array([missing], dtype=object))
-        tables.append(ext)
-        combined = combined * len(ext) + np.where(codes < 0, len(ext) - 1, codes)
-        combined = np.asarray(pd.factorize(combined)[0], dtype=np.int64)
-    keys, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    per_col = [np.asarray(codes_values(frame[c])[0]) for c in cols]
-    out = np.empty(len(keys), dtype=object)
+        tables.append(np.append(values, np.array([missing], dtype=object)))
+        per_col.append(codes)
+    out = np.empty(len(first), dtype=object)
     for j, i in enumerate(first.tolist()):
         out[j] = fn(*(t[pc[i]] for t, pc in zip(tables, per_col)))
-    return out[np.asarray(inverse).reshape(-1)]
+    return out[combined]
 
 
 def value_at(col: pd.Series, pos: int, missing: Any = pd.NA) -> Any:

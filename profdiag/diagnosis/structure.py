@@ -444,11 +444,7 @@ def _gemm_table(calls: pd.DataFrame) -> tuple[np.ndarray, list[tuple[Any, ...]]]
     """(per call, the index of its distinct (name, op, shapes, role, dtype); per distinct
     one, the fields of _gemms' Gemm): a GEMM-heavy trace has hundreds of thousands of calls
     of a few hundred kinds, each of whose shapes _gemms would parse again."""
-    key = np.zeros(len(calls), dtype=np.int64)
-    for col in _GEMM_KEYS:
-        codes, uniques = pd.factorize(calls[col], use_na_sentinel=False)
-        key = pd.factorize(key * (len(uniques) + 1) + codes)[0].astype(np.int64)
-    first = np.unique(key, return_index=True)[1]  # codes 0..m-1 in order of appearance
+    key, first = strcols.combo_codes(calls, _GEMM_KEYS)
     fields = [(g.sig, g.name, g.k, g.n, g.role, g.dtype) for g in _gemms(calls.iloc[first])]
     return key, fields
 
