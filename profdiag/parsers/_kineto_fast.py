@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter, eq, is_not, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -148,7 +148,55 @@ class _Event(msgspec.Struct, frozen=True, gc=False):
     args: _Args = _NO_ARGS
 
 
+# The strict twins of _Args and _Event: every id, count and time has the one JSON type
+# Kineto writes (ints in int64, past the MISS sentinel, and numbers for ts/dur), so each
+# column comes out of the Structs with one np.fromiter and no per-value type check. A piece
+# with any other type (a string id, a null, a float stream, a bool) fails validation and is
+# decoded again with the loose Structs above, whose conversions are the original parser's.
+# pid/tid stay loose: Kineto's own "Trace" span and instant events write strings there.
+_I64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN + 1, le=_INT64_MAX)]
+_NAN = float("nan")
+
+
+class _StrictArgs(msgspec.Struct, frozen=True, gc=False):
+    ext: _I64 = msgspec.field(name="External id", default=MISS)
+    ext_lower: _I64 = msgspec.field(name="external id", default=MISS)
+    correlation: _I64 = MISS
+    device: _I64 = MISS
+    device_upper: _I64 = msgspec.field(name="Device", default=MISS)
+    # read on GPU rows only, but ROCm's runtime rows write strings ("0x0", "9216"): loose
+    stream: Num = MISS
+    bytes: Num = MISS
+    grid: msgspec.Raw = _NULL_RAW
+    block: msgspec.Raw = _NULL_RAW
+    dims: msgspec.Raw = msgspec.field(name="Input Dims", default=_NULL_RAW)
+    dims_lower: msgspec.Raw = msgspec.field(name="Input dims", default=_NULL_RAW)
+    types: msgspec.Raw = msgspec.field(name="Input type", default=_NULL_RAW)
+    concrete: msgspec.Raw = msgspec.field(name="Concrete Inputs", default=_NULL_RAW)
+    coll: Num = msgspec.field(name="Collective name", default=MISS)
+    in_nelems: Num = msgspec.field(name="In msg nelems", default=MISS)
+    out_nelems: Num = msgspec.field(name="Out msg nelems", default=MISS)
+    group_size: Num = msgspec.field(name="Group size", default=MISS)
+    dtype: Num = MISS
+    pg_name: Num = msgspec.field(name="Process Group Name", default=MISS)
+
+
+_NO_STRICT_ARGS = _StrictArgs()
+
+
+class _StrictEvent(msgspec.Struct, frozen=True, gc=False):
+    ph: str | None = None
+    cat: str | None = None
+    name: str | int | float | None = None
+    ts: float = _NAN  # no ts: an unusable row, as the loose None is
+    dur: float = 0.0
+    pid: Num = MISS
+    tid: Num = MISS
+    args: _StrictArgs = _NO_STRICT_ARGS
+
+
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
+_decode_strict = msgspec.json.Decoder(list[_StrictEvent]).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -343,15 +391,28 @@ def _first_present_int(*columns: list[Any]) -> np.ndarray:
     return _int_array(out)
 
 
+def _ns_of(us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 µs -> (int64 ns, ok mask)."""
+    ok = np.abs(us) <= 9.2e15  # False for NaN and inf too
+    return np.rint(np.where(ok, us, 0.0) * 1000.0).astype(np.int64), ok
+
+
+def _floats(seq: list[Any], attr: str) -> np.ndarray:
+    """One float field of strict Structs as float64."""
+    return np.fromiter(map(attrgetter(attr), seq), np.float64, len(seq))
+
+
+def _i64s(seq: list[Any], attr: str) -> np.ndarray:
+    """One int field of strict Structs (int64 by validation, MISS when absent) as int64."""
+    return np.fromiter(map(attrgetter(attr), seq), np.int64, len(seq))
+
+
 def _ns_array(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """µs values -> (int64 ns, ok mask)."""
     try:
         arr = np.array(values)
         if arr.dtype.kind in "if":
-            f = arr.astype(np.float64)
-            ok = np.abs(f) <= 9.2e15  # False for NaN and inf too
-            ns = np.rint(np.where(ok, f, 0.0) * 1000.0).astype(np.int64)
-            return ns, ok
+            return _ns_of(arr.astype(np.float64))
     except (OverflowError, ValueError, TypeError):
         pass
     conv = [to_ns(v) for v in values]
@@ -410,6 +471,17 @@ def _first_present_cols(n: int, *columns: list[Any] | None) -> np.ndarray:
     return _first_present_int(*cols)
 
 
+def _loose_device(g_args: list[_Args], gpu_idx: np.ndarray, pid_raw: list[Any],
+                  pid_arr: np.ndarray | None) -> np.ndarray:
+    """The GPU rows' device from loose args: device, else Device, else the event's pid."""
+    dev_raw = list(map(attrgetter("device"), g_args))
+    dev_upper = _unless_all(list(map(attrgetter("device_upper"), g_args)), MISS)
+    dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
+    if dev_arr is not None and pid_arr is not None:
+        return _first_present(dev_arr, pid_arr[gpu_idx])
+    return _first_present_cols(len(g_args), dev_raw, dev_upper, _take(pid_raw, gpu_idx))
+
+
 class Extractor:
     """Turns decoded pieces into Columns; keeps the string tables shared across pieces."""
 
@@ -419,7 +491,10 @@ class Extractor:
         self.collectives: list[dict[str, Any]] = []
 
     # fast path: typed Structs
-    def add_structs(self, events: list[_Event]) -> None:
+    def add_structs(self, events: list[Any], strict: bool = False) -> None:
+        """Columns of decoded Structs: _StrictEvent ones (``strict``: every numeric field
+        has its one type, read by np.fromiter) or loose _Event ones (converted per column
+        with the original parser's semantics)."""
         code_by_cat = _CODE_BY_CAT
         suffix = _PY_STEP_SUFFIX  # inlined _py_step: this runs once per event
         n_all = len(events)
@@ -440,8 +515,12 @@ class Extractor:
                 e = sel[i]
                 if type(e.name) is str and e.name.endswith(suffix):
                     kind[i] = _ANNOTATION_CODE
-        start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
-        dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
+        if strict:
+            start, ok_start = _ns_of(_floats(sel, "ts"))
+            dur, ok_dur = _ns_of(_floats(sel, "dur"))
+        else:
+            start, ok_start = _ns_array(list(map(attrgetter("ts"), sel)))
+            dur, ok_dur = _ns_array(list(map(attrgetter("dur"), sel)))
         ok = ok_start & ok_dur
         if not ok.all():
             keep = np.flatnonzero(ok)
@@ -464,16 +543,22 @@ class Extractor:
         c = self.cols
         name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
         n = len(sel)
-        # arg keys most traces never write (2021-era spellings, copy sizes) get no further
-        # pass in a piece where no event has them
-        ext = _first_present_cols(n, ints("ext", args), _unless_all(ints("ext_lower", args), MISS))
-        corr = _int_array(ints("correlation", args))
+        # pid/tid are loose in both Structs (Kineto's span events write strings there)
         pid_raw = ints("pid", sel)
         tid_raw = ints("tid", sel)
         pid_arr = _int_array_or_none(pid_raw)
         tid_arr = _int_array_or_none(tid_raw)
         pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
         tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
+        # arg keys most traces never write (2021-era spellings, copy sizes) get no further
+        # pass in a piece where no event has them
+        if strict:
+            ext = _first_present(_i64s(args, "ext"), _i64s(args, "ext_lower"))
+            corr = _i64s(args, "correlation")
+        else:
+            ext = _first_present_cols(n, ints("ext", args),
+                                      _unless_all(ints("ext_lower", args), MISS))
+            corr = _int_array(ints("correlation", args))
         miss = np.int64(MISS)
         gpu_idx = np.flatnonzero(gpu)
         host_idx = np.flatnonzero(host)
@@ -485,15 +570,11 @@ class Extractor:
         codes = {k: np.full(n, -1, np.int32) for k in TEXT_COLUMNS}
         if len(gpu_idx):
             g_args = _take(args, gpu_idx)
-            g = len(g_args)
-            dev_raw = ints("device", g_args)
-            dev_upper = _unless_all(ints("device_upper", g_args), MISS)
-            dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
-            if dev_arr is not None and pid_arr is not None:
-                device[gpu_idx] = _first_present(dev_arr, pid_arr[gpu_idx])
+            if strict:
+                device[gpu_idx] = _first_present(_i64s(g_args, "device"),
+                                                 _i64s(g_args, "device_upper"), pid[gpu_idx])
             else:
-                device[gpu_idx] = _first_present_cols(g, dev_raw, dev_upper,
-                                                      _take(pid_raw, gpu_idx))
+                device[gpu_idx] = _loose_device(g_args, gpu_idx, pid_raw, pid_arr)
             st_raw = ints("stream", g_args)
             st_arr = _int_array_or_none(st_raw)
             if st_arr is not None and tid_arr is not None:
@@ -617,15 +698,22 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                self.add_structs(_decode_events(piece))
-                return
+                strict = _decode_strict(piece)
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
                 note = "invalid UTF-8 in the trace was replaced"
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                self.add_structs(_decode_events(piece))
+                strict = _decode_strict(piece)
+            self.add_structs(strict, strict=True)
+            return
+        except msgspec.ValidationError:
+            pass  # some id or time of another type: the loose Structs, then per event
+        except RecursionError:
+            raise msgspec.DecodeError("JSON nested too deeply") from None
+        try:
+            self.add_structs(_decode_events(piece))
         except msgspec.ValidationError:
             # unexpected field types somewhere in this piece: per-event slow path
             try:
