@@ -7,6 +7,7 @@ import msgspec
 import numpy as np
 import orjson
 import pandas as pd
+import pytest
 
 import profdiag
 from profdiag.diagnosis import mode
@@ -185,3 +186,53 @@ def test_raw_values_as_bytes_even_with_a_nul_inside():
     assert fast._raw_bytes(raws) == [b"[1,2]", b'"a\x00b"', b"null"]
     assert fast._raw_bytes(raws[:1] + raws[2:]) == [b"[1,2]", b"null"]
     assert fast._raw_bytes([]) == []
+
+
+def test_a_piece_the_strict_structs_reject_is_read_by_the_loose_ones(tmp_path, monkeypatch):
+    """The strict decode takes ids and counts as int64 ints and ts/dur as numbers; a piece
+    with a float id, a string correlation or an id past int64 is decoded again with the loose
+    Structs (not per event), and the table is the whole-document path's."""
+    events = []
+    for i in range(60):
+        for ev in _events():
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            events.append(ev)
+    events[2]["args"]["External id"] = 7.0  # a float id: 7
+    events[3]["args"]["correlation"] = "101"  # a string id: 101
+    events[8 * 37]["args"]["External id"] = 2**63  # past int64 (an op's): <NA>
+    events[8 * 37 + 2]["args"]["stream"] = "0x0"  # ROCm writes strings on runtime rows
+    strict_ok = [False, False, False, True]  # a runtime row's stream is not read: strict
+    for ev, ok in zip((events[2], events[3], events[8 * 37], events[8 * 37 + 2]), strict_ok):
+        body = orjson.dumps([ev])
+        if ok:
+            fast._decode_strict(body)
+        else:
+            with pytest.raises(msgspec.ValidationError):
+                fast._decode_strict(body)
+        fast._decode_events(body)  # the loose Structs take every one
+    loose_pieces = []
+    monkeypatch.setattr(fast.Extractor, "add_objects",
+                        lambda self, evs: pytest.fail("no piece should go per event"))
+    real = fast.Extractor.add_structs
+
+    def add_structs(self, evs, strict=False):
+        if not strict:
+            loose_pieces.append(len(evs))
+        return real(self, evs, strict)
+
+    monkeypatch.setattr(fast.Extractor, "add_structs", add_structs)
+    path = tmp_path / "loose.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    streamed = profdiag.load(path).events
+    monkeypatch.undo()
+    whole = torch_json._table(_whole_document(path), [])
+    assert streamed.equals(whole)
+    assert 0 < len(loose_pieces) < 10  # the pieces with those events, not all of them
+    # rows keep the events' order: 6 of each copy's 8 events (the instant and the unknown
+    # category are dropped), so event 8 * k + j (j < 6) is row 6 * k + j
+    assert streamed["external_id"].iloc[2] == 7  # the float id, as the per-event parser reads it
+    assert streamed["correlation"].iloc[3] == 101
+    assert pd.isna(streamed["external_id"].iloc[6 * 37])
+    assert streamed["external_id"].iloc[6 * 36] == 7  # the copy before: untouched

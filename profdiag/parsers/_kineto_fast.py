@@ -29,7 +29,7 @@ from .. import schema
 from ..errors import TraceFormatError
 from ._io import Input
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20
 HEAD_SEARCH_LIMIT = 64 << 20
 MISS = -(2**63)  # "no value" in int64 columns (the Int64 mask is built from it)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
