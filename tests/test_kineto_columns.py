@@ -73,14 +73,36 @@ def test_fast_and_per_event_paths_build_the_same_table():
 
 
 def test_raw_values_are_compacted_once_per_distinct_spelling():
-    table = fast.Strings()
-    raws = [fast.msgspec.Raw(b) for b in (b"[[1, 2]]", b"[[1,2]]", b"null", b"[[1, 2]]", b"[]")]
-    codes = table.raw_codes(raws, fast.json_text)
-    assert codes.dtype == np.int32
+    dims, types = fast.Strings(), fast.Strings()
+    combos = fast.RawCombos([dims, types], [fast.json_text, fast.json_text])
+    raw = fast.msgspec.Raw
+    first = [raw(b) for b in (b"[[1, 2]]", b"[[1,2]]", b"null", b"[[1, 2]]", b"[]")]
+    second = [raw(b) for b in (b'["f"]', b'["f"]', b'["f"]', b"null", b'["f"]')]
+    d, t = combos.raw_codes([first, second])
+    assert d.dtype == t.dtype == np.int32
     # two spellings of one value: two codes, one text; null: -1; [] is "[]" (not missing)
-    assert [table.values[c] if c >= 0 else None for c in codes] == [
+    assert [dims.values[c] if c >= 0 else None for c in d] == [
         "[[1,2]]", "[[1,2]]", None, "[[1,2]]", "[]"]
-    assert len(table.by_raw) == 4  # b"null" and the three distinct spellings
+    assert [types.values[c] if c >= 0 else None for c in t] == [
+        '["f"]', '["f"]', '["f"]', None, '["f"]']
+    assert len(dims.by_raw) == 4  # b"null" and the three distinct spellings
+    assert len(combos.by_key) == 5  # rows 1 and 4 share their dims, not their types
+    # a second piece of known combinations decodes nothing new and gives the same codes
+    d2, t2 = combos.raw_codes([first[::-1], second[::-1]])
+    assert d2.tolist() == d.tolist()[::-1] and t2.tolist() == t.tolist()[::-1]
+    assert len(combos.by_key) == 5 and len(dims.by_raw) == 4
+
+
+def test_no_decoded_raw_value_holds_a_nul():
+    """RawCombos joins raw values with NUL: msgspec must reject unescaped control characters
+    in every string it decodes or skips, so no Raw can hold one."""
+    for body in (b'[{"args": {"Input Dims": ["a\x00b"]}}]', b'[{"args": {"skipped": "a\x00"}}]'):
+        for decode in (fast._decode_strict, fast._decode_events):
+            with pytest.raises(msgspec.DecodeError):
+                decode(body)
+    # the escaped spelling is valid JSON, and stays escaped in the raw bytes
+    ev = fast._decode_strict(b'[{"args": {"Input Dims": ["a\\u0000b"]}}]')[0]
+    assert b"\x00" not in bytes(ev.args.dims)
 
 
 def test_odd_field_types_in_some_pieces_keep_the_per_event_semantics(tmp_path, monkeypatch):
@@ -179,13 +201,6 @@ def test_rare_keys_are_read_in_the_pieces_that_hold_them(tmp_path, monkeypatch):
     assert streamed.equals(whole)
     assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
-
-
-def test_raw_values_as_bytes_even_with_a_nul_inside():
-    raws = [msgspec.Raw(b"[1,2]"), msgspec.Raw(b'"a\x00b"'), msgspec.Raw(b"null")]
-    assert fast._raw_bytes(raws) == [b"[1,2]", b'"a\x00b"', b"null"]
-    assert fast._raw_bytes(raws[:1] + raws[2:]) == [b"[1,2]", b"null"]
-    assert fast._raw_bytes([]) == []
 
 
 def test_a_piece_the_strict_structs_reject_is_read_by_the_loose_ones(tmp_path, monkeypatch):

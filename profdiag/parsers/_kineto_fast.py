@@ -269,16 +269,6 @@ def _concrete_text(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------
 # column batches
 
-def _raw_bytes(raws: list[msgspec.Raw]) -> list[bytes]:
-    """Each raw JSON value as bytes: one join and one split (a NUL byte cannot be in JSON
-    text; were one there, the part count tells, and each value is copied on its own)."""
-    if raws:
-        parts = b"\x00".join(raws).split(b"\x00")
-        if len(parts) == len(raws):
-            return parts
-    return list(map(bytes, raws))
-
-
 class Strings:
     """One string column as int32 codes into ``values`` (-1: <NA>), built per distinct value.
 
@@ -305,18 +295,10 @@ class Strings:
             self.values.append(value)
         return code
 
-    def raw_codes(self, raws: list[msgspec.Raw], fn: Callable[[Any], Any]) -> np.ndarray:
-        """Raw JSON values -> codes of fn(value), fn run once per distinct raw value."""
-        keys = _raw_bytes(raws)
-        by_raw = self.by_raw
-        # most pieces bring no value the table lacks: look every key up once, and find the
-        # distinct new ones only when there are some
-        codes = np.fromiter(map(by_raw.get, keys, repeat(-2)), np.int32, len(keys))
-        if not (codes == -2).any():
-            return codes
-        for b in dict.fromkeys(keys):  # the distinct raw values, first seen first
-            if b in by_raw:
-                continue
+    def code_of_raw(self, b: bytes, fn: Callable[[Any], Any]) -> int:
+        """Code of fn(the JSON value b), decoded the first time b is seen."""
+        code = self.by_raw.get(b)
+        if code is None:
             try:
                 v = fn(orjson.loads(b))
             except orjson.JSONDecodeError:
@@ -324,8 +306,8 @@ class Strings:
                     v = fn(_decode_any(b))
                 except (msgspec.DecodeError, RecursionError):
                     v = None  # nested past any decoder's depth limit: unusable
-            by_raw[b] = self.code_of(v)
-        return np.fromiter(map(by_raw.__getitem__, keys), np.int32, len(keys))
+            code = self.by_raw[b] = self.code_of(v)
+        return code
 
     def concat(self) -> np.ndarray:
         out = np.concatenate(self.parts) if self.parts else np.empty(0, np.int32)
@@ -333,6 +315,41 @@ class Strings:
         return out
 
 
+class RawCombos:
+    """The codes of several string columns at once, per distinct combination of their raw
+    JSON values: one joined key and one lookup per row instead of a join, a split and a
+    lookup per column. The key joins the raw values with NUL, which no decoded Raw can
+    hold (msgspec rejects unescaped control characters), so a key is one combination.
+    Each column's value is still decoded once per distinct raw value, by its Strings."""
+
+    __slots__ = ("tables", "fns", "by_key", "lists", "arrays")
+
+    def __init__(self, tables: list[Strings], fns: list[Callable[[Any], Any]]) -> None:
+        self.tables = tables
+        self.fns = fns
+        self.by_key: dict[bytes, int] = {}
+        self.lists: list[list[int]] = [[] for _ in tables]  # column -> code of each combination
+        self.arrays: list[np.ndarray] = []
+
+    def raw_codes(self, columns: list[list[msgspec.Raw]]) -> list[np.ndarray]:
+        """Per column, the codes of the rows' raw values (``columns``: one list per table)."""
+        keys = list(map(_NUL.join, zip(*columns)))
+        n = len(keys)
+        by_key = self.by_key
+        combo = np.fromiter(map(by_key.get, keys, repeat(-1)), np.int32, n)
+        new = np.flatnonzero(combo < 0).tolist()
+        if new:
+            # one row of each new combination (the last: dict keeps a key's last value)
+            for key, row in dict(zip(map(keys.__getitem__, new), new)).items():
+                by_key[key] = len(self.lists[0])
+                for col, table, fn, codes in zip(columns, self.tables, self.fns, self.lists):
+                    codes.append(table.code_of_raw(bytes(col[row]), fn))
+            self.arrays = [np.array(codes, np.int32) for codes in self.lists]
+            combo = np.fromiter(map(by_key.__getitem__, keys), np.int32, n)
+        return [codes[combo] for codes in self.arrays]
+
+
+_NUL = b"\x00"
 TEXT_COLUMNS = ("input_dims", "input_types", "input_concrete", "grid", "block")
 
 
@@ -487,6 +504,12 @@ class Extractor:
 
     def __init__(self) -> None:
         self.cols = Columns()
+        text = self.cols.text
+        # an op's Input Dims, Input type and Concrete Inputs; a kernel's grid and block
+        self.op_inputs = RawCombos(
+            [text["input_dims"], text["input_types"], text["input_concrete"]],
+            [json_text, json_text, _concrete_text])
+        self.launch_dims = RawCombos([text["grid"], text["block"]], [dims3, dims3])
         # one row per collective kernel that carries NCCL args (few per trace)
         self.collectives: list[dict[str, Any]] = []
 
@@ -584,8 +607,8 @@ class Extractor:
             nbytes_raw = _unless_all(ints("bytes", g_args), MISS)
             if nbytes_raw is not None:
                 nbytes[gpu_idx] = _int_array(nbytes_raw)
-            for col in ("grid", "block"):
-                codes[col][gpu_idx] = text[col].raw_codes(ints(col, g_args), dims3)
+            codes["grid"][gpu_idx], codes["block"][gpu_idx] = self.launch_dims.raw_codes(
+                [ints("grid", g_args), ints("block", g_args)])
             colls = ints("coll", g_args)
             if any(map(is_not, colls, repeat(MISS))):  # a collective kernel in this piece
                 for a, coll in zip(g_args, colls):
@@ -609,11 +632,9 @@ class Extractor:
             lower = _unless_all(ints("dims_lower", h_args), _NULL_RAW)
             if lower is not None:
                 merged = [u if u is not _NULL_RAW else lo for u, lo in zip(merged, lower)]
-            codes["input_dims"][host_idx] = text["input_dims"].raw_codes(merged, json_text)
-            codes["input_types"][host_idx] = text["input_types"].raw_codes(
-                ints("types", h_args), json_text)
-            codes["input_concrete"][host_idx] = text["input_concrete"].raw_codes(
-                ints("concrete", h_args), _concrete_text)
+            (codes["input_dims"][host_idx], codes["input_types"][host_idx],
+             codes["input_concrete"][host_idx]) = self.op_inputs.raw_codes(
+                [merged, ints("types", h_args), ints("concrete", h_args)])
         for col in TEXT_COLUMNS:
             text[col].parts.append(codes[col])
 
