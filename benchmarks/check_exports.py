@@ -94,7 +94,8 @@ def main() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     for path in inputs(a.source, a.files):
         ref = a.dir / key(path).replace(".report.json", ".tables.pkl")
-        out = ref if a.mode == "save" else a.dir / "_new.pkl"
+        # a name of this process's own: two checks of one DIR may run at once
+        out = ref if a.mode == "save" else a.dir / f"_new.{os.getpid()}.pkl"
         proc = subprocess.run([sys.executable, __file__, "child", str(out), str(path)],
                               capture_output=True, text=True, env=env)
         if proc.returncode:
@@ -108,7 +109,7 @@ def main() -> None:
         bad += bool(diffs)
         print(f"{'DIFF ' if diffs else 'same '} {path.name} {'; '.join(diffs)}", flush=True)
     if a.mode == "check":
-        (a.dir / "_new.pkl").unlink(missing_ok=True)
+        (a.dir / f"_new.{os.getpid()}.pkl").unlink(missing_ok=True)
         print(f"{bad} file(s) differ" if bad else "every table and Perfetto file is the same")
         sys.exit(1 if bad else 0)
 
