@@ -151,7 +151,7 @@ class _Event(msgspec.Struct, frozen=True, gc=False):
 # The strict twins of _Args and _Event: every id, count and time has the one JSON type
 # Kineto writes (ints in int64, past the MISS sentinel, and numbers for ts/dur), so each
 # column comes out of the Structs with one np.fromiter and no per-value type check. A piece
-# with any other type (a string id, a null, a float stream, a bool) fails validation and is
+# with any other type (a string or float id, a null, a bool) fails validation and is
 # decoded again with the loose Structs above, whose conversions are the original parser's.
 # pid/tid stay loose: Kineto's own "Trace" span and instant events write strings there.
 _I64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN + 1, le=_INT64_MAX)]
@@ -573,8 +573,8 @@ class Extractor:
         tid_arr = _int_array_or_none(tid_raw)
         pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
         tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
-        # arg keys most traces never write (2021-era spellings, copy sizes) get no further
-        # pass in a piece where no event has them
+        # loose: arg keys most traces never write (2021-era spellings, copy sizes) get no
+        # further pass in a piece where no event has them; strict: one np.fromiter each
         if strict:
             ext = _first_present(_i64s(args, "ext"), _i64s(args, "ext_lower"))
             corr = _i64s(args, "correlation")
@@ -719,15 +719,15 @@ class Extractor:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                strict = _decode_strict(piece)
+                events = _decode_strict(piece)
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
                 note = "invalid UTF-8 in the trace was replaced"
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                strict = _decode_strict(piece)
-            self.add_structs(strict, strict=True)
+                events = _decode_strict(piece)
+            self.add_structs(events, strict=True)
             return
         except msgspec.ValidationError:
             pass  # some id or time of another type: the loose Structs, then per event
