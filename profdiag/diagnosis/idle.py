@@ -144,14 +144,27 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndar
     return seg_s, seg_e
 
 
+_GAPS_COLUMNS = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
+                 "next_pos", "launch_tid"]
+
+
 def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
          ) -> pd.DataFrame:
     """Every idle stretch of ``work`` inside ``windows`` ((w0, w1, step) triples that partition
     the analysed window), with its host-wait / kernel-wait split and the next work's launch."""
-    cols = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
-            "next_pos", "launch_tid"]
+    got = gap_arrays(work, host, windows)
+    if got is None:
+        return pd.DataFrame(columns=_GAPS_COLUMNS)
+    return pd.DataFrame(got, copy=False)
+
+
+def gap_arrays(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
+               ) -> dict[str, np.ndarray] | None:
+    """gaps() as its int64 columns (None when there is none): writable arrays, not a frame's
+    read-only views."""
+    cols = _GAPS_COLUMNS
     if not windows:
-        return pd.DataFrame(columns=cols)
+        return None
     st = work["start_ns"].to_numpy(dtype=np.int64)
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
@@ -207,11 +220,11 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
         hw = np.where(ready > a, b - a, 0)
         parts.append((a, b - a, step_of, hw, b - a - hw, np.maximum(ready, a), nxt, tid))
     if not parts:
-        return pd.DataFrame(columns=cols)
+        return None
     # column by column (a 2-D stack of the columns and its transposition cost ~0.2 s at a
     # million gaps)
-    return pd.DataFrame({c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
-                         for i, c in enumerate(cols)})
+    return {c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
+            for i, c in enumerate(cols)}
 
 
 def _by_start(st: np.ndarray, launch: np.ndarray) -> np.ndarray:
@@ -630,12 +643,14 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
                    for r in steps_df[["_w0", "_w1", "step"]].to_dict("records")]
     else:
         windows = [(int(window[0]), int(window[1]), -1)]
-    g = gaps(work, host, windows)
-    if len(g):
-        top = set(_largest(g["host_wait_ns"].to_numpy(), top_n).tolist())
-        want = (g["host_wait_ns"] >= min_gap).to_numpy().copy()
+    # the gaps' columns as arrays (empty object ones, as an empty frame's, when none)
+    g = gap_arrays(work, host, windows) or {c: np.zeros(0, dtype=object) for c in _GAPS_COLUMNS}
+    n_gaps = len(g["start_ns"])
+    if n_gaps:
+        top = set(_largest(g["host_wait_ns"], top_n).tolist())
+        want = g["host_wait_ns"] >= min_gap
         want[list(top)] = True
-        want &= (g["host_wait_ns"] > 0).to_numpy()
+        want &= g["host_wait_ns"] > 0
     else:
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
@@ -644,14 +659,15 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
          _PYTHON_KIND)).to_numpy())
     hix = _HostIndex.of(events, hosty)
-    cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
-        if len(g) else np.array([], dtype=object)
-    op = np.full(len(g), "", dtype=object)
-    ctx = np.full(len(g), "", dtype=object)
-    g_start = g["start_ns"].to_numpy()
-    g_hw = g["host_wait_ns"].to_numpy().copy()
-    g_kw = g["kernel_wait_ns"].to_numpy().copy()
-    g_tid = g["launch_tid"].to_numpy()
+    # two shared str objects (an astype(object) of a text array makes one str per gap)
+    cause = np.where(g["host_wait_ns"] > 0, np.array("launch_gaps", dtype=object),
+                     np.array("gpu_side", dtype=object))
+    op = np.full(n_gaps, "", dtype=object)
+    ctx = np.full(n_gaps, "", dtype=object)
+    g_start = g["start_ns"]
+    g_hw = g["host_wait_ns"]
+    g_kw = g["kernel_wait_ns"]
+    g_tid = g["launch_tid"]
     blocking = {c.id for c in rules.causes if c.blocking}
     chosen = np.flatnonzero(want)
     # the host events overlapping every stretch, found and attributed for all at once
@@ -677,12 +693,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     cause[chosen], op[chosen], ctx[chosen] = c, o, x
     g_hw[chosen] += g_kw[chosen]
     g_kw[chosen] = 0
-    g["host_wait_ns"] = g_hw
-    g["kernel_wait_ns"] = g_kw
-    g["cause"] = cause
-    g["op"] = op
-    g["context"] = ctx
-    nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
+    # the index and the overlap lists are done with: freed before the table and its summary
+    # (held to the end, they were the idle step's peak)
+    del hix, offsets, flat, c, o, x, a, b, was, take, chosen
+    nxt = g["next_pos"].astype(np.int64, copy=False)
     # names as str (as astype(str) writes each), one str object per distinct name: the
     # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
     # on a 1M-kernel export)
@@ -691,9 +705,17 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     else:
         nxt_names = np.full(len(nxt), "", dtype=object)
     # an object column of those shared str (a text column would copy each name per gap)
-    g["next"] = pd.Series(np.where(nxt >= 0, nxt_names, ""), index=g.index, dtype=object) \
-        if len(g) else pd.Series([], index=g.index, dtype=object)
-    table = g[GAP_COLUMNS].reset_index(drop=True)
+    nxt_col = np.where(nxt >= 0, nxt_names, np.array("", dtype=object)).astype(object, copy=False)
+    del nxt_names
+    # the table from the columns themselves (no copy of g's columns); cause, op and context
+    # as assigned columns (str dtype), next an object column
+    table = pd.DataFrame({k: g[k] for k in GAP_COLUMNS[:5]}, copy=False)
+    del g
+    table["cause"] = cause
+    table["op"] = op
+    table["context"] = ctx
+    table["next"] = pd.Series(nxt_col, index=table.index, dtype=object)
+    del cause, op, ctx, nxt_col
     return summarise(table, steps_df, rules), table
 
 
