@@ -573,6 +573,33 @@ def test_overlapping_many_matches_overlapping_and_keeps_its_classes_across_calls
     assert offsets.tolist() == [0] and flat.tolist() == []
 
 
+def test_host_index_holds_codes_into_the_distinct_names_and_kinds_of_its_rows():
+    from profdiag.diagnosis.idle import _HostIndex
+
+    us = 1000
+    ev = schema.compact(schema.from_columns({
+        "name": ["kernel_x", "ProfilerStep#3", "cudaLaunchKernel", "aten::mm", "cudaLaunchKernel"],
+        "kind": ["kernel", "annotation", "runtime", "cpu_op", "runtime"],
+        "start_ns": [0, 50 * us, 30 * us, 10 * us, 20 * us],
+        "dur_ns": [5 * us, 2000 * us, 1 * us, 40 * us, 1 * us],
+        "tid": [None, 1, 2, 1, 2], "pid": [1] * 5}))
+    hix = _HostIndex.of(ev, np.array([1, 2, 3, 4]))  # not the kernel
+    # rows by start: aten::mm (10 us), cudaLaunchKernel (20), cudaLaunchKernel (30), the step
+    assert hix.start.tolist() == [10 * us, 20 * us, 30 * us, 50 * us]
+    assert hix.end.tolist() == [50 * us, 21 * us, 31 * us, 2050 * us]
+    assert hix.tid.tolist() == [1, 2, 2, 1]
+    # the distinct names of those rows only (no kernel_x), sorted, the missing name's last
+    assert hix.unique_names[:-1].tolist() == ["ProfilerStep#3", "aten::mm", "cudaLaunchKernel"]
+    assert hix.name_code.dtype == np.int32 and hix.name_code.tolist() == [1, 2, 2, 0]
+    assert hix.name.tolist() == ["aten::mm", "cudaLaunchKernel", "cudaLaunchKernel",
+                                 "ProfilerStep#3"]
+    assert hix.kind.tolist() == ["cpu_op", "runtime", "runtime", "annotation"]
+    assert hix.kind_is("runtime").tolist() == [False, True, True, False]
+    assert not hix.kind_is("python").any()  # a kind of the table's categories, no row's
+    assert hix.code_of_kind("no such kind") == -1 and not hix.kind_is("no such kind").any()
+    assert hix.structural.tolist() == [False, False, False, True]
+
+
 def test_by_start_is_lexsort_of_launch_within_start():
     from profdiag.diagnosis.idle import _by_start
 

@@ -144,26 +144,43 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndar
     return seg_s, seg_e
 
 
+_GAPS_COLUMNS = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
+                 "next_pos", "launch_tid"]
+
+
 def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
          ) -> pd.DataFrame:
     """Every idle stretch of ``work`` inside ``windows`` ((w0, w1, step) triples that partition
     the analysed window), with its host-wait / kernel-wait split and the next work's launch."""
-    cols = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
-            "next_pos", "launch_tid"]
+    got = gap_arrays(work, host, windows)
+    if got is None:
+        return pd.DataFrame(columns=_GAPS_COLUMNS)
+    return pd.DataFrame(got, copy=False)
+
+
+def gap_arrays(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
+               ) -> dict[str, np.ndarray] | None:
+    """gaps() as its int64 columns (None when there is none): writable arrays, not a frame's
+    read-only views."""
+    cols = _GAPS_COLUMNS
     if not windows:
-        return pd.DataFrame(columns=cols)
+        return None
     st = work["start_ns"].to_numpy(dtype=np.int64)
     en = st + work["dur_ns"].to_numpy(dtype=np.int64)
     launch = work["launch_ns"].to_numpy(dtype=np.int64)
     # The launch call of each work item: its end and thread (same correlation id), by a
     # sorted search over the runtime calls' ids (not a hash map of millions of calls);
     # values go through float64 as the Series.map of before did
+    # (of those calls' rows only: the whole host table's columns through float64 cost
+    # ~50 MB at 2.2M rows)
     ids, by = first_runtime_calls(host)
-    rt_end = (host["start_ns"] + host["dur_ns"]).to_numpy(dtype=np.float64, na_value=-1.0)[by]
-    rt_tid = host["tid"].to_numpy(dtype=np.float64, na_value=-1.0)[by]
+    rt_end = (host["start_ns"].take(by) + host["dur_ns"].take(by)).to_numpy(
+        dtype=np.float64, na_value=-1.0)
+    rt_tid = host["tid"].take(by).to_numpy(dtype=np.float64, na_value=-1.0)
     hit, at = find_calls(ids, work["correlation"])
     call_end = np.where(hit, rt_end[at] if len(ids) else -1.0, -1.0).astype(np.int64)
     call_tid = np.where(hit, rt_tid[at] if len(ids) else -1.0, -1.0).astype(np.int64)
+    del ids, by, rt_end, rt_tid, hit, at
     # Sorted by start, then launch: the first event starting at t has the earliest launch.
     order = _by_start(st, launch)
     st_sorted = st[order]
@@ -190,28 +207,40 @@ def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, in
             keep = g_e > g_s
             windows_iter.append((g_s[keep].astype(np.int64), g_e[keep].astype(np.int64),
                                  np.full(int(keep.sum()), step)))
+    # (each temporary dropped once used: a million gaps' arrays are 8 MB each)
     for a, b, step_of in windows_iter:
         k = np.searchsorted(st_sorted, b, "left")
         has = k < len(st_sorted)
         has[has] = st_sorted[k[has]] == b[has]
         nxt = np.where(has, order[np.minimum(k, len(order) - 1)], -1)
-        ready = np.where(has, launch[np.maximum(nxt, 0)], b)
-        tid = np.where(has, call_tid[np.maximum(nxt, 0)], -1)
-        ce = np.where(has, call_end[np.maximum(nxt, 0)], -1)
+        del k
+        j = np.maximum(nxt, 0)
+        ready = np.where(has, launch[j], b)
+        tid = np.where(has, call_tid[j], -1)
+        ce = np.where(has, call_end[j], -1)
+        del has, j
+        dur = b - a
         # The host spent (most of) the gap inside the call that issues the next work: a
         # blocking copy, or a graph launch that feeds its nodes one by one.
-        inside_call = (ce > 0) & (np.minimum(ce, b) - np.maximum(ready, a) >= 0.5 * (b - a))
-        ready = np.where(inside_call, b, ready)
+        inside_call = (ce > 0) & (np.minimum(ce, b) - np.maximum(ready, a) >= 0.5 * dur)
+        del ce
+        ready[inside_call] = b[inside_call]
+        del inside_call
         # Launched after the gap began: the queue was empty, the whole gap (launch latency
         # included) is the host's. Launched before: the work sat queued, a GPU-side gap.
-        hw = np.where(ready > a, b - a, 0)
-        parts.append((a, b - a, step_of, hw, b - a - hw, np.maximum(ready, a), nxt, tid))
+        hw = np.where(ready > a, dur, 0)
+        np.maximum(ready, a, out=ready)
+        parts.append((a, dur, step_of, hw, dur - hw, ready, nxt, tid))
+        del a, b, step_of, dur, hw, ready, nxt, tid
+    del windows_iter, order, st_sorted, st, en, launch, call_end, call_tid
     if not parts:
-        return pd.DataFrame(columns=cols)
+        return None
+    if len(parts) == 1:  # (one pass over tiled windows: its arrays, not a copy of them)
+        return {c: parts[0][i].astype(np.int64, copy=False) for i, c in enumerate(cols)}
     # column by column (a 2-D stack of the columns and its transposition cost ~0.2 s at a
     # million gaps)
-    return pd.DataFrame({c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
-                         for i, c in enumerate(cols)})
+    return {c: np.concatenate([p[i] for p in parts]).astype(np.int64, copy=False)
+            for i, c in enumerate(cols)}
 
 
 def _by_start(st: np.ndarray, launch: np.ndarray) -> np.ndarray:
@@ -286,81 +315,129 @@ def _contiguous(windows: Sequence[tuple[int, int, int]]) -> list[tuple[int, int,
 
 @dataclass
 class _HostIndex:
-    """Host events sorted by start, split into long and short ones for quick interval queries."""
+    """Host events sorted by start: their times and thread, and their name and kind as codes
+    into the distinct values (per-row arrays of str objects held ~35 MB more at 2.2M rows)."""
 
-    name: np.ndarray
-    kind: np.ndarray
     start: np.ndarray
     end: np.ndarray
     tid: np.ndarray
-    long_idx: np.ndarray
-    short_idx: np.ndarray
-    short_max: int
-    short_start: np.ndarray
     # per event: its name's code into ``unique_names``; matches are computed once per name
-    name_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    unique_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
-    structural: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    name_code: np.ndarray
+    unique_names: np.ndarray
+    name_structural: np.ndarray  # per distinct name: a step or layer range (_STRUCTURAL)
+    kind_code: np.ndarray  # per event: its kind's code into ``kind_names``
+    kind_names: np.ndarray
+    short_max: int = 1_000_000
     _hits: dict[str, np.ndarray] = field(default_factory=dict)
     _by_class: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list)
+    _split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    _rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, events: pd.DataFrame, rows: np.ndarray | None = None) -> _HostIndex:
         """The index of ``events`` (of its ``rows`` positions only, when given): read from the
         table's columns, without a copy of its name strings."""
         rows = np.arange(len(events)) if rows is None else np.asarray(rows, dtype=np.int64)
-        raw_start = events["start_ns"].to_numpy(dtype=np.int64)[rows]
-        order = np.argsort(raw_start, kind="stable")
+        start = events["start_ns"].to_numpy(dtype=np.int64)[rows]
+        order = np.argsort(start, kind="stable")
+        start = start[order]
         pick = rows[order]
-        start = raw_start[order]
+        del rows, order
         end = start + events["dur_ns"].to_numpy(dtype=np.int64)[pick]
-        dur = end - start
-        long_cut = 1_000_000
         # names as str (as astype(str) gives them), one object per distinct name of the rows
         # (the compact column's codes and categories: no pass over the rows' text)
         all_codes, all_uniques = strcols.codes_values(events["name"])
         picked = all_codes[pick]
-        used, codes = np.unique(picked[picked >= 0], return_inverse=True)
+        used = np.flatnonzero(np.bincount(picked[picked >= 0], minlength=len(all_uniques)))
         na_text = pd.Series([None], dtype=events["name"].dtype).astype(str).iloc[0]
         unique_names = np.append(np.array([str(v) for v in all_uniques[used].tolist()],
                                           dtype=object), np.array([na_text], dtype=object))
-        name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
-        name_code[picked >= 0] = codes
+        # each used code's rank among the used ones (np.unique's inverse), a missing name the
+        # last code
+        rank = np.full(len(all_uniques) + 1, len(unique_names) - 1, dtype=np.int32)
+        rank[used] = np.arange(len(used), dtype=np.int32)
+        name_code = rank[picked]  # (code -1 reads the last entry: the missing name's)
+        del picked, rank
         # (a missing name stays missing, NaN: it matches nothing)
         structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
                                for n in unique_names], dtype=bool)
         kind = events["kind"]
         if isinstance(kind.dtype, pd.CategoricalDtype):
             # (code -1, a missing kind, reads "nan" as astype(str) writes it)
-            kind_text = np.append(np.asarray(kind.cat.categories.astype(str), dtype=object),
-                                  "nan")[kind.cat.codes.to_numpy()[pick]]
+            kind_names = np.append(np.asarray(kind.cat.categories.astype(str), dtype=object),
+                                   "nan")
+            kind_code = kind.cat.codes.to_numpy()[pick]
+            kind_code = np.where(kind_code < 0, len(kind_names) - 1, kind_code).astype(np.int16)
         else:
-            kind_text = kind.astype(str).to_numpy(dtype=object)[pick]
-        tid = events["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[pick]
-        return cls(name=unique_names[name_code], kind=kind_text,
-                   start=start, end=end, tid=tid.astype(np.int64),
-                   long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
-                   short_max=long_cut, short_start=start[dur < long_cut], name_code=name_code,
-                   unique_names=unique_names, structural=structural[name_code])
+            kind_names, kind_code = np.unique(kind.astype(str).to_numpy(dtype=object)[pick],
+                                              return_inverse=True)
+            kind_code = kind_code.astype(np.int16)
+        # (only the rows' threads: the whole column through Float64 cost ~90 MB at 3.3M rows)
+        tid = events["tid"].take(pick).astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
+        return cls(start=start, end=end, tid=tid.astype(np.int64), name_code=name_code,
+                   unique_names=unique_names, name_structural=structural, kind_code=kind_code,
+                   kind_names=np.asarray(kind_names, dtype=object))
 
-    def hits(self, cause: Cause) -> np.ndarray:
-        """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
+    def kind_is(self, kind: str) -> np.ndarray:
+        """Per event: is its kind ``kind``."""
+        got = np.flatnonzero(self.kind_names == kind)
+        return self.kind_code == (int(got[0]) if len(got) else -1)
+
+    def code_of_kind(self, kind: str) -> int:
+        """The code of ``kind`` (-1 when no event has it)."""
+        got = np.flatnonzero(self.kind_names == kind)
+        return int(got[0]) if len(got) else -1
+
+    @property
+    def name(self) -> np.ndarray:
+        """Per event: its name (a str, NaN when missing), built on first use."""
+        got = self._rows.get("name")
+        if got is None:
+            got = self._rows["name"] = self.unique_names[self.name_code]
+        return got
+
+    @property
+    def kind(self) -> np.ndarray:
+        """Per event: its kind as text, built on first use."""
+        got = self._rows.get("kind")
+        if got is None:
+            got = self._rows["kind"] = self.kind_names[self.kind_code]
+        return got
+
+    @property
+    def structural(self) -> np.ndarray:
+        """Per event: is it a step or layer range."""
+        got = self._rows.get("structural")
+        if got is None:
+            got = self._rows["structural"] = self.name_structural[self.name_code]
+        return got
+
+    def name_hits(self, cause: Cause) -> np.ndarray:
+        """Per distinct name: does ``cause.pattern`` search it (computed once)."""
         got = self._hits.get(cause.id)
         if got is None:
             pattern = cause.pattern
-            per_name = np.array([isinstance(n, str) and pattern is not None
-                                 and bool(pattern.search(n))
-                                 for n in self.unique_names], dtype=bool)
-            got = self._hits[cause.id] = per_name[self.name_code]
+            got = self._hits[cause.id] = np.array(
+                [isinstance(n, str) and pattern is not None and bool(pattern.search(n))
+                 for n in self.unique_names], dtype=bool)
         return got
+
+    def hits(self, cause: Cause) -> np.ndarray:
+        """Per event: does ``cause.pattern`` search its name (once per distinct name)."""
+        return self.name_hits(cause)[self.name_code]
 
     def overlapping(self, a: int, b: int) -> np.ndarray:
         """Positions of events overlapping [a, b)."""
-        li = self.long_idx[(self.start[self.long_idx] < b) & (self.end[self.long_idx] > a)]
-        s_starts = self.short_start
+        if self._split is None:
+            # the long and the short events (and the short ones' starts), found once
+            is_long = self.end - self.start >= self.short_max
+            self._split = (np.flatnonzero(is_long), np.flatnonzero(~is_long),
+                           self.start[~is_long])
+        long_idx, short_idx, s_starts = self._split
+        li = long_idx[(self.start[long_idx] < b) & (self.end[long_idx] > a)]
         lo = np.searchsorted(s_starts, a - self.short_max, "left")
         hi = np.searchsorted(s_starts, b, "left")
-        si = self.short_idx[lo:hi]
+        si = short_idx[lo:hi]
         si = si[self.end[si] > a]
         return np.concatenate((li, si))
 
@@ -370,10 +447,15 @@ class _HostIndex:
         positions (by start), their starts and its longest duration; computed once."""
         if not self._by_class:
             dur = self.end - self.start
-            klass = np.zeros(len(dur), dtype=np.int64)
-            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
-            order = np.argsort(klass, kind="stable")  # each class's members by position
+            klass = np.zeros(len(dur), dtype=np.int8)
+            pos = dur > 0
+            klass[pos] = np.floor(np.log2(dur[pos])).astype(np.int8) + 1
+            del pos
+            # each class's members by position (int32 positions: half the index's copy)
+            order = np.argsort(klass, kind="stable").astype(
+                np.int32 if len(dur) < 2**31 else np.int64)
             keys, first = np.unique(klass[order], return_index=True)
+            del klass
             for members in np.split(order, first[1:]) if len(keys) else []:
                 self._by_class.append((members, self.start[members], int(dur[members].max())))
         return self._by_class
@@ -391,7 +473,6 @@ class _HostIndex:
         b = np.asarray(b, dtype=np.int64)
         if not len(a):
             return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        dur = self.end - self.start
         gap_of: list[np.ndarray] = []
         pos_of: list[np.ndarray] = []
         for members, starts, longest in self._classes():
@@ -410,12 +491,12 @@ class _HostIndex:
             return np.zeros(len(a) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         gap = np.concatenate(gap_of)
         pos = np.concatenate(pos_of)
-        is_short = dur[pos] < self.short_max
+        is_short = self.end[pos] - self.start[pos] < self.short_max
         order = np.lexsort((pos, is_short, gap))
         gap, pos = gap[order], pos[order]
         offsets = np.zeros(len(a) + 1, dtype=np.int64)
         np.cumsum(np.bincount(gap, minlength=len(a)), out=offsets[1:])
-        return offsets, pos
+        return offsets, pos.astype(np.int64, copy=False)
 
 
 def _match(rules: IdleRules, name: str | float, inside: bool = False) -> Cause | None:
@@ -539,11 +620,13 @@ def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostInde
     grp, pos = grp[keep], pos[keep]
     start, end = hix.start[pos], hix.end[pos]
     dur = end - start
-    kind = hix.kind[pos]
-    is_op = kind == schema.KIND_CPU_OP
-    is_py = kind == _PYTHON_KIND
+    kind = hix.kind_code[pos]
+    rt_code = hix.code_of_kind(schema.KIND_RUNTIME)
+    is_op = kind == hix.code_of_kind(schema.KIND_CPU_OP)
+    is_py = kind == hix.code_of_kind(_PYTHON_KIND)
     # per distinct name of the pairs: the first cause it matches, a user frame's short name
     codes = hix.name_code[pos]
+    names = hix.unique_names
     first_cause = np.full(len(hix.unique_names), -1, dtype=np.int64)
     user_frame = np.zeros(len(hix.unique_names), dtype=bool)
     short = np.array(hix.unique_names, dtype=object)
@@ -559,8 +642,8 @@ def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostInde
     ov = np.minimum(end, b[grp]) - np.maximum(start, a[grp])
     sp = np.flatnonzero(ov >= cover * (b - a)[grp])
     sp = sp[np.lexsort((dur[sp], grp[sp]))]
-    sp = sp[~hix.structural[pos[sp]]]
-    s_grp, s_pos, s_code = grp[sp], pos[sp], codes[sp]
+    sp = sp[~hix.name_structural[codes[sp]]]
+    s_grp, s_code = grp[sp], codes[sp]
     s_ctx = is_py[sp] & user_frame[s_code]  # where _context looks
     s_op = is_op[sp]
     decided = np.zeros(n, dtype=bool)
@@ -574,26 +657,26 @@ def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostInde
         for i in np.flatnonzero(hit >= 0).tolist():
             k = int(hit[i])
             cause[i] = rules.causes[int(m[k])].id
-            op[i] = hix.name[s_pos[k]]
+            op[i] = names[s_code[k]]
             f, o = int(nxt_frame[k]), int(nxt_op[k])
             ctx[i] = (short[s_code[f]] if f >= 0 else "") or (
-                hix.name[s_pos[o]] if o >= 0 and kind[sp[k]] == schema.KIND_RUNTIME else "")
+                names[s_code[o]] if o >= 0 and kind[sp[k]] == rt_code else "")
         decided |= hit >= 0
     first_frame = _first_in_group(s_grp, s_ctx, n)
     # 2. calls made during the stretch matching an inside cause: the longest (the first of
     #    equals, in overlapping's order)
-    during = (start >= a[grp]) & (kind == schema.KIND_RUNTIME) & ~decided[grp]
+    during = (start >= a[grp]) & (kind == rt_code) & ~decided[grp]
     for c in rules.causes:
         if not c.inside or c.pattern is None or not during.any():
             continue
-        h = np.flatnonzero(during & hix.hits(c)[pos])
+        h = np.flatnonzero(during & hix.name_hits(c)[codes])
         if not len(h):
             continue
         h = h[np.lexsort((-dur[h], grp[h]))]
         gs, first = np.unique(grp[h], return_index=True)
         for i, k in zip(gs.tolist(), h[first].tolist()):
             cause[i] = c.id
-            op[i] = hix.name[pos[k]]
+            op[i] = names[codes[k]]
             f = int(first_frame[i])
             ctx[i] = short[s_code[f]] if f >= 0 else ""
         decided[gs] = True
@@ -605,7 +688,7 @@ def attribute_many(a: np.ndarray, b: np.ndarray, tid: np.ndarray, hix: _HostInde
         k = int(first_op[i])
         if k >= 0:
             f = int(first_frame[i])
-            cause[i], op[i], ctx[i] = ("framework_op", hix.name[s_pos[k]],
+            cause[i], op[i], ctx[i] = ("framework_op", names[s_code[k]],
                                        short[s_code[f]] if f >= 0 else "")
         else:
             cause[i], op[i] = "python", short[s_code[int(first_py[i])]]
@@ -630,12 +713,14 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
                    for r in steps_df[["_w0", "_w1", "step"]].to_dict("records")]
     else:
         windows = [(int(window[0]), int(window[1]), -1)]
-    g = gaps(work, host, windows)
-    if len(g):
-        top = set(_largest(g["host_wait_ns"].to_numpy(), top_n).tolist())
-        want = (g["host_wait_ns"] >= min_gap).to_numpy().copy()
+    # the gaps' columns as arrays (empty object ones, as an empty frame's, when none)
+    g = gap_arrays(work, host, windows) or {c: np.zeros(0, dtype=object) for c in _GAPS_COLUMNS}
+    n_gaps = len(g["start_ns"])
+    if n_gaps:
+        top = set(_largest(g["host_wait_ns"], top_n).tolist())
+        want = g["host_wait_ns"] >= min_gap
         want[list(top)] = True
-        want &= (g["host_wait_ns"] > 0).to_numpy()
+        want &= g["host_wait_ns"] > 0
     else:
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
@@ -644,14 +729,15 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
          _PYTHON_KIND)).to_numpy())
     hix = _HostIndex.of(events, hosty)
-    cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
-        if len(g) else np.array([], dtype=object)
-    op = np.full(len(g), "", dtype=object)
-    ctx = np.full(len(g), "", dtype=object)
-    g_start = g["start_ns"].to_numpy()
-    g_hw = g["host_wait_ns"].to_numpy().copy()
-    g_kw = g["kernel_wait_ns"].to_numpy().copy()
-    g_tid = g["launch_tid"].to_numpy()
+    # two shared str objects (an astype(object) of a text array makes one str per gap)
+    cause = np.where(g["host_wait_ns"] > 0, np.array("launch_gaps", dtype=object),
+                     np.array("gpu_side", dtype=object))
+    op = np.full(n_gaps, "", dtype=object)
+    ctx = np.full(n_gaps, "", dtype=object)
+    g_start = g["start_ns"]
+    g_hw = g["host_wait_ns"]
+    g_kw = g["kernel_wait_ns"]
+    g_tid = g["launch_tid"]
     blocking = {c.id for c in rules.causes if c.blocking}
     chosen = np.flatnonzero(want)
     # the host events overlapping every stretch, found and attributed for all at once
@@ -677,12 +763,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     cause[chosen], op[chosen], ctx[chosen] = c, o, x
     g_hw[chosen] += g_kw[chosen]
     g_kw[chosen] = 0
-    g["host_wait_ns"] = g_hw
-    g["kernel_wait_ns"] = g_kw
-    g["cause"] = cause
-    g["op"] = op
-    g["context"] = ctx
-    nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
+    # the index and the overlap lists are done with: freed before the table and its summary
+    # (held to the end, they were the idle step's peak)
+    del hix, offsets, flat, c, o, x, a, b, was, take, chosen
+    nxt = g["next_pos"].astype(np.int64, copy=False)
     # names as str (as astype(str) writes each), one str object per distinct name: the
     # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
     # on a 1M-kernel export)
@@ -691,9 +775,17 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     else:
         nxt_names = np.full(len(nxt), "", dtype=object)
     # an object column of those shared str (a text column would copy each name per gap)
-    g["next"] = pd.Series(np.where(nxt >= 0, nxt_names, ""), index=g.index, dtype=object) \
-        if len(g) else pd.Series([], index=g.index, dtype=object)
-    table = g[GAP_COLUMNS].reset_index(drop=True)
+    nxt_col = np.where(nxt >= 0, nxt_names, np.array("", dtype=object)).astype(object, copy=False)
+    del nxt_names
+    # the table from the columns themselves (no copy of g's columns); cause, op and context
+    # as assigned columns (str dtype), next an object column
+    table = pd.DataFrame({k: g[k] for k in GAP_COLUMNS[:5]}, copy=False)
+    del g
+    table["cause"] = cause
+    table["op"] = op
+    table["context"] = ctx
+    table["next"] = pd.Series(nxt_col, index=table.index, dtype=object)
+    del cause, op, ctx, nxt_col
     return summarise(table, steps_df, rules), table
 
 
