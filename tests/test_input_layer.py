@@ -227,3 +227,51 @@ def test_one_report_sniffer_for_gate_and_index(tmp_path):
     listing = tmp_path / "l.json"
     listing.write_text("[1, 2]")
     assert _io.read_report_json(listing) is None
+
+
+# --------------------------------------------------------------- zlib-ng and zlib alike
+def _gzip_variants() -> dict[str, bytes]:
+    body = TORCH_GZ.read_bytes()
+    member = gzip.compress(b'{"traceEvents": []}\n' * 50)
+    corrupt = bytearray(body)
+    corrupt[len(body) // 2: len(body) // 2 + 64] = b"\xff" * 64
+    return {
+        "whole": body,
+        "two members, NUL padding, trailing bytes": member + b"\x00" * 100 + member + b"junk",
+        "cut inside a member": body[: len(body) * 2 // 3],
+        "corrupt in the middle": bytes(corrupt),
+        "unknown compression method": body[:2] + b"\x09" + body[3:],
+        "nothing but a gzip header": body[:10],
+    }
+
+
+def _inflate(path: Path) -> tuple[bytes, list[str], str | None]:
+    """What Input.blocks gives: the bytes, the warnings, or the error's kind."""
+    warnings: list[str] = []
+    out = bytearray()
+    try:
+        with _io.Input(path) as src:
+            for block in src.blocks(warnings, None, 1 << 16):
+                out += block
+    except TraceFormatError as exc:
+        return bytes(out), warnings, str(exc).split("(")[0]
+    return bytes(out), [w.split("(")[0] for w in warnings], None
+
+
+@pytest.mark.parametrize("variant", list(_gzip_variants()))
+def test_zlib_ng_inflates_every_stream_as_the_stdlib_zlib_does(variant, tmp_path, monkeypatch):
+    """The inflater uses zlib-ng when it is installed: the same bytes, the same salvage
+    and the same refusals as the stdlib's zlib (only the library's own wording of a
+    corrupt stream, in parentheses, may differ)."""
+    import zlib
+
+    pytest.importorskip("zlib_ng")
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(_gzip_variants()[variant])
+    assert _io.zlib is not zlib  # zlib-ng is the one in use
+    fast = _inflate(path)
+    monkeypatch.setattr(_io, "zlib", zlib)
+    monkeypatch.setattr(_io, "_INFLATE_ERROR", zlib.error)
+    assert _inflate(path) == fast
+    if variant == "whole":
+        assert fast[0] == gzip.decompress(TORCH_GZ.read_bytes()) and not fast[1]

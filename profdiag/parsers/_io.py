@@ -2,7 +2,8 @@
 
 ``Input(path)`` is what format sniffing (``profdiag.parsers.detect``) and every parser take.
 Whatever the number of sniffers and parsers that look at it, a gzipped file goes through
-one ``Inflater`` (one pass of zlib over the compressed bytes, against the
+one ``Inflater`` (one pass of zlib-ng, else the stdlib's zlib, over the compressed bytes,
+against the
 ``profdiag.io.InflateBudget`` bound):
 
 * ``head(n)`` -- the first ``n`` decompressed bytes (sniffing); a longer head continues the
@@ -38,7 +39,6 @@ import os
 import re
 import shutil
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +46,13 @@ from typing import BinaryIO
 
 from ..errors import OutputError, TraceFormatError
 from ..io import InflateBudget
+
+try:  # zlib-ng inflates the same streams about twice as fast as the stdlib's zlib
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # pragma: no cover - a platform without its wheel: the stdlib's
+    import zlib  # type: ignore[no-redef]
+# (zlib-ng's stubs declare its error a variable, not a class)
+_INFLATE_ERROR: type[Exception] = zlib.error  # type: ignore[assignment]
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -78,7 +85,7 @@ class Inflater:
         self.produced = 0
         self.consumed = 0  # compressed bytes read so far
         self.truncated = False
-        self.error: zlib.error | None = None
+        self.error: Exception | None = None
         self.done = False
         self.progress: Callable[[int], None] | None = None
 
@@ -100,7 +107,7 @@ class Inflater:
                     return None
             try:
                 out = self._d.decompress(self._comp, limit)
-            except zlib.error as exc:
+            except _INFLATE_ERROR as exc:
                 self.error = exc
                 self.done = True
                 return None
