@@ -320,12 +320,18 @@ class _HostIndex:
         # (the compact column's codes and categories: no pass over the rows' text)
         all_codes, all_uniques = strcols.codes_values(events["name"])
         picked = all_codes[pick]
-        used, codes = np.unique(picked[picked >= 0], return_inverse=True)
+        named = picked >= 0
+        # the names the rows use, in code order, renumbered 0.. (a sort-free np.unique)
+        present = np.zeros(len(all_uniques), dtype=bool)
+        present[picked[named]] = True
+        used = np.flatnonzero(present)
+        renumber = np.zeros(len(all_uniques), dtype=np.int64)
+        renumber[used] = np.arange(len(used))
         na_text = pd.Series([None], dtype=events["name"].dtype).astype(str).iloc[0]
         unique_names = np.append(np.array([str(v) for v in all_uniques[used].tolist()],
                                           dtype=object), np.array([na_text], dtype=object))
         name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
-        name_code[picked >= 0] = codes
+        name_code[named] = renumber[picked[named]]
         # (a missing name stays missing, NaN: it matches nothing)
         structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
                                for n in unique_names], dtype=bool)
@@ -336,7 +342,8 @@ class _HostIndex:
                                   "nan")[kind.cat.codes.to_numpy()[pick]]
         else:
             kind_text = kind.astype(str).to_numpy(dtype=object)[pick]
-        tid = events["tid"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)[pick]
+        tid = pd.array(events["tid"].array[pick]).astype("Float64").fillna(-1).to_numpy(
+            dtype=np.float64)
         return cls(name=unique_names[name_code], kind=kind_text,
                    start=start, end=end, tid=tid.astype(np.int64),
                    long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
@@ -370,11 +377,12 @@ class _HostIndex:
         positions (by start), their starts and its longest duration; computed once."""
         if not self._by_class:
             dur = self.end - self.start
-            klass = np.zeros(len(dur), dtype=np.int64)
-            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.int64) + 1
+            klass = np.zeros(len(dur), dtype=np.uint8)  # at most 64: a radix sort's keys
+            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.uint8) + 1
             order = np.argsort(klass, kind="stable")  # each class's members by position
-            keys, first = np.unique(klass[order], return_index=True)
-            for members in np.split(order, first[1:]) if len(keys) else []:
+            sorted_klass = klass[order]
+            first = np.flatnonzero(np.diff(sorted_klass)) + 1  # where each later class starts
+            for members in np.split(order, first) if len(order) else []:
                 self._by_class.append((members, self.start[members], int(dur[members].max())))
         return self._by_class
 
@@ -873,15 +881,13 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
                 order = np.argsort(of_step, kind="stable")
                 keys, first = np.unique(of_step[order], return_index=True)
                 waits_of = dict(zip(keys.tolist(), np.split(waits[order], first[1:])))
-            mine = table.iloc[waits_of.get(r["step"], waits[:0])]
-            by = mine.groupby(["cause", "op"])["host_wait_ns"].sum().sort_values(ascending=False)
-            specific = by[[c not in ("launch_gaps", "gpu_side") for c, _ in by.index]]
-            top = specific if len(specific) and specific.iloc[0] >= 0.5 * extra else by
-            cause, op = (top.index[0] if len(top) else ("unexplained", ""))
+                pairs = _Pairs(table, waits)
+            mine = waits_of.get(r["step"], waits[:0])
+            cause, op, cause_ns = pairs.top(mine, extra)
             flagged.append({"step": int(r["step"]), "phase": str(phase),
                             "wall_ns": int(r["wall_ns"]), "typical_ns": int(typical),
                             "extra_ns": extra, "cause": str(cause), "op": str(op),
-                            "cause_ns": int(top.iloc[0]) if len(top) else 0})
+                            "cause_ns": cause_ns})
     if not compared:
         return Check("step_outliers", SKIP,
                      f"fewer than {min_steps} steps per phase: no per-step comparison", {})
@@ -905,6 +911,44 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
                  f"steps {step_ranges(steps)} take {_ms(min(f['wall_ns'] for f in flagged))}-"
                  f"{_ms(max(f['wall_ns'] for f in flagged))} ms against a typical "
                  f"{_ms(flagged[0]['typical_ns'])} ms with the same GPU work; {why}", ev)
+
+
+class _Pairs:
+    """The (cause, op) pairs of some gaps of the gap table, coded once: per set of gaps, the
+    host wait summed per pair as ``groupby(["cause", "op"]).sum()`` gives it (pairs in
+    sorted order), without a copy of the gaps' rows and a groupby of their strings."""
+
+    def __init__(self, table: pd.DataFrame, rows: np.ndarray) -> None:
+        self.hw = table["host_wait_ns"].to_numpy(dtype=np.int64)
+        self.key = np.zeros(len(table), dtype=np.int64)
+        self.text: list[np.ndarray] = []
+        width = 1
+        for c in ("cause", "op"):
+            codes, values = strcols.codes_values(table[c])
+            rank = np.empty(len(values), dtype=np.int64)  # each value's place in sorted order
+            rank[np.argsort(values.astype(str), kind="stable")] = np.arange(len(values))
+            sorted_values = np.empty(len(values), dtype=object)
+            sorted_values[rank] = values
+            width = len(values) + 1
+            self.key = self.key * width + rank[np.maximum(codes, 0)]
+            self.text.append(sorted_values)
+        self.width = width
+
+    def top(self, rows: np.ndarray, extra: int) -> tuple[str, str, int]:
+        """(cause, op, host wait) of the pair of ``rows`` that explains a slow step: the
+        largest specific one when it holds half of ``extra``, else the largest."""
+        if not len(rows):
+            return "unexplained", "", 0
+        keys, inv = np.unique(self.key[rows], return_inverse=True)  # the groupby's order
+        sums = np.zeros(len(keys), dtype=np.int64)
+        np.add.at(sums, inv, self.hw[rows])
+        order = pd.Series(sums).sort_values(ascending=False).index.to_numpy()
+        causes = self.text[0][keys[order] // self.width]
+        specific = np.flatnonzero([c not in ("launch_gaps", "gpu_side") for c in causes])
+        at = (order[specific[0]] if len(specific) and sums[order[specific[0]]] >= 0.5 * extra
+              else order[0])
+        return (str(self.text[0][keys[at] // self.width]), str(self.text[1][keys[at] % self.width]),
+                int(sums[at]))
 
 
 def _ms(ns: float) -> str:
