@@ -300,11 +300,6 @@ TABLE_COLUMNS = [
     "achieved_flops_s", "achieved_bytes_s", "peak_flops", "ridge", "bound",
     "attainable_flops_s", "efficiency", "efficiency_raw", "suspect",
 ]  # fmt: skip
-# gemm_table's columns as its records give them (the rates are derived after)
-_RECORD_COLUMNS = [
-    "external_id", "device", "op_class", "op_name", "kernel", "kernels", "start_ns", "dur_ns",
-    "dtype", "dtype_assumed", "batch", "m", "k", "n", "flops", "bytes", "peak_flops",
-]  # fmt: skip
 
 
 def _attention_shape(op: str, dims: list[Any]) -> _Shape | None:
@@ -555,22 +550,30 @@ def gemm_table(
             peak_dtype = default_dtype
         per_combo.append((shp.op_class, op, dt, assumed, shp.batch, shp.m, shp.k, shp.n, flops,
                           nbytes, spec.peak(peak_dtype)))
-    recs: list[tuple[Any, ...]] = []
-    names = fields["name"][1]
-    for cb, e, d, nc, k, s, du in zip(combo.tolist(), call_ext, call_dev.tolist(),
-                                      name_c.tolist(), kernels_n.tolist(), call_start.tolist(),
-                                      call_dur.tolist()):
-        facts = per_combo[cb]
-        if facts is None:
-            continue
-        op_class, op, dt, assumed, batch, m, kk, n, flops, nbytes, peak = facts
-        recs.append((e, d if d >= 0 else pd.NA, op_class, op, names[nc] if nc >= 0 else pd.NA,
-                     k, s, du, dt, assumed, batch, m, kk, n, flops, nbytes, peak))
-    if not recs:
+    valid = np.array([f is not None for f in per_combo], dtype=bool)
+    sel = np.flatnonzero(valid[combo])  # the calls with a usable shape, in key order
+    if not len(sel):
         return empty_table()
-    out = pd.DataFrame.from_records(recs, columns=_RECORD_COLUMNS)
-    out["external_id"] = pd.array(out["external_id"], dtype="Int64")
-    out["device"] = pd.array(out["device"], dtype="Int64")
+    facts = np.empty((len(per_combo), 11), dtype=object)
+    for j, f in enumerate(per_combo):
+        if f is not None:
+            facts[j] = f
+    facts = facts[combo[sel]]
+    names = np.append(fields["name"][1], np.array([pd.NA], dtype=object))
+    dev_sel = call_dev[sel]
+    # column by column, each inferred from its values as records of them would be
+    # (int64 for ints, float64 for ints and floats, str for names)
+    out = pd.DataFrame({
+        "external_id": call_ext[sel],
+        "device": pd.arrays.IntegerArray(np.where(dev_sel >= 0, dev_sel, 0), dev_sel < 0),
+        "op_class": pd.Series(facts[:, 0].tolist()), "op_name": pd.Series(facts[:, 1].tolist()),
+        "kernel": pd.Series(names[name_c[sel]].tolist()),
+        "kernels": kernels_n[sel].astype(np.int64), "start_ns": call_start[sel],
+        "dur_ns": call_dur[sel], "dtype": pd.Series(facts[:, 2].tolist()),
+        **{c: pd.Series(facts[:, j].tolist()) for j, c in
+           ((3, "dtype_assumed"), (4, "batch"), (5, "m"), (6, "k"), (7, "n"), (8, "flops"),
+            (9, "bytes"), (10, "peak_flops"))},
+    })
     secs = out["dur_ns"].astype("float64") * 1e-9
     # A zero-duration call has no meaningful rate: NaN, not inf.
     secs = secs.where(secs > 0)
@@ -585,6 +588,11 @@ def gemm_table(
     out["efficiency"] = out["efficiency_raw"].where(~out["suspect"])
     out = out.sort_values("start_ns", kind="stable").reset_index(drop=True)
     return out[TABLE_COLUMNS]
+
+
+# the columns summarise reads
+SUMMARY_COLUMNS = ["op_class", "dur_ns", "flops", "bytes", "bound", "efficiency", "kernels",
+                   "suspect"]
 
 
 def _summary_of(t: pd.DataFrame) -> dict[str, Any]:
@@ -623,6 +631,7 @@ def summarise(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """
     if table is None or len(table) == 0:
         table = empty_table()
+    table = table[SUMMARY_COLUMNS]  # the subsets below copy only what _summary_of reads
     return {
         "gemm": _summary_of(table[table["op_class"] == "gemm"]),
         "attention": _summary_of(table[table["op_class"] == "attention"]),

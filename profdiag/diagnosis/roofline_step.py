@@ -63,8 +63,9 @@ def roofline_section(ctx: Context, work: pd.DataFrame, steps: pd.DataFrame,
                          "CUDA-graph replays and nsys/rocprof traces have none: --shapes-from an "
                          "eager or capture trace of the same model recovers a replay's)")
     out["summary"] = roofline.summarise(table)
-    out["by_phase"] = {p: roofline.summarise(g)
-                       for p, g in table.groupby("phase")} if len(table) else {}
+    out["by_phase"] = {p: roofline.summarise(g) for p, g in
+                       table[[*roofline.SUMMARY_COLUMNS, "phase"]].groupby("phase")
+                       } if len(table) else {}
     out["suspect_calls"] = int(table["suspect"].sum()) if len(table) else 0
     out["points"] = _points(table)
     out["speed_of_light"] = _speed_of_light(steps, work, step_of_row, ctx, spec)
