@@ -648,9 +648,9 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
     # cost over a GB on a 1M-kernel nsys export
-    hosty = np.flatnonzero(events["kind"].isin(
-        (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
-         _PYTHON_KIND)).to_numpy())
+    hosty = np.flatnonzero(strcols.isin(
+        events["kind"], (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP,
+                         schema.KIND_ANNOTATION, _PYTHON_KIND)))
     hix = _HostIndex.of(events, hosty)
     cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
         if len(g) else np.array([], dtype=object)
