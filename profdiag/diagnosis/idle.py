@@ -320,18 +320,18 @@ class _HostIndex:
         # (the compact column's codes and categories: no pass over the rows' text)
         all_codes, all_uniques = strcols.codes_values(events["name"])
         picked = all_codes[pick]
-        named = picked >= 0
         # the names the rows use, in code order, renumbered 0.. (a sort-free np.unique)
-        present = np.zeros(len(all_uniques), dtype=bool)
-        present[picked[named]] = True
+        present = np.zeros(len(all_uniques) + 1, dtype=bool)
+        present[picked] = True  # (-1, a missing name, marks the extra last place)
+        present = present[:-1]
         used = np.flatnonzero(present)
-        renumber = np.zeros(len(all_uniques), dtype=np.int64)
+        # (and past the last code, the missing name's place: code -1 takes it)
+        renumber = np.full(len(all_uniques) + 1, len(used), dtype=np.int64)
         renumber[used] = np.arange(len(used))
         na_text = pd.Series([None], dtype=events["name"].dtype).astype(str).iloc[0]
         unique_names = np.append(np.array([str(v) for v in all_uniques[used].tolist()],
                                           dtype=object), np.array([na_text], dtype=object))
-        name_code = np.full(len(pick), len(unique_names) - 1, dtype=np.int64)
-        name_code[named] = renumber[picked[named]]
+        name_code = renumber[picked]  # a missing name (-1): the last, unique_names' NaN text
         # (a missing name stays missing, NaN: it matches nothing)
         structural = np.array([isinstance(n, str) and bool(_STRUCTURAL.match(n))
                                for n in unique_names], dtype=bool)
@@ -342,8 +342,11 @@ class _HostIndex:
                                   "nan")[kind.cat.codes.to_numpy()[pick]]
         else:
             kind_text = kind.astype(str).to_numpy(dtype=object)[pick]
-        tid = pd.array(events["tid"].array[pick]).astype("Float64").fillna(-1).to_numpy(
-            dtype=np.float64)
+        tid_arr = events["tid"].array
+        if isinstance(tid_arr, pd.arrays.IntegerArray):  # through float64, as Float64 does
+            tid = tid_arr[pick].to_numpy(dtype=np.float64, na_value=-1.0)
+        else:
+            tid = pd.array(tid_arr[pick]).astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
         return cls(name=unique_names[name_code], kind=kind_text,
                    start=start, end=end, tid=tid.astype(np.int64),
                    long_idx=np.flatnonzero(dur >= long_cut), short_idx=np.flatnonzero(dur < long_cut),
@@ -652,8 +655,9 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         events["kind"], (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP,
                          schema.KIND_ANNOTATION, _PYTHON_KIND)))
     hix = _HostIndex.of(events, hosty)
-    cause = np.where(g["host_wait_ns"].to_numpy() > 0, "launch_gaps", "gpu_side").astype(object) \
-        if len(g) else np.array([], dtype=object)
+    # (two str objects shared by the gaps, not one per gap)
+    cause = np.array(["launch_gaps", "gpu_side"], dtype=object)[
+        np.where(g["host_wait_ns"].to_numpy() > 0, 0, 1)] if len(g) else np.array([], dtype=object)
     op = np.full(len(g), "", dtype=object)
     ctx = np.full(len(g), "", dtype=object)
     g_start = g["start_ns"].to_numpy()
