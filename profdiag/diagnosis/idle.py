@@ -422,7 +422,10 @@ class _HostIndex:
         gap = np.concatenate(gap_of)
         pos = np.concatenate(pos_of)
         is_short = dur[pos] < self.short_max
-        order = np.lexsort((pos, is_short, gap))
+        # lexsort((pos, is_short, gap)) as one sort of a combined key: (gap, pos) pairs are
+        # distinct (each event is in one class), so the keys are and no tie is left to order
+        key = (gap * 2 + is_short) * max(len(self.start), 1) + pos
+        order = np.argsort(key)
         gap, pos = gap[order], pos[order]
         offsets = np.zeros(len(a) + 1, dtype=np.int64)
         np.cumsum(np.bincount(gap, minlength=len(a)), out=offsets[1:])

@@ -122,7 +122,10 @@ def gemm_calls(work: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["name", "op_name", "input_dims", "start_ns", "launch_ns", "dur_ns", "step", "role",
             "kernel_dtype"]
-    g = work[strcols.isin(work["class"], GEMM_CLASSES)]
+    # the GEMM rows of only the columns read (a row filter of the whole work table copies
+    # every column)
+    g = work.loc[strcols.isin(work["class"], GEMM_CLASSES),
+                 [c for c in (*cols, "external_id") if c in work.columns]]
     g = g.assign(**{c: g[c] if c in g else pd.NA for c in ("step", "role", "kernel_dtype")})
     expert = strcols.isin(g["role"], ("moe_expert",))
     with_ext = g[g["external_id"].notna() & ~expert]
