@@ -137,11 +137,10 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndar
     s = starts[order]
     e = np.maximum.accumulate(ends[order])
     new = np.concatenate(([True], s[1:] > e[:-1]))
-    seg_id = np.cumsum(new) - 1
     seg_s = s[new]
-    seg_e = np.zeros(len(seg_s), dtype=np.int64)
-    np.maximum.at(seg_e, seg_id, e)
-    return seg_s, seg_e
+    # e is a running max: each segment's largest end is its last one
+    last = np.append(np.flatnonzero(new)[1:] - 1, len(s) - 1)
+    return seg_s, e[last].astype(np.int64)
 
 
 def gaps(work: pd.DataFrame, host: pd.DataFrame, windows: Sequence[tuple[int, int, int]]
