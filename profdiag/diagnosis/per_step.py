@@ -101,10 +101,10 @@ def phase_breakdown(work: pd.DataFrame, rows_of: dict[int, np.ndarray], idx: lis
             # one sort of a combined key (integer sums: exact in any order)
             width = len(values) + 1
             key = pos[keep].astype(np.int64) * width + codes[keep].astype(np.int64)
-            order = np.argsort(key, kind="stable")
-            ks = key[order]
+            srt = np.argsort(key, kind="stable")
+            ks = key[srt]
             at = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
-            sums = np.add.reduceat(t[keep][order], at)
+            sums = np.add.reduceat(t[keep][srt], at)
             p, kk = ks[at] // width, ks[at] % width
             v = np.round(sums * scale[p]).astype("int64")
             tot_of = np.zeros(width, dtype=np.int64)

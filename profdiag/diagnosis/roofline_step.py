@@ -81,7 +81,7 @@ def _call_phases(table: pd.DataFrame, work: pd.DataFrame, step_of_row: np.ndarra
         step_of = calls.drop_duplicates("external_id").set_index("external_id")["step"]
         return [phase_of_step.get(s, mode) if s == s else mode
                 for s in ext.map(step_of)]
-    wext = pd.array(work["external_id"], dtype="Int64")
+    wext = pd.array(work["external_id"].array, dtype="Int64")
     linked = np.flatnonzero(~np.asarray(wext.isna(), dtype=bool))
     ids, first = np.unique(np.asarray(wext[linked], dtype=np.int64), return_index=True)
     step_first = np.asarray(step_of_row)[linked[first]]
