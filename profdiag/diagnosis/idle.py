@@ -379,8 +379,9 @@ class _HostIndex:
         positions (by start), their starts and its longest duration; computed once."""
         if not self._by_class:
             dur = self.end - self.start
-            klass = np.zeros(len(dur), dtype=np.uint8)  # at most 64: a radix sort's keys
-            klass[dur > 0] = np.floor(np.log2(dur[dur > 0])).astype(np.uint8) + 1
+            # floor(log2(dur)) + 1 is frexp's exponent (dur = m * 2**e, 0.5 <= m < 1); any
+            # partition by duration gives the same answers, this one a radix sort's keys
+            klass = np.where(dur > 0, np.frexp(dur.astype(np.float64))[1], 0).astype(np.uint8)
             order = np.argsort(klass, kind="stable")  # each class's members by position
             sorted_klass = klass[order]
             first = np.flatnonzero(np.diff(sorted_klass)) + 1  # where each later class starts
@@ -693,9 +694,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     g_kw[chosen] = 0
     g["host_wait_ns"] = g_hw
     g["kernel_wait_ns"] = g_kw
-    g["cause"] = cause
-    g["op"] = op
-    g["context"] = ctx
+    # (the str columns from their few distinct values, not a conversion of each gap's)
+    g["cause"] = strcols.text_array(cause)
+    g["op"] = strcols.text_array(op)
+    g["context"] = strcols.text_array(ctx)
     nxt = g["next_pos"].to_numpy() if len(g) else np.array([], dtype=np.int64)
     # names as str (as astype(str) writes each), one str object per distinct name: the
     # rows that follow the gaps share them (a str per gap of long kernel names cost ~0.8 GB
