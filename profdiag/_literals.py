@@ -18,6 +18,7 @@ text; that is exact for ASCII texts only, so callers skip the prefilter for othe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 try:
@@ -29,6 +30,14 @@ except ImportError:  # pragma: no cover (Python < 3.11)
 
 # One required alternative: (text, case_insensitive). A requirement: any of its alternatives.
 Requirement = frozenset[tuple[str, bool]]
+
+
+@lru_cache(maxsize=1024)
+def parse(pattern: str, flags: int = 0) -> Any:
+    """``re``'s parse tree of ``pattern`` under ``flags``, parsed once per (pattern, flags):
+    the rule loader's nested-repeat check (classify.nested_quantifier) and the prefilter read
+    the same tree, and neither changes it. Raises what the parser raises (not cached)."""
+    return _sre_parse.parse(pattern, flags)
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def required_literals(pattern: str, flags: int = 0) -> Literals | None:
     """The prefilter of ``pattern`` compiled with ``flags`` (``Pattern.flags``), or None when
     no literal is provably required."""
     try:
-        tree = _sre_parse.parse(pattern, flags)
+        tree = parse(pattern, flags)
     except Exception:  # noqa: BLE001 (the caller compiles and reports bad patterns)
         return None
     ci = bool(tree.state.flags & _IGNORECASE)

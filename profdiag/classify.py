@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema, strcols
-from ._literals import Literals, required_literals
+from ._literals import Literals, parse as parse_pattern, required_literals
 from .errors import RulesError
 from .gemm import GEMM_OPS
 from .rules_path import rules_dir
@@ -156,7 +156,7 @@ def _compile(value: Any, where: str) -> re.Pattern[str] | None:
         compiled = re.compile(value)
     except re.error as exc:
         raise RulesError(f"{where}: bad regex {value!r}: {exc}") from None
-    nested = nested_quantifier(value)
+    nested = nested_quantifier(value, compiled.flags)  # (the tree the prefilter reads too)
     if nested:
         raise RulesError(f"{where}: regex {value!r} repeats a repeated group ({nested}), which "
                          "can take exponential time on a long name; rewrite it without the "
@@ -164,18 +164,17 @@ def _compile(value: Any, where: str) -> re.Pattern[str] | None:
     return compiled
 
 
-def nested_quantifier(pattern: str) -> str | None:
+def nested_quantifier(pattern: str, flags: int = 0) -> str | None:
     """The first unbounded repeat nested in another unbounded repeat ('(a+)+', '(\\w*x?)*'),
     the shape of catastrophic backtracking; None when there is none. Python's re has no
-    timeout, so such user patterns are refused before any name is matched."""
+    timeout, so such user patterns are refused before any name is matched. ``flags``: the
+    compiled pattern's (``Pattern.flags``), so that the prefilter's parse is this one."""
     try:
-        from re import _parser as sre_parse  # type: ignore[attr-defined]
         from re._constants import MAXREPEAT  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover (Python < 3.11)
-        import sre_parse  # type: ignore[no-redef,unused-ignore]
         from sre_constants import MAXREPEAT  # type: ignore[no-redef,unused-ignore]
     try:
-        tree = sre_parse.parse(pattern)
+        tree = parse_pattern(pattern, flags)
     except Exception:  # noqa: BLE001 (re.compile already accepted it)
         return None
     repeats = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -25,7 +25,9 @@ from .errors import (
     SchedulerError,
     UsageError,
 )
-from .multi import TraceFailure, TraceResult, _diagnose_one, _natural_key
+
+if TYPE_CHECKING:  # multi (and the report model it decodes) is imported when a task runs
+    from .multi import TraceFailure, TraceResult
 
 CONNECT_TIMEOUT_S = 10
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -57,6 +59,7 @@ def url_trace_files(url: str) -> list[str] | None:
 
     None when ``url`` is a single file; raises UsageError when it names nothing.
     """
+    from .multi import _natural_key
     from .parsers import torch_json
 
     fsspec = _fsspec()
@@ -120,6 +123,8 @@ def fetch_local(url: str, workdir: str) -> str:
 
 def diagnose_path(path: str, options: dict[str, Any]) -> TraceResult | TraceFailure:
     """Task body: diagnose a local path or URL; the result names ``path`` as given."""
+    from .multi import TraceFailure, TraceResult, _diagnose_one
+
     if not is_url(path):
         return _diagnose_one(path, options)
     with tempfile.TemporaryDirectory(prefix="profdiag-") as tmp:
@@ -161,6 +166,8 @@ def connect(scheduler: str, workers: int | None = None) -> tuple[Any, Any]:
 def diagnose_on_cluster(paths: list[str], options: dict[str, Any] | None, scheduler: str,
                         jobs: int | None = None) -> list[TraceResult | TraceFailure]:
     """Diagnose every path as a Dask task; results in input order, failures as values."""
+    from .multi import TraceFailure
+
     options = dict(options or {})
     client, cluster = connect(scheduler, jobs)
     try:

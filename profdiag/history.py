@@ -30,14 +30,18 @@ import orjson
 
 from . import report_model
 from .errors import TraceFormatError, UsageError
+from .history_path import (  # re-exported: where the history lives
+    DEFAULT_DB as DEFAULT_DB,
+    ENV_DB as ENV_DB,
+    default_db as default_db,
+    resolve_db as resolve_db,
+)
 from .report_model import Report
 
 ReportLike = Report | Mapping[str, Any]
 
 SCHEMA_VERSION = 1
 APP_ID = "profdiag"
-DEFAULT_DB = Path(".profdiag") / "history.db"
-ENV_DB = "PROFDIAG_DB"
 KINDS = ("report", "gate")
 BUSY_TIMEOUT_S = 30.0
 RETRY_FOR_S = 120.0  # give up on a lock only after this long (then the error is real)
@@ -98,22 +102,6 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
 # _migrate_to_2 (ALTER TABLE / backfill from the stored diagnosis JSON), add it here and bump
 # SCHEMA_VERSION; old histories are upgraded in one transaction the next time they are opened.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
-
-
-def default_db() -> Path:
-    """The history path: $PROFDIAG_DB, else ./.profdiag/history.db."""
-    env = os.environ.get(ENV_DB)
-    return Path(env) if env else DEFAULT_DB
-
-
-def resolve_db(db: str | os.PathLike[str] | None) -> Path:
-    """The SQLite path, or a postgresql:// URL kept as text (see history_pg)."""
-    from .history_pg import is_pg
-
-    target = db if db else os.environ.get(ENV_DB)
-    if is_pg(target):
-        return target  # type: ignore[return-value]
-    return Path(db) if db else default_db()
 
 
 def _is_lock_error(exc: BaseException) -> bool:

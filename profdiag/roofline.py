@@ -444,87 +444,94 @@ def gemm_table(
     if kernels is None or len(kernels) == 0 or not need.issubset(kernels.columns):
         return empty_table()
     df = kernels
-    # one mask, one copy of the rows kept (not a copy of every kernel first)
-    # matched once per distinct op (a compact column's categories), not per row
+    # one mask, matched once per distinct op (a compact column's categories), not per row;
+    # the kept rows' fields taken as arrays and codes (no copy of the frame's rows)
     keep = strcols.isin(df["op_name"], GEMM_OPS | set(ATTENTION_OPS)) & df[
         "input_dims"].notna().to_numpy(dtype=bool)
     if "kind" in df.columns:
         keep &= strcols.isin(df["kind"], ("kernel",))
-    df = df[keep]
-    if df.empty:
+    rows = np.flatnonzero(keep)
+    if not len(rows):
         return empty_table()
 
-    n_rows = len(df)
-    ext = (
-        pd.array(df["external_id"], dtype="Int64")
-        if "external_id" in df.columns
-        else pd.array([pd.NA] * n_rows, dtype="Int64")
-    )
-    dev = (
-        pd.array(df["device"], dtype="Int64")
-        if "device" in df.columns
-        else pd.array([pd.NA] * n_rows, dtype="Int64")
-    )
+    n_rows = len(rows)
+    ext = (pd.array(df["external_id"].array[rows], dtype="Int64") if "external_id" in df.columns
+           else pd.array([pd.NA] * n_rows, dtype="Int64"))
+    dev = (pd.array(df["device"].array[rows], dtype="Int64") if "device" in df.columns
+           else pd.array([pd.NA] * n_rows, dtype="Int64"))
     ext_np = np.asarray(ext.fillna(-1), dtype=np.int64)
     has_ext = ~np.asarray(ext.isna(), dtype=bool)
     # Group key: (device, external_id) when linked; a unique negative id otherwise.
     group = np.where(has_ext, ext_np, -1 - np.arange(n_rows, dtype=np.int64))
-    work = pd.DataFrame(
-        {
-            "g": group,
-            "device": np.asarray(dev.fillna(-1), dtype=np.int64),
-            "external_id": ext,
-            # one str object per distinct value, pd.NA where missing (as a string column)
-            "op_name": strcols.objects(df["op_name"]),
-            "input_dims": strcols.objects(df["input_dims"]),
-            "input_types": (
-                strcols.objects(df["input_types"])
-                if "input_types" in df.columns
-                else np.full(n_rows, None, dtype=object)
-            ),
-            "input_concrete": (
-                strcols.objects(df["input_concrete"])
-                if "input_concrete" in df.columns
-                else np.full(n_rows, None, dtype=object)
-            ),
-            "name": strcols.objects(df["name"])
-            if "name" in df.columns
-            else np.full(n_rows, "", dtype=object),
-            "start_ns": np.asarray(df["start_ns"], dtype=np.int64)
-            if "start_ns" in df.columns
-            else np.zeros(n_rows, dtype=np.int64),
-            "dur_ns": np.asarray(df["dur_ns"], dtype=np.int64),
-        }
-    )
-    # The call's representative kernel is its longest one (the GEMM, not the split-K reduce).
-    work = work.sort_values(["device", "g", "dur_ns"], ascending=[True, True, False], kind="stable")
-    grouped = work.groupby(["device", "g"], sort=False)
-    calls = grouped.agg(
-        external_id=("external_id", "first"),
-        op_name=("op_name", "first"),
-        input_dims=("input_dims", "first"),
-        input_types=("input_types", "first"),
-        input_concrete=("input_concrete", "first"),
-        kernel=("name", "first"),
-        kernels=("dur_ns", "size"),
-        start_ns=("start_ns", "min"),
-        dur_ns=("dur_ns", "sum"),
-    ).reset_index()
+    device = np.asarray(dev.fillna(-1), dtype=np.int64)
+    dur = np.asarray(df["dur_ns"].to_numpy()[rows], dtype=np.int64)
+    start = (np.asarray(df["start_ns"].to_numpy()[rows], dtype=np.int64)
+             if "start_ns" in df.columns else np.zeros(n_rows, dtype=np.int64))
+    # each string field as codes of the kept rows into its distinct values (-1: missing)
+    fields: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for c in ("op_name", "input_dims", "input_types", "input_concrete", "name"):
+        if c in df.columns:
+            codes, values = strcols.codes_values(df[c])
+            fields[c] = (codes[rows], values)
+        elif c == "name":  # no kernel names: the calls' kernel reads ""
+            fields[c] = (np.zeros(n_rows, dtype=np.int64), np.array([""], dtype=object))
+        else:  # no such inputs: missing (no dtype, no causal flag)
+            fields[c] = (np.full(n_rows, -1, dtype=np.int64), np.empty(0, dtype=object))
 
-    # Parse each distinct (op, dims, types) once: a decode trace repeats a handful of shapes.
+    # The call's representative kernel is its longest one (the GEMM, not the split-K reduce):
+    # rows in (device, group, longest first) order, ties in row order (a stable sort).
+    order = np.lexsort((-dur, group, device))
+    device, group, dur, start = device[order], group[order], dur[order], start[order]
+    new = np.ones(n_rows, dtype=bool)
+    new[1:] = (device[1:] != device[:-1]) | (group[1:] != group[:-1])
+    first = np.flatnonzero(new)  # each call's first row (sorted order), calls in key order
+    call_of = np.cumsum(new) - 1
+    n_calls = len(first)
+
+    def first_code(c: str) -> np.ndarray:
+        """Each call's first non-missing code of field ``c`` in its rows (-1: none)."""
+        codes = fields[c][0][order]
+        out = np.full(n_calls, -1, dtype=np.int64)
+        valid = np.flatnonzero(codes >= 0)
+        calls_with, at = np.unique(call_of[valid], return_index=True)
+        out[calls_with] = codes[valid[at]]
+        return out
+
+    op_c, dims_c = first_code("op_name"), first_code("input_dims")
+    types_c, conc_c, name_c = (first_code("input_types"), first_code("input_concrete"),
+                               first_code("name"))
+    call_ext = ext[order[first]]
+    call_dev = device[first]
+    kernels_n = np.diff(np.append(first, n_rows))
+    call_start = np.minimum.reduceat(start, first)
+    call_dur = np.add.reduceat(dur, first)
+
+    def value(c: str, code: int) -> Any:
+        return fields[c][1][code] if code >= 0 else pd.NA  # pd.NA: a string column's missing
+
+    # Each distinct (op, dims, types, concrete) computed once: a decode trace repeats a
+    # handful of shapes.
+    combo = np.zeros(n_calls, dtype=np.int64)
+    for codes in (op_c, dims_c, types_c, conc_c):
+        combo = np.asarray(pd.factorize(combo * (int(codes.max()) + 2) + codes + 1)[0],
+                           dtype=np.int64)
+    combo_first = np.unique(combo, return_index=True)[1]
     shapes: dict[tuple[Any, Any], _Shape | None] = {}
     dtypes: dict[Any, str | None] = {}
-    recs: list[dict[str, Any]] = []
-    for row in calls.itertuples(index=False):
-        key = (row.op_name, row.input_dims)
-        if key not in shapes:
-            shapes[key] = _shape_of(row.op_name, row.input_dims)
-        shp = shapes[key]
+    per_combo: list[tuple[Any, ...] | None] = []
+    for i in combo_first.tolist():
+        op, dims = value("op_name", int(op_c[i])), value("input_dims", int(dims_c[i]))
+        types, concrete = value("input_types", int(types_c[i])), value("input_concrete",
+                                                                         int(conc_c[i]))
+        if (op, dims) not in shapes:
+            shapes[(op, dims)] = _shape_of(op, dims)
+        shp = shapes[(op, dims)]
         if shp is None:
+            per_combo.append(None)
             continue
-        if row.input_types not in dtypes:
-            dtypes[row.input_types] = _parse_dtype(row.input_types)
-        dt = dtypes[row.input_types]
+        if types not in dtypes:
+            dtypes[types] = _parse_dtype(types)
+        dt = dtypes[types]
         assumed = dt is None
         dt = dt or (normalize_dtype(default_dtype) or default_dtype)
         flops = shp.flops
@@ -532,7 +539,7 @@ def gemm_table(
             # The op's own is_causal when the trace records it; else (causal_attention) the
             # shapes: Tq == Tk is a prompt attending to itself. Causal query i of Tq sees
             # Tk - Tq + i + 1 keys: on average Tk - Tq/2 of the Tk (half when Tq == Tk).
-            flag = _causal_flag(row.op_name, row.input_concrete)
+            flag = _causal_flag(op, concrete)
             if flag or (flag is None and causal_attention and shp.m == shp.n):
                 flops *= max(shp.n - shp.m / 2.0, 0.0) / shp.n
         nbytes = shp.elems * DTYPE_BYTES.get(dt, 2)
@@ -541,32 +548,32 @@ def gemm_table(
         peak_dtype = fp32_as if dt == "fp32" else dt
         if not spec.has_peak(peak_dtype):
             peak_dtype = default_dtype
-        recs.append(
-            {
-                "external_id": row.external_id,
-                "device": row.device if row.device >= 0 else pd.NA,
-                "op_class": shp.op_class,
-                "op_name": row.op_name,
-                "kernel": row.kernel,
-                "kernels": int(row.kernels),
-                "start_ns": int(row.start_ns),
-                "dur_ns": int(row.dur_ns),
-                "dtype": dt,
-                "dtype_assumed": assumed,
-                "batch": shp.batch,
-                "m": shp.m,
-                "k": shp.k,
-                "n": shp.n,
-                "flops": flops,
-                "bytes": nbytes,
-                "peak_flops": spec.peak(peak_dtype),
-            }
-        )
-    if not recs:
+        per_combo.append((shp.op_class, op, dt, assumed, shp.batch, shp.m, shp.k, shp.n, flops,
+                          nbytes, spec.peak(peak_dtype)))
+    valid = np.array([f is not None for f in per_combo], dtype=bool)
+    sel = np.flatnonzero(valid[combo])  # the calls with a usable shape, in key order
+    if not len(sel):
         return empty_table()
-    out = pd.DataFrame.from_records(recs)
-    out["external_id"] = pd.array(out["external_id"], dtype="Int64")
-    out["device"] = pd.array(out["device"], dtype="Int64")
+    facts = np.empty((len(per_combo), 11), dtype=object)
+    for j, f in enumerate(per_combo):
+        if f is not None:
+            facts[j] = f
+    facts = facts[combo[sel]]
+    names = np.append(fields["name"][1], np.array([pd.NA], dtype=object))
+    dev_sel = call_dev[sel]
+    # column by column, each inferred from its values as records of them would be
+    # (int64 for ints, float64 for ints and floats, str for names)
+    out = pd.DataFrame({
+        "external_id": call_ext[sel],
+        "device": pd.arrays.IntegerArray(np.where(dev_sel >= 0, dev_sel, 0), dev_sel < 0),
+        "op_class": pd.Series(facts[:, 0].tolist()), "op_name": pd.Series(facts[:, 1].tolist()),
+        "kernel": pd.Series(names[name_c[sel]].tolist()),
+        "kernels": kernels_n[sel].astype(np.int64), "start_ns": call_start[sel],
+        "dur_ns": call_dur[sel], "dtype": pd.Series(facts[:, 2].tolist()),
+        **{c: pd.Series(facts[:, j].tolist()) for j, c in
+           ((3, "dtype_assumed"), (4, "batch"), (5, "m"), (6, "k"), (7, "n"), (8, "flops"),
+            (9, "bytes"), (10, "peak_flops"))},
+    })
     secs = out["dur_ns"].astype("float64") * 1e-9
     # A zero-duration call has no meaningful rate: NaN, not inf.
     secs = secs.where(secs > 0)
@@ -581,6 +588,11 @@ def gemm_table(
     out["efficiency"] = out["efficiency_raw"].where(~out["suspect"])
     out = out.sort_values("start_ns", kind="stable").reset_index(drop=True)
     return out[TABLE_COLUMNS]
+
+
+# the columns summarise reads
+SUMMARY_COLUMNS = ["op_class", "dur_ns", "flops", "bytes", "bound", "efficiency", "kernels",
+                   "suspect"]
 
 
 def _summary_of(t: pd.DataFrame) -> dict[str, Any]:
@@ -619,6 +631,7 @@ def summarise(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """
     if table is None or len(table) == 0:
         table = empty_table()
+    table = table[SUMMARY_COLUMNS]  # the subsets below copy only what _summary_of reads
     return {
         "gemm": _summary_of(table[table["op_class"] == "gemm"]),
         "attention": _summary_of(table[table["op_class"] == "attention"]),

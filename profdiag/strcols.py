@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -158,3 +159,28 @@ def value_at(col: pd.Series, pos: int, missing: Any = pd.NA) -> Any:
     gives it) when it has none."""
     value = col.iloc[pos]
     return missing if value is None or value is pd.NA or value != value else value
+
+
+@lru_cache(maxsize=1)
+def _text_dtype() -> Any:
+    """The dtype pandas gives a column of str objects (``str``, Arrow-backed, since pandas 3)."""
+    return pd.Series(np.array(["x"], dtype=object)).dtype
+
+
+def text_array(values: np.ndarray) -> Any:
+    """An object array of str (few distinct ones, missing as None/NaN) as the column pandas
+    makes of it, built from its distinct values: one Arrow string per distinct value taken
+    to the rows, not a conversion of every row's object. ``values`` as given where pandas
+    would not make an Arrow ``str`` column of it (objects other than str, nothing but
+    missing values, a pandas that keeps object columns)."""
+    dtype = _text_dtype()
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = list(uniques)
+    if not distinct or not all(type(u) is str for u in distinct):
+        return values
+    import pyarrow as pa
+
+    arr = pa.array(distinct, type=pa.large_string()).take(pa.array(codes, mask=codes < 0))
+    return pd.array(arr, dtype=dtype)

@@ -228,3 +228,33 @@ def test_user_rules_and_threshold_overrides_reach_the_diagnosis(tmp_path, tiny_d
     assert "kv_cache" in d.breakdown.class_ns
     base = diagnosed(str(tiny_decode))
     assert base.check("overhead").status == "fail" and "kv_cache" not in base.breakdown.class_ns
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_hotspot_rows_per_kernel_name_hand_computed(compact):
+    """Per kernel name (a missing name in none): calls, total time, and the first short
+    name / class / category that is not missing; largest total first."""
+    import pandas as pd
+
+    from profdiag import schema
+    from profdiag.diagnosis.hotspots import hotspots
+
+    work = pd.DataFrame({
+        "name": pd.array(["b", "a", "b", None, "a", "b"], dtype="string"),
+        "short_name": pd.array([None, "A", "B", "N", None, "B2"], dtype="string"),
+        "class": pd.array(["gemm", None, "gemm", "x", "attention", "gemm"], dtype="string"),
+        "category": pd.array(["compute", "compute", None, "x", "compute", "memory"],
+                             dtype="string"),
+        "dur_ns": np.array([10, 50, 20, 99, 5, 30], dtype=np.int64),
+    })
+    if compact:
+        for c in ("name", "short_name", "class", "category"):
+            work[c] = schema.compact(work[[c]])[c]
+    hot = hotspots(work, busy_ns=115, forwards=None, layers=None, top=10)
+    assert hot["name"].tolist() == ["b", "a"]  # 60 ns, then 55 ns
+    assert hot["calls"].tolist() == [3, 2]
+    assert hot["total_ns"].tolist() == [60, 55]
+    assert hot["short_name"].tolist() == ["B", "A"]  # b's first short name is missing
+    assert hot["class"].tolist() == ["gemm", "attention"]  # a's first class is missing
+    assert hot["category"].tolist() == ["compute", "compute"]
+    assert str(hot["name"].dtype) == "string"

@@ -638,3 +638,33 @@ def test_health_longer_than_trace_compares_with_the_host_rows_span_only():
     ev = events([("ProfilerStep#1", "annotation", -5_000, 50_000)])
     work = ev[ev["kind"] == "kernel"].reset_index(drop=True)
     assert screen(work, ev, {})[1]["excluded_events"] == 0
+
+
+def test_step_outliers_names_the_slow_steps_pair_by_summed_host_wait():
+    """The slow step's cause: host wait summed per (cause, op) of its gaps; the largest
+    specific pair when it holds half the extra time, else the largest pair."""
+    from profdiag.diagnosis.idle import step_outliers
+
+    table = _gap_table([
+        # start, dur, step, host wait, kernel wait, cause, op, context, next
+        (0, 100, 3, 30, 0, "launch_gaps", "", "", "k"),
+        (100, 100, 3, 25, 0, "alloc", "cudaMalloc", "", "k"),
+        (200, 100, 3, 25, 0, "alloc", "cudaMalloc", "", "k"),  # alloc/cudaMalloc: 50
+        (300, 100, 3, 40, 0, "sync", "cudaStreamSynchronize", "", "k"),
+        (400, 100, 3, 0, 90, "gpu_side", "", "", "k"),  # no host wait: not counted
+        (500, 100, 4, 80, 0, "launch_gaps", "", "", "k"),  # step 4's: largest generic
+        (600, 100, 4, 10, 0, "python", "f.py(1): g", "", "k"),
+        (700, 100, 0, 500, 0, "sync", "cudaDeviceSynchronize", "", "k"),  # another step
+    ])
+    steps = pd.DataFrame({"step": [0, 1, 2, 3, 4], "phase": ["decode"] * 5,
+                          "wall_ns": [100, 100, 100, 190, 170], "kernels": [10] * 5,
+                          "gpu_busy_ns": [50] * 5})
+    check = step_outliers(steps, table, load_idle_rules())
+    by_step = {o["step"]: o for o in check.evidence["outliers"]}
+    assert sorted(by_step) == [3, 4]
+    # step 3: 90 ns extra; alloc/cudaMalloc (50) >= 45: the specific pair wins over sync (40)
+    assert (by_step[3]["cause"], by_step[3]["op"], by_step[3]["cause_ns"]) == (
+        "alloc", "cudaMalloc", 50)
+    # step 4: 70 ns extra; python (10) < 35: the largest pair, launch gaps (80)
+    assert (by_step[4]["cause"], by_step[4]["op"], by_step[4]["cause_ns"]) == (
+        "launch_gaps", "", 80)

@@ -549,3 +549,30 @@ def test_real_decode_steps_are_slower_than_light() -> None:
     assert (t["ratio"] > 1).all() and (t["ratio"] < 10).all()
     # ~2.5 GB streamed per step at 3.35 TB/s: ~1300 tokens/s is the ceiling.
     assert 1000 < t["tokens_per_s_ideal"].iloc[0] < 1500
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_call_takes_its_longest_kernel_and_first_recorded_types(compact: bool) -> None:
+    """A call's kernel is its longest one (ties: the first), its dtype that of the first of
+    its kernels recording input types; without kernel names a call's kernel reads ""."""
+    dims = [[4, 64], [64, 128]]
+    ev = _rows(
+        [
+            {"op": "aten::mm", "dims": dims, "dur": 500, "ext": 1, "name": "reduce", "types": None},
+            {"op": "aten::mm", "dims": dims, "dur": 700, "ext": 1, "name": "gemm_a",
+             "types": ["float", "float"]},
+            {"op": "aten::mm", "dims": dims, "dur": 700, "ext": 1, "name": "gemm_b"},
+            {"op": "aten::mm", "dims": dims, "dur": 300, "ext": 2, "name": "solo", "types": None},
+        ]
+    )
+    if compact:
+        ev = schema.compact(ev)
+    t = rl.gemm_table(ev, H100).set_index("external_id")
+    assert t.loc[1, "kernel"] == "gemm_a" and t.loc[1, "kernels"] == 3
+    assert t.loc[1, "dur_ns"] == 1900 and t.loc[1, "start_ns"] == 0
+    # the longest first: gemm_a (fp32) before gemm_b (bf16); reduce records none
+    assert t.loc[1, "dtype"] == "fp32" and not t.loc[1, "dtype_assumed"]
+    assert t.loc[2, "dtype"] == "bf16" and t.loc[2, "dtype_assumed"]
+    assert t.loc[1, "bytes"] == rl.gemm_min_bytes(4, 64, 128, 4)
+    unnamed = rl.gemm_table(ev.drop(columns=["name"]), H100)
+    assert unnamed["kernel"].tolist() == ["", ""]

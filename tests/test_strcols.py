@@ -120,3 +120,18 @@ def test_diagnose_compacts_a_copy_and_exports_canonical_columns():
     # the same report from the compact load
     again = profdiag.diagnose(profdiag.load(TINY, compact=True))
     assert again.to_dict() == diag.to_dict()
+
+
+def test_text_array_is_the_column_pandas_makes_of_the_objects():
+    values = np.array(["b", "a", "b", None, "a", np.nan], dtype=object)
+    got = pd.Series(strcols.text_array(values))
+    want = pd.Series(values)  # what assigning the object array to a column gives
+    assert got.dtype == want.dtype
+    assert got.tolist()[:3] == ["b", "a", "b"] and got.isna().tolist() == [
+        False, False, False, True, False, True]
+    assert got.equals(want)
+    # anything but str (and missing) is left as it is, for pandas to decide
+    mixed = np.array(["a", 1.5], dtype=object)
+    assert strcols.text_array(mixed) is mixed
+    only_missing = np.array([None, None], dtype=object)
+    assert strcols.text_array(only_missing) is only_missing

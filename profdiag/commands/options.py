@@ -22,8 +22,8 @@ def prepare(opts: dict[str, Any], inputs: tuple[str | None, ...] = (),
     protected, and every output is checked against all of these (profdiag.io), so no
     command writes a report and then fails on an option, or writes over one of its inputs.
     """
-    from .. import history
     from ..errors import RulesError, UsageError
+    from ..history_path import resolve_db
     from ..io import check_input, check_outputs, parse_size, protect, set_max_inflated_size
 
     size = opts.get("max_inflated_size")
@@ -43,7 +43,7 @@ def prepare(opts: dict[str, Any], inputs: tuple[str | None, ...] = (),
     for path in inputs:
         if path is not None:
             check_input(path, what="trace", allow_dir=True)
-    protect(history.resolve_db(opts.get("db")), role="history")
+    protect(resolve_db(opts.get("db")), role="history")
     parse_labels(opts.get("labels") or ())
     check_outputs(*outputs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,11 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
     traces are listed as independent reports. TRACE may be an fsspec URL (file://, s3://,
     gs://, with its fsspec backend installed).
     """
+    # what one local trace needs; a directory's or a URL's modules are imported when used
     from ..fleet import is_url, local_path
     from ..io import write_atomic
-    from ..multi import fan_out_paths
     from ..progress import input_bytes, progress_bar
     from ..renderers import format_for, render
-    from ..renderers.text import summary
-    from .report_dir import report_directory
 
     fmt = format_for(output, fmt)
     trace = local_path(trace) or trace
@@ -63,14 +62,22 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
 
             raise UsageError("--perfetto takes a local trace file", trace)
         if urls is not None:
+            from .report_dir import report_directory
+
             return report_directory(trace, urls, output, fmt, quiet, jobs, opts, scheduler)
         return _report_url_file(trace, output, fmt, quiet, opts)
-    local = fan_out_paths(trace)
+    local = None
+    if os.path.isdir(trace):  # a directory of traces, unless a parser reads it whole
+        from ..multi import fan_out_paths
+
+        local = fan_out_paths(trace)
     if local is not None:
         if perfetto:
             from ..errors import UsageError
 
             raise UsageError("--perfetto takes one trace, not a directory")
+        from .report_dir import report_directory
+
         return report_directory(trace, [str(f) for f in local], output, fmt, quiet, jobs, opts,
                                 scheduler)
     if scheduler:
@@ -92,6 +99,8 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
     write_atomic(output, text)
     run_id = maybe_record(data, trace, opts)
     if not quiet:
+        from ..renderers.text import summary
+
         echo(summary(data))
         echo(f"report: {output}")
         if perfetto:

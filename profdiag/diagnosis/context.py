@@ -124,7 +124,8 @@ def _cpu_work(trace: Trace) -> pd.DataFrame:
 def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any]) -> Context:
     """Classify the primary device's work, attach launch times, find the steps."""
     ev = trace.events
-    is_gpu = ev["kind"].isin(schema.GPU_KINDS).to_numpy(dtype=bool)
+    # the kind tested once per distinct kind (a compact column's categories), not per row
+    is_gpu = strcols.isin(ev["kind"], schema.GPU_KINDS)
     cpu_only = False
     notes: list[str] = []
     if not is_gpu.any():
@@ -158,7 +159,7 @@ def build(trace: Trace, spec: ModelSpec, rules: RuleSet, limits: dict[str, Any])
 
     # Only the columns the host steps read (idle.gaps, overhead.host_evidence): a copy of
     # every column of millions of runtime rows held ~0.25 GB more at 1M nsys kernels.
-    host = ev.loc[ev["kind"].isin((schema.KIND_RUNTIME, schema.KIND_SYNC)).to_numpy(dtype=bool),
+    host = ev.loc[strcols.isin(ev["kind"], (schema.KIND_RUNTIME, schema.KIND_SYNC)),
                   list(HOST_COLUMNS)]
     # launch_ns: when the host issued the work (its runtime call), else its own start.
     if cpu_only:

@@ -193,8 +193,10 @@ def _count_from_structure(calls: pd.DataFrame, st: dict[str, Any], spec: ModelSp
         ph["observed"] += f.gemm_count
         ph["layers"][len(f.layers)] += 1
         exp = Counter[str]()
-        for ly in f.layers:
-            exp.update(want.get((f.phase, kind_of(ly)), Counter()))
+        # each kind's expectation times its layers (not one Counter update per layer)
+        for kind, n_layers in Counter(kind_of(ly) for ly in f.layers).items():
+            for sig, c in want.get((f.phase, kind), Counter()).items():
+                exp[sig] += c * n_layers
         heads = [g for g in f.tail if g.label == "lm_head"][:lm_head]
         no_head += max(lm_head - len(heads), 0)
         exp.update(g.sig for g in heads)

@@ -55,7 +55,7 @@ def screen(work: pd.DataFrame, events: pd.DataFrame, options: dict[str, Any]
             longest = int(np.argmax(dur))
             # the host rows' two time columns (a row filter of the events copied every
             # column of millions of rows, names included)
-            host = ~events["kind"].isin((*schema.GPU_KINDS, schema.KIND_GPU_ANNOTATION)).to_numpy()
+            host = ~strcols.isin(events["kind"], (*schema.GPU_KINDS, schema.KIND_GPU_ANNOTATION))
             h_s = events["start_ns"].to_numpy(dtype=np.int64)[host]
             h_e = h_s + events["dur_ns"].to_numpy(dtype=np.int64)[host]
             others = np.arange(len(work)) != longest

@@ -31,10 +31,15 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
     """
     if work.empty:
         return pd.DataFrame(columns=HOTSPOT_COLUMNS)
-    g = work.groupby("name", sort=False, observed=True).agg(
-        short_name=("short_name", "first"), **{"class": ("class", "first")},
-        category=("category", "first"), calls=("dur_ns", "size"), total_ns=("dur_ns", "sum"))
-    g = g.sort_values("total_ns", ascending=False).head(top).reset_index()
+    per_name = _per_name(work)
+    if per_name is None:
+        g = work.groupby("name", sort=False, observed=True).agg(
+            short_name=("short_name", "first"), **{"class": ("class", "first")},
+            category=("category", "first"), calls=("dur_ns", "size"), total_ns=("dur_ns", "sum"))
+    else:
+        g = per_name
+    g = g.sort_values("total_ns", ascending=False).head(top).reset_index(
+        drop=per_name is not None)
     for col in ("name", "short_name", "class", "category"):  # Categoricals: the report's text
         g[col] = strcols.to_text(g[col])
     g["mean_ns"] = (g["total_ns"] / g["calls"]).round().astype("int64")
@@ -63,6 +68,45 @@ def hotspots(work: pd.DataFrame, busy_ns: int, forwards: int | None, layers: int
     g["note"] = [n for n, _ in notes_kinds]
     g["_note_kind"] = [k for _, k in notes_kinds]
     return g[HOTSPOT_COLUMNS]
+
+
+def _per_name(work: pd.DataFrame) -> pd.DataFrame | None:
+    """``groupby("name", sort=False, observed=True)``'s per-kernel rows (names in order of
+    first appearance; the first short name, class and category that is not missing; calls;
+    total time) from the columns' codes, as a frame with the same rows in the same order and
+    its text columns already the report's ``string``; None when a column it reads is not
+    there or no row has a name (the groupby then)."""
+    cols = ("name", "short_name", "class", "category", "dur_ns")
+    if not all(c in work.columns for c in cols):
+        return None
+    codes, values = strcols.codes_values(work["name"])
+    named = np.flatnonzero(codes >= 0)  # (a groupby leaves a missing name out)
+    if not len(named):
+        return None
+    n = len(named)
+    first = np.full(len(values), n, dtype=np.int64)  # each name's first row (n: none)
+    np.minimum.at(first, codes[named], np.arange(n))
+    present = np.flatnonzero(first < n)
+    groups = present[np.argsort(first[present], kind="stable")]  # in order of appearance
+    slot = np.full(len(values), -1, dtype=np.int64)
+    slot[groups] = np.arange(len(groups))
+    at = slot[codes[named]]  # each named row's group
+    calls = np.bincount(at, minlength=len(groups)).astype(np.int64)
+    total = np.zeros(len(groups), dtype=np.int64)
+    np.add.at(total, at, work["dur_ns"].to_numpy(dtype=np.int64)[named])
+    out: dict[str, Any] = {"name": pd.array(values[groups].tolist(), dtype="string")}
+    for col in ("short_name", "class", "category"):
+        c_codes, c_values = strcols.codes_values(work[col])
+        c_of = c_codes[named]
+        has = np.flatnonzero(c_of >= 0)
+        row = np.full(len(groups), n, dtype=np.int64)  # each group's first row holding one
+        np.minimum.at(row, at[has], has)
+        firsts = np.where(row < n, c_of[np.minimum(row, n - 1)], -1)
+        texts = np.append(np.asarray(c_values, dtype=object), np.array([None], dtype=object))
+        out[col] = pd.array(texts[firsts].tolist(), dtype="string")
+    out["calls"] = calls
+    out["total_ns"] = total
+    return pd.DataFrame(out)
 
 
 def _note(row: dict[str, Any], layers: int | None, cfg: Hotspots) -> tuple[str, str]:

@@ -137,11 +137,10 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndar
     s = starts[order]
     e = np.maximum.accumulate(ends[order])
     new = np.concatenate(([True], s[1:] > e[:-1]))
-    seg_id = np.cumsum(new) - 1
     seg_s = s[new]
-    seg_e = np.zeros(len(seg_s), dtype=np.int64)
-    np.maximum.at(seg_e, seg_id, e)
-    return seg_s, seg_e
+    # e is a running max: each segment's largest end is its last one
+    last = np.append(np.flatnonzero(new)[1:] - 1, len(s) - 1)
+    return seg_s, e[last].astype(np.int64)
 
 
 _GAPS_COLUMNS = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "ready_ns",
@@ -372,8 +371,13 @@ class _HostIndex:
             kind_names, kind_code = np.unique(kind.astype(str).to_numpy(dtype=object)[pick],
                                               return_inverse=True)
             kind_code = kind_code.astype(np.int16)
-        # (only the rows' threads: the whole column through Float64 cost ~90 MB at 3.3M rows)
-        tid = events["tid"].take(pick).astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
+        # only the rows' threads (the whole column through Float64 cost ~90 MB at 3.3M rows),
+        # an Int64 column's straight to float64 (the values the Float64 path gives)
+        tid_arr = events["tid"].array
+        if isinstance(tid_arr, pd.arrays.IntegerArray):
+            tid = tid_arr[pick].to_numpy(dtype=np.float64, na_value=-1.0)
+        else:
+            tid = pd.array(tid_arr[pick]).astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
         return cls(start=start, end=end, tid=tid.astype(np.int64), name_code=name_code,
                    unique_names=unique_names, name_structural=structural, kind_code=kind_code,
                    kind_names=np.asarray(kind_names, dtype=object))
@@ -447,16 +451,15 @@ class _HostIndex:
         positions (by start), their starts and its longest duration; computed once."""
         if not self._by_class:
             dur = self.end - self.start
-            klass = np.zeros(len(dur), dtype=np.int8)
-            pos = dur > 0
-            klass[pos] = np.floor(np.log2(dur[pos])).astype(np.int8) + 1
-            del pos
+            # floor(log2(dur)) + 1 is frexp's exponent (dur = m * 2**e, 0.5 <= m < 1); any
+            # partition by duration gives the same answers, this one a radix sort's keys
+            klass = np.where(dur > 0, np.frexp(dur.astype(np.float64))[1], 0).astype(np.uint8)
             # each class's members by position (int32 positions: half the index's copy)
             order = np.argsort(klass, kind="stable").astype(
                 np.int32 if len(dur) < 2**31 else np.int64)
-            keys, first = np.unique(klass[order], return_index=True)
+            first = np.flatnonzero(np.diff(klass[order])) + 1  # where each later class starts
             del klass
-            for members in np.split(order, first[1:]) if len(keys) else []:
+            for members in np.split(order, first) if len(order) else []:
                 self._by_class.append((members, self.start[members], int(dur[members].max())))
         return self._by_class
 
@@ -492,7 +495,10 @@ class _HostIndex:
         gap = np.concatenate(gap_of)
         pos = np.concatenate(pos_of)
         is_short = self.end[pos] - self.start[pos] < self.short_max
-        order = np.lexsort((pos, is_short, gap))
+        # lexsort((pos, is_short, gap)) as one sort of a combined key: (gap, pos) pairs are
+        # distinct (each event is in one class), so the keys are and no tie is left to order
+        key = (gap * 2 + is_short) * max(len(self.start), 1) + pos
+        order = np.argsort(key)
         gap, pos = gap[order], pos[order]
         offsets = np.zeros(len(a) + 1, dtype=np.int64)
         np.cumsum(np.bincount(gap, minlength=len(a)), out=offsets[1:])
@@ -725,9 +731,9 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
         want = np.zeros(0, dtype=bool)
     # only the columns the index reads: a copy of every column of millions of host rows
     # cost over a GB on a 1M-kernel nsys export
-    hosty = np.flatnonzero(events["kind"].isin(
-        (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP, schema.KIND_ANNOTATION,
-         _PYTHON_KIND)).to_numpy())
+    hosty = np.flatnonzero(strcols.isin(
+        events["kind"], (schema.KIND_RUNTIME, schema.KIND_SYNC, schema.KIND_CPU_OP,
+                         schema.KIND_ANNOTATION, _PYTHON_KIND)))
     hix = _HostIndex.of(events, hosty)
     # two shared str objects (an astype(object) of a text array makes one str per gap)
     cause = np.where(g["host_wait_ns"] > 0, np.array("launch_gaps", dtype=object),
@@ -781,9 +787,10 @@ def analyse(work: pd.DataFrame, events: pd.DataFrame, host: pd.DataFrame,
     # as assigned columns (str dtype), next an object column
     table = pd.DataFrame({k: g[k] for k in GAP_COLUMNS[:5]}, copy=False)
     del g
-    table["cause"] = cause
-    table["op"] = op
-    table["context"] = ctx
+    # (the str columns from their few distinct values, not a conversion of each gap's)
+    table["cause"] = strcols.text_array(cause)
+    table["op"] = strcols.text_array(op)
+    table["context"] = strcols.text_array(ctx)
     table["next"] = pd.Series(nxt_col, index=table.index, dtype=object)
     del cause, op, ctx, nxt_col
     return summarise(table, steps_df, rules), table
@@ -965,15 +972,13 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
                 order = np.argsort(of_step, kind="stable")
                 keys, first = np.unique(of_step[order], return_index=True)
                 waits_of = dict(zip(keys.tolist(), np.split(waits[order], first[1:])))
-            mine = table.iloc[waits_of.get(r["step"], waits[:0])]
-            by = mine.groupby(["cause", "op"])["host_wait_ns"].sum().sort_values(ascending=False)
-            specific = by[[c not in ("launch_gaps", "gpu_side") for c, _ in by.index]]
-            top = specific if len(specific) and specific.iloc[0] >= 0.5 * extra else by
-            cause, op = (top.index[0] if len(top) else ("unexplained", ""))
+                pairs = _Pairs(table, waits)
+            mine = waits_of.get(r["step"], waits[:0])
+            cause, op, cause_ns = pairs.top(mine, extra)
             flagged.append({"step": int(r["step"]), "phase": str(phase),
                             "wall_ns": int(r["wall_ns"]), "typical_ns": int(typical),
                             "extra_ns": extra, "cause": str(cause), "op": str(op),
-                            "cause_ns": int(top.iloc[0]) if len(top) else 0})
+                            "cause_ns": cause_ns})
     if not compared:
         return Check("step_outliers", SKIP,
                      f"fewer than {min_steps} steps per phase: no per-step comparison", {})
@@ -997,6 +1002,44 @@ def step_outliers(steps_df: pd.DataFrame, table: pd.DataFrame, rules: IdleRules)
                  f"steps {step_ranges(steps)} take {_ms(min(f['wall_ns'] for f in flagged))}-"
                  f"{_ms(max(f['wall_ns'] for f in flagged))} ms against a typical "
                  f"{_ms(flagged[0]['typical_ns'])} ms with the same GPU work; {why}", ev)
+
+
+class _Pairs:
+    """The (cause, op) pairs of some gaps of the gap table, coded once: per set of gaps, the
+    host wait summed per pair as ``groupby(["cause", "op"]).sum()`` gives it (pairs in
+    sorted order), without a copy of the gaps' rows and a groupby of their strings."""
+
+    def __init__(self, table: pd.DataFrame, rows: np.ndarray) -> None:
+        self.hw = table["host_wait_ns"].to_numpy(dtype=np.int64)
+        self.key = np.zeros(len(table), dtype=np.int64)
+        self.text: list[np.ndarray] = []
+        width = 1
+        for c in ("cause", "op"):
+            codes, values = strcols.codes_values(table[c])
+            rank = np.empty(len(values), dtype=np.int64)  # each value's place in sorted order
+            rank[np.argsort(values.astype(str), kind="stable")] = np.arange(len(values))
+            sorted_values = np.empty(len(values), dtype=object)
+            sorted_values[rank] = values
+            width = len(values) + 1
+            self.key = self.key * width + rank[np.maximum(codes, 0)]
+            self.text.append(sorted_values)
+        self.width = width
+
+    def top(self, rows: np.ndarray, extra: int) -> tuple[str, str, int]:
+        """(cause, op, host wait) of the pair of ``rows`` that explains a slow step: the
+        largest specific one when it holds half of ``extra``, else the largest."""
+        if not len(rows):
+            return "unexplained", "", 0
+        keys, inv = np.unique(self.key[rows], return_inverse=True)  # the groupby's order
+        sums = np.zeros(len(keys), dtype=np.int64)
+        np.add.at(sums, inv, self.hw[rows])
+        order = pd.Series(sums).sort_values(ascending=False).index.to_numpy()
+        causes = self.text[0][keys[order] // self.width]
+        specific = np.flatnonzero([c not in ("launch_gaps", "gpu_side") for c in causes])
+        at = (order[specific[0]] if len(specific) and sums[order[specific[0]]] >= 0.5 * extra
+              else order[0])
+        return (str(self.text[0][keys[at] // self.width]), str(self.text[1][keys[at] % self.width]),
+                int(sums[at]))
 
 
 def _ms(ns: float) -> str:

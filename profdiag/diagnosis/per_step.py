@@ -96,6 +96,24 @@ def phase_breakdown(work: pd.DataFrame, rows_of: dict[int, np.ndarray], idx: lis
 
     def per_key(codes: np.ndarray, values: np.ndarray) -> dict[str, int]:
         keep = codes >= 0  # a missing key is left out, as groupby leaves NA out
+        if np.issubdtype(t.dtype, np.integer) and keep.any():
+            # the (step, key) sums of groupby([pos, codes]).sum(), in its (sorted) order, from
+            # one sort of a combined key (integer sums: exact in any order)
+            width = len(values) + 1
+            key = pos[keep].astype(np.int64) * width + codes[keep].astype(np.int64)
+            srt = np.argsort(key, kind="stable")
+            ks = key[srt]
+            at = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+            sums = np.add.reduceat(t[keep][srt], at)
+            p, kk = ks[at] // width, ks[at] % width
+            v = np.round(sums * scale[p]).astype("int64")
+            tot_of = np.zeros(width, dtype=np.int64)
+            np.add.at(tot_of, kk, v)
+            first_of = np.full(width, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first_of, kk, p)
+            present = np.unique(kk).tolist()
+            ordered = sorted(present, key=lambda k: (int(first_of[k]), str(values[k])))
+            return {str(values[k]): int(tot_of[k]) for k in ordered}
         s = pd.Series(t[keep]).groupby([pos[keep], codes[keep]]).sum()
         p = s.index.get_level_values(0).to_numpy()
         v = np.round(s.to_numpy() * scale[p]).astype("int64")

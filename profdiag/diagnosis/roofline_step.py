@@ -42,11 +42,7 @@ def roofline_section(ctx: Context, work: pd.DataFrame, steps: pd.DataFrame,
     # masks; flash kernels skip the masked half): the efficiency is then the real one.
     table = roofline.gemm_table(work, spec, causal_attention=True)
     if len(table):
-        # each op call's step: its first kernel's
-        calls = pd.DataFrame({"external_id": work["external_id"], "step": step_of_row})
-        step_of = calls.drop_duplicates("external_id").set_index("external_id")["step"]
-        call_step = table["external_id"].map(step_of)
-        table["phase"] = [phase_of_step.get(s, mode) if s == s else mode for s in call_step]
+        table["phase"] = _call_phases(table, work, step_of_row, phase_of_step, mode)
     out: dict[str, Any] = {
         "available": True,
         "gpu": {"key": spec.key, "name": spec.name, "bandwidth_bytes_s": spec.bandwidth,
@@ -63,12 +59,40 @@ def roofline_section(ctx: Context, work: pd.DataFrame, steps: pd.DataFrame,
                          "CUDA-graph replays and nsys/rocprof traces have none: --shapes-from an "
                          "eager or capture trace of the same model recovers a replay's)")
     out["summary"] = roofline.summarise(table)
-    out["by_phase"] = {p: roofline.summarise(g)
-                       for p, g in table.groupby("phase")} if len(table) else {}
+    out["by_phase"] = {p: roofline.summarise(g) for p, g in
+                       table[[*roofline.SUMMARY_COLUMNS, "phase"]].groupby("phase")
+                       } if len(table) else {}
     out["suspect_calls"] = int(table["suspect"].sum()) if len(table) else 0
     out["points"] = _points(table)
     out["speed_of_light"] = _speed_of_light(steps, work, step_of_row, ctx, spec)
     return out
+
+
+def _call_phases(table: pd.DataFrame, work: pd.DataFrame, step_of_row: np.ndarray,
+                 phase_of_step: dict[Any, Any], mode: str) -> list[Any]:
+    """Each op call's phase: that of its first kernel's step (``mode`` outside every step).
+
+    The first kernel of each external id by a sorted search over the linked rows (the same
+    pick as a drop_duplicates of (external_id, step) and a map of the calls' ids through it,
+    which is what a table holding an unlinked call still takes)."""
+    ext = table["external_id"]
+    if ext.isna().any():
+        calls = pd.DataFrame({"external_id": work["external_id"], "step": step_of_row})
+        step_of = calls.drop_duplicates("external_id").set_index("external_id")["step"]
+        return [phase_of_step.get(s, mode) if s == s else mode
+                for s in ext.map(step_of)]
+    wext = pd.array(work["external_id"].array, dtype="Int64")
+    linked = np.flatnonzero(~np.asarray(wext.isna(), dtype=bool))
+    ids, first = np.unique(np.asarray(wext[linked], dtype=np.int64), return_index=True)
+    step_first = np.asarray(step_of_row)[linked[first]]
+    cext = np.asarray(ext, dtype=np.int64)
+    at = np.minimum(np.searchsorted(ids, cext), max(len(ids) - 1, 0))
+    found = ids[at] == cext if len(ids) else np.zeros(len(cext), dtype=bool)
+    # one phase per distinct step (the steps' dict read as the Series.map's values were)
+    steps = np.where(found, step_first[at] if len(ids) else 0, 0)
+    uniq, inv = np.unique(steps, return_inverse=True)
+    phase_of = [phase_of_step.get(int(s), mode) for s in uniq.tolist()]
+    return [phase_of[i] if f else mode for i, f in zip(inv.tolist(), found.tolist())]
 
 
 def _points(table: pd.DataFrame) -> list[dict[str, Any]]:

@@ -66,6 +66,23 @@ CAUSE_GPU_WAIT = "GPU-side waits (dependent kernels, stream waits)"
 
 
 @dataclass(frozen=True)
+class _Coded:
+    """A string column read a cell at a time: each row's code into its distinct values;
+    a missing cell reads NaN (what the column's own cell gives)."""
+
+    codes: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, col: pd.Series) -> _Coded:
+        codes, values = strcols.codes_values(col)
+        return cls(codes, np.append(values, np.array([np.nan], dtype=object)))
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[self.codes[i]]
+
+
+@dataclass(frozen=True)
 class _CauseRows:
     """The columns of a cause table (_cause_table) _cause_of reads, taken once: a row
     lookup (``iloc``) per gap of the median steps cost ~0.1 ms each."""
@@ -81,10 +98,11 @@ class _CauseRows:
     def of(cls, t: pd.DataFrame) -> _CauseRows:
         return cls(t["start_ns"].to_numpy(), t["end_ns"].to_numpy(dtype=np.int64),
                    t["dur_ns"].to_numpy(), t["host_wait_ns"].to_numpy()
-                   if "host_wait_ns" in t else None, t["cause"].array,
-                   # the string columns as they are (read a cell at a time: an object array
-                   # of a million gaps' names would hold a str per gap)
-                   t["op"].array if "op" in t else None)
+                   if "host_wait_ns" in t else None, _Coded.of(t["cause"]),
+                   # the string columns as codes into their distinct values (read a cell at
+                   # a time: an object array of a million gaps' names would hold a str per
+                   # gap, and a cell of an Arrow column is slow to read)
+                   _Coded.of(t["op"]) if "op" in t else None)
 
     def __len__(self) -> int:
         return len(self.start)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ _TP_DEGREES = (1, 2, 4, 8, 16, 32)
 # Attention kernels that name a sliding-window (local) variant (TRT-LLM-gen FMHA, FlashInfer).
 _MLA_KERNEL = re.compile(r"(?i)(?:^|[^a-z])mla(?:_|::|kernel|[^a-z]|$)|BatchMLA|FlashMLA")
 _SLIDING = re.compile(r"Sliding|sliding_window|SlidingWindow|_swa_|LocalAttention", re.I)
+
+
+@lru_cache(maxsize=4096)
+def _sliding(name: str) -> bool:
+    """The anchor kernel's name says sliding window; searched once per distinct name (every
+    layer of every step has one: a case-insensitive search of a long kernel name each)."""
+    return bool(_SLIDING.search(name))
 
 
 @dataclass
@@ -114,7 +122,10 @@ def gemm_calls(work: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["name", "op_name", "input_dims", "start_ns", "launch_ns", "dur_ns", "step", "role",
             "kernel_dtype"]
-    g = work[strcols.isin(work["class"], GEMM_CLASSES)]
+    # the GEMM rows of only the columns read (a row filter of the whole work table copies
+    # every column)
+    g = work.loc[strcols.isin(work["class"], GEMM_CLASSES),
+                 [c for c in (*cols, "external_id") if c in work.columns]]
     g = g.assign(**{c: g[c] if c in g else pd.NA for c in ("step", "role", "kernel_dtype")})
     expert = strcols.isin(g["role"], ("moe_expert",))
     with_ext = g[g["external_id"].notna() & ~expert]
@@ -261,7 +272,7 @@ def _segment(c_t: np.ndarray, gems: list[Gemm], a_t: np.ndarray, kinds: list[str
         modal_post = max(len(last) - 1, 0)
     posts.append(last[:modal_post])
     tail = last[modal_post:]
-    layers = [Layer(kind, pre, post, bool(_SLIDING.search(name)))
+    layers = [Layer(kind, pre, post, _sliding(name))
               for kind, pre, post, name in zip(kinds, pres, posts, names)]
     return Forward(phase, before, layers, tail)
 
