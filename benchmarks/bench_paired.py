@@ -27,8 +27,10 @@ Inputs (built when absent, never inside the repository):
   read the wall ratio, and only when the load average printed beside it is well under the
   number of CPUs (the issue's 1.7x target is for an idle machine).
 
-Round r runs contender 1, 2, ... of an input, then round r + 1 again, so that load on a
-shared machine hits every contender alike. Reported per contender: the median CPU seconds
+Before the runs, the profdiag the children import is compiled to bytecode (its state once
+installed; ``--no-precompile`` leaves it: where PYTHONDONTWRITEBYTECODE is set, every child
+then compiles it first, ~0.1 s). Round r runs contender 1, 2, ... of an input, then round
+r + 1 again, so that load on a shared machine hits every contender alike. Reported per contender: the median CPU seconds
 (user + sys of the whole process and its children, from os.wait4), the median work seconds
 timed inside the child after its imports, the ratio of both to the floor's, and the largest
 peak RSS. The load average before and after is printed: on a busy machine compare CPU
@@ -165,6 +167,23 @@ def build_input(kind: str, args: argparse.Namespace) -> Path:
     return make_big_nsys.build(source, args.dir, args.kernels)
 
 
+# Bytecode of the profdiag the children import, written once before the runs: an installed
+# wheel has it, and so has a checkout once imported, unless PYTHONDONTWRITEBYTECODE is set
+# (as in some sandboxes), when every child would compile ~9,000 lines (~0.1 s) first. The
+# floor's simdjson and HTA come compiled from site-packages.
+PRECOMPILE = ("import compileall, os, profdiag\n"
+              "compileall.compile_dir(os.path.dirname(profdiag.__file__), quiet=1)\n")
+
+
+def precompile() -> str:
+    """Compile the children's profdiag to bytecode; say where (for the table's header)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", PRECOMPILE + "print(profdiag.__file__)"],
+                         capture_output=True, text=True, check=True)
+    return str(Path(out.stdout.strip().splitlines()[-1]).parent)
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -232,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="skip HTA's loader on a larger kineto input (it needs ~7x the JSON)")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--out", type=Path, help="also write the markdown tables here")
+    ap.add_argument("--no-precompile", action="store_true",
+                    help="leave profdiag's bytecode as it is (see PRECOMPILE)")
     args = ap.parse_args(argv)
     _install_wait4_hook()
+    if not args.no_precompile:
+        print(f"bench_paired: bytecode of {precompile()} written", file=sys.stderr)
     tables = []
     for kind in args.input or ["steps", "nsys"]:
         if kind == "names":
