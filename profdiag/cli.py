@@ -94,10 +94,29 @@ def _install_sigterm() -> None:
             pass
 
 
+# commands that run torch, whose CPU threads are its own business
+_TORCH_COMMANDS = frozenset({"capture", "sweep"})
+
+
+def single_threaded_blas(argv: list[str]) -> bool:
+    """Ask numpy's OpenBLAS for one thread (OPENBLAS_NUM_THREADS=1), when it is not imported
+    yet, the user set no count and the command runs no torch: OpenBLAS starts a thread per
+    core at numpy's import, and their spinning cost ~0.1 s of CPU per run, which profdiag's
+    few small linear-algebra calls (the sweep's fits) never repay. True when it was set."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return False
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None or command in _TORCH_COMMANDS:
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    return True
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the group, turning errors into one line and an exit code."""
     from .io import forget_protected
 
+    single_threaded_blas(sys.argv[1:] if argv is None else list(argv))
     _install_sigterm()
     forget_protected()  # each command protects its own inputs (in-process callers run many)
     saved_bound = os.environ.get("PROFDIAG_MAX_INFLATED_SIZE")

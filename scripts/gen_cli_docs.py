@@ -36,6 +36,13 @@ Every command shares these (defined in `profdiag/errors.py`):
 
 Errors are one line on stderr, `profdiag: error: <file>: <what is wrong>`; no traceback, and
 no partial output file is left behind.
+
+## Environment
+
+| variable | effect |
+|---|---|
+| `PROFDIAG_DEBUG=1` | show the traceback of an internal error |
+| `OPENBLAS_NUM_THREADS` | when unset, every command but `capture` and `sweep` sets it to 1 before numpy loads: OpenBLAS' spinning threads cost ~0.1 s of CPU per run and profdiag does no large linear algebra; set it to keep your own count |
 """
 
 

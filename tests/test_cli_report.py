@@ -191,3 +191,43 @@ def test_help_lists_commands():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "report" in result.output and "classify" in result.output
+
+
+# ----------------------------------------------------------- numpy's BLAS threads
+def test_the_cli_asks_openblas_for_one_thread_unless_told_or_running_torch(monkeypatch):
+    import sys
+
+    from profdiag import cli as cli_mod
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    # numpy is imported in this process already: too late to ask, nothing is set
+    assert not cli_mod.single_threaded_blas(["report", "t.json"])
+    assert "OPENBLAS_NUM_THREADS" not in cli_mod.os.environ
+    monkeypatch.delitem(sys.modules, "numpy")  # as in a fresh `profdiag` process
+    for argv in (["capture", "--model", "tiny"], ["sweep", "run"], ["--help"], []):
+        assert not cli_mod.single_threaded_blas(argv), argv  # torch's commands, or none
+    assert "OPENBLAS_NUM_THREADS" not in cli_mod.os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")  # the user's choice is kept
+    assert not cli_mod.single_threaded_blas(["report", "t.json"])
+    assert cli_mod.os.environ["OPENBLAS_NUM_THREADS"] == "4"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    assert cli_mod.single_threaded_blas(["-q", "report", "t.json", "-o", "r.html"])
+    assert cli_mod.os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_a_fresh_report_process_asks_before_numpy_is_imported(tmp_path, tiny_decode):
+    """In a new `profdiag report` process the CLI asks before anything imports numpy (the
+    report still comes out), and the child's environment carries it to --jobs workers."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom profdiag.cli import main\nassert 'numpy' not in sys.modules\n"
+            "try:\n    main(sys.argv[1:])\nfinally:\n"
+            "    import os\n    print('BLAS', os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code, "report", str(tiny_decode), "-f", "json",
+                          "-q", "-o", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip().splitlines()[-1] == "BLAS 1"
+    assert json.loads((tmp_path / "r.json").read_text())["mode"]["value"]
