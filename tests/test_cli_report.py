@@ -217,17 +217,19 @@ def test_the_cli_asks_openblas_for_one_thread_unless_told_or_running_torch(monke
 
 def test_a_fresh_report_process_asks_before_numpy_is_imported(tmp_path, tiny_decode):
     """In a new `profdiag report` process the CLI asks before anything imports numpy (the
-    report still comes out), and the child's environment carries it to --jobs workers."""
+    report still comes out), and the child's environment carries it to --jobs workers; the
+    process also collects garbage less often (an in-process caller's settings are left)."""
     import os
     import subprocess
     import sys
 
     code = ("import sys\nfrom profdiag.cli import main\nassert 'numpy' not in sys.modules\n"
             "try:\n    main(sys.argv[1:])\nfinally:\n"
-            "    import os\n    print('BLAS', os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+            "    import gc, os\n    print('BLAS', os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+            "    print('GC', gc.get_threshold()[0])\n")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code, "report", str(tiny_decode), "-f", "json",
                           "-q", "-o", str(tmp_path / "r.json")],
                          capture_output=True, text=True, env=env, check=True).stdout
-    assert out.strip().splitlines()[-1] == "BLAS 1"
+    assert out.strip().splitlines()[-2:] == ["BLAS 1", "GC 50000"]  # and fewer collections
     assert json.loads((tmp_path / "r.json").read_text())["mode"]["value"]
