@@ -304,15 +304,20 @@ class Input:
         return raw[3:] if raw[:3] == UTF8_BOM else raw
 
     def blocks(self, warnings: list[str], progress: Callable[[int], None] | None = None,
-               limit: int = BLOCK_BYTES) -> Iterator[bytes]:
+               limit: int = BLOCK_BYTES) -> Iterator[bytes | memoryview]:
         """The whole content as blocks. A gzip stream that stops early ends the blocks with
-        a warning in ``warnings``; one of which nothing inflates is a TraceFormatError."""
+        a warning in ``warnings``; one of which nothing inflates is a TraceFormatError.
+
+        A plain file's blocks are views of one buffer the next block overwrites (read with
+        ``readinto``: no new bytes object, and no fresh pages, per block): copy what is kept."""
         if not self.compressed:
-            with open(self.path, "rb") as fh:
-                while plain := fh.read(limit):
+            buffer = bytearray(limit)
+            view = memoryview(buffer)
+            with open(self.path, "rb", buffering=0) as fh:
+                while n := fh.readinto(view):
                     if progress:
-                        progress(len(plain))
-                    yield plain
+                        progress(n)
+                    yield view[:n]
             return
         inf, head = self._take()
         if progress and inf.consumed:

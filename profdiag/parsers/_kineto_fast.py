@@ -793,7 +793,7 @@ def stream(path: Path | Input, progress: Callable[[int], None] | None = None) ->
         return _stream_blocks(blocks, src.path, warnings)
 
 
-def _stream_blocks(blocks: Iterator[bytes], path: Path, warnings: list[str]) -> StreamResult:
+def _stream_blocks(blocks: Iterator[bytes | memoryview], path: Path, warnings: list[str]) -> StreamResult:
     buf = bytearray()
     eof = False
 
