@@ -96,12 +96,14 @@ def test_raw_values_are_compacted_once_per_distinct_spelling():
 def test_no_decoded_raw_value_holds_a_nul():
     """RawCombos joins raw values with NUL: msgspec must reject unescaped control characters
     in every string it decodes or skips, so no Raw can hold one."""
-    for body in (b'[{"args": {"Input Dims": ["a\x00b"]}}]', b'[{"args": {"skipped": "a\x00"}}]'):
+    for body in (b'[{"ph": "X", "args": {"Input Dims": ["a\x00b"]}}]',
+                 b'[{"ph": "X", "args": {"skipped": "a\x00"}}]',
+                 b'[{"ph": "f", "name": "a\x00"}]'):  # an event the strict decode skips
         for decode in (fast._decode_strict, fast._decode_events):
             with pytest.raises(msgspec.DecodeError):
                 decode(body)
     # the escaped spelling is valid JSON, and stays escaped in the raw bytes
-    ev = fast._decode_strict(b'[{"args": {"Input Dims": ["a\\u0000b"]}}]')[0]
+    ev = fast._decode_strict(b'[{"ph": "X", "args": {"Input Dims": ["a\\u0000b"]}}]')[0]
     assert b"\x00" not in bytes(ev.args.dims)
 
 
@@ -201,6 +203,59 @@ def test_rare_keys_are_read_in_the_pieces_that_hold_them(tmp_path, monkeypatch):
     assert streamed.equals(whole)
     assert streamed.loc[streamed["device"] == 3, "bytes"].tolist() == [4096]
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
+
+
+def test_the_strict_decode_skips_other_phases_and_leaves_odd_ones_to_the_loose_path(
+        tmp_path, monkeypatch):
+    """The strict decode is tagged by "ph": a complete event is a _StrictEvent, an event of
+    any other phase (flows, metadata, instants, counters) an empty Struct with no category.
+    An event with no "ph", or a phase the format does not define, fails validation: its
+    piece is decoded by the loose Structs, which drop it as before. The table is the
+    whole-document path's either way."""
+    kinds = [type(e).__name__ for e in fast._decode_strict(orjson.dumps([
+        {"ph": "X", "cat": "kernel"}, {"ph": "f", "id": 1, "cat": "ac2g", "bp": "e"},
+        {"ph": "s", "cat": "ac2g"}, {"ph": "M", "name": "process_name", "pid": "Spans"},
+        {"ph": "i", "cat": "kernel", "s": "t"}, {"ph": "C", "args": {"x": "y"}}]))]
+    assert kinds[0] == "_StrictEvent" and all(k.startswith("_Skipped") for k in kinds[1:])
+    assert all(e.cat is None for e in fast._decode_strict(b'[{"ph": "f", "cat": "kernel"}]'))
+    for odd in (b'[{"cat": "kernel", "ts": 1}]', b'[{"ph": "Z", "cat": "kernel"}]',
+                b'[{"ph": null, "cat": "kernel"}]'):
+        with pytest.raises(msgspec.ValidationError):
+            fast._decode_strict(odd)
+        fast._decode_events(odd)  # the loose Structs take it
+
+    events = []
+    for i in range(40):
+        for ev in _events():
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            events.append(ev)
+        events.append({"ph": "f", "id": i, "pid": 0, "tid": 7, "ts": 12.0 + 100 * i,
+                       "cat": "ac2g", "name": "ac2g", "bp": "e"})
+        events.append({"ph": "s", "id": i, "pid": 1, "tid": 2, "ts": 11.0 + 100 * i,
+                       "cat": "ac2g", "name": "ac2g"})
+    events.insert(5, {"ph": "M", "name": "process_name", "pid": "Spans", "args": {"name": "x"}})
+    events.insert(9 * 30, {"cat": "kernel", "name": "no phase", "ts": 1.0, "dur": 1.0})
+    loose_pieces = []
+    real = fast.Extractor.add_structs
+
+    def add_structs(self, evs, strict=False):
+        if not strict:
+            loose_pieces.append(len(evs))
+        return real(self, evs, strict)
+
+    monkeypatch.setattr(fast.Extractor, "add_objects",
+                        lambda self, evs: pytest.fail("no piece should go per event"))
+    monkeypatch.setattr(fast.Extractor, "add_structs", add_structs)
+    path = tmp_path / "phases.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    streamed = profdiag.load(path).events
+    monkeypatch.undo()
+    whole = torch_json._table(_whole_document(path), [])
+    assert streamed.equals(whole)
+    assert len(streamed) == 40 * 6  # per copy: 6 complete events of a known category
+    assert len(loose_pieces) == 1  # the piece with the event that has no "ph"
 
 
 def test_a_piece_the_strict_structs_reject_is_read_by_the_loose_ones(tmp_path, monkeypatch):

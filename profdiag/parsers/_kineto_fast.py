@@ -17,9 +17,9 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter, eq, is_not, itemgetter
+from operator import attrgetter, eq, index, is_not, itemgetter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Union
 
 import msgspec
 import numpy as np
@@ -184,8 +184,11 @@ class _StrictArgs(msgspec.Struct, frozen=True, gc=False):
 _NO_STRICT_ARGS = _StrictArgs()
 
 
-class _StrictEvent(msgspec.Struct, frozen=True, gc=False):
-    ph: str | None = None
+# The strict decode is also tagged by "ph" (the first key Kineto writes): a complete event
+# ("X") is a _StrictEvent, any other phase of the trace event format (flow "s"/"f", metadata,
+# instants, counters, ...) an empty Struct whose fields are skipped in C, never built. An
+# event with no "ph", or one of no known phase, fails validation: the loose path reads it.
+class _StrictEvent(msgspec.Struct, frozen=True, gc=False, tag_field="ph", tag="X"):
     cat: str | None = None
     name: str | int | float | None = None
     ts: float = _NAN  # no ts: an unusable row, as the loose None is
@@ -195,8 +198,21 @@ class _StrictEvent(msgspec.Struct, frozen=True, gc=False):
     args: _StrictArgs = _NO_STRICT_ARGS
 
 
+class _Skipped(msgspec.Struct, frozen=True, gc=False, tag_field="ph"):
+    """An event of a phase other than "X": dropped, as the loose path drops it."""
+
+    cat: ClassVar[None] = None  # no category: add_structs keeps no such row
+
+
+# every other phase of the trace event format (Chrome's "Trace Event Format" document)
+OTHER_PHASES = ("B", "E", "i", "I", "C", "b", "n", "e", "S", "T", "p", "F", "s", "t", "f",
+                "P", "O", "N", "D", "M", "V", "v", "R", "c", "(", ")")
+_SKIPPED = tuple(msgspec.defstruct(f"_Skipped{i}", [], bases=(_Skipped,), tag=ph)
+                 for i, ph in enumerate(OTHER_PHASES))
+
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
-_decode_strict = msgspec.json.Decoder(list[_StrictEvent]).decode
+_decode_strict = msgspec.json.Decoder(
+    list[Union[(_StrictEvent, *_SKIPPED)]]).decode  # type: ignore[valid-type]  # noqa: UP007
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -424,6 +440,16 @@ def _i64s(seq: list[Any], attr: str) -> np.ndarray:
     return np.fromiter(map(attrgetter(attr), seq), np.int64, len(seq))
 
 
+def _index_i64s(seq: list[Any], attr: str) -> np.ndarray | None:
+    """One loose (``Num``) field of Structs as int64 when every value is an int in int64
+    (MISS included), in one pass; None when one is a str, a float, None or a larger int
+    (``operator.index`` refuses all but ints, which np.fromiter alone would convert)."""
+    try:
+        return np.fromiter(map(index, map(attrgetter(attr), seq)), np.int64, len(seq))
+    except (TypeError, OverflowError):
+        return None
+
+
 def _ns_array(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """µs values -> (int64 ns, ok mask)."""
     try:
@@ -488,15 +514,17 @@ def _first_present_cols(n: int, *columns: list[Any] | None) -> np.ndarray:
     return _first_present_int(*cols)
 
 
-def _loose_device(g_args: list[_Args], gpu_idx: np.ndarray, pid_raw: list[Any],
+def _loose_device(g_args: list[_Args], gpu_idx: np.ndarray, g_sel: list[Any],
                   pid_arr: np.ndarray | None) -> np.ndarray:
-    """The GPU rows' device from loose args: device, else Device, else the event's pid."""
+    """The GPU rows' device from loose args: device, else Device, else the event's pid
+    (``g_sel``: the GPU rows' events; ``pid_arr``: every row's pid when all are ints)."""
     dev_raw = list(map(attrgetter("device"), g_args))
     dev_upper = _unless_all(list(map(attrgetter("device_upper"), g_args)), MISS)
     dev_arr = _int_array_or_none(dev_raw) if dev_upper is None else None
     if dev_arr is not None and pid_arr is not None:
         return _first_present(dev_arr, pid_arr[gpu_idx])
-    return _first_present_cols(len(g_args), dev_raw, dev_upper, _take(pid_raw, gpu_idx))
+    return _first_present_cols(len(g_args), dev_raw, dev_upper,
+                               list(map(attrgetter("pid"), g_sel)))
 
 
 class Extractor:
@@ -527,8 +555,11 @@ class Extractor:
         # execute_model calls, which are step annotations)
         kind_all = np.fromiter(map(code_by_cat.get, map(attrgetter("cat"), events), repeat(-1)),
                                np.int8, n_all)
-        is_x = np.fromiter(map(eq, map(attrgetter("ph"), events), repeat("X")), bool, n_all)
-        keep_idx = np.flatnonzero(is_x & (kind_all >= 0))
+        if strict:  # only "X" events are _StrictEvents; the others have no category
+            keep_idx = np.flatnonzero(kind_all >= 0)
+        else:
+            is_x = np.fromiter(map(eq, map(attrgetter("ph"), events), repeat("X")), bool, n_all)
+            keep_idx = np.flatnonzero(is_x & (kind_all >= 0))
         if not len(keep_idx):
             return
         sel = _take(events, keep_idx)
@@ -567,12 +598,10 @@ class Extractor:
         name_codes = _name_codes(c.name, list(map(attrgetter("name"), sel)))
         n = len(sel)
         # pid/tid are loose in both Structs (Kineto's span events write strings there)
-        pid_raw = ints("pid", sel)
-        tid_raw = ints("tid", sel)
-        pid_arr = _int_array_or_none(pid_raw)
-        tid_arr = _int_array_or_none(tid_raw)
-        pid = pid_arr if pid_arr is not None else _int_array(pid_raw)
-        tid = tid_arr if tid_arr is not None else _int_array(tid_raw)
+        pid_arr = _index_i64s(sel, "pid")
+        tid_arr = _index_i64s(sel, "tid")
+        pid = pid_arr if pid_arr is not None else _int_array(ints("pid", sel))
+        tid = tid_arr if tid_arr is not None else _int_array(ints("tid", sel))
         # loose: arg keys most traces never write (2021-era spellings, copy sizes) get no
         # further pass in a piece where no event has them; strict: one np.fromiter each
         if strict:
@@ -597,16 +626,18 @@ class Extractor:
                 device[gpu_idx] = _first_present(_i64s(g_args, "device"),
                                                  _i64s(g_args, "device_upper"), pid[gpu_idx])
             else:
-                device[gpu_idx] = _loose_device(g_args, gpu_idx, pid_raw, pid_arr)
-            st_raw = ints("stream", g_args)
-            st_arr = _int_array_or_none(st_raw)
+                device[gpu_idx] = _loose_device(g_args, gpu_idx, _take(sel, gpu_idx), pid_arr)
+            st_arr = _index_i64s(g_args, "stream")
             if st_arr is not None and tid_arr is not None:
                 stream[gpu_idx] = _first_present(st_arr, tid_arr[gpu_idx])
             else:
-                stream[gpu_idx] = _first_present_int(st_raw, _take(tid_raw, gpu_idx))
-            nbytes_raw = _unless_all(ints("bytes", g_args), MISS)
-            if nbytes_raw is not None:
-                nbytes[gpu_idx] = _int_array(nbytes_raw)
+                stream[gpu_idx] = _first_present_int(ints("stream", g_args),
+                                                     ints("tid", _take(sel, gpu_idx)))
+            nb_arr = _index_i64s(g_args, "bytes")  # all MISS: nbytes as it is
+            if nb_arr is not None:
+                nbytes[gpu_idx] = nb_arr
+            else:
+                nbytes[gpu_idx] = _int_array(ints("bytes", g_args))
             codes["grid"][gpu_idx], codes["block"][gpu_idx] = self.launch_dims.raw_codes(
                 [ints("grid", g_args), ints("block", g_args)])
             colls = ints("coll", g_args)
