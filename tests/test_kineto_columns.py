@@ -1,6 +1,7 @@
 """The Kineto streamer's column building: string columns as codes + distinct values, the
 per-piece fast path (msgspec Structs) against the per-event path, odd field types."""
 
+import gzip
 import json
 
 import msgspec
@@ -14,7 +15,7 @@ from profdiag.diagnosis import mode
 from profdiag.parsers import _kineto_fast as fast, torch_json
 from profdiag.parsers._io import Input
 
-from helpers import FIXTURES
+from helpers import FIXTURES, SHARED
 
 
 def _whole_document(path):
@@ -256,6 +257,71 @@ def test_the_strict_decode_skips_other_phases_and_leaves_odd_ones_to_the_loose_p
     assert streamed.equals(whole)
     assert len(streamed) == 40 * 6  # per copy: 6 complete events of a known category
     assert len(loose_pieces) == 1  # the piece with the event that has no "ph"
+
+
+def test_a_category_outside_the_known_ones_switches_the_file_to_cat_as_any_string(
+        tmp_path, monkeypatch):
+    """Categories are decoded as KNOWN_CATS' shared strings; the first piece with another
+    category is decoded with cat as any string (not by the loose Structs), and so is every
+    later piece. The table is the whole-document path's."""
+    shared = fast._decode_known(b'[{"ph": "X", "cat": "kernel"}, {"ph": "X", "cat": "kernel"}]')
+    assert shared[0].cat is shared[1].cat  # one str object, not one per event
+    with pytest.raises(msgspec.ValidationError):
+        fast._decode_known(b'[{"ph": "X", "cat": "my_new_category"}]')
+    events = []
+    for i in range(40):
+        for ev in _events():
+            ev = json.loads(json.dumps(ev))
+            ev["ts"] = ev["ts"] + 100 * i
+            if ev["cat"] == "unknown_cat":
+                ev["cat"] = "overhead"  # known to Kineto, dropped by profdiag
+            events.append(ev)
+    events[8 * 25 + 7]["cat"] = "my_new_category"  # a dropped event: of a new category
+    events[8 * 30]["cat"] = "Operator"  # a 2021-era spelling: known, kept as cpu_op
+    decoders = []
+    real = {name: getattr(fast, name) for name in ("_decode_known", "_decode_strict",
+                                                   "_decode_events")}
+    for name, fn in real.items():
+        monkeypatch.setattr(fast, name, lambda piece, _n=name, _f=fn: (decoders.append(_n), _f(piece))[1])
+    monkeypatch.setattr(fast.Extractor, "add_objects",
+                        lambda self, evs: pytest.fail("no piece should go per event"))
+    path = tmp_path / "cats.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    streamed = profdiag.load(path).events
+    monkeypatch.undo()
+    whole = torch_json._table(_whole_document(path), [])
+    assert streamed.equals(whole)
+    assert "_decode_events" not in decoders  # never the loose Structs
+    switch = decoders.index("_decode_strict")  # the piece with the new category...
+    assert decoders[switch - 1] == "_decode_known" and switch > 1
+    assert set(decoders[:switch]) == {"_decode_known"}
+    assert set(decoders[switch:]) == {"_decode_strict"}  # ... and every one after it
+    assert streamed["kind"].iloc[6 * 30] == "cpu_op"
+
+
+def test_the_shared_kineto_traces_write_only_known_categories():
+    """Every complete event of the real traces has a category of KNOWN_CATS, so they take
+    the shared-string decode throughout (a new category costs one piece decoded twice)."""
+    paths = [p for root in (SHARED / "traces" / "torch", SHARED / "samples" / "kineto")
+             if root.is_dir() for p in root.rglob("*.json*")
+             if p.is_file() and p.name != "manifest.json"]
+    if not paths:
+        pytest.skip("no shared traces")
+    seen = 0
+    for path in paths:
+        try:
+            doc = orjson.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz"
+                               else path.read_bytes())
+        except (orjson.JSONDecodeError, OSError, EOFError, gzip.BadGzipFile):
+            continue
+        events = doc.get("traceEvents") if isinstance(doc, dict) else doc
+        if not isinstance(events, list):
+            continue
+        cats = {e.get("cat") for e in events if isinstance(e, dict) and e.get("ph") == "X"}
+        assert cats <= {*fast.KNOWN_CATS, None}, (path.name, cats - set(fast.KNOWN_CATS))
+        seen += 1
+    assert seen >= 20
 
 
 def test_a_piece_the_strict_structs_reject_is_read_by_the_loose_ones(tmp_path, monkeypatch):

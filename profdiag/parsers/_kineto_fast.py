@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter, eq, index, is_not, itemgetter
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import msgspec
 import numpy as np
@@ -210,9 +210,28 @@ OTHER_PHASES = ("B", "E", "i", "I", "C", "b", "n", "e", "S", "T", "p", "F", "s",
 _SKIPPED = tuple(msgspec.defstruct(f"_Skipped{i}", [], bases=(_Skipped,), tag=ph)
                  for i, ph in enumerate(OTHER_PHASES))
 
+# The categories Kineto writes on complete events (libkineto's activity types, the 2021-era
+# spellings and ROCm's): decoded as a Literal, each is the one shared str object, not a new
+# string per event. A piece with a category outside this list is decoded again with cat as
+# any string, and so is every later piece of that file (Extractor.known_cats).
+KNOWN_CATS = tuple(sorted({*KIND_BY_CAT, "overhead", "Trace", "cpu_instant_event",
+                           "cuda_profiler_range", "external_correlation", "collective_comm",
+                           "fwdbwd", "ac2g", "glow_runtime", "mtia_runtime", "mtia_ccp_events",
+                           "mtia_insight", "hpu_op", "xpu_runtime", "xpu_driver",
+                           "privateuse1_runtime", "privateuse1_driver"}))
+
+
+class _StrictKnownEvent(_StrictEvent, frozen=True, gc=False, tag="X"):
+    cat: Literal[KNOWN_CATS] | None = None  # type: ignore[valid-type]
+
+
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
+_STRICT_TYPES = (_StrictEvent, *_SKIPPED)
+_KNOWN_TYPES = (_StrictKnownEvent, *_SKIPPED)
 _decode_strict = msgspec.json.Decoder(
-    list[Union[(_StrictEvent, *_SKIPPED)]]).decode  # type: ignore[valid-type]  # noqa: UP007
+    list[Union[_STRICT_TYPES]]).decode  # type: ignore[valid-type]  # noqa: UP007
+_decode_known = msgspec.json.Decoder(
+    list[Union[_KNOWN_TYPES]]).decode  # type: ignore[valid-type]  # noqa: UP007
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -540,6 +559,8 @@ class Extractor:
         self.launch_dims = RawCombos([text["grid"], text["block"]], [dims3, dims3])
         # one row per collective kernel that carries NCCL args (few per trace)
         self.collectives: list[dict[str, Any]] = []
+        # True until a piece holds a category outside KNOWN_CATS (then cat is any string)
+        self.known_cats = True
 
     # fast path: typed Structs
     def add_structs(self, events: list[Any], strict: bool = False) -> None:
@@ -746,18 +767,32 @@ class Extractor:
             c.ints[key].append(np.array([MISS if v is None else v for v in values],
                                         dtype=np.int64))
 
+    def _decode_strict(self, piece: bytes | memoryview) -> list[Any]:
+        """The strict Structs of a piece: categories as KNOWN_CATS' shared strings while
+        every piece so far had only those; once one did not (the strict decode with cat as
+        any string takes it), every later piece is decoded with cat as any string. Raises
+        ValidationError when the strict types do not fit."""
+        if self.known_cats:
+            try:
+                return _decode_known(piece)
+            except msgspec.ValidationError:
+                events = _decode_strict(piece)  # may raise: another field's type
+                self.known_cats = False
+                return events
+        return _decode_strict(piece)
+
     def add_piece(self, piece: bytes | memoryview, warnings: list[str]) -> None:
         """Decode one '[...]' piece of events; raise msgspec.DecodeError on bad JSON."""
         try:
             try:
-                events = _decode_strict(piece)
+                events = self._decode_strict(piece)
             except UnicodeDecodeError:
                 fixed = bytes(piece).decode("utf-8", errors="replace").encode("utf-8")
                 note = "invalid UTF-8 in the trace was replaced"
                 if note not in warnings:
                     warnings.append(note)
                 piece = fixed
-                events = _decode_strict(piece)
+                events = self._decode_strict(piece)
             self.add_structs(events, strict=True)
             return
         except msgspec.ValidationError:
