@@ -206,6 +206,30 @@ def test_rare_keys_are_read_in_the_pieces_that_hold_them(tmp_path, monkeypatch):
     assert "[[2,2]]" in set(streamed["input_dims"].dropna())
 
 
+def _stream_in_small_pieces(tmp_path, monkeypatch, events):
+    """Load ``events`` streamed in 2 KB pieces (no piece may go per event), check the table
+    against the whole-document path's; return it and the sizes of the pieces decoded by the
+    loose Structs. Undoes every monkeypatch, the caller's included."""
+    loose_pieces = []
+    real = fast.Extractor.add_structs
+
+    def add_structs(self, evs, strict=False):
+        if not strict:
+            loose_pieces.append(len(evs))
+        return real(self, evs, strict)
+
+    monkeypatch.setattr(fast.Extractor, "add_objects",
+                        lambda self, evs: pytest.fail("no piece should go per event"))
+    monkeypatch.setattr(fast.Extractor, "add_structs", add_structs)
+    path = tmp_path / "small_pieces.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
+    streamed = profdiag.load(path).events
+    monkeypatch.undo()
+    assert streamed.equals(torch_json._table(_whole_document(path), []))
+    return streamed, loose_pieces
+
+
 def test_the_strict_decode_skips_other_phases_and_leaves_odd_ones_to_the_loose_path(
         tmp_path, monkeypatch):
     """The strict decode is tagged by "ph": a complete event is a _StrictEvent, an event of
@@ -237,24 +261,7 @@ def test_the_strict_decode_skips_other_phases_and_leaves_odd_ones_to_the_loose_p
                        "cat": "ac2g", "name": "ac2g"})
     events.insert(5, {"ph": "M", "name": "process_name", "pid": "Spans", "args": {"name": "x"}})
     events.insert(9 * 30, {"cat": "kernel", "name": "no phase", "ts": 1.0, "dur": 1.0})
-    loose_pieces = []
-    real = fast.Extractor.add_structs
-
-    def add_structs(self, evs, strict=False):
-        if not strict:
-            loose_pieces.append(len(evs))
-        return real(self, evs, strict)
-
-    monkeypatch.setattr(fast.Extractor, "add_objects",
-                        lambda self, evs: pytest.fail("no piece should go per event"))
-    monkeypatch.setattr(fast.Extractor, "add_structs", add_structs)
-    path = tmp_path / "phases.json"
-    path.write_bytes(orjson.dumps({"traceEvents": events}))
-    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
-    streamed = profdiag.load(path).events
-    monkeypatch.undo()
-    whole = torch_json._table(_whole_document(path), [])
-    assert streamed.equals(whole)
+    streamed, loose_pieces = _stream_in_small_pieces(tmp_path, monkeypatch, events)
     assert len(streamed) == 40 * 6  # per copy: 6 complete events of a known category
     assert len(loose_pieces) == 1  # the piece with the event that has no "ph"
 
@@ -283,16 +290,8 @@ def test_a_category_outside_the_known_ones_switches_the_file_to_cat_as_any_strin
                                                    "_decode_events")}
     for name, fn in real.items():
         monkeypatch.setattr(fast, name, lambda piece, _n=name, _f=fn: (decoders.append(_n), _f(piece))[1])
-    monkeypatch.setattr(fast.Extractor, "add_objects",
-                        lambda self, evs: pytest.fail("no piece should go per event"))
-    path = tmp_path / "cats.json"
-    path.write_bytes(orjson.dumps({"traceEvents": events}))
-    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
-    streamed = profdiag.load(path).events
-    monkeypatch.undo()
-    whole = torch_json._table(_whole_document(path), [])
-    assert streamed.equals(whole)
-    assert "_decode_events" not in decoders  # never the loose Structs
+    streamed, loose_pieces = _stream_in_small_pieces(tmp_path, monkeypatch, events)
+    assert not loose_pieces and "_decode_events" not in decoders  # never the loose Structs
     switch = decoders.index("_decode_strict")  # the piece with the new category...
     assert decoders[switch - 1] == "_decode_known" and switch > 1
     assert set(decoders[:switch]) == {"_decode_known"}
@@ -347,24 +346,7 @@ def test_a_piece_the_strict_structs_reject_is_read_by_the_loose_ones(tmp_path, m
             with pytest.raises(msgspec.ValidationError):
                 fast._decode_strict(body)
         fast._decode_events(body)  # the loose Structs take every one
-    loose_pieces = []
-    monkeypatch.setattr(fast.Extractor, "add_objects",
-                        lambda self, evs: pytest.fail("no piece should go per event"))
-    real = fast.Extractor.add_structs
-
-    def add_structs(self, evs, strict=False):
-        if not strict:
-            loose_pieces.append(len(evs))
-        return real(self, evs, strict)
-
-    monkeypatch.setattr(fast.Extractor, "add_structs", add_structs)
-    path = tmp_path / "loose.json"
-    path.write_bytes(orjson.dumps({"traceEvents": events}))
-    monkeypatch.setattr(fast, "CHUNK_BYTES", 2048)
-    streamed = profdiag.load(path).events
-    monkeypatch.undo()
-    whole = torch_json._table(_whole_document(path), [])
-    assert streamed.equals(whole)
+    streamed, loose_pieces = _stream_in_small_pieces(tmp_path, monkeypatch, events)
     assert 0 < len(loose_pieces) < 10  # the pieces with those events, not all of them
     # rows keep the events' order: 6 of each copy's 8 events (the instant and the unknown
     # category are dropped), so event 8 * k + j (j < 6) is row 6 * k + j
