@@ -230,6 +230,26 @@ def _stream_in_small_pieces(tmp_path, monkeypatch, events):
     return streamed, loose_pieces
 
 
+def test_the_strict_args_are_the_loose_args_with_int64_ids():
+    """_StrictArgs is made from _Args' own fields: the same attributes, JSON keys and default
+    objects (the extractor compares Raw defaults by identity), the five id fields int64 and
+    every other field of the loose type; an id of another JSON type fails validation."""
+    loose = msgspec.structs.fields(fast._Args)
+    strict = msgspec.structs.fields(fast._StrictArgs)
+    assert [(f.name, f.encode_name) for f in strict] == [(f.name, f.encode_name) for f in loose]
+    assert all(s.default is lo.default for s, lo in zip(strict, loose))
+    assert fast._STRICT_ARG_FIELDS <= {f.name for f in loose}
+    assert {f.name for f in strict if f.type is fast._I64} == fast._STRICT_ARG_FIELDS
+    assert all(s.type == lo.type for s, lo in zip(strict, loose) if s.type is not fast._I64)
+    decode = msgspec.json.Decoder(fast._StrictArgs).decode
+    got = decode(b'{"External id": 7, "Device": 1, "stream": "0x0", "grid": [1, 2, 3]}')
+    assert (got.ext, got.device_upper, got.stream, bytes(got.grid)) == (7, 1, "0x0", b"[1, 2, 3]")
+    assert got.correlation == fast.MISS and got.dims is fast._NULL_RAW
+    for odd in (b'{"correlation": "12"}', b'{"External id": 1.5}', b'{"device": null}'):
+        with pytest.raises(msgspec.ValidationError):
+            decode(odd)
+
+
 def test_the_strict_decode_skips_other_phases_and_leaves_odd_ones_to_the_loose_path(
         tmp_path, monkeypatch):
     """The strict decode is tagged by "ph": a complete event is a _StrictEvent, an event of

@@ -158,27 +158,15 @@ _I64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN + 1, le=_INT64_MAX)]
 _NAN = float("nan")
 
 
-class _StrictArgs(msgspec.Struct, frozen=True, gc=False):
-    ext: _I64 = msgspec.field(name="External id", default=MISS)
-    ext_lower: _I64 = msgspec.field(name="external id", default=MISS)
-    correlation: _I64 = MISS
-    device: _I64 = MISS
-    device_upper: _I64 = msgspec.field(name="Device", default=MISS)
-    # read on GPU rows only, but ROCm's runtime rows write strings ("0x0", "9216"): loose
-    stream: Num = MISS
-    bytes: Num = MISS
-    grid: msgspec.Raw = _NULL_RAW
-    block: msgspec.Raw = _NULL_RAW
-    dims: msgspec.Raw = msgspec.field(name="Input Dims", default=_NULL_RAW)
-    dims_lower: msgspec.Raw = msgspec.field(name="Input dims", default=_NULL_RAW)
-    types: msgspec.Raw = msgspec.field(name="Input type", default=_NULL_RAW)
-    concrete: msgspec.Raw = msgspec.field(name="Concrete Inputs", default=_NULL_RAW)
-    coll: Num = msgspec.field(name="Collective name", default=MISS)
-    in_nelems: Num = msgspec.field(name="In msg nelems", default=MISS)
-    out_nelems: Num = msgspec.field(name="Out msg nelems", default=MISS)
-    group_size: Num = msgspec.field(name="Group size", default=MISS)
-    dtype: Num = MISS
-    pg_name: Num = msgspec.field(name="Process Group Name", default=MISS)
+# _Args' fields, in order and with their JSON keys and defaults, the ids strict (int64)
+# (stream and bytes stay loose: ROCm's runtime rows write strings there, "0x0", "9216")
+_STRICT_ARG_FIELDS = frozenset({"ext", "ext_lower", "correlation", "device", "device_upper"})
+_StrictArgs = msgspec.defstruct(
+    "_StrictArgs",
+    [(f.name, _I64 if f.name in _STRICT_ARG_FIELDS else f.type,
+      msgspec.field(name=f.encode_name, default=f.default))
+     for f in msgspec.structs.fields(_Args)],
+    module=__name__, frozen=True, gc=False)
 
 
 _NO_STRICT_ARGS = _StrictArgs()
@@ -195,7 +183,7 @@ class _StrictEvent(msgspec.Struct, frozen=True, gc=False, tag_field="ph", tag="X
     dur: float = 0.0
     pid: Num = MISS
     tid: Num = MISS
-    args: _StrictArgs = _NO_STRICT_ARGS
+    args: _StrictArgs = _NO_STRICT_ARGS  # type: ignore[valid-type]  # (made by defstruct)
 
 
 class _Skipped(msgspec.Struct, frozen=True, gc=False, tag_field="ph"):
