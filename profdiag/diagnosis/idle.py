@@ -384,37 +384,35 @@ class _HostIndex:
 
     def kind_is(self, kind: str) -> np.ndarray:
         """Per event: is its kind ``kind``."""
-        got = np.flatnonzero(self.kind_names == kind)
-        return self.kind_code == (int(got[0]) if len(got) else -1)
+        return self.kind_code == self.code_of_kind(kind)
 
     def code_of_kind(self, kind: str) -> int:
         """The code of ``kind`` (-1 when no event has it)."""
         got = np.flatnonzero(self.kind_names == kind)
         return int(got[0]) if len(got) else -1
 
+    def _per_event(self, key: str, per_code: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``per_code[codes]``: a per-event column from a per-distinct-value table, built
+        on first use and kept under ``key``."""
+        got = self._rows.get(key)
+        if got is None:
+            got = self._rows[key] = per_code[codes]
+        return got
+
     @property
     def name(self) -> np.ndarray:
         """Per event: its name (a str, NaN when missing), built on first use."""
-        got = self._rows.get("name")
-        if got is None:
-            got = self._rows["name"] = self.unique_names[self.name_code]
-        return got
+        return self._per_event("name", self.unique_names, self.name_code)
 
     @property
     def kind(self) -> np.ndarray:
         """Per event: its kind as text, built on first use."""
-        got = self._rows.get("kind")
-        if got is None:
-            got = self._rows["kind"] = self.kind_names[self.kind_code]
-        return got
+        return self._per_event("kind", self.kind_names, self.kind_code)
 
     @property
     def structural(self) -> np.ndarray:
         """Per event: is it a step or layer range."""
-        got = self._rows.get("structural")
-        if got is None:
-            got = self._rows["structural"] = self.name_structural[self.name_code]
-        return got
+        return self._per_event("structural", self.name_structural, self.name_code)
 
     def name_hits(self, cause: Cause) -> np.ndarray:
         """Per distinct name: does ``cause.pattern`` search it (computed once)."""
