@@ -2,11 +2,12 @@
 
     python benchmarks/phases.py TRACE [--runs 3]
 
-Each run is a fresh process (so the imports are cold, as in a real report) with the CLI's
-process settings (one OpenBLAS thread, the CLI's GC threshold); it prints CPU seconds per
-phase, then the median of each phase over the runs. The diagnosis' time includes the kernel
-rules' loading (TOML and regex compiles), which a report pays once. Run it from outside a
-checkout (``cd /tmp``) so the profdiag on PYTHONPATH or installed is the one measured.
+Each run is a fresh process (so the imports are cold, as in a real report, the CLI's
+included) with the CLI's process settings (``profdiag.cli.process_settings``); it prints CPU
+seconds per phase, then the median of each phase over the runs. The diagnosis' time
+includes the kernel rules' loading (TOML and regex compiles), which a report pays once. Run
+it from outside a checkout (``cd /tmp``) so the profdiag on PYTHONPATH or installed is the
+one measured.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import statistics
 import subprocess
 import sys
 
+# the imports a `profdiag report -f json` makes (the CLI first, then what it imports lazily),
+# with the CLI's own process settings applied between the two, as its main() does
 CHILD = r"""
-import gc, json, os, sys, time
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-gc.set_threshold(50_000, 50, 100)
+import json, sys, time
 t0 = time.process_time()
+import profdiag.cli
+profdiag.cli.process_settings(["report"])
 import profdiag.diagnosis, profdiag.parsers.torch_json, profdiag.parsers._kineto_fast  # noqa
 from profdiag import diagnosis, load
 t1 = time.process_time()
@@ -52,8 +55,8 @@ def main() -> int:
         out = subprocess.run([sys.executable, "-c", CHILD, args.trace], capture_output=True,
                              text=True, check=False)
         if out.returncode != 0:
-            print(f"phases: run {i + 1} failed: {out.stderr.strip().splitlines()[-1:]}",
-                  file=sys.stderr)
+            last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"phases: run {i + 1} failed: {last}", file=sys.stderr)
             return 1
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)

@@ -112,17 +112,24 @@ def single_threaded_blas(argv: list[str]) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: run the group, turning errors into one line and an exit code."""
-    from .io import forget_protected
-
-    if "numpy" not in sys.modules:  # a fresh `profdiag` process (not an in-process caller)
+def process_settings(argv: list[str]) -> None:
+    """A fresh `profdiag` process' settings, before numpy is imported (an in-process caller,
+    which has numpy already, keeps its own): the GC threshold below and single_threaded_blas.
+    benchmarks/phases.py applies the same ones."""
+    if "numpy" not in sys.modules:
         import gc
 
         # young objects collected every 50,000 allocations, not 700: a report makes few
         # cycles, and the default's collections cost ~2% of its CPU (and RSS did not grow)
         gc.set_threshold(50_000, 50, 100)
-    single_threaded_blas(sys.argv[1:] if argv is None else list(argv))
+    single_threaded_blas(argv)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: run the group, turning errors into one line and an exit code."""
+    from .io import forget_protected
+
+    process_settings(sys.argv[1:] if argv is None else list(argv))
     _install_sigterm()
     forget_protected()  # each command protects its own inputs (in-process callers run many)
     saved_bound = os.environ.get("PROFDIAG_MAX_INFLATED_SIZE")
