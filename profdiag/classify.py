@@ -8,7 +8,6 @@ million launches of forty kernels costs forty regex evaluations per rule.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,16 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema, strcols
+from . import _toml as toml, schema, strcols
 from ._literals import Literals, parse as parse_pattern, required_literals
 from .errors import RulesError
 from .gemm import GEMM_OPS
 from .rules_path import rules_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 CATEGORIES = ("compute", "memory", "normalization", "elementwise", "communication", "overhead",
               "other")
@@ -263,8 +257,8 @@ def _parse_rule(raw: dict[str, Any], source: str) -> Rule:
 def load_rule_file(path: Path) -> list[Rule]:
     """Parse one TOML rule file; raise RulesError naming the file on any problem."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, toml.TOMLDecodeError) as exc:
         raise RulesError(f"cannot read rules: {exc}", str(path)) from None
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):

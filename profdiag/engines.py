@@ -15,7 +15,6 @@ inside the TraceLens ``execute_...`` range).
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -25,14 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import strcols
+from . import _toml as toml, strcols
 from .errors import RulesError
 from .rules_path import rules_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 MODES = ("prefill", "decode", "mixed")
 # Output fields a form may set; kv_tokens and requests are derived when not set.
@@ -85,8 +79,8 @@ class Form:
 
 def _load(path: Path) -> tuple[Form, ...]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise RulesError(f"cannot read engine step forms: {exc}", str(path)) from None
     forms = []
     for i, f in enumerate(data.get("form", [])):
@@ -124,10 +118,10 @@ def kv_write_rule(path: str | None = None) -> tuple[re.Pattern[str], tuple[str, 
     """(pattern, examples, not_examples) of the KV-cache write kernels ([kv_write])."""
     file = Path(path) if path else rules_dir() / "engines.toml"
     try:
-        kv = tomllib.loads(file.read_text(encoding="utf-8")).get("kv_write", {})
+        kv = toml.loads(file.read_text(encoding="utf-8")).get("kv_write", {})
         return (re.compile(kv["pattern"]), tuple(kv.get("examples", ())),
                 tuple(kv.get("not_examples", ())))
-    except (OSError, tomllib.TOMLDecodeError, KeyError, re.error) as exc:
+    except (OSError, toml.TOMLDecodeError, KeyError, re.error) as exc:
         raise RulesError(f"cannot read [kv_write]: {exc}", str(file)) from None
 
 

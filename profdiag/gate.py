@@ -21,14 +21,9 @@ from typing import Any, TypeAlias, TypeGuard, cast
 
 import msgspec
 
-from . import report_model
+from . import _toml as toml, report_model
 from .errors import EXIT_GATE_FAILED, EXIT_OK, RulesError, TraceFormatError, UsageError
 from .report_model import Report, Step
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover (python < 3.11)
-    import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SEVERITIES = ("fail", "warn", "off")
@@ -150,12 +145,12 @@ def _validate(data: Mapping[str, Any], schema: Mapping[str, Any], where: str,
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return toml.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError("policy file not found", str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read policy: {exc}", str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise RulesError(f"not valid TOML: {exc}", str(path)) from None
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,13 +24,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import _toml as toml
 from .errors import RulesError
 from .rules_path import rules_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on 3.10
-    import tomli as tomllib
 
 HARDWARE_FILE = "hardware.toml"
 
@@ -265,10 +260,10 @@ def _spec_from_entry(key: str, entry: Any, where: str) -> GpuSpec:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            return toml.load(fh)
     except FileNotFoundError:
         raise RulesError("hardware spec file not found", str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise RulesError(f"not valid TOML: {exc}", str(path)) from None
     except OSError as exc:
         raise RulesError(f"cannot read: {exc}", str(path)) from None

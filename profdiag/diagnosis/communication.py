@@ -147,15 +147,11 @@ def covered_ns(seg_s: np.ndarray, seg_e: np.ndarray, a: np.ndarray, b: np.ndarra
 
 @lru_cache(maxsize=4)
 def _interconnects(path: str) -> dict[str, dict[str, Any]]:
-    import sys
+    from .. import _toml as toml
 
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        doc = toml.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise RulesError(f"cannot read interconnect table: {exc}", path) from None
     table = doc.get("interconnect") or {}
     return {str(k): dict(v) for k, v in table.items() if isinstance(v, dict)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,18 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import engines, schema, strcols, thresholds as typed_thresholds
+from .. import _toml as toml, engines, schema, strcols, thresholds as typed_thresholds
 from ..classify import RuleSet, classify
 from ..errors import NoGpuEventsError, RulesError
 from ..gemm import CPU_COMPUTE_OPS, TOKEN_GEMM_OPS, dims_of, weight_kn
 from ..modelspec import ModelSpec
 from ..rules_path import rules_dir
 from ..trace import Trace
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 LAYER_RE = re.compile(r"^(?:model\.)?(?:layers?|decoder[_.]layer|block|h)[_.\s#-]*(\d+)$",
                       re.IGNORECASE)
@@ -42,8 +36,8 @@ def _load_thresholds(extra: tuple[str, ...]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for path in (rules_dir() / "thresholds.toml", *map(Path, extra)):
         try:
-            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            loaded = toml.loads(path.read_text(encoding="utf-8"))
+        except (OSError, toml.TOMLDecodeError) as exc:
             raise RulesError(f"cannot read thresholds: {exc}", str(path)) from None
         for section, values in loaded.items():
             if isinstance(values, dict):

@@ -19,7 +19,6 @@ patterns of ``rules/idle.toml``; shorter host waits are ``launch_gaps``, kernel 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,16 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import schema, strcols
+from .. import _toml as toml, schema, strcols
 from ..errors import RulesError
 from ..rules_path import rules_dir
 from .context import find_calls, first_runtime_calls
 from .model import PASS, SKIP, WARN, Check, Recommendation
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 GAP_COLUMNS = ["start_ns", "dur_ns", "step", "host_wait_ns", "kernel_wait_ns", "cause", "op",
                "context", "next"]
@@ -99,8 +93,8 @@ def load_idle_rules(extra: tuple[str, ...] = ()) -> IdleRules:
     outliers: dict[str, Any] = {}
     for i, path in enumerate((rules_dir() / "idle.toml", *map(Path, extra))):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = toml.loads(path.read_text(encoding="utf-8"))
+        except (OSError, toml.TOMLDecodeError) as exc:
             raise RulesError(f"cannot read idle rules: {exc}", str(path)) from None
         attribution.update(data.get("attribution") or {})
         outliers.update(data.get("step_outliers") or {})

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 from typing import Any
 
+from .. import _toml as toml
 from ..rules_path import rules_dir
 from ..thresholds import Thresholds, load
 from .hotspots import LAUNCH_BOUND_KINDS
 from .model import Breakdown, Recommendation, Verdict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _COMPUTE_CLASSES = ("gemm", "gemm_reduce", "attention")
 _BANDWIDTH_CLASSES = ("gemv", "kv_cache", "copy", "memcpy", "memset", "embedding")
@@ -23,7 +18,7 @@ _BANDWIDTH_CLASSES = ("gemv", "kv_cache", "copy", "memcpy", "memset", "embedding
 @lru_cache(maxsize=1)
 def advice() -> dict[str, dict[str, str]]:
     """Recommendation texts from rules/advice.toml, flattened to 'group.name' keys."""
-    data = tomllib.loads((rules_dir() / "advice.toml").read_text(encoding="utf-8"))
+    data = toml.loads((rules_dir() / "advice.toml").read_text(encoding="utf-8"))
     return {f"{g}.{k}": v for g, items in data.items() for k, v in items.items()}
 
 
