@@ -134,12 +134,44 @@ def main(argv: list[str] | None = None) -> Any:
     forget_protected()  # each command protects its own inputs (in-process callers run many)
     saved_bound = os.environ.get("PROFDIAG_MAX_INFLATED_SIZE")
     try:
-        return _main(argv)
+        result = _main(argv)
+    except SystemExit as exc:
+        if argv is None:  # the console script (tests and other callers pass argv)
+            _exit_now(exc.code)
+        raise
     finally:  # --max-inflated-size holds for this command only
         if saved_bound is None:
             os.environ.pop("PROFDIAG_MAX_INFLATED_SIZE", None)
         else:
             os.environ["PROFDIAG_MAX_INFLATED_SIZE"] = saved_bound
+    if argv is None:
+        _exit_now(result)
+    return result
+
+
+def _exit_now(code: Any) -> None:
+    """End a console-script run whose command has finished, as ``sys.exit(code)`` would, but
+    without the interpreter's teardown: its full garbage collections and the freeing of every
+    module and object cost ~0.05 s of CPU per run, 4-5% of a small report (mypy's
+    ``hard_exit`` does the same). The atexit handlers still run (temporary directories,
+    logging, multiprocessing) and stdout/stderr are flushed; every output file was closed by
+    its own ``with``. Returns, and the caller exits normally, when the code is not None or an
+    int in 0-255, or when another thread is alive (a Dask client's, a pool's): the normal
+    exit waits for it."""
+    import threading
+
+    code = 0 if code is None else code
+    if type(code) is not int or not 0 <= code <= 255 or threading.active_count() > 1:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            pass
+    os._exit(code)
 
 
 def _main(argv: list[str] | None) -> Any:

@@ -233,3 +233,51 @@ def test_a_fresh_report_process_asks_before_numpy_is_imported(tmp_path, tiny_dec
                          capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip().splitlines()[-2:] == ["BLAS 1", "GC 50000"]  # and fewer collections
     assert json.loads((tmp_path / "r.json").read_text())["mode"]["value"]
+
+
+def _console(tmp_path, prelude, *args):
+    """Run ``prelude`` then the console script's ``sys.exit(main())`` with ``args`` as
+    sys.argv in a fresh interpreter: the CompletedProcess."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\n{prelude}\nfrom profdiag.cli import main\n"
+            "sys.argv = ['profdiag', *sys.argv[1:]]\nsys.exit(main())\n")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                          text=True, cwd=tmp_path, check=False)
+
+
+def test_the_console_script_exits_without_teardown_but_keeps_codes_outputs_and_atexit(
+        tmp_path, tiny_decode):
+    """The console script ends a finished command with os._exit (cli._exit_now): the exit
+    code is the command's, the report is whole, stdout and stderr are flushed, atexit
+    handlers ran, and the interpreter's teardown did not (a __del__ of a module-level object
+    runs at a normal exit only)."""
+    prelude = ("import atexit\natexit.register(lambda: print('atexit ran'))\n"
+               "class Witness:\n    def __del__(self):\n        print('teardown ran')\n"
+               "witness = Witness()")
+    out = tmp_path / "r.json"
+    done = _console(tmp_path, prelude, "report", tiny_decode, "-f", "json", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("profdiag: ")  # the summary, flushed
+    assert done.stdout.splitlines()[-1] == "atexit ran"
+    assert "teardown ran" not in done.stdout
+    assert json.loads(out.read_text())["mode"]["value"]  # complete JSON
+    bad = _console(tmp_path, prelude, "report", tmp_path / "missing.json")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"profdiag: error: {tmp_path / 'missing.json'}: no such file or directory"]
+    assert bad.stdout.splitlines() == ["atexit ran"]
+    assert _console(tmp_path, prelude, "--version").stdout.splitlines()[-1] == "atexit ran"
+
+
+def test_the_console_script_exits_normally_while_another_thread_runs(tmp_path, tiny_decode):
+    """A thread still alive when the command ends (a Dask client's, a pool's) gets the normal
+    exit, which waits for it: its last write lands."""
+    prelude = ("import threading, time\n"
+               "def late():\n    time.sleep(0.5)\n    open('late.txt', 'w').write('done')\n"
+               "threading.Thread(target=late).start()")
+    done = _console(tmp_path, prelude, "report", tiny_decode, "-f", "json", "-q", "-o",
+                    tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "late.txt").read_text() == "done"
