@@ -12,6 +12,6 @@ from __future__ import annotations
 try:
     from tomli import TOMLDecodeError, load, loads
 except ImportError:  # pragma: no cover (tomli is a dependency)
-    from tomllib import TOMLDecodeError, load, loads
+    from tomllib import TOMLDecodeError, load, loads  # type: ignore[no-redef,assignment,unused-ignore]
 
 __all__ = ["TOMLDecodeError", "load", "loads"]

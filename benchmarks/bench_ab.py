@@ -1,0 +1,86 @@
+"""Before/after: one `profdiag report -f json` of two checkouts, in alternation, CPU medians.
+
+    python benchmarks/bench_ab.py --base DIR --new DIR TRACE [--runs 8]
+
+Each run is a fresh ``profdiag report TRACE -f json -q`` process, as the console script runs
+it, with ``PYTHONPATH`` set to one checkout (``--base``, then ``--new``, then ``--base``
+again, ...), so that a shared machine's drifts hit both alike: on the 2-core machines of
+issue 18 the same report's CPU varied by 30% from minute to minute, more than most single
+fixes save, and only alternation tells them apart. Each checkout's ``profdiag`` package is
+compiled to bytecode first (where PYTHONDONTWRITEBYTECODE is set, an uncompiled checkout
+would pay its compilation in every run). Both run under this interpreter, so a dependency
+that differs between the two (a new one) must be installed in it. Prints every pair, then
+the medians, their ratio and the load average. Run it from outside a checkout (``cd /tmp``);
+a worktree of the old commit (``git worktree add /tmp/base <commit>``) is the usual base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_load import CONTENDERS, _install_wait4_hook, run_child  # noqa: E402
+
+# bench_load's report contender: the console script's own path (sys.exit(main()) with
+# sys.argv), whose atexit handler prints the work time (an older checkout's normal exit
+# runs it too)
+REPORT = CONTENDERS["profdiag report -f json -q"]
+
+
+def _checkout(path: str, flag: str) -> Path:
+    root = Path(path).resolve()
+    if not (root / "profdiag" / "__init__.py").is_file():
+        raise SystemExit(f"bench_ab: {flag} {path}: not a profdiag checkout (no profdiag/__init__.py)")
+    return root
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trace")
+    ap.add_argument("--base", required=True, help="the checkout before the change")
+    ap.add_argument("--new", required=True, help="the checkout after it")
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    args = ap.parse_args()
+    trace = Path(args.trace)
+    if not trace.is_file():
+        print(f"bench_ab: {trace}: no such file", file=sys.stderr)
+        return 2
+    sides = {"base": _checkout(args.base, "--base"), "new": _checkout(args.new, "--new")}
+    for root in sides.values():
+        compileall.compile_dir(str(root / "profdiag"), quiet=1)
+    _install_wait4_hook()
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
+    before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    saved = os.environ.get("PYTHONPATH")
+    try:
+        for i in range(args.runs):
+            for tag, root in sides.items():
+                os.environ["PYTHONPATH"] = str(root)
+                r = run_child(REPORT, trace, args.timeout)
+                if "error" in r:
+                    print(f"bench_ab: {tag} run {i + 1}: {r['error']}", file=sys.stderr)
+                    return 1
+                cpu[tag].append(r["cpu_s"])
+            print(f"run {i + 1}: base {cpu['base'][-1]:.3f} s  new {cpu['new'][-1]:.3f} s", flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    b, n = statistics.median(cpu["base"]), statistics.median(cpu["new"])
+    print(f"{trace.name}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
+          f"new/base {n / b:.3f}; {os.cpu_count()} CPUs, load average {before} before, {after} after")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

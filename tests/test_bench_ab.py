@@ -1,0 +1,45 @@
+"""benchmarks/bench_ab.py: two checkouts' reports in alternation (a measuring tool, so what is
+checked is that it runs and compares what it claims to, never how fast anything is)."""
+
+import os
+import re
+import subprocess
+import sys
+
+from helpers import FIXTURES, REPO
+
+SCRIPT = REPO / "benchmarks" / "bench_ab.py"
+TRACE = FIXTURES / "torch" / "own_tiny_decode_ctx512_B1_steps8.json.gz"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO.parent, check=False, timeout=300)
+
+
+def test_bench_ab_alternates_the_two_checkouts_and_prints_their_medians():
+    out = _run(str(TRACE), "--base", str(REPO), "--new", str(REPO), "--runs", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    runs = [re.fullmatch(r"run (\d): base ([\d.]+) s  new ([\d.]+) s", ln) for ln in lines[:3]]
+    assert all(runs) and [m.group(1) for m in runs if m] == ["1", "2", "3"]
+    base = sorted(float(m.group(2)) for m in runs if m)
+    new = sorted(float(m.group(3)) for m in runs if m)
+    assert min(base + new) > 0  # whole-process CPU, imports included
+    summary = re.match(r"own_tiny_decode_ctx512_B1_steps8\.json\.gz: 3 alternating runs, CPU s "
+                       r"medians: base ([\d.]+), new ([\d.]+), new/base ([\d.]+); ", lines[3])
+    assert summary, lines[3]
+    b, n, ratio = map(float, summary.groups())
+    assert (b, n) == (base[1], new[1])  # the medians of the pairs printed above
+    assert abs(ratio - n / b) < 0.002
+
+
+def test_bench_ab_refuses_a_folder_that_is_no_checkout_and_a_missing_trace(tmp_path):
+    out = _run(str(TRACE), "--base", str(tmp_path), "--new", str(REPO))
+    assert out.returncode == 1
+    assert out.stderr.strip() == (f"bench_ab: --base {tmp_path}: not a profdiag checkout "
+                                  "(no profdiag/__init__.py)")
+    out = _run("/no/such/trace.json", "--base", str(REPO), "--new", str(REPO))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "bench_ab: /no/such/trace.json: no such file"
