@@ -3,14 +3,18 @@
     python benchmarks/bench_ab.py --base DIR --new DIR TRACE [--runs 8]
 
 Each run is a fresh ``profdiag report TRACE -f json -q`` process, as the console script runs
-it, with ``PYTHONPATH`` set to one checkout (``--base``, then ``--new``, then ``--base``
-again, ...), so that a shared machine's drifts hit both alike: on the 2-core machines of
+it, with ``PYTHONPATH`` set to one checkout, in rounds of one run of each (``--base`` first in
+odd rounds, ``--new`` first in even ones), so that a shared machine's drifts and any
+penalty of the first run of a round hit both alike: on the 2-core machines of
 issue 18 the same report's CPU varied by 30% from minute to minute, more than most single
 fixes save, and only alternation tells them apart. Each checkout's ``profdiag`` package is
 compiled to bytecode first (where PYTHONDONTWRITEBYTECODE is set, an uncompiled checkout
 would pay its compilation in every run). Both run under this interpreter, so a dependency
 that differs between the two (a new one) must be installed in it. Prints every pair, then
-the medians, their ratio and the load average. Run it from outside a checkout (``cd /tmp``);
+the medians and the minima with their ratios, and the load average. Noise on such a machine
+only adds CPU time (a neighbour's cache and memory traffic, frequency), so the minimum is
+the steadier estimate of a process' own cost; an A/A run (``--base`` and ``--new`` the same
+checkout) shows how far apart two identical contenders read there. Run it from outside a checkout (``cd /tmp``);
 a worktree of the old commit (``git worktree add /tmp/base <commit>``) is the usual base.
 """
 
@@ -62,7 +66,11 @@ def main() -> int:
     saved = os.environ.get("PYTHONPATH")
     try:
         for i in range(args.runs):
-            for tag, root in sides.items():
+            # base first in odd rounds, new first in even ones, so that a penalty of a round's
+            # first run, if any, falls on both: an A/A run in a fixed order read 0.86 (7
+            # rounds, medians), A/A runs in this order 1.11 (8 rounds) and 0.98 (10)
+            order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
+            for tag, root in order:
                 os.environ["PYTHONPATH"] = str(root)
                 r = run_child(REPORT, trace, args.timeout)
                 if "error" in r:
@@ -77,8 +85,10 @@ def main() -> int:
             os.environ["PYTHONPATH"] = saved
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     b, n = statistics.median(cpu["base"]), statistics.median(cpu["new"])
+    bmin, nmin = min(cpu["base"]), min(cpu["new"])
     print(f"{trace.name}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
-          f"new/base {n / b:.3f}; {os.cpu_count()} CPUs, load average {before} before, {after} after")
+          f"new/base {n / b:.3f}; minima: base {bmin:.3f}, new {nmin:.3f}, new/base "
+          f"{nmin / bmin:.3f}; {os.cpu_count()} CPUs, load average {before} before, {after} after")
     return 0
 
 

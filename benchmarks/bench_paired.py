@@ -30,7 +30,8 @@ Inputs (built when absent, never inside the repository):
 Before the runs, the profdiag the children import is compiled to bytecode (its state once
 installed; ``--no-precompile`` leaves it: where PYTHONDONTWRITEBYTECODE is set, every child
 then compiles it first, ~0.1 s). Round r runs contender 1, 2, ... of an input, then round
-r + 1 again, so that load on a shared machine hits every contender alike. Reported per contender: the median CPU seconds
+r + 1 again, starting one contender later (round 2 at contender 2, ...), so that load on a
+shared machine, and any penalty of a round's first run, hits every contender alike. Reported per contender: the median CPU seconds
 (user + sys of the whole process and its children, from os.wait4), the median work seconds
 timed inside the child after its imports, the ratio of both to the floor's, and the largest
 peak RSS. The load average before and after is printed: on a busy machine compare CPU
@@ -202,7 +203,10 @@ def bench(kind: str, path: Path, repeat: int, timeout: float, hta_max_mb: float 
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in contenders}
     before = loadavg()
     for r in range(repeat):
-        for name, code, extra in contenders:
+        # round r starts at contender r (mod their number): a penalty of a round's first run,
+        # if any, falls on each contender alike (see bench_ab.py's A/A runs)
+        k = r % len(contenders)
+        for name, code, extra in contenders[k:] + contenders[:k]:
             print(f"  [{kind} {r + 1}/{repeat}] {name} ...", file=sys.stderr, flush=True)
             runs[name].append(run_child(code, path, timeout, *extra))
     files = sorted(path.iterdir()) if path.is_dir() else [path]

@@ -28,11 +28,13 @@ def test_bench_ab_alternates_the_two_checkouts_and_prints_their_medians():
     new = sorted(float(m.group(3)) for m in runs if m)
     assert min(base + new) > 0  # whole-process CPU, imports included
     summary = re.match(r"own_tiny_decode_ctx512_B1_steps8\.json\.gz: 3 alternating runs, CPU s "
-                       r"medians: base ([\d.]+), new ([\d.]+), new/base ([\d.]+); ", lines[3])
+                       r"medians: base ([\d.]+), new ([\d.]+), new/base ([\d.]+); minima: "
+                       r"base ([\d.]+), new ([\d.]+), new/base ([\d.]+); ", lines[3])
     assert summary, lines[3]
-    b, n, ratio = map(float, summary.groups())
+    b, n, ratio, bmin, nmin, ratio_min = map(float, summary.groups())
     assert (b, n) == (base[1], new[1])  # the medians of the pairs printed above
-    assert abs(ratio - n / b) < 0.002
+    assert (bmin, nmin) == (base[0], new[0])  # and their minima
+    assert abs(ratio - n / b) < 0.002 and abs(ratio_min - nmin / bmin) < 0.002
 
 
 def test_bench_ab_refuses_a_folder_that_is_no_checkout_and_a_missing_trace(tmp_path):
