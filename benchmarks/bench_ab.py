@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_load import CONTENDERS, _install_wait4_hook, run_child  # noqa: E402
+from bench_paired import loadavg  # noqa: E402
 
 # bench_load's report contender: the console script's own path (sys.exit(main()) with
 # sys.argv), whose atexit handler prints the work time (an older checkout's normal exit
@@ -62,7 +63,7 @@ def main() -> int:
         compileall.compile_dir(str(root / "profdiag"), quiet=1)
     _install_wait4_hook()
     cpu: dict[str, list[float]] = {k: [] for k in sides}
-    before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    before = loadavg()
     saved = os.environ.get("PYTHONPATH")
     try:
         for i in range(args.runs):
@@ -83,7 +84,7 @@ def main() -> int:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
-    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    after = loadavg()
     b, n = statistics.median(cpu["base"]), statistics.median(cpu["new"])
     bmin, nmin = min(cpu["base"]), min(cpu["new"])
     print(f"{trace.name}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
