@@ -13,28 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Event kinds. GPU-side kinds occupy a device; host-side kinds do not.
-KIND_KERNEL = "kernel"
-KIND_MEMCPY = "memcpy"
-KIND_MEMSET = "memset"
-KIND_RUNTIME = "runtime"  # CUDA/HIP runtime or driver API call on the host
-KIND_SYNC = "sync"  # device-side synchronisation record (cuda_sync, nsys SYNCHRONIZATION)
-KIND_CPU_OP = "cpu_op"  # framework operator (aten::mm)
-KIND_ANNOTATION = "annotation"  # user range on the host (record_function, NVTX, roctx)
-KIND_GPU_ANNOTATION = "gpu_annotation"  # projection of a user range onto a GPU stream
-KIND_PYTHON = "python"  # Python frame on the host (Kineto python_function, with_stack)
-
-GPU_KINDS = (KIND_KERNEL, KIND_MEMCPY, KIND_MEMSET)
-ALL_KINDS = (
-    KIND_KERNEL,
-    KIND_MEMCPY,
-    KIND_MEMSET,
-    KIND_RUNTIME,
-    KIND_SYNC,
-    KIND_CPU_OP,
-    KIND_ANNOTATION,
-    KIND_GPU_ANNOTATION,
-    KIND_PYTHON,
+# Event kinds, defined in .kinds (which imports nothing); GPU-side kinds occupy a device,
+# host-side kinds do not. Re-exported: schema.KIND_KERNEL is their usual name.
+from .kinds import (
+    ALL_KINDS as ALL_KINDS,
+    GPU_KINDS as GPU_KINDS,
+    KIND_ANNOTATION as KIND_ANNOTATION,
+    KIND_CPU_OP as KIND_CPU_OP,
+    KIND_GPU_ANNOTATION as KIND_GPU_ANNOTATION,
+    KIND_KERNEL as KIND_KERNEL,
+    KIND_MEMCPY as KIND_MEMCPY,
+    KIND_MEMSET as KIND_MEMSET,
+    KIND_PYTHON as KIND_PYTHON,
+    KIND_RUNTIME as KIND_RUNTIME,
+    KIND_SYNC as KIND_SYNC,
 )
 
 # the dtype of the kind column

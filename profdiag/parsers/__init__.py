@@ -18,10 +18,13 @@ import importlib
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ..errors import TraceFormatError, UsageError
-from ..trace import Trace
 from ._io import HEAD_BYTES, UTF8_BOM, Input
+
+if TYPE_CHECKING:  # (a runtime import would bring pandas into parsers._prefetch's child)
+    from ..trace import Trace
 
 # Order matters: the first parser whose sniff() accepts the input wins.
 _PARSER_MODULES: dict[str, str] = {

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from .. import schema
+from .. import kinds as schema  # the kinds alone: this module imports no pandas
 from ..errors import TraceFormatError
 from ._io import Input
 
