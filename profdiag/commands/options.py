@@ -94,6 +94,11 @@ def diagnosis_options(f: F) -> F:
 
 def run_diagnosis(trace_path: str, opts: dict[str, Any]) -> Any:
     """Load and diagnose ``trace_path`` with the options of diagnosis_options."""
+    if opts.get("trace_format") in (None, "torch"):
+        # before the imports below: a child streams a Kineto JSON while they run
+        from ..parsers import _prefetch
+
+        _prefetch.start(trace_path)
     from .. import diagnosis, load
 
     # compact: string columns as Categoricals, what the diagnosis reads (schema.compact)

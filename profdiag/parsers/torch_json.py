@@ -27,7 +27,7 @@ import pandas as pd
 from .. import schema
 from ..errors import TraceFormatError
 from ..trace import DeviceInfo, Trace, TraceMeta
-from . import _kineto_fast as _fast
+from . import _kineto_fast as _fast, _prefetch
 from ._io import Input
 
 FORMAT = "torch"
@@ -178,7 +178,8 @@ def parse(path: Path | Input, progress: Callable[[int], None] | None = None,
     with Input.using(path) as src:
         path = src.path
         try:
-            result = _fast.stream(src, progress)
+            # the columns a forked child streamed while this process imported (_prefetch)
+            result = _prefetch.take(path, progress) or _fast.stream(src, progress)
             extractor, top, warnings, salvaged = (
                 result.extractor, result.top, result.warnings, result.salvaged)
         except _fast.StreamUnsupported:
