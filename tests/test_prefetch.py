@@ -238,3 +238,14 @@ def test_a_child_nobody_takes_is_killed_and_reaped_at_exit():
     out = subprocess.run([sys.executable, "-c", code, str(EAGER)], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "reaped"
+
+
+def test_a_busy_or_single_core_machine_gets_no_child(monkeypatch):
+    monkeypatch.setattr(_prefetch, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.5, 0.5))
+    assert _prefetch.has_a_free_core()
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 0.5, 0.5))  # both cores busy
+    assert not _prefetch.has_a_free_core()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(_prefetch, "_usable_cores", lambda: 1)
+    assert not _prefetch.has_a_free_core()

@@ -11,11 +11,12 @@ about the result differs: the child runs the same ``_kineto_fast.stream`` on the
 
 When it applies: Linux (``os.fork``), pandas not yet imported (a fresh command process, not
 a library caller or a test run, which have their imports paid), no other Python thread, at
-least two usable cores, a regular local file of 1 MiB to 1 GiB (256 MiB gzipped: the columns
-cross the pipe, and both processes hold them for a moment) whose first byte opens JSON. The
-environment variable ``PROFDIAG_PREFETCH`` set to ``0`` turns it off; ``always`` drops the
-size, core, import and thread conditions (tests, experiments: the child only reads the file,
-and CPython re-initialises its import lock in a forked child).
+least two usable cores and a 1-minute load average below their number, a regular local file
+of 1 MiB to 1 GiB (256 MiB gzipped: the columns cross the pipe, and both processes hold them
+for a moment) whose first byte opens JSON. The environment variable ``PROFDIAG_PREFETCH``
+set to ``0`` turns it off; ``always`` drops the size, core, load, import and thread
+conditions (tests, experiments: the child only reads the file, and CPython re-initialises
+its import lock in a forked child).
 
 Failure is never fatal: a child that dies, is killed or returns something unexpected, or a
 file that changed since the fork (device, inode, size, mtime), makes the parser stream the
@@ -66,6 +67,17 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def has_a_free_core() -> bool:
+    """Two or more usable cores, and a 1-minute load average below their number: on a busy
+    machine the two processes would only take turns (and each pays the other's cache)."""
+    cores = _usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover (no load average)
+        load = 0.0
+    return cores >= 2 and load < cores
+
+
 def worth_it(path: str, setting: str | None = None) -> os.stat_result | None:
     """The file's stat when a prefetch of ``path`` applies (module docstring), else None."""
     import stat as stat_mod
@@ -80,7 +92,7 @@ def worth_it(path: str, setting: str | None = None) -> os.stat_result | None:
     # a fork copies only the calling thread: another one holding a lock (logging's, an
     # import's) would leave it held in the child. A command process has one thread here.
     if not forced and ("pandas" in sys.modules or threading.active_count() > 1
-                       or _usable_cores() < 2):
+                       or not has_a_free_core()):
         return None
     try:
         st = os.stat(path)
@@ -105,6 +117,11 @@ def start(path: str, setting: str | None = None) -> bool:
     st = worth_it(path, setting)
     if st is None:
         return False
+    # the streamer's modules (numpy, msgspec, orjson) imported once, here, before the fork:
+    # the parent needs them anyway, and a child that imported them itself would spend ~0.1 s
+    # of CPU doing it again
+    from . import _kineto_fast  # noqa: F401
+
     rfd, wfd = os.pipe()
     try:
         pid = os.fork()
