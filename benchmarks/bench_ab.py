@@ -1,6 +1,7 @@
 """Before/after: one `profdiag report -f json` of two checkouts, in alternation, CPU medians.
 
     python benchmarks/bench_ab.py --base DIR --new DIR TRACE [--runs 8]
+        [--base-env KEY=VALUE ...] [--new-env KEY=VALUE ...]
 
 Each run is a fresh ``profdiag report TRACE -f json -q`` process, as the console script runs
 it, with ``PYTHONPATH`` set to one checkout, in rounds of one run of each (``--base`` first in
@@ -16,6 +17,10 @@ only adds CPU time (a neighbour's cache and memory traffic, frequency), so the m
 the steadier estimate of a process' own cost; an A/A run (``--base`` and ``--new`` the same
 checkout) shows how far apart two identical contenders read there. Run it from outside a checkout (``cd /tmp``);
 a worktree of the old commit (``git worktree add /tmp/base <commit>``) is the usual base.
+``--base-env``/``--new-env`` set environment variables for one side's runs (the same
+checkout twice with ``--new-env PROFDIAG_PREFETCH=0``, say, measures one switch). The wall
+seconds' medians and minima are printed too: a change that spends CPU on a second core (the
+Kineto prefetch) shows in them, not in the CPU seconds.
 """
 
 from __future__ import annotations
@@ -53,7 +58,13 @@ def main() -> int:
     ap.add_argument("--new", required=True, help="the checkout after it")
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable of the base's runs (repeatable)")
+    ap.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable of the new side's runs (repeatable)")
     args = ap.parse_args()
+    envs = {"base": _env_pairs(args.base_env, "--base-env"),
+            "new": _env_pairs(args.new_env, "--new-env")}
     trace = Path(args.trace)
     if not trace.is_file():
         print(f"bench_ab: {trace}: no such file", file=sys.stderr)
@@ -63,8 +74,10 @@ def main() -> int:
         compileall.compile_dir(str(root / "profdiag"), quiet=1)
     _install_wait4_hook()
     cpu: dict[str, list[float]] = {k: [] for k in sides}
+    wall: dict[str, list[float]] = {k: [] for k in sides}
     before = loadavg()
-    saved = os.environ.get("PYTHONPATH")
+    names = {"PYTHONPATH", *envs["base"], *envs["new"]}
+    saved = {k: os.environ.get(k) for k in names}
     try:
         for i in range(args.runs):
             # base first in odd rounds, new first in even ones, so that a penalty of a round's
@@ -72,25 +85,48 @@ def main() -> int:
             # rounds, medians), A/A runs in this order 1.11 (8 rounds) and 0.98 (10)
             order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
             for tag, root in order:
-                os.environ["PYTHONPATH"] = str(root)
+                _set_env(saved, {"PYTHONPATH": str(root), **envs[tag]})
                 r = run_child(REPORT, trace, args.timeout)
                 if "error" in r:
                     print(f"bench_ab: {tag} run {i + 1}: {r['error']}", file=sys.stderr)
                     return 1
                 cpu[tag].append(r["cpu_s"])
+                wall[tag].append(r["wall_s"])
             print(f"run {i + 1}: base {cpu['base'][-1]:.3f} s  new {cpu['new'][-1]:.3f} s", flush=True)
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+        _set_env(saved, {})
     after = loadavg()
     b, n = statistics.median(cpu["base"]), statistics.median(cpu["new"])
     bmin, nmin = min(cpu["base"]), min(cpu["new"])
     print(f"{trace.name}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
           f"new/base {n / b:.3f}; minima: base {bmin:.3f}, new {nmin:.3f}, new/base "
           f"{nmin / bmin:.3f}; {os.cpu_count()} CPUs, load average {before} before, {after} after")
+    wb, wn = statistics.median(wall["base"]), statistics.median(wall["new"])
+    wbmin, wnmin = min(wall["base"]), min(wall["new"])
+    print(f"wall s medians: base {wb:.3f}, new {wn:.3f}, new/base {wn / wb:.3f}; minima: base "
+          f"{wbmin:.3f}, new {wnmin:.3f}, new/base {wnmin / wbmin:.3f}")
     return 0
+
+
+def _env_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bench_ab: {flag} {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _set_env(saved: dict[str, str | None], values: dict[str, str]) -> None:
+    """The environment as saved, with ``values`` over it."""
+    for key, old in saved.items():
+        if key in values:
+            os.environ[key] = values[key]
+        elif old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 if __name__ == "__main__":

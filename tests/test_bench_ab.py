@@ -35,6 +35,26 @@ def test_bench_ab_alternates_the_two_checkouts_and_prints_their_medians():
     assert (b, n) == (base[1], new[1])  # the medians of the pairs printed above
     assert (bmin, nmin) == (base[0], new[0])  # and their minima
     assert abs(ratio - n / b) < 0.002 and abs(ratio_min - nmin / bmin) < 0.002
+    walls = re.fullmatch(r"wall s medians: base ([\d.]+), new ([\d.]+), new/base ([\d.]+); "
+                         r"minima: base ([\d.]+), new ([\d.]+), new/base ([\d.]+)", lines[4])
+    assert walls, lines[4]
+    wb, wn, wratio = map(float, walls.groups()[:3])
+    assert wb > 0 and wn > 0 and abs(wratio - wn / wb) < 0.002
+
+
+def test_bench_ab_sets_each_side_s_environment_for_its_runs_only():
+    # a bound the tiny trace's 6.8 MB of JSON inflates past: the new side's report fails
+    out = _run(str(TRACE), "--base", str(REPO), "--new", str(REPO), "--runs", "1",
+               "--new-env", "PROFDIAG_MAX_INFLATED_SIZE=1M")
+    assert out.returncode == 1
+    assert out.stderr.startswith("bench_ab: new run 1: "), out.stderr
+    out = _run(str(TRACE), "--base", str(REPO), "--new", str(REPO), "--runs", "1",
+               "--base-env", "PROFDIAG_MAX_INFLATED_SIZE=1M")
+    assert out.returncode == 1
+    assert out.stderr.startswith("bench_ab: base run 1: "), out.stderr
+    out = _run(str(TRACE), "--base", str(REPO), "--new", str(REPO), "--new-env", "NOEQUALS")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "bench_ab: --new-env 'NOEQUALS': expected KEY=VALUE"
 
 
 def test_bench_ab_refuses_a_folder_that_is_no_checkout_and_a_missing_trace(tmp_path):

@@ -22,9 +22,11 @@ Failure is never fatal: a child that dies, is killed or returns something unexpe
 file that changed since the fork (device, inode, size, mtime), makes the parser stream the
 file itself, as does a layout the streamer refuses (StreamUnsupported: the parser's fallback
 reads the Input that its own streaming consumed). The child's TraceFormatError is raised as
-it would have been in the parent. A child the parent never asks for is killed at exit. The pipe is private
-to the two processes, and its unpickler accepts only the numpy and ``_kineto_fast`` classes a
-result holds: the trace's content crosses it only as data.
+it would have been in the parent. A child the parent never asks for is killed at exit (a
+parent killed outright leaves it to end at its next write, a progress message per 4 MB, on
+the broken pipe). The pipe is private to the two processes, and its unpickler accepts only
+the numpy and ``_kineto_fast`` classes a result holds: the trace's content crosses it only
+as data.
 """
 
 from __future__ import annotations
