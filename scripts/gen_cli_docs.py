@@ -42,7 +42,7 @@ no partial output file is left behind.
 | variable | effect |
 |---|---|
 | `PROFDIAG_DEBUG=1` | show the traceback of an internal error |
-| `PROFDIAG_PREFETCH` | `report`, `gate`, `compare` and `export` of a Kineto JSON (1 MiB to 1 GiB, 256 MiB gzipped) fork a child on Linux with two or more usable cores and a 1-minute load average below their number, which streams the file while the command imports pandas and the diagnosis (docs/performance.md, twelfth pass). `0` turns it off; `always` drops the size, core, load-average and thread conditions (for tests). The report is the same either way |
+| `PROFDIAG_PREFETCH` | `report`, `gate`, `compare` and `export` of a Kineto JSON (1 MiB to 1 GiB, 64 MiB gzipped) fork a child on Linux with two or more usable cores and a 1-minute load average below their number, which streams the file while the command imports pandas and the diagnosis (docs/performance.md, twelfth pass). `0` turns it off; `always` drops the size, core, load-average and thread conditions (for tests). The report is the same either way |
 | `OPENBLAS_NUM_THREADS` | when unset, every command but `capture` and `sweep` sets it to 1 before numpy loads: OpenBLAS' spinning threads cost ~0.1 s of CPU per run and profdiag does no large linear algebra; set it to keep your own count |
 """
 

@@ -165,6 +165,12 @@ def test_when_it_applies(tmp_path):
     assert _prefetch.worth_it(str(js), "") is None
     sqlite = FIXTURES / "nsys" / "seed_microbench.sqlite"
     assert _prefetch.worth_it(str(sqlite), "always") is None  # not JSON
+    sqlite_gz = tmp_path / "t.sqlite.gz"
+    sqlite_gz.write_bytes(gzip.compress(sqlite.read_bytes()))
+    assert _prefetch.worth_it(str(sqlite_gz), "always") is None  # gzipped, not JSON inside
+    bad_gz = tmp_path / "bad.json.gz"
+    bad_gz.write_bytes(b"\x1f\x8b" + bytes(100))
+    assert _prefetch.worth_it(str(bad_gz), "always") is None  # no gzip stream: the parser says
     assert _prefetch.worth_it(str(tmp_path), "always") is None  # a directory
     assert _prefetch.worth_it(str(tmp_path / "missing.json"), "always") is None
     assert _prefetch.start(str(js), "always")

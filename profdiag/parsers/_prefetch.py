@@ -12,7 +12,7 @@ about the result differs: the child runs the same ``_kineto_fast.stream`` on the
 When it applies: Linux (``os.fork``), pandas not yet imported (a fresh command process, not
 a library caller or a test run, which have their imports paid), no other Python thread, at
 least two usable cores and a 1-minute load average below their number, a regular local file
-of 1 MiB to 1 GiB (256 MiB gzipped: the columns cross the pipe, and both processes hold them
+of 1 MiB to 1 GiB (64 MiB gzipped: the columns cross the pipe, and both processes hold them
 for a moment) whose first byte opens JSON. The environment variable ``PROFDIAG_PREFETCH``
 set to ``0`` turns it off; ``always`` drops the size, core, load, import and thread
 conditions (tests, experiments: the child only reads the file, and CPython re-initialises
@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 
 MIN_BYTES = 1 << 20
 MAX_BYTES = 1 << 30
-MAX_GZIP_BYTES = 256 << 20
+MAX_GZIP_BYTES = 64 << 20  # ~1 GB of JSON at Kineto's usual 10-15x
 ENV = "PROFDIAG_PREFETCH"
 
 
@@ -105,7 +105,14 @@ def worth_it(path: str, setting: str | None = None) -> os.stat_result | None:
     except OSError:
         return None  # the command's own checks name the problem
     gzipped = head[:2] == b"\x1f\x8b"
-    if not gzipped and head.lstrip(b" \t\r\n\xef\xbb\xbf")[:1] not in (b"{", b"["):
+    if gzipped:  # what it inflates to must open like JSON too (not a .sqlite.gz, a CSV)
+        import zlib
+
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 4096)
+        except zlib.error:
+            return None
+    if head.lstrip(b" \t\r\n\xef\xbb\xbf")[:1] not in (b"{", b"["):
         return None
     if not forced and not MIN_BYTES <= st.st_size <= (MAX_GZIP_BYTES if gzipped else MAX_BYTES):
         return None
@@ -151,6 +158,7 @@ def _child(path: str, wfd: int) -> None:
         with os.fdopen(wfd, "wb") as out:
             def progress(n: int) -> None:  # bytes read, per 4 MB block: the parent's bar
                 pickle.dump(("progress", n), out, protocol=5)
+                out.flush()  # the bar moves while the parent reads, not at the end
             try:
                 from . import _kineto_fast as fast
 
