@@ -1,9 +1,10 @@
 """Before/after: one `profdiag report -f json` of two checkouts, in alternation, CPU medians.
 
-    python benchmarks/bench_ab.py --base DIR --new DIR TRACE [--runs 8]
+    python benchmarks/bench_ab.py --base DIR --new DIR TRACE [--runs 8] [--format html]
         [--base-env KEY=VALUE ...] [--new-env KEY=VALUE ...]
 
-Each run is a fresh ``profdiag report TRACE -f json -q`` process, as the console script runs
+Each run is a fresh ``profdiag report TRACE -f json -q`` process (``--format``: another of the
+report's formats, e.g. html, the default of a plain ``profdiag report TRACE``), as the console script runs
 it, with ``PYTHONPATH`` set to one checkout, in rounds of one run of each (``--base`` first in
 odd rounds, ``--new`` first in even ones), so that a shared machine's drifts and any
 penalty of the first run of a round hit both alike: on the 2-core machines of
@@ -44,6 +45,14 @@ from bench_paired import loadavg  # noqa: E402
 REPORT = CONTENDERS["profdiag report -f json -q"]
 
 
+def report_code(fmt: str) -> str:
+    """The report contender writing ``fmt`` instead of json."""
+    code = REPORT.replace("'r.json'", f"'r.{fmt}'").replace("'-f', 'json'", f"'-f', '{fmt}'")
+    if fmt != "json" and code == REPORT:  # pragma: no cover (bench_load's contender changed)
+        raise SystemExit("bench_ab: cannot set the report's format in bench_load's contender")
+    return code
+
+
 def _checkout(path: str, flag: str) -> Path:
     root = Path(path).resolve()
     if not (root / "profdiag" / "__init__.py").is_file():
@@ -58,6 +67,8 @@ def main() -> int:
     ap.add_argument("--new", required=True, help="the checkout after it")
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument("--format", default="json", choices=("json", "html", "md", "txt"),
+                    help="the report's format (default json)")
     ap.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable of the base's runs (repeatable)")
     ap.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE",
@@ -73,6 +84,7 @@ def main() -> int:
     for root in sides.values():
         compileall.compile_dir(str(root / "profdiag"), quiet=1)
     _install_wait4_hook()
+    code = report_code(args.format)
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     wall: dict[str, list[float]] = {k: [] for k in sides}
     before = loadavg()
@@ -86,7 +98,7 @@ def main() -> int:
             order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
             for tag, root in order:
                 _set_env(saved, {"PYTHONPATH": str(root), **envs[tag]})
-                r = run_child(REPORT, trace, args.timeout)
+                r = run_child(code, trace, args.timeout)
                 if "error" in r:
                     print(f"bench_ab: {tag} run {i + 1}: {r['error']}", file=sys.stderr)
                     return 1
@@ -98,7 +110,7 @@ def main() -> int:
     after = loadavg()
     b, n = statistics.median(cpu["base"]), statistics.median(cpu["new"])
     bmin, nmin = min(cpu["base"]), min(cpu["new"])
-    print(f"{trace.name}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
+    print(f"{trace.name}, -f {args.format}: {args.runs} alternating runs, CPU s medians: base {b:.3f}, new {n:.3f}, "
           f"new/base {n / b:.3f}; minima: base {bmin:.3f}, new {nmin:.3f}, new/base "
           f"{nmin / bmin:.3f}; {os.cpu_count()} CPUs, load average {before} before, {after} after")
     wb, wn = statistics.median(wall["base"]), statistics.median(wall["new"])

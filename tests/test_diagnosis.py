@@ -230,6 +230,35 @@ def test_user_rules_and_threshold_overrides_reach_the_diagnosis(tmp_path, tiny_d
     assert base.check("overhead").status == "fail" and "kv_cache" not in base.breakdown.class_ns
 
 
+def test_warm_prepares_the_rules_run_reads_and_raises_what_run_raises(tmp_path, tiny_decode):
+    """diagnosis.warm (what `report` does while a prefetch child streams): the user's rule
+    file compiled into load_rules' cache; the same diagnosis after it; a bad file's error."""
+    from profdiag import classify, diagnosis
+    from profdiag.errors import RulesError
+
+    kernels = tmp_path / "kernels.toml"
+    kernels.write_text('[[rule]]\nid = "mine.index"\npattern = "elementwise_kernel_with_index"\n'
+                       'category = "memory"\nclass = "kv_cache"\npriority = 900\n')
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[overhead]\ndecode_max = 0.99\npathological = 0.995\n")
+    rules = (str(kernels), str(limits))
+    cold = profdiag.diagnose(profdiag.load(tiny_decode), rules=rules).to_dict()
+    classify._load_cached.cache_clear()
+    diagnosis.warm(rules)
+    key = (*map(str, classify.default_rule_files()), str(kernels))
+    before = classify._load_cached.cache_info()
+    classify._load_cached(key)
+    assert classify._load_cached.cache_info().hits == before.hits + 1  # compiled by warm
+    warm = profdiag.diagnose(profdiag.load(tiny_decode), rules=rules).to_dict()
+    assert warm == cold and "kv_cache" in warm["breakdown"]["class_ns"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "x"\npattern = "("\ncategory = "compute"\nclass = "gemm"\n')
+    for call in (lambda: diagnosis.warm([str(bad)]),
+                 lambda: profdiag.diagnose(profdiag.load(tiny_decode), rules=[str(bad)])):
+        with pytest.raises(RulesError, match="bad regex"):
+            call()
+
+
 @pytest.mark.parametrize("compact", [True, False])
 def test_hotspot_rows_per_kernel_name_hand_computed(compact):
     """Per kernel name (a missing name in none): calls, total time, and the first short

@@ -156,6 +156,28 @@ def test_progress_is_forwarded_byte_for_byte(tmp_path):
     assert sum(seen) == sum(here) == p.stat().st_size
 
 
+def test_work_registered_while_waiting_runs_once_before_the_result_is_read(tmp_path):
+    p = _plain(tmp_path, gzip.decompress(EAGER.read_bytes()))
+    ran: list[str] = []
+    _prefetch.while_waiting(lambda: ran.append("no child"))  # nothing pending: not kept
+    assert not _prefetch._WHILE_WAITING
+    assert _prefetch.start(str(p), "always")
+
+    def failing() -> None:
+        ran.append("failing")
+        raise ValueError("the command does this again and raises it there")
+
+    _prefetch.while_waiting(lambda: ran.append("rules"), failing, lambda: ran.append("template"))
+    result = _prefetch.take(p, lambda n: ran.append("progress"))
+    assert result is not None and result.extractor.cols.rows > 0  # the failure is dropped
+    assert ran[:3] == ["rules", "failing", "template"] and set(ran[3:]) == {"progress"}
+    assert not _prefetch._WHILE_WAITING
+    assert _prefetch.start(str(p), "always")
+    _prefetch.while_waiting(lambda: ran.append("late"))
+    _prefetch.discard()  # a child nobody takes: its work is dropped with it
+    assert not _prefetch._WHILE_WAITING and "late" not in ran
+
+
 def test_when_it_applies(tmp_path):
     js = _plain(tmp_path, b" \n" + gzip.decompress(EAGER.read_bytes()))
     assert _prefetch.worth_it(str(js), "always") is not None
@@ -199,7 +221,9 @@ def _cli(tmp_path, setting, *args):
     the Kineto parser took a child's result."""
     code = ("import sys\nfrom profdiag.parsers import _prefetch\n_take = _prefetch.take\n"
             "def take(*a):\n    r = _take(*a)\n    print('TAKEN', r is not None, file=sys.stderr)\n"
-            "    return r\n_prefetch.take = take\nfrom profdiag.cli import main\n"
+            "    return r\n_prefetch.take = take\n_run = _prefetch._run_while_waiting\n"
+            "def run():\n    print('WHILE WAITING', len(_prefetch._WHILE_WAITING), file=sys.stderr)\n"
+            "    _run()\n_prefetch._run_while_waiting = run\nfrom profdiag.cli import main\n"
             "sys.argv = ['profdiag', *sys.argv[1:]]\nsys.exit(main())\n")
     env = {**os.environ, "PROFDIAG_PREFETCH": setting}
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
@@ -213,6 +237,16 @@ def test_a_report_process_takes_the_child_s_columns_and_writes_the_same_report(t
         assert out.returncode == 0, out.stderr
         assert ("TAKEN True" in out.stderr) == (setting == "always"), out.stderr
     assert (tmp_path / "always.json").read_bytes() == (tmp_path / "0.json").read_bytes()
+
+
+def test_a_report_compiles_its_rules_and_template_while_the_child_streams(tmp_path):
+    """The default HTML report: the diagnosis' rules and the page's template are prepared
+    while the parent waits for the child, and the page is the one written without a child."""
+    for setting in ("always", "0"):
+        out = _cli(tmp_path, setting, "report", EAGER, "-q", "-o", tmp_path / f"{setting}.html")
+        assert out.returncode == 0, out.stderr
+        assert ("WHILE WAITING 2" in out.stderr) == (setting == "always"), out.stderr
+    assert (tmp_path / "always.html").read_bytes() == (tmp_path / "0.html").read_bytes()
 
 
 def test_a_report_process_s_error_is_the_same_with_the_child(tmp_path):

@@ -277,6 +277,25 @@ def test_registry_renders_all_formats(decode_dict: dict[str, Any]) -> None:
         assert render(decode_dict, fmt)
 
 
+def test_warm_compiles_the_report_template_and_changes_no_page(decode_dict: dict[str, Any]) -> None:
+    """renderers.warm (what `report` does while a prefetch child streams): the HTML report's
+    template in the shared environment's cache; the same page after it; the other formats
+    have nothing to prepare."""
+    from profdiag.renderers import render, warm
+    from profdiag.renderers.templating import environment
+
+    env = environment()
+    env.cache.clear()
+    page = render(decode_dict, "html")
+    env.cache.clear()
+    warm("html")
+    assert [name for _, name in env.cache.keys()] == [html_r.TEMPLATE]
+    assert render(decode_dict, "html") == page
+    for fmt in ("json", "md", "txt"):
+        warm(fmt)
+    assert len(env.cache) == 1
+
+
 def test_templates_ship_in_package() -> None:
     from importlib.resources import files
 

@@ -48,7 +48,7 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
     from ..fleet import is_url, local_path
     from ..io import write_atomic
     from ..progress import input_bytes, progress_bar
-    from ..renderers import format_for, render
+    from ..renderers import format_for, render, warm as warm_renderer
 
     fmt = format_for(output, fmt)
     trace = local_path(trace) or trace
@@ -89,7 +89,7 @@ def command(trace: str, output: str | None, fmt: str | None, quiet: bool, jobs: 
         output = _default_output(trace, fmt)
     prepare(opts, outputs=(output, perfetto))
     with progress_bar(input_bytes(trace), enabled=not quiet):
-        diag = run_diagnosis(trace, opts)
+        diag = run_diagnosis(trace, opts, warm=(lambda: warm_renderer(fmt),))
     data = diag.to_dict()
     if perfetto:
         from .. import perfetto as pf

@@ -61,20 +61,38 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
     ``schema.compact``): a canonical ``trace`` is compacted first, into a new Trace (the
     caller's is left as it is); ``profdiag.load(path, compact=True)`` gives one directly."""
     trace = compact_trace(trace)
-    is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
-    kernel_rules = [p for p in rules if is_rule_file[str(p)]]
-    threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
+    kernel_rules, threshold_files, idle_files = _rule_files(rules)
     limits = thresholds(threshold_files)
     typed = typed_thresholds.from_mapping(limits)  # validated when loaded
     spec = resolve_spec(trace, model_config, layers, gemms_per_layer, lm_head, use_manifest)
     ctx = build(trace, spec, load_rules(kernel_rules), limits)
-    idle_rules = idle_mod.load_idle_rules(tuple(str(p) for p in rules
-                                                if idle_mod.has_idle_causes(p)))
+    idle_rules = idle_mod.load_idle_rules(idle_files)
     inputs = pipeline.Run(trace=trace, ctx=ctx, limits=limits, typed=typed,
                           idle_rules=idle_rules, gemms_per_layer=gemms_per_layer, gpu=gpu,
                           gpu_spec=gpu_spec, shapes_from=shapes_from, hta=hta)
     diag: Diagnosis = pipeline.execute(inputs)["diagnosis"]
     return diag
+
+
+def warm(rules: Sequence[str | Path] = ()) -> None:
+    """Read and compile what ``run`` reads besides the trace and the model (the shipped and
+    ``rules``' kernel rules, thresholds and idle causes) into their caches, so that ``run``
+    finds them ready: ``report`` does this while a forked child still streams the trace
+    (parsers/_prefetch.py). The same errors as ``run``'s, which raises them again."""
+    kernel_rules, threshold_files, idle_files = _rule_files(rules)
+    thresholds(threshold_files)
+    load_rules(kernel_rules)
+    idle_mod.load_idle_rules(idle_files)
+
+
+def _rule_files(rules: Sequence[str | Path]
+                ) -> tuple[list[str | Path], tuple[str, ...], tuple[str, ...]]:
+    """``rules`` split: kernel rule files, threshold files, files with idle causes."""
+    is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
+    kernel_rules = [p for p in rules if is_rule_file[str(p)]]
+    threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
+    idle_files = tuple(str(p) for p in rules if idle_mod.has_idle_causes(p))
+    return kernel_rules, threshold_files, idle_files
 
 
 def compact_trace(trace: Trace) -> Trace:

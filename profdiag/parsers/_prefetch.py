@@ -56,6 +56,7 @@ class _Pending:
 
 _PENDING: _Pending | None = None
 _REGISTERED = False  # discard() is an atexit handler
+_WHILE_WAITING: list[Callable[[], object]] = []  # run by take() before it reads the pipe
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -149,6 +150,26 @@ def start(path: str, setting: str | None = None) -> bool:
     return True
 
 
+def while_waiting(*work: Callable[[], object]) -> None:
+    """Have ``take`` run ``work`` (in the parent, once, in order) before it waits for the
+    child's result: what the command needs next and would otherwise do after the load (its
+    rules compiled, its report's template) runs while the child is still streaming. Nothing
+    is kept when no child is pending. An Exception raised by ``work`` is dropped: the command
+    does the same work again later, where its error belongs."""
+    if _PENDING is not None:
+        _WHILE_WAITING.extend(work)
+
+
+def _run_while_waiting() -> None:
+    work = list(_WHILE_WAITING)
+    _WHILE_WAITING.clear()
+    for fn in work:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001, S112 (done again, and raised, where it belongs)
+            continue
+
+
 def _child(path: str, wfd: int) -> None:
     code = 0
     try:
@@ -227,6 +248,7 @@ def take(path: str | os.PathLike[str], progress: Callable[[int], None] | None) -
         discard()
         return None
     _PENDING = None
+    _run_while_waiting()
     message: Any = None
     try:
         with pending.reader:
@@ -259,6 +281,7 @@ def discard() -> None:
     """Kill and reap a child nobody will ask for (at exit, or when its file changed)."""
     global _PENDING
     pending, _PENDING = _PENDING, None
+    _WHILE_WAITING.clear()
     if pending is None:
         return
     try:

@@ -182,8 +182,16 @@ def view(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+TEMPLATE = "report.html.j2"
+
+
+def warm() -> None:
+    """The report's template compiled into the environment's cache (renderers.warm)."""
+    _env().get_template(TEMPLATE)
+
+
 def render(data: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (deterministic for the same dict)."""
-    tpl = _env().get_template("report.html.j2")
+    tpl = _env().get_template(TEMPLATE)
     return tpl.render(v=view(data), chart_json=script_json(chart_data(data)),
                       chart_id=CHART_DATA_ID, css=_asset("report.css"), js=_asset("report.js"))
