@@ -27,7 +27,7 @@ def test_bench_ab_alternates_the_two_checkouts_and_prints_their_medians():
     base = sorted(float(m.group(2)) for m in runs if m)
     new = sorted(float(m.group(3)) for m in runs if m)
     assert min(base + new) > 0  # whole-process CPU, imports included
-    summary = re.match(r"own_tiny_decode_ctx512_B1_steps8\.json\.gz: 3 alternating runs, CPU s "
+    summary = re.match(r"own_tiny_decode_ctx512_B1_steps8\.json\.gz, -f json: 3 alternating runs, CPU s "
                        r"medians: base ([\d.]+), new ([\d.]+), new/base ([\d.]+); minima: "
                        r"base ([\d.]+), new ([\d.]+), new/base ([\d.]+); ", lines[3])
     assert summary, lines[3]
