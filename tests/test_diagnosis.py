@@ -230,6 +230,28 @@ def test_user_rules_and_threshold_overrides_reach_the_diagnosis(tmp_path, tiny_d
     assert base.check("overhead").status == "fail" and "kv_cache" not in base.breakdown.class_ns
 
 
+def test_rules_files_split_by_what_they_declare_and_an_unreadable_one_is_named(tmp_path):
+    """One read of each --rules file decides its roles: kernel rules ([[rule]]), thresholds
+    (no [[rule]]), idle causes ([[cause]], [attribution] or [step_outliers]); a file may be
+    both. A file that cannot be read is a usage error naming it."""
+    from profdiag import diagnosis
+
+    both = tmp_path / "both.toml"
+    both.write_text('[[rule]]\nid = "a"\n\n[[cause]]\nid = "b"\n')
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[overhead]\ndecode_max = 0.9\n")
+    outliers = tmp_path / "outliers.toml"
+    outliers.write_text("[step_outliers]\nmin_steps = 4\n")
+    kernel, thresholds, idle = diagnosis._rule_files([both, str(limits), outliers])
+    assert kernel == [both]
+    assert thresholds == (str(limits), str(outliers))
+    assert idle == (str(both), str(outliers))
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(UsageError, match="cannot read rules file") as err:
+        diagnosis._rule_files([str(limits), str(missing)])
+    assert str(missing) in str(err.value)
+
+
 def test_warm_prepares_the_rules_run_reads_and_raises_what_run_raises(tmp_path, tiny_decode):
     """diagnosis.warm (what `report` does while a prefetch child streams): the user's rule
     file compiled into load_rules' cache; the same diagnosis after it; a bad file's error."""

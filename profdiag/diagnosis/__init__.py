@@ -88,10 +88,10 @@ def warm(rules: Sequence[str | Path] = ()) -> None:
 def _rule_files(rules: Sequence[str | Path]
                 ) -> tuple[list[str | Path], tuple[str, ...], tuple[str, ...]]:
     """``rules`` split: kernel rule files, threshold files, files with idle causes."""
-    is_rule_file = {str(p): _has_rules(p) for p in rules}  # each file read once
-    kernel_rules = [p for p in rules if is_rule_file[str(p)]]
-    threshold_files = tuple(str(p) for p in rules if not is_rule_file[str(p)])
-    idle_files = tuple(str(p) for p in rules if idle_mod.has_idle_causes(p))
+    texts = {str(p): _read_rules_file(p) for p in rules}  # each file read once
+    kernel_rules = [p for p in rules if "[[rule]]" in texts[str(p)]]
+    threshold_files = tuple(str(p) for p in rules if "[[rule]]" not in texts[str(p)])
+    idle_files = tuple(str(p) for p in rules if idle_mod.declares_idle_causes(texts[str(p)]))
     return kernel_rules, threshold_files, idle_files
 
 
@@ -104,8 +104,8 @@ def compact_trace(trace: Trace) -> Trace:
     return Trace(schema.compact(ev), trace.meta)
 
 
-def _has_rules(path: str | Path) -> bool:
+def _read_rules_file(path: str | Path) -> str:
     try:
-        return "[[rule]]" in Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read rules file: {exc.strerror}", str(path)) from None

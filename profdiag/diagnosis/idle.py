@@ -111,11 +111,8 @@ def load_idle_rules(extra: tuple[str, ...] = ()) -> IdleRules:
     return IdleRules(tuple(causes[k] for k in order), generic, attribution, outliers)
 
 
-def has_idle_causes(path: str | Path) -> bool:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return False
+def declares_idle_causes(text: str) -> bool:
+    """Whether a rules file's ``text`` has idle causes, attribution or step-outlier settings."""
     return "[[cause]]" in text or "[attribution]" in text or "[step_outliers]" in text
 
 
