@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -92,22 +93,25 @@ def diagnosis_options(f: F) -> F:
     return f
 
 
+def _warm_diagnosis(rules: Sequence[str | Path]) -> None:
+    from .. import diagnosis
+
+    diagnosis.warm(rules)
+
+
 def run_diagnosis(trace_path: str, opts: dict[str, Any],
                   warm: Sequence[Callable[[], object]] = ()) -> Any:
     """Load and diagnose ``trace_path`` with the options of diagnosis_options. ``warm``: what
     the command does next (its renderer's template), done while a prefetch child streams the
     trace, if one does, with the diagnosis' rules (parsers/_prefetch.while_waiting)."""
-    prefetching = False
     if opts.get("trace_format") in (None, "torch"):
         # before the imports below: a child streams a Kineto JSON while they run
         from ..parsers import _prefetch
 
-        prefetching = _prefetch.start(trace_path)
+        if _prefetch.start(trace_path):
+            rules = tuple(opts.get("rules") or ())
+            _prefetch.while_waiting(lambda: _warm_diagnosis(rules), *warm)
     from .. import diagnosis, load
-
-    if prefetching:
-        rules = tuple(opts.get("rules") or ())
-        _prefetch.while_waiting(lambda: diagnosis.warm(rules), *warm)
 
     # compact: string columns as Categoricals, what the diagnosis reads (schema.compact)
     trace = load(trace_path, format=opts.get("trace_format"), compact=True)
