@@ -265,14 +265,23 @@ def test_warm_prepares_the_rules_run_reads_and_raises_what_run_raises(tmp_path, 
     limits.write_text("[overhead]\ndecode_max = 0.99\npathological = 0.995\n")
     rules = (str(kernels), str(limits))
     cold = profdiag.diagnose(profdiag.load(tiny_decode), rules=rules).to_dict()
-    classify._load_cached.cache_clear()
+    from profdiag import engines, hardware
+    from profdiag.diagnosis import verdict
+
+    shipped = (engines.forms, engines.kv_write_rule, hardware._load_table, verdict.advice)
+    for cache in (classify._load_cached, *shipped):
+        cache.cache_clear()
     diagnosis.warm(rules)
     key = (*map(str, classify.default_rule_files()), str(kernels))
     before = classify._load_cached.cache_info()
     classify._load_cached(key)
     assert classify._load_cached.cache_info().hits == before.hits + 1  # compiled by warm
+    # the shipped tables a run reads: each read by warm, so the run finds it cached
+    assert [c.cache_info().currsize for c in shipped] == [1, 1, 1, 1]
+    run_misses = [c.cache_info().misses for c in shipped]
     warm = profdiag.diagnose(profdiag.load(tiny_decode), rules=rules).to_dict()
     assert warm == cold and "kv_cache" in warm["breakdown"]["class_ns"]
+    assert [c.cache_info().misses for c in shipped] == run_misses  # the run read none again
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\nid = "x"\npattern = "("\ncategory = "compute"\nclass = "gemm"\n')
     for call in (lambda: diagnosis.warm([str(bad)]),

@@ -76,13 +76,23 @@ def run(trace: Trace, model_config: str | Path | None = None, layers: int | None
 
 def warm(rules: Sequence[str | Path] = ()) -> None:
     """Read and compile what ``run`` reads besides the trace and the model (the shipped and
-    ``rules``' kernel rules, thresholds and idle causes) into their caches, so that ``run``
-    finds them ready: ``report`` does this while a forked child still streams the trace
-    (parsers/_prefetch.py). The same errors as ``run``'s, which raises them again."""
+    ``rules``' kernel rules, thresholds and idle causes; the shipped engine annotations, GPU
+    table and advice) into their caches, so that ``run`` finds them ready: ``report`` does
+    this while a forked child still streams the trace (parsers/_prefetch.py). The same
+    errors as ``run``'s, which raises them again."""
     kernel_rules, threshold_files, idle_files = _rule_files(rules)
     thresholds(threshold_files)
     load_rules(kernel_rules)
     idle_mod.load_idle_rules(idle_files)
+    # the shipped tables every run reads (step annotations, KV writes, GPUs, advice), and the
+    # roofline's modules, which the pipeline imports when it reaches that step
+    from .. import engines, hardware
+    from . import roofline_step, sol, verdict  # noqa: F401
+
+    engines.forms(None)  # keyed as the pipeline calls them
+    engines.kv_write_rule(None)
+    hardware.known_gpus()
+    verdict.advice()
 
 
 def _rule_files(rules: Sequence[str | Path]
