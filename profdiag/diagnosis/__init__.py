@@ -89,7 +89,7 @@ def warm(rules: Sequence[str | Path] = ()) -> None:
     from .. import engines, hardware
     from . import roofline_step, sol, verdict  # noqa: F401
 
-    engines.forms(None)  # keyed as the pipeline calls them
+    engines.forms(None)  # None as the pipeline passes it: lru_cache keys f() and f(None) apart
     engines.kv_write_rule(None)
     hardware.known_gpus()
     verdict.advice()
